@@ -1,0 +1,54 @@
+//! [`BlobApi`]: one blob storage node, and [`BlobNodes`]: how a caller reaches each node.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+use oci_model::Digest;
+
+use crate::error::BlobError;
+use crate::types::*;
+
+/// A stream of blob bytes. Errors end the stream.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, BlobError>> + Send + 'static>>;
+
+/// One blob storage node: content-addressed blobs plus staging files for uploads.
+#[async_trait]
+pub trait BlobApi: Send + Sync + 'static {
+    /// Creates an empty staging file for `id`. Idempotent.
+    async fn start_upload(&self, id: &UploadId) -> Result<(), BlobError>;
+
+    /// Appends `data` to upload `id`, which must currently be `offset` bytes long (else
+    /// `OffsetMismatch` and nothing is written). Returns the new length. A failed stream leaves
+    /// the upload at a length the next status call reports.
+    async fn append_upload(&self, id: &UploadId, offset: u64, data: ByteStream) -> Result<u64, BlobError>;
+
+    /// The current length of upload `id`; `UploadNotFound` if unknown.
+    async fn upload_status(&self, id: &UploadId) -> Result<u64, BlobError>;
+
+    /// Verifies upload `id` against `digest` (`DigestMismatch` otherwise, the upload kept), makes
+    /// it durable under its digest (file and directory fsynced) and removes the staging file.
+    async fn commit_upload(&self, id: &UploadId, digest: &Digest) -> Result<CommittedBlob, BlobError>;
+
+    /// Removes upload `id`. Idempotent.
+    async fn cancel_upload(&self, id: &UploadId) -> Result<(), BlobError>;
+
+    /// The size of blob `digest` if this node holds it.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, BlobError>;
+
+    /// Streams blob `digest` from `offset`, `length` bytes or to the end. `RangeNotSatisfiable`
+    /// when `offset` is past the end; `NotFound` when absent.
+    async fn read(&self, digest: &Digest, offset: u64, length: Option<u64>) -> Result<ByteStream, BlobError>;
+
+    /// Removes blob `digest`. Idempotent.
+    async fn delete(&self, digest: &Digest) -> Result<(), BlobError>;
+}
+
+/// Reaches blob nodes by id, as the cluster map names them.
+#[async_trait]
+pub trait BlobNodes: Send + Sync + 'static {
+    /// A handle on node `id`; `Unavailable` if the node is not known.
+    async fn node(&self, id: BlobNodeId) -> Result<Arc<dyn BlobApi>, BlobError>;
+}

@@ -1,0 +1,92 @@
+//! Error kinds shared by both services. Each error maps once to a gRPC code (in `wharf-proto`) and
+//! once to an OCI error code (in the gateway) through [`ErrorKind`].
+
+use oci_model::Digest;
+
+/// The coarse kind of an error, which decides how it crosses the wire and what a client sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    NotFound,
+    InvalidArgument,
+    FailedPrecondition,
+    AlreadyExists,
+    Unavailable,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetaError {
+    #[error("repository {0} is not known")]
+    NameUnknown(String),
+    #[error("manifest {0} is not known in this repository")]
+    ManifestUnknown(String),
+    #[error("blob {0} is not known in this repository")]
+    BlobUnknown(Digest),
+    #[error("upload session {0} is not known")]
+    UploadUnknown(String),
+    #[error("manifest references {0}, which is not in this repository")]
+    ManifestBlobUnknown(Digest),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("no blob node is available")]
+    NoBlobNodes,
+    #[error("metadata service unavailable{}", .leader.as_ref().map(|l| format!(" (leader at {l})")).unwrap_or_default())]
+    Unavailable { leader: Option<String> },
+    #[error("metadata service internal error: {0}")]
+    Internal(String),
+}
+
+impl MetaError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            MetaError::NameUnknown(_)
+            | MetaError::ManifestUnknown(_)
+            | MetaError::BlobUnknown(_)
+            | MetaError::UploadUnknown(_) => ErrorKind::NotFound,
+            MetaError::ManifestBlobUnknown(_) => ErrorKind::FailedPrecondition,
+            MetaError::Invalid(_) => ErrorKind::InvalidArgument,
+            MetaError::NoBlobNodes | MetaError::Unavailable { .. } => ErrorKind::Unavailable,
+            MetaError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob {0} not found on this node")]
+    NotFound(Digest),
+    #[error("upload {0} not found on this node")]
+    UploadNotFound(String),
+    #[error("upload is at offset {expected}, not {given}")]
+    OffsetMismatch { expected: u64, given: u64 },
+    #[error("uploaded content has digest {actual}, not {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("range starting at {offset} is beyond the blob's {size} bytes")]
+    RangeNotSatisfiable { offset: u64, size: u64 },
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("blob node unavailable: {0}")]
+    Unavailable(String),
+    #[error("blob node i/o error: {0}")]
+    Io(String),
+}
+
+impl BlobError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            BlobError::NotFound(_) | BlobError::UploadNotFound(_) => ErrorKind::NotFound,
+            BlobError::OffsetMismatch { .. } | BlobError::RangeNotSatisfiable { .. } => {
+                ErrorKind::FailedPrecondition
+            }
+            BlobError::DigestMismatch { .. } | BlobError::Invalid(_) => ErrorKind::InvalidArgument,
+            BlobError::Unavailable(_) => ErrorKind::Unavailable,
+            BlobError::Io(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<std::io::Error> for BlobError {
+    fn from(error: std::io::Error) -> Self {
+        BlobError::Io(error.to_string())
+    }
+}

@@ -1,0 +1,19 @@
+//! The contracts between Wharf's roles: [`MetaApi`] (the Raft-replicated metadata service) and
+//! [`BlobApi`] (one blob storage node), their domain types and error kinds.
+//!
+//! The gateway is written against these traits only; `cluster-client` implements them over gRPC and
+//! `meta-node` / `blob-node` implement them locally. This crate must not depend on tonic, prost,
+//! openraft, RocksDB or any other backend (STYLE.md rule 4).
+
+mod blob;
+mod error;
+mod meta;
+mod types;
+
+#[cfg(feature = "fake")]
+pub mod fake;
+
+pub use blob::{BlobApi, BlobNodes, ByteStream};
+pub use error::{BlobError, ErrorKind, MetaError};
+pub use meta::MetaApi;
+pub use types::*;
