@@ -23,14 +23,23 @@ pub trait BlobApi: Send + Sync + 'static {
     /// Appends `data` to upload `id`, which must currently be `offset` bytes long (else
     /// `OffsetMismatch` and nothing is written). Returns the new length. A failed stream leaves
     /// the upload at a length the next status call reports.
-    async fn append_upload(&self, id: &UploadId, offset: u64, data: ByteStream) -> Result<u64, BlobError>;
+    async fn append_upload(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        data: ByteStream,
+    ) -> Result<u64, BlobError>;
 
     /// The current length of upload `id`; `UploadNotFound` if unknown.
     async fn upload_status(&self, id: &UploadId) -> Result<u64, BlobError>;
 
     /// Verifies upload `id` against `digest` (`DigestMismatch` otherwise, the upload kept), makes
     /// it durable under its digest (file and directory fsynced) and removes the staging file.
-    async fn commit_upload(&self, id: &UploadId, digest: &Digest) -> Result<CommittedBlob, BlobError>;
+    async fn commit_upload(
+        &self,
+        id: &UploadId,
+        digest: &Digest,
+    ) -> Result<CommittedBlob, BlobError>;
 
     /// Removes upload `id`. Idempotent.
     async fn cancel_upload(&self, id: &UploadId) -> Result<(), BlobError>;
@@ -40,7 +49,12 @@ pub trait BlobApi: Send + Sync + 'static {
 
     /// Streams blob `digest` from `offset`, `length` bytes or to the end. `RangeNotSatisfiable`
     /// when `offset` is past the end; `NotFound` when absent.
-    async fn read(&self, digest: &Digest, offset: u64, length: Option<u64>) -> Result<ByteStream, BlobError>;
+    async fn read(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<ByteStream, BlobError>;
 
     /// Removes blob `digest`. Idempotent.
     async fn delete(&self, digest: &Digest) -> Result<(), BlobError>;

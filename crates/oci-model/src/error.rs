@@ -46,6 +46,7 @@ error_codes! {
     TooManyRequests => ("TOOMANYREQUESTS", 429, "too many requests"),
     RangeInvalid => ("RANGE_INVALID", 416, "invalid content range"),
     PayloadTooLarge => ("MANIFEST_INVALID", 413, "manifest exceeds the size limit"),
+    PaginationNumberInvalid => ("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"),
     Unavailable => ("UNAVAILABLE", 503, "service unavailable"),
     Unknown => ("UNKNOWN", 500, "unknown error"),
 }
@@ -122,7 +123,9 @@ pub fn render_errors(errors: &[OciError]) -> Vec<u8> {
             })
             .collect(),
     };
-    serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"errors":[{"code":"UNKNOWN","message":"unknown error"}]}"#.to_vec())
+    serde_json::to_vec(&body).unwrap_or_else(|_| {
+        br#"{"errors":[{"code":"UNKNOWN","message":"unknown error"}]}"#.to_vec()
+    })
 }
 
 #[cfg(test)]
@@ -146,7 +149,10 @@ mod tests {
         for code in ErrorCode::ALL {
             let info = code.info();
             assert!((400..600).contains(&info.status), "{info:?}");
-            assert!(info.code.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
+            assert!(info
+                .code
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c == '_'));
         }
     }
 }

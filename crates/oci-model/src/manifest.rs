@@ -81,7 +81,10 @@ pub struct ParsedManifest {
 
 impl ParsedManifest {
     /// Parses and validates `bytes` sent with `content_type` (a Content-Type header value).
-    pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest, ManifestError> {
+    pub fn parse(
+        content_type: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<ParsedManifest, ManifestError> {
         if bytes.len() > MAX_MANIFEST_BYTES {
             return Err(ManifestError::TooLarge(bytes.len()));
         }
@@ -175,7 +178,10 @@ fn resolve_media_type(
     Ok(chosen)
 }
 
-fn parse_descriptor(field: &'static str, value: serde_json::Value) -> Result<Descriptor, ManifestError> {
+fn parse_descriptor(
+    field: &'static str,
+    value: serde_json::Value,
+) -> Result<Descriptor, ManifestError> {
     serde_json::from_value(value).map_err(|e| ManifestError::InvalidField {
         field,
         reason: e.to_string(),
@@ -223,9 +229,13 @@ mod tests {
             "config": descriptor(OCI_IMAGE_CONFIG, b"{}"),
             "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", b"layer")],
         });
-        let parsed = ParsedManifest::parse(Some(OCI_MANIFEST), body.to_string().as_bytes()).unwrap();
+        let parsed =
+            ParsedManifest::parse(Some(OCI_MANIFEST), body.to_string().as_bytes()).unwrap();
         assert_eq!(parsed.media_type, OCI_MANIFEST);
-        assert_eq!(parsed.blobs, vec![Digest::sha256_of(b"{}"), Digest::sha256_of(b"layer")]);
+        assert_eq!(
+            parsed.blobs,
+            vec![Digest::sha256_of(b"{}"), Digest::sha256_of(b"layer")]
+        );
         assert_eq!(parsed.artifact_type.as_deref(), Some(OCI_IMAGE_CONFIG));
         assert!(parsed.manifests.is_empty());
     }
@@ -250,7 +260,10 @@ mod tests {
         });
         let parsed = ParsedManifest::parse(None, artifact.to_string().as_bytes()).unwrap();
         assert_eq!(parsed.subject.unwrap().digest, Digest::sha256_of(b"child"));
-        assert_eq!(parsed.artifact_type.as_deref(), Some("application/vnd.example.sbom"));
+        assert_eq!(
+            parsed.artifact_type.as_deref(),
+            Some("application/vnd.example.sbom")
+        );
     }
 
     #[test]
@@ -281,10 +294,14 @@ mod tests {
 
     #[test]
     fn foreign_layers_are_not_required() {
-        let mut layer = descriptor("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", b"f");
+        let mut layer = descriptor(
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            b"f",
+        );
         layer["urls"] = json!(["https://example.invalid/layer"]);
         let body = json!({"schemaVersion": 2, "config": descriptor(OCI_IMAGE_CONFIG, b"{}"), "layers": [layer]});
-        let parsed = ParsedManifest::parse(Some(DOCKER_MANIFEST), body.to_string().as_bytes()).unwrap();
+        let parsed =
+            ParsedManifest::parse(Some(DOCKER_MANIFEST), body.to_string().as_bytes()).unwrap();
         assert_eq!(parsed.blobs, vec![Digest::sha256_of(b"{}")]);
     }
 }

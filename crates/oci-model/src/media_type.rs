@@ -8,7 +8,12 @@ pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 pub const OCI_IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
 /// Manifest media types a PUT may carry.
-pub const MANIFEST_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+pub const MANIFEST_TYPES: [&str; 4] = [
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+];
 
 /// True for the two index-like types (their descriptors name manifests, not blobs).
 pub fn is_index(media_type: &str) -> bool {
@@ -45,7 +50,10 @@ mod tests {
     #[test]
     fn accept_negotiation() {
         assert!(accepts(&[], OCI_MANIFEST));
-        assert!(accepts(&["application/vnd.oci.image.manifest.v1+json; q=0.5"], OCI_MANIFEST));
+        assert!(accepts(
+            &["application/vnd.oci.image.manifest.v1+json; q=0.5"],
+            OCI_MANIFEST
+        ));
         assert!(accepts(&["text/plain, */*"], OCI_INDEX));
         assert!(!accepts(&[DOCKER_MANIFEST], OCI_MANIFEST));
         assert!(accepts(&[DOCKER_MANIFEST, OCI_MANIFEST], OCI_MANIFEST));
@@ -53,6 +61,9 @@ mod tests {
 
     #[test]
     fn essence_strips_parameters() {
-        assert_eq!(essence(" application/json ; charset=utf-8"), "application/json");
+        assert_eq!(
+            essence(" application/json ; charset=utf-8"),
+            "application/json"
+        );
     }
 }

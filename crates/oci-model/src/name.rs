@@ -217,7 +217,10 @@ mod tests {
             "a%2fb",
             long.as_str(),
         ] {
-            assert!(RepositoryName::parse(bad).is_err(), "{bad:?} must be rejected");
+            assert!(
+                RepositoryName::parse(bad).is_err(),
+                "{bad:?} must be rejected"
+            );
         }
         assert!(RepositoryName::parse(&"a".repeat(255)).is_ok());
     }
@@ -236,7 +239,10 @@ mod tests {
     fn references() {
         assert!(matches!(Reference::parse("v1"), Ok(Reference::Tag(_))));
         let digest = Digest::sha256_of(b"x").to_string();
-        assert!(matches!(Reference::parse(&digest), Ok(Reference::Digest(_))));
+        assert!(matches!(
+            Reference::parse(&digest),
+            Ok(Reference::Digest(_))
+        ));
         assert!(Reference::parse("sha256:nothex").is_err());
     }
 

@@ -1,0 +1,388 @@
+//! [`MetaClient`]: `MetaApi` over gRPC, following the Raft leader.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cluster_api::*;
+use oci_model::{Descriptor, Digest, Reference, RepositoryName, Tag};
+use parking_lot::Mutex;
+use tonic::transport::Channel;
+use tonic::{Response, Status};
+use wharf_proto::convert::{self, DecodeError};
+use wharf_proto::pb;
+use wharf_proto::status::status_to_meta_error;
+
+type PbMetaClient = pb::meta_client::MetaClient<Channel>;
+
+/// How long and how often a call is retried while the metadata service is unavailable (no
+/// leader yet, leader moved, node restarting). Only `Unavailable` is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_elapsed: Duration,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_elapsed: Duration::from_secs(10),
+            first_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+struct Endpoints {
+    clients: Vec<(String, PbMetaClient)>,
+    current: usize,
+}
+
+/// A leader-following client of the metadata service.
+pub struct MetaClient {
+    endpoints: Mutex<Endpoints>,
+    policy: RetryPolicy,
+}
+
+impl MetaClient {
+    /// A client for the meta nodes at `addrs` (`host:port`); connects lazily.
+    pub fn new(addrs: &[String], policy: RetryPolicy) -> Result<MetaClient, crate::ChannelError> {
+        let clients = addrs
+            .iter()
+            .map(|addr| Ok((addr.clone(), pb_client(crate::lazy_channel(addr)?))))
+            .collect::<Result<Vec<_>, crate::ChannelError>>()?;
+        Ok(MetaClient {
+            endpoints: Mutex::new(Endpoints {
+                clients,
+                current: 0,
+            }),
+            policy,
+        })
+    }
+
+    fn current(&self) -> Option<PbMetaClient> {
+        let endpoints = self.endpoints.lock();
+        endpoints
+            .clients
+            .get(endpoints.current)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// Points the client at `leader`, adding it if it is a member the client did not know.
+    fn follow(&self, leader: Option<&str>) {
+        let mut endpoints = self.endpoints.lock();
+        let known = leader.and_then(|l| endpoints.clients.iter().position(|(addr, _)| addr == l));
+        match (leader, known) {
+            (_, Some(index)) => endpoints.current = index,
+            (Some(leader), None) => match crate::lazy_channel(leader) {
+                Ok(channel) => {
+                    endpoints
+                        .clients
+                        .push((leader.to_owned(), pb_client(channel)));
+                    endpoints.current = endpoints.clients.len() - 1;
+                }
+                Err(error) => tracing::warn!(%error, "ignoring unusable leader hint"),
+            },
+            (None, None) => {
+                let len = endpoints.clients.len().max(1);
+                endpoints.current = (endpoints.current + 1) % len;
+            }
+        }
+    }
+
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, MetaError>
+    where
+        F: Fn(PbMetaClient) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let started = Instant::now();
+        let mut backoff = self.policy.first_backoff;
+        loop {
+            let client = self
+                .current()
+                .ok_or(MetaError::Unavailable { leader: None })?;
+            let error = match call(client).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => status_to_meta_error(&status),
+            };
+            let MetaError::Unavailable { leader } = &error else {
+                return Err(error);
+            };
+            if started.elapsed() + backoff > self.policy.max_elapsed {
+                return Err(error);
+            }
+            self.follow(leader.as_deref());
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.policy.max_backoff);
+        }
+    }
+}
+
+fn pb_client(channel: Channel) -> PbMetaClient {
+    PbMetaClient::new(channel)
+        .max_decoding_message_size(wharf_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(wharf_proto::MAX_MESSAGE_BYTES)
+}
+
+fn decode<T>(result: Result<T, DecodeError>) -> Result<T, MetaError> {
+    result.map_err(|e| MetaError::Internal(format!("meta node sent {e}")))
+}
+
+fn upload_ref(repo: &RepositoryName, id: &UploadId) -> pb::UploadRef {
+    pb::UploadRef {
+        repo: repo.to_string(),
+        id: id.to_string(),
+    }
+}
+
+fn blob_ref(repo: &RepositoryName, digest: &Digest) -> pb::BlobRef {
+    pb::BlobRef {
+        repo: repo.to_string(),
+        digest: digest.to_string(),
+    }
+}
+
+#[async_trait]
+impl MetaApi for MetaClient {
+    async fn create_upload(&self, repo: &RepositoryName) -> Result<UploadSession, MetaError> {
+        let request = pb::CreateUploadRequest {
+            repo: repo.to_string(),
+        };
+        let session = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.create_upload(r).await }
+            })
+            .await?;
+        decode(convert::upload_session_from_pb(session))
+    }
+
+    async fn get_upload(
+        &self,
+        repo: &RepositoryName,
+        id: &UploadId,
+    ) -> Result<UploadSession, MetaError> {
+        let request = upload_ref(repo, id);
+        let session = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.get_upload(r).await }
+            })
+            .await?;
+        decode(convert::upload_session_from_pb(session))
+    }
+
+    async fn delete_upload(&self, repo: &RepositoryName, id: &UploadId) -> Result<(), MetaError> {
+        let request = upload_ref(repo, id);
+        self.call(|mut c| {
+            let r = request.clone();
+            async move { c.delete_upload(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn commit_blob(
+        &self,
+        repo: &RepositoryName,
+        blob: BlobInfo,
+        upload: Option<UploadId>,
+    ) -> Result<(), MetaError> {
+        let request = pb::CommitBlobRequest {
+            repo: repo.to_string(),
+            blob: Some(convert::blob_info_to_pb(&blob)),
+            upload_id: upload.map(|id| id.to_string()),
+        };
+        self.call(|mut c| {
+            let r = request.clone();
+            async move { c.commit_blob(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn stat_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<BlobInfo, MetaError> {
+        let request = blob_ref(repo, digest);
+        let blob = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.stat_blob(r).await }
+            })
+            .await?;
+        decode(convert::blob_info_from_pb(blob))
+    }
+
+    async fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        from: &RepositoryName,
+    ) -> Result<Option<BlobInfo>, MetaError> {
+        let request = pb::MountBlobRequest {
+            repo: repo.to_string(),
+            digest: digest.to_string(),
+            from: from.to_string(),
+        };
+        let response = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.mount_blob(r).await }
+            })
+            .await?;
+        decode(response.blob.map(convert::blob_info_from_pb).transpose())
+    }
+
+    async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<(), MetaError> {
+        let request = blob_ref(repo, digest);
+        self.call(|mut c| {
+            let r = request.clone();
+            async move { c.unlink_blob(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn put_manifest(&self, manifest: PutManifest) -> Result<(), MetaError> {
+        let request = convert::put_manifest_to_pb(&manifest);
+        self.call(|mut c| {
+            let r = request.clone();
+            async move { c.put_manifest(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn get_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<StoredManifest, MetaError> {
+        let request = pb::GetManifestRequest {
+            repo: repo.to_string(),
+            reference: reference.to_string(),
+        };
+        let manifest = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.get_manifest(r).await }
+            })
+            .await?;
+        decode(convert::stored_manifest_from_pb(manifest))
+    }
+
+    async fn delete_manifest(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<(), MetaError> {
+        let request = pb::DeleteManifestRequest {
+            repo: repo.to_string(),
+            digest: digest.to_string(),
+        };
+        self.call(|mut c| {
+            let r = request.clone();
+            async move { c.delete_manifest(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag) -> Result<(), MetaError> {
+        let request = pb::DeleteTagRequest {
+            repo: repo.to_string(),
+            tag: tag.to_string(),
+        };
+        self.call(|mut c| {
+            let r = request.clone();
+            async move { c.delete_tag(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn list_tags(
+        &self,
+        repo: &RepositoryName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Page, MetaError> {
+        let request = pb::ListTagsRequest {
+            repo: repo.to_string(),
+            last: last.map(str::to_owned),
+            n: n as u64,
+        };
+        let page = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.list_tags(r).await }
+            })
+            .await?;
+        Ok(convert::page_from_pb(page))
+    }
+
+    async fn list_repositories(&self, last: Option<&str>, n: usize) -> Result<Page, MetaError> {
+        let request = pb::ListRepositoriesRequest {
+            last: last.map(str::to_owned),
+            n: n as u64,
+        };
+        let page = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.list_repositories(r).await }
+            })
+            .await?;
+        Ok(convert::page_from_pb(page))
+    }
+
+    async fn list_referrers(
+        &self,
+        repo: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, MetaError> {
+        let request = pb::ListReferrersRequest {
+            repo: repo.to_string(),
+            subject: subject.to_string(),
+            artifact_type: artifact_type.map(str::to_owned),
+        };
+        let response = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.list_referrers(r).await }
+            })
+            .await?;
+        decode(
+            response
+                .referrers
+                .into_iter()
+                .map(convert::descriptor_from_pb)
+                .collect(),
+        )
+    }
+
+    async fn register_blob_node(&self, node: BlobNodeInfo) -> Result<(), MetaError> {
+        let request = convert::blob_node_to_pb(&node);
+        self.call(|mut c| {
+            let r = request.clone();
+            async move { c.register_blob_node(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn blob_nodes(&self) -> Result<Vec<BlobNodeInfo>, MetaError> {
+        let response = self
+            .call(|mut c| async move { c.list_blob_nodes(pb::Empty {}).await })
+            .await?;
+        Ok(response
+            .nodes
+            .into_iter()
+            .map(convert::blob_node_from_pb)
+            .collect())
+    }
+}

@@ -1,0 +1,125 @@
+//! [`BlobGrpc`]: the `wharf.v1.Blob` gRPC service over any [`BlobApi`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cluster_api::{BlobApi, BlobError, ByteStream};
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert;
+use crate::pb::{self, blob_server::Blob};
+use crate::status::{blob_error_to_status, invalid};
+
+/// Serves a `BlobApi` implementation over gRPC.
+#[derive(Clone)]
+pub struct BlobGrpc {
+    api: Arc<dyn BlobApi>,
+}
+
+impl BlobGrpc {
+    pub fn new(api: Arc<dyn BlobApi>) -> BlobGrpc {
+        BlobGrpc { api }
+    }
+
+    pub fn into_server(self) -> pb::blob_server::BlobServer<BlobGrpc> {
+        pb::blob_server::BlobServer::new(self)
+            .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn reply<T, U>(result: Result<T, BlobError>, map: impl FnOnce(T) -> U) -> Reply<U> {
+    result
+        .map(|value| Response::new(map(value)))
+        .map_err(|error| blob_error_to_status(&error))
+}
+
+fn upload_id(text: &str) -> Result<cluster_api::UploadId, Status> {
+    convert::upload_id("id", text).map_err(invalid)
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::BlobChunk, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Blob for BlobGrpc {
+    async fn start_upload(&self, request: Request<pb::UploadId>) -> Reply<pb::Empty> {
+        let id = upload_id(&request.get_ref().id)?;
+        reply(self.api.start_upload(&id).await, |_| pb::Empty {})
+    }
+
+    async fn append_upload(
+        &self,
+        request: Request<Streaming<pb::AppendChunk>>,
+    ) -> Reply<pb::UploadLength> {
+        let mut chunks = request.into_inner();
+        let first = match chunks.message().await? {
+            Some(first) => first,
+            None => return Err(invalid("append stream carried no header message")),
+        };
+        let id = upload_id(&first.id)?;
+        let head = futures::stream::iter([Ok(first.data)]);
+        let rest = chunks.map(|chunk| {
+            chunk.map(|chunk| chunk.data).map_err(|status| {
+                BlobError::Invalid(format!("append stream failed: {}", status.message()))
+            })
+        });
+        let data: ByteStream = Box::pin(head.chain(rest));
+        let length = self.api.append_upload(&id, first.offset, data).await;
+        reply(length, |length| pb::UploadLength { length })
+    }
+
+    async fn upload_status(&self, request: Request<pb::UploadId>) -> Reply<pb::UploadLength> {
+        let id = upload_id(&request.get_ref().id)?;
+        reply(self.api.upload_status(&id).await, |length| {
+            pb::UploadLength { length }
+        })
+    }
+
+    async fn commit_upload(
+        &self,
+        request: Request<pb::CommitUploadRequest>,
+    ) -> Reply<pb::CommittedBlob> {
+        let request = request.into_inner();
+        let id = upload_id(&request.id)?;
+        let digest = convert::digest("digest", &request.digest).map_err(invalid)?;
+        reply(self.api.commit_upload(&id, &digest).await, |c| {
+            convert::committed_to_pb(&c)
+        })
+    }
+
+    async fn cancel_upload(&self, request: Request<pb::UploadId>) -> Reply<pb::Empty> {
+        let id = upload_id(&request.get_ref().id)?;
+        reply(self.api.cancel_upload(&id).await, |_| pb::Empty {})
+    }
+
+    async fn stat(&self, request: Request<pb::BlobDigest>) -> Reply<pb::StatResponse> {
+        let digest = convert::digest("digest", &request.get_ref().digest).map_err(invalid)?;
+        reply(self.api.stat(&digest).await, |size| pb::StatResponse {
+            size,
+        })
+    }
+
+    type ReadStream = ChunkStream;
+
+    async fn read(&self, request: Request<pb::ReadRequest>) -> Reply<Self::ReadStream> {
+        let request = request.into_inner();
+        let digest = convert::digest("digest", &request.digest).map_err(invalid)?;
+        let stream = self.api.read(&digest, request.offset, request.length).await;
+        reply(stream, |stream| {
+            let chunks = stream.map(|chunk| {
+                chunk
+                    .map(|data| pb::BlobChunk { data })
+                    .map_err(|error| blob_error_to_status(&error))
+            });
+            Box::pin(chunks) as ChunkStream
+        })
+    }
+
+    async fn delete(&self, request: Request<pb::BlobDigest>) -> Reply<pb::Empty> {
+        let digest = convert::digest("digest", &request.get_ref().digest).map_err(invalid)?;
+        reply(self.api.delete(&digest).await, |_| pb::Empty {})
+    }
+}

@@ -1,0 +1,259 @@
+//! Conversions between domain types (`oci-model`, `cluster-api`) and proto messages: one function
+//! pair per type, nowhere else. Decoding validates (digests, names, ids) and fails with
+//! [`DecodeError`]; encoding cannot fail.
+
+use std::collections::BTreeMap;
+
+use cluster_api::{
+    BlobInfo, BlobNodeInfo, CommittedBlob, Page, PutManifest, StoredManifest, UploadId,
+    UploadSession,
+};
+use oci_model::{Descriptor, Digest, RepositoryName, Tag};
+
+use crate::pb;
+
+/// A proto message carried a field that does not decode into its domain type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid field {field}: {reason}")]
+pub struct DecodeError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn bad(field: &'static str, reason: impl std::fmt::Display) -> DecodeError {
+    DecodeError {
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+pub fn digest(field: &'static str, text: &str) -> Result<Digest, DecodeError> {
+    Digest::parse(text).map_err(|e| bad(field, e))
+}
+
+pub fn repo(field: &'static str, text: &str) -> Result<RepositoryName, DecodeError> {
+    RepositoryName::parse(text).map_err(|e| bad(field, e))
+}
+
+pub fn upload_id(field: &'static str, text: &str) -> Result<UploadId, DecodeError> {
+    UploadId::parse(text).ok_or_else(|| bad(field, "not an upload id"))
+}
+
+fn digests(field: &'static str, texts: &[String]) -> Result<Vec<Digest>, DecodeError> {
+    texts.iter().map(|text| digest(field, text)).collect()
+}
+
+pub fn descriptor_to_pb(descriptor: &Descriptor) -> pb::Descriptor {
+    pb::Descriptor {
+        media_type: descriptor.media_type.clone(),
+        digest: descriptor.digest.to_string(),
+        size: descriptor.size,
+        artifact_type: descriptor.artifact_type.clone(),
+        has_annotations: descriptor.annotations.is_some(),
+        annotations: descriptor
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        platform_json: descriptor.platform.as_ref().map(|p| p.to_string()),
+        urls: descriptor.urls.clone().unwrap_or_default(),
+    }
+}
+
+pub fn descriptor_from_pb(descriptor: pb::Descriptor) -> Result<Descriptor, DecodeError> {
+    let platform = descriptor
+        .platform_json
+        .map(|text| serde_json::from_str(&text).map_err(|e| bad("platform_json", e)))
+        .transpose()?;
+    Ok(Descriptor {
+        digest: digest("descriptor.digest", &descriptor.digest)?,
+        media_type: descriptor.media_type,
+        size: descriptor.size,
+        artifact_type: descriptor.artifact_type,
+        annotations: descriptor.has_annotations.then(|| {
+            descriptor
+                .annotations
+                .into_iter()
+                .collect::<BTreeMap<_, _>>()
+        }),
+        urls: (!descriptor.urls.is_empty()).then_some(descriptor.urls),
+        platform,
+    })
+}
+
+pub fn blob_info_to_pb(blob: &BlobInfo) -> pb::BlobInfo {
+    pb::BlobInfo {
+        digest: blob.digest.to_string(),
+        size: blob.size,
+        replicas: blob.replicas.clone(),
+    }
+}
+
+pub fn blob_info_from_pb(blob: pb::BlobInfo) -> Result<BlobInfo, DecodeError> {
+    Ok(BlobInfo {
+        digest: digest("blob.digest", &blob.digest)?,
+        size: blob.size,
+        replicas: blob.replicas,
+    })
+}
+
+pub fn upload_session_to_pb(session: &UploadSession) -> pb::UploadSession {
+    pb::UploadSession {
+        id: session.id.to_string(),
+        repo: session.repo.to_string(),
+        staging_node: session.staging_node,
+        started_unix: session.started_unix,
+    }
+}
+
+pub fn upload_session_from_pb(session: pb::UploadSession) -> Result<UploadSession, DecodeError> {
+    Ok(UploadSession {
+        id: upload_id("session.id", &session.id)?,
+        repo: repo("session.repo", &session.repo)?,
+        staging_node: session.staging_node,
+        started_unix: session.started_unix,
+    })
+}
+
+pub fn put_manifest_to_pb(manifest: &PutManifest) -> pb::PutManifestRequest {
+    pb::PutManifestRequest {
+        repo: manifest.repo.to_string(),
+        digest: manifest.digest.to_string(),
+        media_type: manifest.media_type.clone(),
+        bytes: manifest.bytes.clone(),
+        tag: manifest.tag.as_ref().map(|t| t.to_string()),
+        blobs: manifest.blobs.iter().map(|d| d.to_string()).collect(),
+        manifests: manifest.manifests.iter().map(|d| d.to_string()).collect(),
+        subject: manifest.subject.as_ref().map(|d| d.to_string()),
+        referrer: manifest.referrer.as_ref().map(descriptor_to_pb),
+    }
+}
+
+pub fn put_manifest_from_pb(request: pb::PutManifestRequest) -> Result<PutManifest, DecodeError> {
+    Ok(PutManifest {
+        repo: repo("repo", &request.repo)?,
+        digest: digest("digest", &request.digest)?,
+        media_type: request.media_type,
+        bytes: request.bytes,
+        tag: request
+            .tag
+            .map(|t| Tag::parse(&t).map_err(|e| bad("tag", e)))
+            .transpose()?,
+        blobs: digests("blobs", &request.blobs)?,
+        manifests: digests("manifests", &request.manifests)?,
+        subject: request.subject.map(|s| digest("subject", &s)).transpose()?,
+        referrer: request.referrer.map(descriptor_from_pb).transpose()?,
+    })
+}
+
+pub fn stored_manifest_to_pb(manifest: &StoredManifest) -> pb::StoredManifest {
+    pb::StoredManifest {
+        digest: manifest.digest.to_string(),
+        media_type: manifest.media_type.clone(),
+        bytes: manifest.bytes.clone(),
+    }
+}
+
+pub fn stored_manifest_from_pb(
+    manifest: pb::StoredManifest,
+) -> Result<StoredManifest, DecodeError> {
+    Ok(StoredManifest {
+        digest: digest("digest", &manifest.digest)?,
+        media_type: manifest.media_type,
+        bytes: manifest.bytes,
+    })
+}
+
+pub fn page_to_pb(page: Page) -> pb::Page {
+    pb::Page {
+        items: page.items,
+        more: page.more,
+    }
+}
+
+pub fn page_from_pb(page: pb::Page) -> Page {
+    Page {
+        items: page.items,
+        more: page.more,
+    }
+}
+
+pub fn blob_node_to_pb(node: &BlobNodeInfo) -> pb::BlobNodeInfo {
+    pb::BlobNodeInfo {
+        id: node.id,
+        addr: node.addr.clone(),
+        zone: node.zone.clone(),
+        weight: node.weight,
+    }
+}
+
+pub fn blob_node_from_pb(node: pb::BlobNodeInfo) -> BlobNodeInfo {
+    BlobNodeInfo {
+        id: node.id,
+        addr: node.addr,
+        zone: node.zone,
+        weight: node.weight,
+    }
+}
+
+pub fn committed_to_pb(committed: &CommittedBlob) -> pb::CommittedBlob {
+    pb::CommittedBlob {
+        size: committed.size,
+        replicas: committed.replicas.clone(),
+    }
+}
+
+pub fn committed_from_pb(committed: pb::CommittedBlob) -> CommittedBlob {
+    CommittedBlob {
+        size: committed.size,
+        replicas: committed.replicas,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_manifest_round_trips() {
+        let manifest = PutManifest {
+            repo: RepositoryName::parse("a/b").unwrap(),
+            digest: Digest::sha256_of(b"m"),
+            media_type: oci_model::media_type::OCI_MANIFEST.into(),
+            bytes: b"{}".to_vec(),
+            tag: Some(Tag::parse("v1").unwrap()),
+            blobs: vec![Digest::sha256_of(b"c")],
+            manifests: vec![],
+            subject: Some(Digest::sha256_of(b"s")),
+            referrer: Some(Descriptor {
+                media_type: "x".into(),
+                digest: Digest::sha256_of(b"m"),
+                size: 2,
+                artifact_type: Some("t".into()),
+                annotations: Some(BTreeMap::from([("k".into(), "v".into())])),
+                urls: None,
+                platform: Some(serde_json::json!({"os": "linux"})),
+            }),
+        };
+        let decoded = put_manifest_from_pb(put_manifest_to_pb(&manifest)).unwrap();
+        assert_eq!(decoded, manifest);
+    }
+
+    #[test]
+    fn decoding_rejects_bad_fields() {
+        let mut request = put_manifest_to_pb(&PutManifest {
+            repo: RepositoryName::parse("a").unwrap(),
+            digest: Digest::sha256_of(b"m"),
+            media_type: String::new(),
+            bytes: vec![],
+            tag: None,
+            blobs: vec![],
+            manifests: vec![],
+            subject: None,
+            referrer: None,
+        });
+        request.repo = "../etc".into();
+        assert_eq!(put_manifest_from_pb(request).unwrap_err().field, "repo");
+    }
+}

@@ -1,0 +1,202 @@
+//! [`MetaGrpc`]: the `wharf.v1.Meta` gRPC service over any [`MetaApi`].
+
+use std::sync::Arc;
+
+use cluster_api::MetaApi;
+use oci_model::Reference;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{self, DecodeError};
+use crate::pb::{self, meta_server::Meta};
+use crate::status::{invalid, meta_error_to_status};
+
+/// Serves a `MetaApi` implementation over gRPC.
+#[derive(Clone)]
+pub struct MetaGrpc {
+    api: Arc<dyn MetaApi>,
+}
+
+impl MetaGrpc {
+    pub fn new(api: Arc<dyn MetaApi>) -> MetaGrpc {
+        MetaGrpc { api }
+    }
+
+    /// The tonic service, with message limits sized for manifests.
+    pub fn into_server(self) -> pb::meta_server::MetaServer<MetaGrpc> {
+        pb::meta_server::MetaServer::new(self)
+            .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
+    }
+}
+
+fn decoded<T>(result: Result<T, DecodeError>) -> Result<T, Status> {
+    result.map_err(invalid)
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn reply<T, U>(result: Result<T, cluster_api::MetaError>, map: impl FnOnce(T) -> U) -> Reply<U> {
+    result
+        .map(|value| Response::new(map(value)))
+        .map_err(|error| meta_error_to_status(&error))
+}
+
+#[tonic::async_trait]
+impl Meta for MetaGrpc {
+    async fn create_upload(
+        &self,
+        request: Request<pb::CreateUploadRequest>,
+    ) -> Reply<pb::UploadSession> {
+        let repo = decoded(convert::repo("repo", &request.get_ref().repo))?;
+        reply(self.api.create_upload(&repo).await, |s| {
+            convert::upload_session_to_pb(&s)
+        })
+    }
+
+    async fn get_upload(&self, request: Request<pb::UploadRef>) -> Reply<pb::UploadSession> {
+        let request = request.into_inner();
+        let repo = decoded(convert::repo("repo", &request.repo))?;
+        let id = decoded(convert::upload_id("id", &request.id))?;
+        reply(self.api.get_upload(&repo, &id).await, |s| {
+            convert::upload_session_to_pb(&s)
+        })
+    }
+
+    async fn delete_upload(&self, request: Request<pb::UploadRef>) -> Reply<pb::Empty> {
+        let request = request.into_inner();
+        let repo = decoded(convert::repo("repo", &request.repo))?;
+        let id = decoded(convert::upload_id("id", &request.id))?;
+        reply(self.api.delete_upload(&repo, &id).await, |_| pb::Empty {})
+    }
+
+    async fn commit_blob(&self, request: Request<pb::CommitBlobRequest>) -> Reply<pb::Empty> {
+        let request = request.into_inner();
+        let repo = decoded(convert::repo("repo", &request.repo))?;
+        let blob = request.blob.ok_or_else(|| invalid("missing blob"))?;
+        let blob = decoded(convert::blob_info_from_pb(blob))?;
+        let upload = request
+            .upload_id
+            .map(|id| decoded(convert::upload_id("upload_id", &id)))
+            .transpose()?;
+        reply(self.api.commit_blob(&repo, blob, upload).await, |_| {
+            pb::Empty {}
+        })
+    }
+
+    async fn stat_blob(&self, request: Request<pb::BlobRef>) -> Reply<pb::BlobInfo> {
+        let request = request.into_inner();
+        let repo = decoded(convert::repo("repo", &request.repo))?;
+        let digest = decoded(convert::digest("digest", &request.digest))?;
+        reply(self.api.stat_blob(&repo, &digest).await, |b| {
+            convert::blob_info_to_pb(&b)
+        })
+    }
+
+    async fn mount_blob(
+        &self,
+        request: Request<pb::MountBlobRequest>,
+    ) -> Reply<pb::MountBlobResponse> {
+        let request = request.into_inner();
+        let repo = decoded(convert::repo("repo", &request.repo))?;
+        let digest = decoded(convert::digest("digest", &request.digest))?;
+        let from = decoded(convert::repo("from", &request.from))?;
+        reply(self.api.mount_blob(&repo, &digest, &from).await, |blob| {
+            pb::MountBlobResponse {
+                blob: blob.as_ref().map(convert::blob_info_to_pb),
+            }
+        })
+    }
+
+    async fn unlink_blob(&self, request: Request<pb::BlobRef>) -> Reply<pb::Empty> {
+        let request = request.into_inner();
+        let repo = decoded(convert::repo("repo", &request.repo))?;
+        let digest = decoded(convert::digest("digest", &request.digest))?;
+        reply(self.api.unlink_blob(&repo, &digest).await, |_| pb::Empty {})
+    }
+
+    async fn put_manifest(&self, request: Request<pb::PutManifestRequest>) -> Reply<pb::Empty> {
+        let manifest = decoded(convert::put_manifest_from_pb(request.into_inner()))?;
+        reply(self.api.put_manifest(manifest).await, |_| pb::Empty {})
+    }
+
+    async fn get_manifest(
+        &self,
+        request: Request<pb::GetManifestRequest>,
+    ) -> Reply<pb::StoredManifest> {
+        let request = request.into_inner();
+        let repo = decoded(convert::repo("repo", &request.repo))?;
+        let reference = Reference::parse(&request.reference).map_err(invalid)?;
+        reply(self.api.get_manifest(&repo, &reference).await, |m| {
+            convert::stored_manifest_to_pb(&m)
+        })
+    }
+
+    async fn delete_manifest(
+        &self,
+        request: Request<pb::DeleteManifestRequest>,
+    ) -> Reply<pb::Empty> {
+        let request = request.into_inner();
+        let repo = decoded(convert::repo("repo", &request.repo))?;
+        let digest = decoded(convert::digest("digest", &request.digest))?;
+        reply(self.api.delete_manifest(&repo, &digest).await, |_| {
+            pb::Empty {}
+        })
+    }
+
+    async fn delete_tag(&self, request: Request<pb::DeleteTagRequest>) -> Reply<pb::Empty> {
+        let request = request.into_inner();
+        let repo = decoded(convert::repo("repo", &request.repo))?;
+        let tag = oci_model::Tag::parse(&request.tag).map_err(invalid)?;
+        reply(self.api.delete_tag(&repo, &tag).await, |_| pb::Empty {})
+    }
+
+    async fn list_tags(&self, request: Request<pb::ListTagsRequest>) -> Reply<pb::Page> {
+        let request = request.into_inner();
+        let repo = decoded(convert::repo("repo", &request.repo))?;
+        let n = usize::try_from(request.n).unwrap_or(usize::MAX);
+        let page = self.api.list_tags(&repo, request.last.as_deref(), n).await;
+        reply(page, convert::page_to_pb)
+    }
+
+    async fn list_repositories(
+        &self,
+        request: Request<pb::ListRepositoriesRequest>,
+    ) -> Reply<pb::Page> {
+        let request = request.into_inner();
+        let n = usize::try_from(request.n).unwrap_or(usize::MAX);
+        let page = self.api.list_repositories(request.last.as_deref(), n).await;
+        reply(page, convert::page_to_pb)
+    }
+
+    async fn list_referrers(
+        &self,
+        request: Request<pb::ListReferrersRequest>,
+    ) -> Reply<pb::ListReferrersResponse> {
+        let request = request.into_inner();
+        let repo = decoded(convert::repo("repo", &request.repo))?;
+        let subject = decoded(convert::digest("subject", &request.subject))?;
+        let referrers = self
+            .api
+            .list_referrers(&repo, &subject, request.artifact_type.as_deref())
+            .await;
+        reply(referrers, |referrers| pb::ListReferrersResponse {
+            referrers: referrers.iter().map(convert::descriptor_to_pb).collect(),
+        })
+    }
+
+    async fn register_blob_node(&self, request: Request<pb::BlobNodeInfo>) -> Reply<pb::Empty> {
+        let node = convert::blob_node_from_pb(request.into_inner());
+        reply(self.api.register_blob_node(node).await, |_| pb::Empty {})
+    }
+
+    async fn list_blob_nodes(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Reply<pb::ListBlobNodesResponse> {
+        reply(self.api.blob_nodes().await, |nodes| {
+            pb::ListBlobNodesResponse {
+                nodes: nodes.iter().map(convert::blob_node_to_pb).collect(),
+            }
+        })
+    }
+}
