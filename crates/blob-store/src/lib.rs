@@ -1,1 +1,111 @@
-//! blob-store
+//! Blob storage on one node: upload staging files and content-addressed, immutable blobs.
+//!
+//! This is the only Wharf crate that touches blob files. [`BlobStore`] is the contract;
+//! [`FsBlobStore`] implements it on a local directory. The trait speaks `cluster-api`'s
+//! [`BlobError`] and [`ByteStream`] directly, so `blob-node` adapts it to `BlobApi` without a
+//! translation layer. This crate must not depend on tonic, prost or any network code: it is
+//! storage, reached through `blob-node`.
+//!
+//! On-disk layout of an [`FsBlobStore`] rooted at `<root>`:
+//!
+//! ```text
+//! <root>/
+//!   blobs/                      final blobs: immutable, fsynced, only ever created by rename
+//!     sha256/
+//!       ab/                     fan-out on the first two hex characters of the digest
+//!         ab12...ef             one file per digest, named by the full hex
+//!     sha512/
+//!       cd/
+//!         cd34...90
+//!   uploads/                    staging: one file per open upload, appended in place
+//!     0123456789abcdef0123456789abcdef   named by the UploadId (32 lowercase hex)
+//! ```
+//!
+//! A blob reaches `blobs/` only by `rename` of a verified, fsynced staging file, and the
+//! directory entry is fsynced before the commit returns, so a crash never leaves a partial file
+//! at a final path and a reader never sees one.
+
+mod fs;
+mod staging;
+mod upload_locks;
+
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use cluster_api::{BlobError, ByteStream, UploadId};
+use oci_model::Digest;
+
+pub use fs::FsBlobStore;
+
+/// The largest chunk a [`BlobStore::read`] stream may yield, so a reader's memory stays bounded.
+pub const MAX_READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// An upload staging file as [`BlobStore::list_uploads`] reports it, for garbage collection of
+/// abandoned uploads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadInfo {
+    pub id: UploadId,
+    /// Bytes appended so far.
+    pub length: u64,
+    /// When the upload last changed; an old one is probably abandoned.
+    pub modified: SystemTime,
+}
+
+/// Upload staging plus content-addressed blobs on one node.
+///
+/// Operations on one upload are serialized (an append, a status or a commit of the same upload
+/// never interleave); operations on different uploads and on blobs run in parallel.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Creates an empty staging file for `id`. Idempotent: an existing upload keeps its bytes.
+    async fn start_upload(&self, id: &UploadId) -> Result<(), BlobError>;
+
+    /// Appends all of `data` to upload `id` and returns the new length.
+    ///
+    /// All or nothing: when the upload is not exactly `offset` bytes long, fails with
+    /// `OffsetMismatch { expected: <current length>, given: offset }` and writes nothing; when
+    /// `data` yields an error mid-way, the upload is truncated back to `offset` and that error is
+    /// returned, so [`upload_len`](BlobStore::upload_len) stays truthful. `UploadNotFound` when
+    /// `id` was never started (or was committed or cancelled). Appended bytes are not fsynced
+    /// until commit (that would cost a disk flush per chunk): after a crash, an upload holds
+    /// whatever reached the disk and `upload_len` reports exactly that, so the client resumes
+    /// from there.
+    /// Dropping the returned future aborts the append as a failed stream does.
+    async fn append(&self, id: &UploadId, offset: u64, data: ByteStream) -> Result<u64, BlobError>;
+
+    /// The current length of upload `id`; `UploadNotFound` if there is no such upload.
+    async fn upload_len(&self, id: &UploadId) -> Result<u64, BlobError>;
+
+    /// Verifies upload `id` against `digest` (hashed with the digest's own algorithm) and makes it
+    /// the durable blob `digest`, returning its size. On `DigestMismatch` the upload is kept
+    /// intact, so the client may fix it. When the blob already exists the staging file is simply
+    /// dropped. Returns only once the blob and its directory entry are fsynced; the upload is gone
+    /// afterwards (`UploadNotFound`).
+    async fn commit(&self, id: &UploadId, digest: &Digest) -> Result<u64, BlobError>;
+
+    /// Removes upload `id` and its bytes. Idempotent.
+    async fn cancel_upload(&self, id: &UploadId) -> Result<(), BlobError>;
+
+    /// Every upload staging file currently present, in no particular order.
+    async fn list_uploads(&self) -> Result<Vec<UploadInfo>, BlobError>;
+
+    /// The size of blob `digest`, `None` when this store does not hold it.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, BlobError>;
+
+    /// Streams blob `digest` from `offset`, `length` bytes or to the end (a `length` past the end
+    /// is cut at the end), in chunks of at most [`MAX_READ_CHUNK_BYTES`]. `NotFound` when absent; `RangeNotSatisfiable` when
+    /// `offset` is past the end, or at the end of a non-empty blob (reading an empty blob from 0
+    /// yields an empty stream).
+    async fn read(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<ByteStream, BlobError>;
+
+    /// Removes blob `digest`; reads already streaming it may finish. Idempotent.
+    async fn delete(&self, digest: &Digest) -> Result<(), BlobError>;
+}

@@ -1,0 +1,222 @@
+//! [`BlobNodeConfig`]: the settings of one blob node (STYLE.md rule 10).
+
+use std::path::PathBuf;
+
+use cluster_api::{BlobNodeId, BlobNodeInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::error::BlobNodeError;
+
+/// One blob node's settings. `data_dir` and `advertise_addr` have no default: a made-up data
+/// directory or an address nobody can reach would fail far from where it was configured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobNodeConfig {
+    /// This node's id in the cluster map; 0 is refused because it is what an unset protobuf
+    /// field decodes to.
+    #[serde(default = "default_node_id")]
+    pub node_id: BlobNodeId,
+    /// Where the blob store keeps its files.
+    pub data_dir: PathBuf,
+    /// The `host:port` other nodes and gateways dial to reach this node's gRPC service.
+    pub advertise_addr: String,
+    /// Failure domain; replicas of a blob are spread across zones where possible.
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// Relative share of the ring this node owns.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_node_id() -> BlobNodeId {
+    1
+}
+
+fn default_zone() -> String {
+    "default".to_owned()
+}
+
+fn default_weight() -> u32 {
+    100
+}
+
+impl BlobNodeConfig {
+    /// A config with the given directory and address and every other field at its default.
+    pub fn new(data_dir: impl Into<PathBuf>, advertise_addr: impl Into<String>) -> BlobNodeConfig {
+        BlobNodeConfig {
+            node_id: default_node_id(),
+            data_dir: data_dir.into(),
+            advertise_addr: advertise_addr.into(),
+            zone: default_zone(),
+            weight: default_weight(),
+        }
+    }
+
+    /// Checks what serde cannot: every field must make sense before the node starts.
+    pub fn validate(&self) -> Result<(), BlobNodeError> {
+        let invalid = |field, reason: &str| {
+            Err(BlobNodeError::InvalidConfig {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.node_id == 0 {
+            return invalid("node_id", "must be at least 1");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        if let Err(reason) = check_advertise_addr(&self.advertise_addr) {
+            return invalid("advertise_addr", &reason);
+        }
+        if self.zone.is_empty() || !self.zone.bytes().all(|b| b.is_ascii_graphic()) {
+            return invalid("zone", "must be non-empty printable ASCII without spaces");
+        }
+        if self.weight == 0 {
+            return invalid(
+                "weight",
+                "must be at least 1 (a node with weight 0 would own nothing)",
+            );
+        }
+        Ok(())
+    }
+
+    /// How this node appears in the cluster map.
+    pub fn node_info(&self) -> BlobNodeInfo {
+        BlobNodeInfo {
+            id: self.node_id,
+            addr: self.advertise_addr.clone(),
+            zone: self.zone.clone(),
+            weight: self.weight,
+        }
+    }
+}
+
+/// `host:port` with a host others can dial: a wildcard address is for binding, not advertising.
+fn check_advertise_addr(addr: &str) -> Result<(), String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("{addr:?} is not host:port"));
+    };
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err(format!("{addr:?} needs a port from 1 to 65535")),
+        Ok(_) => {}
+    }
+    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+    if bare_host.is_empty() || bare_host.chars().any(char::is_whitespace) {
+        return Err(format!("{addr:?} has no valid host"));
+    }
+    if matches!(bare_host, "0.0.0.0" | "::") {
+        return Err(format!(
+            "{addr:?} is a wildcard address; advertise one that other nodes can reach"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<BlobNodeConfig, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn defaults_fill_optional_fields() {
+        let config = parse(r#"{"data_dir": "/var/lib/wharf", "advertise_addr": "blob-1:7000"}"#)
+            .expect("minimal config");
+        assert_eq!(config, BlobNodeConfig::new("/var/lib/wharf", "blob-1:7000"));
+        assert_eq!(config.node_id, 1);
+        assert_eq!(config.zone, "default");
+        assert_eq!(config.weight, 100);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_and_missing_fields_are_rejected() {
+        assert!(parse(r#"{"data_dir": "d", "advertise_addr": "h:1", "wieght": 5}"#).is_err());
+        assert!(parse(r#"{"advertise_addr": "h:1"}"#).is_err());
+        assert!(parse(r#"{"data_dir": "d"}"#).is_err());
+    }
+
+    #[test]
+    fn node_info_mirrors_the_config() {
+        let mut config = BlobNodeConfig::new("d", "10.0.0.7:7000");
+        config.node_id = 7;
+        config.zone = "eu-west-1a".into();
+        config.weight = 250;
+        let info = config.node_info();
+        assert_eq!(
+            (info.id, info.addr.as_str(), info.zone.as_str(), info.weight),
+            (7, "10.0.0.7:7000", "eu-west-1a", 250)
+        );
+    }
+
+    #[test]
+    fn validate_accepts_usual_addresses() {
+        for addr in [
+            "127.0.0.1:7000",
+            "blob-3.wharf.svc:50051",
+            "[::1]:7000",
+            "[fd00::7]:1",
+        ] {
+            assert!(BlobNodeConfig::new("d", addr).validate().is_ok(), "{addr}");
+        }
+    }
+
+    #[test]
+    fn validate_names_the_bad_field() {
+        let base = BlobNodeConfig::new("d", "h:7000");
+        let cases: Vec<(&str, BlobNodeConfig)> = vec![
+            (
+                "node_id",
+                BlobNodeConfig {
+                    node_id: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "data_dir",
+                BlobNodeConfig {
+                    data_dir: PathBuf::new(),
+                    ..base.clone()
+                },
+            ),
+            ("advertise_addr", BlobNodeConfig::new("d", "no-port")),
+            ("advertise_addr", BlobNodeConfig::new("d", "h:0")),
+            ("advertise_addr", BlobNodeConfig::new("d", "h:70000")),
+            ("advertise_addr", BlobNodeConfig::new("d", ":7000")),
+            ("advertise_addr", BlobNodeConfig::new("d", "0.0.0.0:7000")),
+            ("advertise_addr", BlobNodeConfig::new("d", "[::]:7000")),
+            (
+                "zone",
+                BlobNodeConfig {
+                    zone: String::new(),
+                    ..base.clone()
+                },
+            ),
+            (
+                "zone",
+                BlobNodeConfig {
+                    zone: "eu west".into(),
+                    ..base.clone()
+                },
+            ),
+            (
+                "weight",
+                BlobNodeConfig {
+                    weight: 0,
+                    ..base.clone()
+                },
+            ),
+        ];
+        for (field, config) in cases {
+            match config.validate() {
+                Err(BlobNodeError::InvalidConfig { field: named, .. }) => {
+                    assert_eq!(named, field, "{config:?}")
+                }
+                other => panic!("{config:?} should fail on {field}, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! [`FsBlobStore`]: the [`BlobStore`] on a local directory (layout in the crate documentation).
+
+use std::future::Future;
+use std::io::{self, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cluster_api::{BlobError, ByteStream, UploadId};
+use futures::{FutureExt, StreamExt};
+use oci_model::Digest;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::oneshot;
+use tokio_util::io::ReaderStream;
+
+use crate::staging::{self, blocking, io_error, DurableDirs, StagingWriter};
+use crate::upload_locks::{RunningHash, UploadLocks};
+use crate::{BlobStore, UploadInfo};
+
+/// Chunk size of read streams: bounds memory per reader and keeps gRPC messages small.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Appended data is written in batches of about this size, so a stream of tiny chunks does not
+/// cost one blocking-pool round trip per chunk.
+const WRITE_BATCH_BYTES: usize = 1 << 20;
+
+/// A [`BlobStore`] on a local directory. Cheap to clone; clones share their upload state.
+#[derive(Clone)]
+pub struct FsBlobStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    uploads: UploadLocks,
+    durable_dirs: Arc<DurableDirs>,
+}
+
+impl FsBlobStore {
+    /// Opens the store rooted at `root`, creating its directories if needed. Committed blobs and
+    /// open uploads found there are kept, so reopening after a restart continues where it stopped.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore, BlobError> {
+        let root = root.into();
+        let layout_root = root.clone();
+        blocking(move || staging::create_layout(&layout_root)).await?;
+        Ok(FsBlobStore {
+            inner: Arc::new(Inner {
+                root,
+                uploads: UploadLocks::default(),
+                durable_dirs: Arc::default(),
+            }),
+        })
+    }
+
+    /// The directory this store lives in.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+}
+
+impl Inner {
+    /// The staging path of `id`. The id is validated again here, whatever the caller did, because
+    /// `UploadId`'s field is public and a path must never be built from unvalidated text.
+    fn upload_path(&self, id: &UploadId) -> Result<PathBuf, BlobError> {
+        let valid = UploadId::parse(id.as_str()).ok_or_else(|| {
+            BlobError::Invalid(format!("{:?} is not a valid upload id", id.as_str()))
+        })?;
+        Ok(self.root.join("uploads").join(valid.as_str()))
+    }
+
+    /// The final path of `digest`: `Digest` is validated on construction (known algorithm,
+    /// lowercase hex of the right length), so it is safe in a path.
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    async fn start_upload(&self, id: &UploadId) -> Result<(), BlobError> {
+        let path = self.upload_path(id)?;
+        let mut guard = self.uploads.lock(id).await;
+        let created = blocking(move || {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => Ok(true),
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(error) => Err(io_error("create staging file", &path, error)),
+            }
+        })
+        .await?;
+        if created {
+            // The default algorithm of OCI digests; a sha512 commit rehashes instead.
+            guard.running_hash = Some(RunningHash {
+                digester: oci_model::Digester::new(oci_model::Algorithm::Sha256),
+                len: 0,
+            });
+        }
+        Ok(())
+    }
+
+    async fn upload_len(&self, id: &UploadId) -> Result<u64, BlobError> {
+        let path = self.upload_path(id)?;
+        // Under the lock, so an append in flight is reported as not yet done, never half done.
+        let guard = self.uploads.lock(id).await;
+        match tokio::fs::metadata(&path).await {
+            Ok(metadata) => Ok(metadata.len()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                self.uploads.retire(id, guard);
+                Err(BlobError::UploadNotFound(id.to_string()))
+            }
+            Err(error) => Err(io_error("stat staging file", &path, error)),
+        }
+    }
+
+    /// Appends `data` at `offset`, all or nothing. `caller_gone` resolves when the caller stopped
+    /// waiting, which aborts the append like a failed stream.
+    async fn append(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        mut data: ByteStream,
+        mut caller_gone: oneshot::Receiver<()>,
+    ) -> Result<u64, BlobError> {
+        let path = self.upload_path(id)?;
+        let mut guard = self.uploads.lock(id).await;
+        let running_hash = guard.running_hash.take();
+        let (open_path, open_id) = (path.clone(), id.clone());
+        let opened = blocking(move || StagingWriter::open(open_path, &open_id, running_hash)).await;
+        let writer = match opened {
+            Ok(writer) => writer,
+            Err(error @ BlobError::UploadNotFound(_)) => {
+                self.uploads.retire(id, guard);
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
+        if writer.len != offset {
+            let expected = writer.len;
+            guard.running_hash = writer.running_hash;
+            return Err(BlobError::OffsetMismatch {
+                expected,
+                given: offset,
+            });
+        }
+        // Cheap to clone (a few hundred bytes): restoring it is how a failed append avoids a
+        // full rehash at commit.
+        let hash_before = writer.running_hash.clone();
+        match copy_stream(writer, &mut data, &mut caller_gone).await {
+            Ok(writer) => {
+                guard.running_hash = writer.running_hash;
+                Ok(writer.len)
+            }
+            Err(error) => {
+                let truncate_path = path.clone();
+                let rolled_back = blocking(move || staging::truncate(&truncate_path, offset)).await;
+                if let Err(rollback_error) = &rolled_back {
+                    // The upload now reports a length its client never saw succeed; the client
+                    // learns it from the next status call.
+                    tracing::warn!(upload = %id, %rollback_error, "could not roll back a failed append");
+                }
+                // Only a clean truncation makes the old hash true again; else rehash at commit.
+                guard.running_hash = rolled_back.ok().and(hash_before);
+                Err(error)
+            }
+        }
+    }
+
+    async fn commit(&self, id: &UploadId, digest: &Digest) -> Result<u64, BlobError> {
+        let path = self.upload_path(id)?;
+        let final_path = self.blob_path(digest);
+        let mut guard = self.uploads.lock(id).await;
+        let running_hash = guard.running_hash.take();
+        let (verify_path, verify_id, algorithm) = (path.clone(), id.clone(), digest.algorithm());
+        let verified = match blocking(move || {
+            staging::verify(&verify_path, &verify_id, algorithm, running_hash)
+        })
+        .await
+        {
+            Ok(verified) => verified,
+            Err(error @ BlobError::UploadNotFound(_)) => {
+                self.uploads.retire(id, guard);
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
+        guard.running_hash = verified.running_hash;
+        if verified.actual != *digest {
+            return Err(BlobError::DigestMismatch {
+                expected: digest.clone(),
+                actual: verified.actual,
+            });
+        }
+        let durable_dirs = Arc::clone(&self.durable_dirs);
+        blocking(move || staging::publish(&path, &final_path, &durable_dirs)).await?;
+        self.uploads.retire(id, guard);
+        tracing::debug!(upload = %id, %digest, size = verified.len, "blob committed");
+        Ok(verified.len)
+    }
+
+    async fn cancel_upload(&self, id: &UploadId) -> Result<(), BlobError> {
+        let path = self.upload_path(id)?;
+        let guard = self.uploads.lock(id).await;
+        blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(io_error("remove staging file", &path, error)),
+        })
+        .await?;
+        self.uploads.retire(id, guard);
+        Ok(())
+    }
+
+    async fn read(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<ByteStream, BlobError> {
+        let path = self.blob_path(digest);
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(BlobError::NotFound(digest.clone()))
+            }
+            Err(error) => return Err(io_error("open blob", &path, error)),
+        };
+        let size = file
+            .metadata()
+            .await
+            .map_err(|error| io_error("stat blob", &path, error))?
+            .len();
+        // Offset == size is past the last byte, except for the one valid range of an empty blob.
+        if offset > size || (offset == size && size > 0) {
+            return Err(BlobError::RangeNotSatisfiable { offset, size });
+        }
+        let available = size - offset;
+        let length = length.map_or(available, |wanted| wanted.min(available));
+        file.seek(SeekFrom::Start(offset))
+            .await
+            .map_err(|error| io_error("seek blob", &path, error))?;
+        // Blobs are immutable and only ever renamed in whole, so the open file is complete; a
+        // concurrent delete unlinks it but this handle still reads it to the end.
+        let chunks =
+            ReaderStream::with_capacity(file.take(length), READ_CHUNK_BYTES).map(move |chunk| {
+                chunk.map_err(|error| {
+                    BlobError::Io(format!("read blob {}: {error}", path.display()))
+                })
+            });
+        Ok(Box::pin(chunks))
+    }
+}
+
+/// Copies `data` into `writer` until the stream ends (returning the writer), fails, or the
+/// caller goes away. On error the file may hold part of the data: the caller truncates it.
+async fn copy_stream(
+    mut writer: StagingWriter,
+    data: &mut ByteStream,
+    caller_gone: &mut oneshot::Receiver<()>,
+) -> Result<StagingWriter, BlobError> {
+    loop {
+        let (batch, end) = next_batch(data, caller_gone).await;
+        if !batch.is_empty() {
+            writer = blocking(move || writer.write_batch(&batch).map(|()| writer)).await?;
+        }
+        match end {
+            Some(Ok(())) => return Ok(writer),
+            Some(Err(error)) => return Err(error),
+            None => continue,
+        }
+    }
+}
+
+/// Waits for the next chunk, then takes every further chunk that is ready without waiting, up to
+/// about [`WRITE_BATCH_BYTES`]. Returns the batch and, when the stream is over, how it ended.
+async fn next_batch(
+    data: &mut ByteStream,
+    caller_gone: &mut oneshot::Receiver<()>,
+) -> (Vec<Bytes>, Option<Result<(), BlobError>>) {
+    let first = tokio::select! {
+        // Checked first so an abandoned append stops before writing anything more.
+        biased;
+        _ = &mut *caller_gone => {
+            return (Vec::new(), Some(Err(BlobError::Unavailable("append abandoned by its caller".into()))))
+        }
+        item = data.next() => item,
+    };
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
+    let mut item = first;
+    loop {
+        match item {
+            None => return (batch, Some(Ok(()))),
+            Some(Err(error)) => return (batch, Some(Err(error))),
+            Some(Ok(chunk)) => {
+                batch_bytes += chunk.len();
+                batch.push(chunk);
+            }
+        }
+        if batch_bytes >= WRITE_BATCH_BYTES {
+            return (batch, None);
+        }
+        match data.next().now_or_never() {
+            Some(next) => item = next,
+            None => return (batch, None),
+        }
+    }
+}
+
+/// Runs an upload operation as its own task, so that a caller dropping the future (a client
+/// hanging up) can neither stop it half-way nor release the upload's lock while blocking file
+/// work is still in flight.
+async fn detached<T, F>(operation: F) -> Result<T, BlobError>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, BlobError>> + Send + 'static,
+{
+    tokio::spawn(operation)
+        .await
+        .map_err(|error| BlobError::Io(format!("upload task failed: {error}")))?
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn start_upload(&self, id: &UploadId) -> Result<(), BlobError> {
+        let (inner, id) = (Arc::clone(&self.inner), id.clone());
+        detached(async move { inner.start_upload(&id).await }).await
+    }
+
+    async fn append(&self, id: &UploadId, offset: u64, data: ByteStream) -> Result<u64, BlobError> {
+        let (inner, id) = (Arc::clone(&self.inner), id.clone());
+        // Dropped together with this future: the detached append then sees its caller is gone.
+        let (_caller_alive, caller_gone) = oneshot::channel();
+        detached(async move { inner.append(&id, offset, data, caller_gone).await }).await
+    }
+
+    async fn upload_len(&self, id: &UploadId) -> Result<u64, BlobError> {
+        self.inner.upload_len(id).await
+    }
+
+    async fn commit(&self, id: &UploadId, digest: &Digest) -> Result<u64, BlobError> {
+        let (inner, id, digest) = (Arc::clone(&self.inner), id.clone(), digest.clone());
+        detached(async move { inner.commit(&id, &digest).await }).await
+    }
+
+    async fn cancel_upload(&self, id: &UploadId) -> Result<(), BlobError> {
+        let (inner, id) = (Arc::clone(&self.inner), id.clone());
+        detached(async move { inner.cancel_upload(&id).await }).await
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<UploadInfo>, BlobError> {
+        let uploads_dir = self.inner.root.join("uploads");
+        blocking(move || staging::list_uploads(&uploads_dir)).await
+    }
+
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
+        let path = self.inner.blob_path(digest);
+        match tokio::fs::metadata(&path).await {
+            Ok(metadata) => Ok(Some(metadata.len())),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(io_error("stat blob", &path, error)),
+        }
+    }
+
+    async fn read(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<ByteStream, BlobError> {
+        self.inner.read(digest, offset, length).await
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<(), BlobError> {
+        let path = self.inner.blob_path(digest);
+        blocking(move || staging::remove_blob(&path)).await
+    }
+}
