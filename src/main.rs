@@ -1,1 +1,176 @@
-fn main() {}
+//! `wharf`: a clustered OCI / Docker container registry. One binary, one subcommand per role.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use wharf::{Running, WharfConfig};
+
+#[derive(Parser)]
+#[command(name = "wharf", version, about = "A clustered OCI / Docker container registry")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every role in one process: a gateway, one meta voter and one blob node.
+    Serve(Options),
+    /// Run a meta (Raft metadata) node.
+    Meta(Options),
+    /// Run a blob storage node.
+    Blob(Options),
+    /// Run a stateless OCI HTTP gateway.
+    Gateway(Options),
+}
+
+/// Settings come from the config file, then `WHARF_*` environment variables, then these flags;
+/// each later source overrides the earlier.
+#[derive(Args, Debug, Default)]
+struct Options {
+    /// TOML config file (see README "Configuration").
+    #[arg(long, env = "WHARF_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP address of the OCI API [default: 127.0.0.1:5000].
+    #[arg(long, env = "WHARF_LISTEN")]
+    listen: Option<String>,
+    /// Data directory [default: ./wharf-data].
+    #[arg(long, env = "WHARF_DATA")]
+    data: Option<PathBuf>,
+    /// gRPC address of this node (meta, blob; for serve the internal one) [default: 127.0.0.1:0].
+    #[arg(long, env = "WHARF_GRPC_LISTEN")]
+    grpc_listen: Option<String>,
+    /// gRPC address other members reach this node at [default: the bound gRPC address].
+    #[arg(long, env = "WHARF_ADVERTISE")]
+    advertise: Option<String>,
+    /// Meta node addresses, comma-separated (gateway and blob roles).
+    #[arg(long, env = "WHARF_META", value_delimiter = ',')]
+    meta: Option<Vec<String>>,
+    /// This node's id within its role (meta voter id or blob node id) [default: 1].
+    #[arg(long, env = "WHARF_NODE_ID")]
+    node_id: Option<u64>,
+    /// Zone of a blob node, for replica placement [default: default].
+    #[arg(long, env = "WHARF_ZONE")]
+    zone: Option<String>,
+    /// Log filter, e.g. `info` or `debug` [default: info; RUST_LOG wins when set].
+    #[arg(long, env = "WHARF_LOG")]
+    log: Option<String>,
+    /// Write the bound addresses as JSON to this file once ready (for scripts and tests).
+    #[arg(long, env = "WHARF_ADDR_FILE")]
+    addr_file: Option<PathBuf>,
+}
+
+impl Options {
+    fn into_config(self) -> Result<(WharfConfig, Option<PathBuf>), wharf::config::ConfigError> {
+        let mut config = WharfConfig::load(self.config.as_deref())?;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(data) = self.data {
+            config.data = data;
+        }
+        if let Some(grpc_listen) = self.grpc_listen {
+            config.grpc_listen = grpc_listen;
+        }
+        if let Some(advertise) = self.advertise {
+            config.advertise = Some(advertise);
+        }
+        if let Some(meta) = self.meta {
+            config.meta = meta;
+        }
+        if let Some(node_id) = self.node_id {
+            config.node_id = node_id;
+        }
+        if let Some(zone) = self.zone {
+            config.zone = zone;
+        }
+        if let Some(log) = self.log {
+            config.log = log;
+        }
+        Ok((config, self.addr_file))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("wharf: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wharf: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    let (role, options) = match command {
+        Command::Serve(options) => ("serve", options),
+        Command::Meta(options) => ("meta", options),
+        Command::Blob(options) => ("blob", options),
+        Command::Gateway(options) => ("gateway", options),
+    };
+    let (config, addr_file) = options.into_config()?;
+    wharf::telemetry::init(&config.log);
+    let mut running = match role {
+        "serve" => wharf::start_serve(&config).await?,
+        "meta" => wharf::start_meta(&config).await?,
+        "blob" => wharf::start_blob(&config).await?,
+        _ => wharf::start_gateway(&config).await?,
+    };
+    announce(role, &running, addr_file.as_deref())?;
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+        _ = running.wait_any() => tracing::error!("a server task ended unexpectedly; shutting down"),
+    }
+    running.stop().await;
+    Ok(())
+}
+
+fn announce(role: &str, running: &Running, addr_file: Option<&std::path::Path>) -> std::io::Result<()> {
+    if let Some(http) = running.http_addr {
+        tracing::info!(role, "OCI registry listening on http://{http}");
+    }
+    if let Some(grpc) = running.grpc_addr {
+        tracing::info!(role, "gRPC listening on {grpc}");
+    }
+    if let Some(path) = addr_file {
+        let json = serde_json::json!({
+            "http": running.http_addr.map(|a| a.to_string()),
+            "grpc": running.grpc_addr.map(|a| a.to_string()),
+            "pid": std::process::id(),
+        });
+        // Written then renamed, so a reader never sees a partial file.
+        let temp = path.with_extension("tmp");
+        std::fs::write(&temp, json.to_string())?;
+        std::fs::rename(&temp, path)?;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

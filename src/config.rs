@@ -1,0 +1,115 @@
+//! The binary's configuration: one TOML file (`--config`), overridden by `WHARF_*` environment
+//! variables, overridden by flags. Each role's own settings live in its crate's config struct
+//! (STYLE rule 10); this file only gathers them.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything a `wharf` process can be configured with. Unused sections are ignored by roles
+/// that do not need them, so one file can serve a whole host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WharfConfig {
+    /// HTTP address of the OCI API (gateway and serve).
+    pub listen: String,
+    /// Data directory. `serve` keeps `meta/` and `blob/` under it.
+    pub data: PathBuf,
+    /// gRPC address of meta and blob roles. For `serve`, the internal address its roles use to
+    /// talk to each other (port 0 picks a free one).
+    pub grpc_listen: String,
+    /// gRPC address other members use to reach this one; defaults to the bound `grpc_listen`.
+    pub advertise: Option<String>,
+    /// Meta nodes to reach (gateway and blob roles).
+    pub meta: Vec<String>,
+    /// Address of a separate Prometheus `/metrics` listener (the gateway also serves `/metrics`).
+    pub metrics_listen: Option<String>,
+    /// `tracing` filter, e.g. `info` or `wharf=debug,info`.
+    pub log: String,
+    /// This node's id in its role's membership (meta voter id or blob node id).
+    pub node_id: u64,
+    /// Blob node zone, for placement.
+    pub zone: String,
+    pub gateway: gateway::GatewayConfig,
+}
+
+impl Default for WharfConfig {
+    fn default() -> Self {
+        WharfConfig {
+            listen: "127.0.0.1:5000".into(),
+            data: PathBuf::from("./wharf-data"),
+            grpc_listen: "127.0.0.1:0".into(),
+            advertise: None,
+            meta: Vec::new(),
+            metrics_listen: None,
+            log: "info,openraft=warn".into(),
+            node_id: 1,
+            zone: "default".into(),
+            gateway: gateway::GatewayConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is invalid: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl WharfConfig {
+    /// The file at `path`, or the defaults when there is none.
+    pub fn load(path: Option<&Path>) -> Result<WharfConfig, ConfigError> {
+        let Some(path) = path else {
+            return Ok(WharfConfig::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.gateway
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.node_id == 0 {
+            return Err(ConfigError::Invalid("node_id must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_with_sections_parses() {
+        let config: WharfConfig = toml::from_str(
+            r#"
+            listen = "0.0.0.0:5000"
+            data = "/var/lib/wharf"
+            meta = ["meta-1:7000"]
+            [gateway]
+            default_page_size = 100
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:5000");
+        assert_eq!(config.gateway.default_page_size, 100);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<WharfConfig>("lisen = \"x\"").is_err());
+    }
+}

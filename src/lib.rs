@@ -1,0 +1,9 @@
+//! The `wharf` binary's library: configuration layering, role start-up and telemetry. `main.rs`
+//! is the CLI over it; `test-cluster` starts the same roles in-process.
+
+pub mod config;
+pub mod roles;
+pub mod telemetry;
+
+pub use config::WharfConfig;
+pub use roles::{start_blob, start_gateway, start_meta, start_serve, Running, StartError};

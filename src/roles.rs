@@ -1,0 +1,251 @@
+//! Starting each role on listeners the caller (or `start_*` here) bound. `serve` is the three roles
+//! in one process talking through the same gRPC services a cluster uses.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster_api::{BlobNodeInfo, MetaApi};
+use cluster_client::{GrpcBlobNodes, MetaClient, RetryPolicy};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use wharf_proto::{BlobGrpc, MetaGrpc};
+
+use crate::config::WharfConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("meta node failed to start: {0}")]
+    Meta(String),
+    #[error("blob node failed to start: {0}")]
+    Blob(String),
+    #[error("gateway failed to start: {0}")]
+    Gateway(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// Running roles: their bound addresses and the means to stop them.
+pub struct Running {
+    /// The OCI HTTP address, for roles that serve one.
+    pub http_addr: Option<SocketAddr>,
+    /// The gRPC address, for roles that serve one.
+    pub grpc_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    meta: Option<meta_node::MetaNode>,
+}
+
+impl Running {
+    /// Resolves when any role's server task ends (an error or a stop).
+    pub async fn wait_any(&mut self) {
+        let _ = self.tasks.join_next().await;
+    }
+
+    /// Stops every role gracefully and waits for them.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        if let Some(meta) = self.meta.take() {
+            if let Err(error) = meta.shutdown().await {
+                tracing::warn!(%error, "meta node did not shut down cleanly");
+            }
+        }
+    }
+}
+
+pub async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+        addr: addr.to_owned(),
+        source,
+    })
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        addr: "listener".into(),
+        source,
+    })
+}
+
+/// `serve`: one meta voter, one blob node and a gateway, all in this process.
+pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
+    config.validate()?;
+    let grpc_listener = bind(&config.grpc_listen).await?;
+    let grpc_addr = local_addr(&grpc_listener)?;
+    let http_listener = bind(&config.listen).await?;
+    let http_addr = local_addr(&http_listener)?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| grpc_addr.to_string());
+
+    let meta = open_meta(config, &config.data.join("meta"), &advertise).await?;
+    let blob = open_blob(config, &config.data.join("blob"), &advertise).await?;
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(MetaGrpc::new(meta.api()).into_server())
+        .add_service(meta.raft_service())
+        .add_service(BlobGrpc::new(blob).into_server());
+    spawn_grpc(&mut tasks, grpc, grpc_listener, shutdown.clone());
+
+    let meta_client: Arc<dyn MetaApi> = Arc::new(meta_client(&[advertise.clone()])?);
+    register_blob_node(&*meta_client, config, &advertise).await?;
+    spawn_gateway(&mut tasks, config, meta_client, http_listener, shutdown.clone())?;
+    Ok(Running {
+        http_addr: Some(http_addr),
+        grpc_addr: Some(grpc_addr),
+        shutdown,
+        tasks,
+        meta: Some(meta),
+    })
+}
+
+/// `meta`: one meta voter serving Raft and the Meta service over gRPC.
+pub async fn start_meta(config: &WharfConfig) -> Result<Running, StartError> {
+    config.validate()?;
+    let listener = bind(&config.grpc_listen).await?;
+    let grpc_addr = local_addr(&listener)?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| grpc_addr.to_string());
+    let meta = open_meta(config, &config.data, &advertise).await?;
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(MetaGrpc::new(meta.api()).into_server())
+        .add_service(meta.raft_service());
+    spawn_grpc(&mut tasks, grpc, listener, shutdown.clone());
+    Ok(Running {
+        http_addr: None,
+        grpc_addr: Some(grpc_addr),
+        shutdown,
+        tasks,
+        meta: Some(meta),
+    })
+}
+
+/// `blob`: one blob node serving the Blob service, registered in the cluster map.
+pub async fn start_blob(config: &WharfConfig) -> Result<Running, StartError> {
+    config.validate()?;
+    let listener = bind(&config.grpc_listen).await?;
+    let grpc_addr = local_addr(&listener)?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| grpc_addr.to_string());
+    let blob = open_blob(config, &config.data, &advertise).await?;
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let grpc = tonic::transport::Server::builder().add_service(BlobGrpc::new(blob).into_server());
+    spawn_grpc(&mut tasks, grpc, listener, shutdown.clone());
+    let meta = meta_client(&config.meta)?;
+    register_blob_node(&meta, config, &advertise).await?;
+    Ok(Running {
+        http_addr: None,
+        grpc_addr: Some(grpc_addr),
+        shutdown,
+        tasks,
+        meta: None,
+    })
+}
+
+/// `gateway`: the OCI HTTP API over the meta nodes in `config.meta`.
+pub async fn start_gateway(config: &WharfConfig) -> Result<Running, StartError> {
+    config.validate()?;
+    let listener = bind(&config.listen).await?;
+    let http_addr = local_addr(&listener)?;
+    let meta: Arc<dyn MetaApi> = Arc::new(meta_client(&config.meta)?);
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    spawn_gateway(&mut tasks, config, meta, listener, shutdown.clone())?;
+    Ok(Running {
+        http_addr: Some(http_addr),
+        grpc_addr: None,
+        shutdown,
+        tasks,
+        meta: None,
+    })
+}
+
+async fn open_meta(config: &WharfConfig, dir: &Path, advertise: &str) -> Result<meta_node::MetaNode, StartError> {
+    let meta_config = meta_node::MetaConfig {
+        node_id: config.node_id,
+        data_dir: dir.to_owned(),
+        advertise_addr: advertise.to_owned(),
+        ..meta_node::MetaConfig::default()
+    };
+    meta_node::MetaNode::open(meta_config)
+        .await
+        .map_err(|e| StartError::Meta(e.to_string()))
+}
+
+async fn open_blob(config: &WharfConfig, dir: &Path, advertise: &str) -> Result<Arc<blob_node::BlobNode>, StartError> {
+    let mut blob_config = blob_node::BlobNodeConfig::new(dir, advertise);
+    blob_config.node_id = config.node_id;
+    blob_config.zone = config.zone.clone();
+    let node = blob_node::BlobNode::open(&blob_config)
+        .await
+        .map_err(|e| StartError::Blob(e.to_string()))?;
+    Ok(Arc::new(node))
+}
+
+fn meta_client(addrs: &[String]) -> Result<MetaClient, StartError> {
+    if addrs.is_empty() {
+        return Err(StartError::Gateway("no meta addresses configured (--meta)".into()));
+    }
+    MetaClient::new(addrs, RetryPolicy::default()).map_err(|e| StartError::Gateway(e.to_string()))
+}
+
+/// Adds this blob node to the cluster map, retrying while meta elects a leader.
+async fn register_blob_node(meta: &dyn MetaApi, config: &WharfConfig, advertise: &str) -> Result<(), StartError> {
+    let node = BlobNodeInfo {
+        id: config.node_id,
+        addr: advertise.to_owned(),
+        zone: config.zone.clone(),
+        weight: 100,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match meta.register_blob_node(node.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if Instant::now() < deadline => {
+                tracing::info!(%error, "waiting for the metadata service to register this blob node");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(StartError::Blob(format!("cannot register with meta: {error}"))),
+        }
+    }
+}
+
+fn spawn_grpc(
+    tasks: &mut JoinSet<()>,
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tasks.spawn(async move {
+        let result = router
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "gRPC server failed");
+        }
+    });
+}
+
+fn spawn_gateway(
+    tasks: &mut JoinSet<()>,
+    config: &WharfConfig,
+    meta: Arc<dyn MetaApi>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let blobs = Arc::new(GrpcBlobNodes::new(meta.clone()));
+    let gateway = gateway::Gateway::new(config.gateway.clone(), meta, blobs);
+    let router = crate::telemetry::with_metrics_route(gateway.router());
+    tasks.spawn(async move {
+        if let Err(error) = gateway::serve(listener, router, shutdown.cancelled_owned()).await {
+            tracing::error!(%error, "gateway server failed");
+        }
+    });
+    Ok(())
+}

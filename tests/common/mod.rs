@@ -1,0 +1,191 @@
+//! Small OCI client helpers shared by the root integration tests (durability, real clients).
+#![allow(dead_code)]
+
+use oci_model::Digest;
+use reqwest::StatusCode;
+
+/// Random bytes of `len`, distinct per call, so clients never skip a push as already present.
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let mut state: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        ^ (len as u64).rotate_left(17)
+        ^ COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (0..len)
+        .map(|_| {
+            // xorshift64*
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+        })
+        .collect()
+}
+
+static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// An image pushed and acknowledged: what must be readable afterwards.
+#[derive(Clone, Debug)]
+pub struct PushedImage {
+    pub repo: String,
+    pub tag: String,
+    pub manifest: Vec<u8>,
+    pub manifest_digest: Digest,
+    pub blobs: Vec<(Digest, Vec<u8>)>,
+}
+
+pub struct Registry {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Registry {
+    pub fn new(base: String) -> Registry {
+        Registry {
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Monolithic upload: one `POST ?digest=`.
+    pub async fn push_blob_monolithic(&self, repo: &str, data: &[u8]) -> Result<Digest, String> {
+        let digest = Digest::sha256_of(data);
+        let url = format!("{}/v2/{repo}/blobs/uploads/?digest={digest}", self.base);
+        let response = self.http.post(url).body(data.to_vec()).send().await.map_err(|e| e.to_string())?;
+        expect(response.status(), StatusCode::CREATED, "monolithic blob upload")?;
+        Ok(digest)
+    }
+
+    /// Chunked upload: POST, PATCHes of `chunk` bytes with Content-Range, PUT ?digest=.
+    pub async fn push_blob_chunked(&self, repo: &str, data: &[u8], chunk: usize) -> Result<Digest, String> {
+        let digest = Digest::sha256_of(data);
+        let url = format!("{}/v2/{repo}/blobs/uploads/", self.base);
+        let response = self.http.post(url).send().await.map_err(|e| e.to_string())?;
+        expect(response.status(), StatusCode::ACCEPTED, "upload POST")?;
+        let mut location = location(&response)?;
+        for (index, piece) in data.chunks(chunk.max(1)).enumerate() {
+            let start = index * chunk;
+            let end = start + piece.len() - 1;
+            let response = self
+                .http
+                .patch(self.absolute(&location))
+                .header("Content-Range", format!("{start}-{end}"))
+                .header("Content-Type", "application/octet-stream")
+                .body(piece.to_vec())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            expect(response.status(), StatusCode::ACCEPTED, "upload PATCH")?;
+            location = location_of(&response)?;
+        }
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{}{separator}digest={digest}", self.absolute(&location));
+        let response = self.http.put(url).send().await.map_err(|e| e.to_string())?;
+        expect(response.status(), StatusCode::CREATED, "upload PUT")?;
+        Ok(digest)
+    }
+
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Result<Digest, String> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let response = self
+            .http
+            .put(url)
+            .header("Content-Type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        expect(response.status(), StatusCode::CREATED, "manifest PUT")?;
+        Ok(Digest::sha256_of(body))
+    }
+
+    /// Pushes a one-layer OCI image (config monolithic, layer chunked) and tags it.
+    pub async fn push_image(&self, repo: &str, tag: &str, layer_len: usize) -> Result<PushedImage, String> {
+        let config = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"nonce":"{}"}}"#, hex_of(&random_bytes(8)));
+        let layer = random_bytes(layer_len);
+        let config_digest = self.push_blob_monolithic(repo, config.as_bytes()).await?;
+        let layer_digest = self.push_blob_chunked(repo, &layer, 64 * 1024).await?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest.to_string(), "size": layer.len()}],
+        })
+        .to_string()
+        .into_bytes();
+        let manifest_digest = self
+            .put_manifest(repo, tag, "application/vnd.oci.image.manifest.v1+json", &manifest)
+            .await?;
+        Ok(PushedImage {
+            repo: repo.into(),
+            tag: tag.into(),
+            manifest,
+            manifest_digest,
+            blobs: vec![(config_digest, config.into_bytes()), (layer_digest, layer)],
+        })
+    }
+
+    /// Checks every byte of `image`: the tag resolves to the same manifest bytes, and every blob
+    /// reads back with a SHA-256 that matches its digest and the bytes pushed.
+    pub async fn verify_image(&self, image: &PushedImage) -> Result<(), String> {
+        for reference in [image.tag.clone(), image.manifest_digest.to_string()] {
+            let url = format!("{}/v2/{}/manifests/{reference}", self.base, image.repo);
+            let response = self
+                .http
+                .get(url)
+                .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            expect(response.status(), StatusCode::OK, "manifest GET")?;
+            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            if body.as_ref() != image.manifest.as_slice() {
+                return Err(format!("manifest {}:{reference} changed", image.repo));
+            }
+        }
+        for (digest, data) in &image.blobs {
+            let url = format!("{}/v2/{}/blobs/{digest}", self.base, image.repo);
+            let response = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+            expect(response.status(), StatusCode::OK, "blob GET")?;
+            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            if !digest.verifies(&body) || body.as_ref() != data.as_slice() {
+                return Err(format!("blob {digest} in {} is corrupt", image.repo));
+            }
+        }
+        Ok(())
+    }
+
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http") {
+            location.to_owned()
+        } else {
+            format!("{}{location}", self.base)
+        }
+    }
+}
+
+fn expect(actual: StatusCode, expected: StatusCode, what: &str) -> Result<(), String> {
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(format!("{what}: expected {expected}, got {actual}"))
+    }
+}
+
+fn location(response: &reqwest::Response) -> Result<String, String> {
+    location_of(response)
+}
+
+fn location_of(response: &reqwest::Response) -> Result<String, String> {
+    response
+        .headers()
+        .get("Location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| "response has no Location".to_owned())
+}
+
+pub fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
