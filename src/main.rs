@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use wharf::{Running, WharfConfig};
 
 #[derive(Parser)]
-#[command(name = "wharf", version, about = "A clustered OCI / Docker container registry")]
+#[command(
+    name = "wharf",
+    version,
+    about = "A clustered OCI / Docker container registry"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -94,7 +98,10 @@ impl Options {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("wharf: cannot start the async runtime: {error}");
@@ -134,7 +141,11 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn announce(role: &str, running: &Running, addr_file: Option<&std::path::Path>) -> std::io::Result<()> {
+fn announce(
+    role: &str,
+    running: &Running,
+    addr_file: Option<&std::path::Path>,
+) -> std::io::Result<()> {
     if let Some(http) = running.http_addr {
         tracing::info!(role, "OCI registry listening on http://{http}");
     }
@@ -159,13 +170,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = terminate.recv() => {}

@@ -18,7 +18,10 @@ use crate::config::WharfConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("meta node failed to start: {0}")]
     Meta(String),
     #[error("blob node failed to start: {0}")]
@@ -59,10 +62,12 @@ impl Running {
 }
 
 pub async fn bind(addr: &str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
-        addr: addr.to_owned(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_owned(),
+            source,
+        })
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
@@ -79,7 +84,10 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
     let grpc_addr = local_addr(&grpc_listener)?;
     let http_listener = bind(&config.listen).await?;
     let http_addr = local_addr(&http_listener)?;
-    let advertise = config.advertise.clone().unwrap_or_else(|| grpc_addr.to_string());
+    let advertise = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| grpc_addr.to_string());
 
     let meta = open_meta(config, &config.data.join("meta"), &advertise).await?;
     let blob = open_blob(config, &config.data.join("blob"), &advertise).await?;
@@ -93,7 +101,13 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
 
     let meta_client: Arc<dyn MetaApi> = Arc::new(meta_client(&[advertise.clone()])?);
     register_blob_node(&*meta_client, config, &advertise).await?;
-    spawn_gateway(&mut tasks, config, meta_client, http_listener, shutdown.clone())?;
+    spawn_gateway(
+        &mut tasks,
+        config,
+        meta_client,
+        http_listener,
+        shutdown.clone(),
+    )?;
     Ok(Running {
         http_addr: Some(http_addr),
         grpc_addr: Some(grpc_addr),
@@ -108,7 +122,10 @@ pub async fn start_meta(config: &WharfConfig) -> Result<Running, StartError> {
     config.validate()?;
     let listener = bind(&config.grpc_listen).await?;
     let grpc_addr = local_addr(&listener)?;
-    let advertise = config.advertise.clone().unwrap_or_else(|| grpc_addr.to_string());
+    let advertise = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| grpc_addr.to_string());
     let meta = open_meta(config, &config.data, &advertise).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -130,7 +147,10 @@ pub async fn start_blob(config: &WharfConfig) -> Result<Running, StartError> {
     config.validate()?;
     let listener = bind(&config.grpc_listen).await?;
     let grpc_addr = local_addr(&listener)?;
-    let advertise = config.advertise.clone().unwrap_or_else(|| grpc_addr.to_string());
+    let advertise = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| grpc_addr.to_string());
     let blob = open_blob(config, &config.data, &advertise).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -165,7 +185,11 @@ pub async fn start_gateway(config: &WharfConfig) -> Result<Running, StartError> 
     })
 }
 
-async fn open_meta(config: &WharfConfig, dir: &Path, advertise: &str) -> Result<meta_node::MetaNode, StartError> {
+async fn open_meta(
+    config: &WharfConfig,
+    dir: &Path,
+    advertise: &str,
+) -> Result<meta_node::MetaNode, StartError> {
     let meta_config = meta_node::MetaConfig {
         node_id: config.node_id,
         data_dir: dir.to_owned(),
@@ -177,7 +201,11 @@ async fn open_meta(config: &WharfConfig, dir: &Path, advertise: &str) -> Result<
         .map_err(|e| StartError::Meta(e.to_string()))
 }
 
-async fn open_blob(config: &WharfConfig, dir: &Path, advertise: &str) -> Result<Arc<blob_node::BlobNode>, StartError> {
+async fn open_blob(
+    config: &WharfConfig,
+    dir: &Path,
+    advertise: &str,
+) -> Result<Arc<blob_node::BlobNode>, StartError> {
     let mut blob_config = blob_node::BlobNodeConfig::new(dir, advertise);
     blob_config.node_id = config.node_id;
     blob_config.zone = config.zone.clone();
@@ -189,13 +217,19 @@ async fn open_blob(config: &WharfConfig, dir: &Path, advertise: &str) -> Result<
 
 fn meta_client(addrs: &[String]) -> Result<MetaClient, StartError> {
     if addrs.is_empty() {
-        return Err(StartError::Gateway("no meta addresses configured (--meta)".into()));
+        return Err(StartError::Gateway(
+            "no meta addresses configured (--meta)".into(),
+        ));
     }
     MetaClient::new(addrs, RetryPolicy::default()).map_err(|e| StartError::Gateway(e.to_string()))
 }
 
 /// Adds this blob node to the cluster map, retrying while meta elects a leader.
-async fn register_blob_node(meta: &dyn MetaApi, config: &WharfConfig, advertise: &str) -> Result<(), StartError> {
+async fn register_blob_node(
+    meta: &dyn MetaApi,
+    config: &WharfConfig,
+    advertise: &str,
+) -> Result<(), StartError> {
     let node = BlobNodeInfo {
         id: config.node_id,
         addr: advertise.to_owned(),
@@ -210,7 +244,11 @@ async fn register_blob_node(meta: &dyn MetaApi, config: &WharfConfig, advertise:
                 tracing::info!(%error, "waiting for the metadata service to register this blob node");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(error) => return Err(StartError::Blob(format!("cannot register with meta: {error}"))),
+            Err(error) => {
+                return Err(StartError::Blob(format!(
+                    "cannot register with meta: {error}"
+                )))
+            }
         }
     }
 }

@@ -11,8 +11,12 @@ static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 /// Installs the log subscriber (filter from `RUST_LOG`, else `default_filter`) and the
 /// Prometheus recorder. Safe to call more than once; later calls do nothing.
 pub fn init(default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
     PROMETHEUS.get_or_init(|| {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
@@ -25,7 +29,10 @@ pub fn init(default_filter: &str) {
 
 /// The Prometheus text exposition of every metric recorded so far.
 pub fn render_metrics() -> String {
-    PROMETHEUS.get().map(PrometheusHandle::render).unwrap_or_default()
+    PROMETHEUS
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
 }
 
 /// Adds `GET /metrics` to a router.

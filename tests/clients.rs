@@ -16,14 +16,19 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(180);
 /// Runs a tool to completion with a deadline; panics with its output when it fails.
 async fn run(program: &str, args: &[&str], env: &[(&str, &Path)]) -> String {
     let mut command = Command::new(program);
-    command.args(args).kill_on_drop(true).stdin(std::process::Stdio::null());
+    command
+        .args(args)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
     for (key, value) in env {
         command.env(key, value);
     }
     let output = tokio::time::timeout(TOOL_TIMEOUT, command.output())
         .await
         .unwrap_or_else(|_| panic!("{program} {args:?} timed out"))
-        .unwrap_or_else(|e| panic!("cannot run {program} (is it installed? .ci/run installs it): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} (is it installed? .ci/run installs it): {e}")
+        });
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
@@ -42,9 +47,24 @@ struct Storage {
 
 impl Storage {
     fn new() -> Storage {
-        Storage {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("auth.json"), "{}").expect("auth file");
+        Storage { dir }
+    }
+
+    /// A `containers-storage:` reference into this storage, for skopeo (which has no --root).
+    fn storage_ref(&self, image: &str) -> String {
+        let root = self.dir.path();
+        format!(
+            "containers-storage:[vfs@{}+{}]{image}",
+            root.join("root").display(),
+            root.join("run").display()
+        )
+    }
+
+    async fn skopeo(&self, args: &[&str]) -> String {
+        let auth = self.auth();
+        run("skopeo", args, &[("REGISTRY_AUTH_FILE", &auth)]).await
     }
 
     fn flags(&self) -> Vec<String> {
@@ -67,7 +87,12 @@ impl Storage {
         let auth = self.auth();
         let runtime = self.dir.path().join("xdg");
         std::fs::create_dir_all(&runtime).expect("runtime dir");
-        run(program, &all, &[("REGISTRY_AUTH_FILE", &auth), ("XDG_RUNTIME_DIR", &runtime)]).await
+        run(
+            program,
+            &all,
+            &[("REGISTRY_AUTH_FILE", &auth), ("XDG_RUNTIME_DIR", &runtime)],
+        )
+        .await
     }
 
     /// Builds a one-file image from scratch with buildah: returns the file's content.
@@ -75,11 +100,38 @@ impl Storage {
         let content = random_bytes(200_000);
         let file = file_dir.join(format!("{name}-{arch}.bin"));
         std::fs::write(&file, &content).expect("write layer file");
-        let container = self.tool("buildah", &["from", "--name", &format!("{name}-{arch}-ctr"), "scratch"]).await;
+        let container = self
+            .tool(
+                "buildah",
+                &["from", "--name", &format!("{name}-{arch}-ctr"), "scratch"],
+            )
+            .await;
         let container = container.trim();
-        self.tool("buildah", &["copy", container, file.to_str().expect("utf-8 path"), "/payload"]).await;
-        self.tool("buildah", &["config", "--arch", arch, "--os", "linux", container]).await;
-        self.tool("buildah", &["commit", "--quiet", container, &format!("localhost/{name}:{arch}")]).await;
+        self.tool(
+            "buildah",
+            &[
+                "copy",
+                container,
+                file.to_str().expect("utf-8 path"),
+                "/payload",
+            ],
+        )
+        .await;
+        self.tool(
+            "buildah",
+            &["config", "--arch", arch, "--os", "linux", container],
+        )
+        .await;
+        self.tool(
+            "buildah",
+            &[
+                "commit",
+                "--quiet",
+                container,
+                &format!("localhost/{name}:{arch}"),
+            ],
+        )
+        .await;
         content
     }
 }
@@ -102,8 +154,12 @@ fn layout_blobs(layout: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 
 fn layout_manifest_digest(layout: &Path) -> String {
     let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json")).expect("json");
-    index["manifests"][0]["digest"].as_str().expect("digest").to_owned()
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json"))
+            .expect("json");
+    index["manifests"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,33 +168,60 @@ async fn skopeo_copy_inspect_list_tags_and_delete() {
     let host = registry_host(&serve);
     let storage = Storage::new();
     let work = tempfile::tempdir().expect("temp dir");
-    storage.build_image("skopeo-src", "amd64", work.path()).await;
+    storage
+        .build_image("skopeo-src", "amd64", work.path())
+        .await;
     let source = work.path().join("source");
     let source_ref = format!("oci:{}:img", source.display());
-    storage.tool("skopeo", &["copy", "containers-storage:localhost/skopeo-src:amd64", &source_ref]).await;
+    let local = storage.storage_ref("localhost/skopeo-src:amd64");
+    storage.skopeo(&["copy", &local, &source_ref]).await;
 
     let target = format!("docker://{host}/clients/skopeo:v1");
-    storage.tool("skopeo", &["copy", "--dest-tls-verify=false", &source_ref, &target]).await;
+    storage
+        .skopeo(&["copy", "--dest-tls-verify=false", &source_ref, &target])
+        .await;
 
-    let inspect = storage.tool("skopeo", &["inspect", "--tls-verify=false", &target]).await;
+    let inspect = storage
+        .skopeo(&["inspect", "--tls-verify=false", &target])
+        .await;
     let inspect: serde_json::Value = serde_json::from_str(&inspect).expect("inspect json");
-    assert_eq!(inspect["Digest"], layout_manifest_digest(&source), "registry serves the pushed manifest");
+    assert_eq!(
+        inspect["Digest"],
+        layout_manifest_digest(&source),
+        "registry serves the pushed manifest"
+    );
 
     let tags = storage
-        .tool("skopeo", &["list-tags", "--tls-verify=false", &format!("docker://{host}/clients/skopeo")])
+        .skopeo(&[
+            "list-tags",
+            "--tls-verify=false",
+            &format!("docker://{host}/clients/skopeo"),
+        ])
         .await;
     let tags: serde_json::Value = serde_json::from_str(&tags).expect("list-tags json");
     assert_eq!(tags["Tags"], serde_json::json!(["v1"]));
 
     let pulled = work.path().join("pulled");
     let pulled_ref = format!("oci:{}:img", pulled.display());
-    storage.tool("skopeo", &["copy", "--src-tls-verify=false", &target, &pulled_ref]).await;
-    assert_eq!(layout_blobs(&pulled), layout_blobs(&source), "pulled blobs are byte-identical");
+    storage
+        .skopeo(&["copy", "--src-tls-verify=false", &target, &pulled_ref])
+        .await;
+    assert_eq!(
+        layout_blobs(&pulled),
+        layout_blobs(&source),
+        "pulled blobs are byte-identical"
+    );
 
-    storage.tool("skopeo", &["delete", "--tls-verify=false", &target]).await;
+    storage
+        .skopeo(&["delete", "--tls-verify=false", &target])
+        .await;
     let url = format!("{}/v2/clients/skopeo/manifests/v1", serve.base_url());
     let status = reqwest::get(url).await.expect("GET").status();
-    assert_eq!(status, reqwest::StatusCode::NOT_FOUND, "deleted manifest is gone");
+    assert_eq!(
+        status,
+        reqwest::StatusCode::NOT_FOUND,
+        "deleted manifest is gone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,26 +233,73 @@ async fn skopeo_copies_a_multi_arch_index_with_all() {
     for arch in ["amd64", "arm64"] {
         storage.build_image("multi", arch, work.path()).await;
     }
-    storage.tool("buildah", &["manifest", "create", "localhost/multi:list"]).await;
+    storage
+        .tool("buildah", &["manifest", "create", "localhost/multi:list"])
+        .await;
     for arch in ["amd64", "arm64"] {
         storage
-            .tool("buildah", &["manifest", "add", "localhost/multi:list", &format!("containers-storage:localhost/multi:{arch}")])
+            .tool(
+                "buildah",
+                &[
+                    "manifest",
+                    "add",
+                    "localhost/multi:list",
+                    &format!("containers-storage:localhost/multi:{arch}"),
+                ],
+            )
             .await;
     }
     let source = work.path().join("index-src");
     let source_ref = format!("oci:{}:list", source.display());
-    storage.tool("buildah", &["manifest", "push", "--all", "localhost/multi:list", &source_ref]).await;
+    storage
+        .tool(
+            "buildah",
+            &[
+                "manifest",
+                "push",
+                "--all",
+                "localhost/multi:list",
+                &source_ref,
+            ],
+        )
+        .await;
 
     let target = format!("docker://{host}/clients/multi:v1");
-    storage.tool("skopeo", &["copy", "--all", "--dest-tls-verify=false", &source_ref, &target]).await;
-    let raw = storage.tool("skopeo", &["inspect", "--raw", "--tls-verify=false", &target]).await;
+    storage
+        .skopeo(&[
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            &source_ref,
+            &target,
+        ])
+        .await;
+    let raw = storage
+        .skopeo(&["inspect", "--raw", "--tls-verify=false", &target])
+        .await;
     let index: serde_json::Value = serde_json::from_str(&raw).expect("index json");
-    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(2), "index keeps both children: {raw}");
+    assert_eq!(
+        index["manifests"].as_array().map(Vec::len),
+        Some(2),
+        "index keeps both children: {raw}"
+    );
 
     let pulled = work.path().join("index-pulled");
     let pulled_ref = format!("oci:{}:list", pulled.display());
-    storage.tool("skopeo", &["copy", "--all", "--src-tls-verify=false", &target, &pulled_ref]).await;
-    assert_eq!(layout_blobs(&pulled), layout_blobs(&source), "every child and layer is byte-identical");
+    storage
+        .skopeo(&[
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            &target,
+            &pulled_ref,
+        ])
+        .await;
+    assert_eq!(
+        layout_blobs(&pulled),
+        layout_blobs(&source),
+        "every child and layer is byte-identical"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,18 +311,41 @@ async fn podman_push_then_pull_into_fresh_storage() {
     let content = pusher.build_image("podman-src", "amd64", work.path()).await;
     let image = format!("{host}/clients/podman:v1");
     pusher
-        .tool("podman", &["push", "--tls-verify=false", "localhost/podman-src:amd64", &format!("docker://{image}")])
+        .tool(
+            "podman",
+            &[
+                "push",
+                "--tls-verify=false",
+                "localhost/podman-src:amd64",
+                &format!("docker://{image}"),
+            ],
+        )
         .await;
 
     let puller = Storage::new();
-    puller.tool("podman", &["pull", "--tls-verify=false", &image]).await;
+    puller
+        .tool("podman", &["pull", "--tls-verify=false", &image])
+        .await;
     let saved = work.path().join("saved");
     puller
-        .tool("podman", &["save", "--format", "oci-dir", "-o", saved.to_str().expect("utf-8"), &image])
+        .tool(
+            "podman",
+            &[
+                "save",
+                "--format",
+                "oci-dir",
+                "-o",
+                saved.to_str().expect("utf-8"),
+                &image,
+            ],
+        )
         .await;
     let layers = layout_blobs(&saved);
     let found = layers.values().any(|blob| tar_contains(blob, &content));
-    assert!(found, "the pulled image carries the pushed file byte for byte");
+    assert!(
+        found,
+        "the pulled image carries the pushed file byte for byte"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,7 +358,11 @@ async fn docker_build_push_and_pull_round_trip() {
     let env = [("DOCKER_CONFIG", docker_config.as_path())];
     let content = random_bytes(300_000);
     std::fs::write(work.path().join("payload"), &content).expect("payload");
-    std::fs::write(work.path().join("Dockerfile"), "FROM scratch\nCOPY payload /payload\n").expect("Dockerfile");
+    std::fs::write(
+        work.path().join("Dockerfile"),
+        "FROM scratch\nCOPY payload /payload\n",
+    )
+    .expect("Dockerfile");
     let nonce = common::hex_of(&random_bytes(6));
     let image = format!("{host}/clients/docker-{nonce}:v1");
     let context = work.path().to_str().expect("utf-8 path");
@@ -219,16 +376,30 @@ async fn docker_build_push_and_pull_round_trip() {
     let copy_result = tokio::time::timeout(
         TOOL_TIMEOUT,
         Command::new("docker")
-            .args(["cp", &format!("{container}:/payload"), copied.to_str().expect("utf-8")])
+            .args([
+                "cp",
+                &format!("{container}:/payload"),
+                copied.to_str().expect("utf-8"),
+            ])
             .env("DOCKER_CONFIG", &docker_config)
             .output(),
     )
     .await;
     run("docker", &["rm", &container], &env).await;
     run("docker", &["rmi", &image], &env).await;
-    let output = copy_result.expect("docker cp in time").expect("docker cp runs");
-    assert!(output.status.success(), "docker cp: {}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(std::fs::read(&copied).expect("copied payload"), content, "pulled file is byte-identical");
+    let output = copy_result
+        .expect("docker cp in time")
+        .expect("docker cp runs");
+    assert!(
+        output.status.success(),
+        "docker cp: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&copied).expect("copied payload"),
+        content,
+        "pulled file is byte-identical"
+    );
 }
 
 /// True when `blob` (a tar layer, gzip-compressed or not) contains `needle` as a file's bytes.
@@ -243,6 +414,8 @@ fn tar_contains(blob: &[u8], needle: &[u8]) -> bool {
     } else {
         blob.to_vec()
     };
-    plain.windows(needle.len().min(4096)).any(|w| w == &needle[..needle.len().min(4096)])
+    plain
+        .windows(needle.len().min(4096))
+        .any(|w| w == &needle[..needle.len().min(4096)])
         && plain.windows(needle.len()).any(|w| w == needle)
 }

@@ -29,7 +29,10 @@ async fn sigkill_after_acknowledged_pushes_loses_nothing() {
         let pusher = tokio::spawn(async move {
             for index in 0.. {
                 let repo = format!("durable/round{round}");
-                match registry.push_image(&repo, &format!("t{index}"), 32 * 1024 + index * 1000).await {
+                match registry
+                    .push_image(&repo, &format!("t{index}"), 32 * 1024 + index * 1000)
+                    .await
+                {
                     Ok(image) => {
                         if tx.send(image).is_err() {
                             return;
@@ -55,7 +58,10 @@ async fn sigkill_after_acknowledged_pushes_loses_nothing() {
             acknowledged.push(image);
         }
 
-        serve.restart().await.expect("wharf serve restarts on the same data");
+        serve
+            .restart()
+            .await
+            .expect("wharf serve restarts on the same data");
         let registry = Registry::new(serve.base_url());
         for image in &acknowledged {
             registry
@@ -64,5 +70,8 @@ async fn sigkill_after_acknowledged_pushes_loses_nothing() {
                 .unwrap_or_else(|e| panic!("after SIGKILL round {round}: {e}"));
         }
     }
-    assert!(acknowledged.len() >= 3 + 4 + 5, "every round acknowledged pushes");
+    assert!(
+        acknowledged.len() >= 3 + 4 + 5,
+        "every round acknowledged pushes"
+    );
 }

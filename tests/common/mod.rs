@@ -11,7 +11,9 @@ pub fn random_bytes(len: usize) -> Vec<u8> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1)
         ^ (len as u64).rotate_left(17)
-        ^ COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        ^ COUNTER
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (0..len)
         .map(|_| {
             // xorshift64*
@@ -52,16 +54,36 @@ impl Registry {
     pub async fn push_blob_monolithic(&self, repo: &str, data: &[u8]) -> Result<Digest, String> {
         let digest = Digest::sha256_of(data);
         let url = format!("{}/v2/{repo}/blobs/uploads/?digest={digest}", self.base);
-        let response = self.http.post(url).body(data.to_vec()).send().await.map_err(|e| e.to_string())?;
-        expect(response.status(), StatusCode::CREATED, "monolithic blob upload")?;
+        let response = self
+            .http
+            .post(url)
+            .body(data.to_vec())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        expect(
+            response.status(),
+            StatusCode::CREATED,
+            "monolithic blob upload",
+        )?;
         Ok(digest)
     }
 
     /// Chunked upload: POST, PATCHes of `chunk` bytes with Content-Range, PUT ?digest=.
-    pub async fn push_blob_chunked(&self, repo: &str, data: &[u8], chunk: usize) -> Result<Digest, String> {
+    pub async fn push_blob_chunked(
+        &self,
+        repo: &str,
+        data: &[u8],
+        chunk: usize,
+    ) -> Result<Digest, String> {
         let digest = Digest::sha256_of(data);
         let url = format!("{}/v2/{repo}/blobs/uploads/", self.base);
-        let response = self.http.post(url).send().await.map_err(|e| e.to_string())?;
+        let response = self
+            .http
+            .post(url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         expect(response.status(), StatusCode::ACCEPTED, "upload POST")?;
         let mut location = location(&response)?;
         for (index, piece) in data.chunks(chunk.max(1)).enumerate() {
@@ -86,7 +108,13 @@ impl Registry {
         Ok(digest)
     }
 
-    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Result<Digest, String> {
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Result<Digest, String> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
         let response = self
             .http
@@ -101,8 +129,16 @@ impl Registry {
     }
 
     /// Pushes a one-layer OCI image (config monolithic, layer chunked) and tags it.
-    pub async fn push_image(&self, repo: &str, tag: &str, layer_len: usize) -> Result<PushedImage, String> {
-        let config = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"nonce":"{}"}}"#, hex_of(&random_bytes(8)));
+    pub async fn push_image(
+        &self,
+        repo: &str,
+        tag: &str,
+        layer_len: usize,
+    ) -> Result<PushedImage, String> {
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"nonce":"{}"}}"#,
+            hex_of(&random_bytes(8))
+        );
         let layer = random_bytes(layer_len);
         let config_digest = self.push_blob_monolithic(repo, config.as_bytes()).await?;
         let layer_digest = self.push_blob_chunked(repo, &layer, 64 * 1024).await?;
@@ -115,7 +151,12 @@ impl Registry {
         .to_string()
         .into_bytes();
         let manifest_digest = self
-            .put_manifest(repo, tag, "application/vnd.oci.image.manifest.v1+json", &manifest)
+            .put_manifest(
+                repo,
+                tag,
+                "application/vnd.oci.image.manifest.v1+json",
+                &manifest,
+            )
             .await?;
         Ok(PushedImage {
             repo: repo.into(),
