@@ -15,7 +15,11 @@ pub trait MetaApi: Send + Sync + 'static {
     async fn create_upload(&self, repo: &RepositoryName) -> Result<UploadSession, MetaError>;
 
     /// The session `id`, which must belong to `repo`; else `UploadUnknown`.
-    async fn get_upload(&self, repo: &RepositoryName, id: &UploadId) -> Result<UploadSession, MetaError>;
+    async fn get_upload(
+        &self,
+        repo: &RepositoryName,
+        id: &UploadId,
+    ) -> Result<UploadSession, MetaError>;
 
     /// Closes the session `id` of `repo` without committing a blob; `UploadUnknown` if absent.
     async fn delete_upload(&self, repo: &RepositoryName, id: &UploadId) -> Result<(), MetaError>;
@@ -29,7 +33,11 @@ pub trait MetaApi: Send + Sync + 'static {
     ) -> Result<(), MetaError>;
 
     /// The blob `digest` if it is linked in `repo`; else `BlobUnknown`.
-    async fn stat_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobInfo, MetaError>;
+    async fn stat_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<BlobInfo, MetaError>;
 
     /// Links `digest` into `repo` if it is linked in `from`, returning it; `Ok(None)` when `from`
     /// does not have it (the caller then opens a normal upload).
@@ -55,7 +63,11 @@ pub trait MetaApi: Send + Sync + 'static {
     ) -> Result<StoredManifest, MetaError>;
 
     /// Removes manifest `digest` from `repo` with every tag pointing at it; `ManifestUnknown` if absent.
-    async fn delete_manifest(&self, repo: &RepositoryName, digest: &Digest) -> Result<(), MetaError>;
+    async fn delete_manifest(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<(), MetaError>;
 
     /// Removes tag `tag` from `repo` (the manifest stays); `ManifestUnknown` if the tag is absent.
     async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag) -> Result<(), MetaError>;

@@ -15,7 +15,10 @@ impl UploadId {
     /// Accepts only what Wharf itself issues: 32 lowercase hex characters. Anything else is a bogus
     /// id from a client and must never reach a file path.
     pub fn parse(text: &str) -> Option<UploadId> {
-        let ok = text.len() == 32 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = text.len() == 32
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         ok.then(|| UploadId(text.to_owned()))
     }
 

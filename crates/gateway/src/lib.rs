@@ -1,1 +1,98 @@
-//! gateway
+//! Wharf's gateway: the stateless HTTP front speaking the OCI Distribution API 1.1 (with Docker
+//! Registry V2 behaviour where docker needs it) over [`MetaApi`] and [`BlobNodes`].
+//!
+//! It owns no state: upload sessions live in meta, bytes on blob nodes, so any gateway serves any
+//! request. Handlers are adapters: `dispatch` decodes the path and query, each endpoint module
+//! makes its calls into the service traits and maps the result, `error` maps service errors onto
+//! the OCI error table once. Blob bodies are streamed both ways, never buffered whole; manifests
+//! are read under an explicit cap.
+//!
+//! ```text
+//! route      path grammar: /v2/<name>/{blobs,blobs/uploads,manifests,tags/list,referrers}/...
+//! dispatch   method check, parameter validation, then the call into one of:
+//!   blobs      GET/HEAD/DELETE blobs, replica failover
+//!   uploads    POST/PATCH/PUT/GET/DELETE uploads
+//!   manifests  GET/HEAD/PUT/DELETE manifests, Accept negotiation
+//!   listing    tags/list and _catalog paging
+//!   referrers  the referrers index
+//! body       request-body streaming and the manifest cap
+//! error      ApiError and the MetaError/BlobError maps
+//! headers    header names and parsers
+//! observe    tracing span, API-version header, metrics
+//! config     GatewayConfig
+//! ```
+//!
+//! This crate must not depend on tonic, openraft or RocksDB (CI checks `cargo tree -p gateway`):
+//! it sees the cluster only through `cluster-api`.
+
+mod blobs;
+mod body;
+mod config;
+mod dispatch;
+mod error;
+mod headers;
+mod listing;
+mod manifests;
+mod observe;
+mod referrers;
+mod route;
+mod uploads;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::any;
+use axum::Router;
+use cluster_api::{BlobNodes, MetaApi};
+use tokio::net::TcpListener;
+
+pub use config::{ConfigError, GatewayConfig};
+
+/// A gateway over one cluster: its settings and its handles on meta and the blob nodes.
+#[derive(Clone)]
+pub struct Gateway {
+    config: Arc<GatewayConfig>,
+    meta: Arc<dyn MetaApi>,
+    blobs: Arc<dyn BlobNodes>,
+}
+
+impl Gateway {
+    /// A gateway with `config`, which the caller has checked with [`GatewayConfig::validate`].
+    pub fn new(
+        config: GatewayConfig,
+        meta: Arc<dyn MetaApi>,
+        blobs: Arc<dyn BlobNodes>,
+    ) -> Gateway {
+        Gateway {
+            config: Arc::new(config),
+            meta,
+            blobs,
+        }
+    }
+
+    /// The OCI Distribution API. `/v2/` and `/v2/{*rest}` are routed once and the rest is parsed
+    /// with the spec's grammar, because repository names contain slashes. Blob bodies are
+    /// streamed, so axum's default body limit is off; manifests carry their own cap.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v2/", any(dispatch::handle))
+            .route("/v2/{*rest}", any(dispatch::handle))
+            .fallback(dispatch::handle)
+            .with_state(self.clone())
+            .layer(DefaultBodyLimit::disable())
+            .layer(axum::middleware::from_fn(observe::observe))
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests finish.
+/// The caller binds the listener (STYLE rule 6): tests use `127.0.0.1:0`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,264 @@
+//! [`MemBlobNodes`] and [`MemBlob`]: blob nodes in memory, following the [`BlobApi`] contract.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use oci_model::Digest;
+
+use super::lock;
+use crate::blob::{BlobApi, BlobNodes, ByteStream};
+use crate::error::BlobError;
+use crate::types::*;
+
+/// Size of the pieces [`MemBlob::read`] streams, small enough that tests see several chunks.
+const READ_CHUNK_BYTES: usize = 4096;
+
+/// A set of in-memory blob nodes, reachable by id.
+#[derive(Default)]
+pub struct MemBlobNodes {
+    nodes: Mutex<BTreeMap<BlobNodeId, Arc<MemBlob>>>,
+}
+
+impl MemBlobNodes {
+    pub fn new() -> MemBlobNodes {
+        MemBlobNodes::default()
+    }
+
+    /// Nodes with ids `ids`, all empty.
+    pub fn with_nodes(ids: &[BlobNodeId]) -> MemBlobNodes {
+        let nodes = MemBlobNodes::new();
+        for &id in ids {
+            nodes.add(id);
+        }
+        nodes
+    }
+
+    /// Adds (or replaces with an empty one) node `id` and returns it.
+    pub fn add(&self, id: BlobNodeId) -> Arc<MemBlob> {
+        let node = Arc::new(MemBlob::new(id));
+        lock(&self.nodes).insert(id, node.clone());
+        node
+    }
+
+    /// Node `id`, if known.
+    pub fn get(&self, id: BlobNodeId) -> Option<Arc<MemBlob>> {
+        lock(&self.nodes).get(&id).cloned()
+    }
+
+    /// Forgets node `id`: later `node(id)` calls fail with `Unavailable`.
+    pub fn remove(&self, id: BlobNodeId) {
+        lock(&self.nodes).remove(&id);
+    }
+}
+
+#[async_trait]
+impl BlobNodes for MemBlobNodes {
+    async fn node(&self, id: BlobNodeId) -> Result<Arc<dyn BlobApi>, BlobError> {
+        match self.get(id) {
+            Some(node) => Ok(node),
+            None => Err(BlobError::Unavailable(format!(
+                "blob node {id} is not known"
+            ))),
+        }
+    }
+}
+
+/// One blob node, in memory.
+pub struct MemBlob {
+    id: BlobNodeId,
+    state: Mutex<BlobState>,
+}
+
+#[derive(Default)]
+struct BlobState {
+    uploads: HashMap<UploadId, Vec<u8>>,
+    blobs: HashMap<Digest, Bytes>,
+    outage: Option<BlobError>,
+    /// When set, every read stream fails after this many bytes.
+    read_fault_after: Option<u64>,
+}
+
+impl MemBlob {
+    pub fn new(id: BlobNodeId) -> MemBlob {
+        MemBlob {
+            id,
+            state: Mutex::new(BlobState::default()),
+        }
+    }
+
+    pub fn id(&self) -> BlobNodeId {
+        self.id
+    }
+
+    /// Stores `data` as a committed blob under its sha256 digest, as replication would.
+    pub fn insert_blob(&self, data: &[u8]) -> Digest {
+        let digest = Digest::sha256_of(data);
+        lock(&self.state)
+            .blobs
+            .insert(digest.clone(), Bytes::copy_from_slice(data));
+        digest
+    }
+
+    /// The committed blob `digest`, if held.
+    pub fn blob(&self, digest: &Digest) -> Option<Bytes> {
+        lock(&self.state).blobs.get(digest).cloned()
+    }
+
+    /// The bytes staged for upload `id`, if it exists.
+    pub fn staged(&self, id: &UploadId) -> Option<Vec<u8>> {
+        lock(&self.state).uploads.get(id).cloned()
+    }
+
+    /// While set, every call fails with `error`.
+    pub fn set_outage(&self, error: Option<BlobError>) {
+        lock(&self.state).outage = error;
+    }
+
+    /// While set, every read stream yields an `Io` error after `bytes` bytes.
+    pub fn fail_reads_after(&self, bytes: Option<u64>) {
+        lock(&self.state).read_fault_after = bytes;
+    }
+
+    fn state(&self) -> Result<MutexGuard<'_, BlobState>, BlobError> {
+        let state = lock(&self.state);
+        match &state.outage {
+            Some(error) => Err(error.clone()),
+            None => Ok(state),
+        }
+    }
+
+    fn staged_len(&self, id: &UploadId) -> Result<u64, BlobError> {
+        self.state()?
+            .uploads
+            .get(id)
+            .map(|data| data.len() as u64)
+            .ok_or_else(|| BlobError::UploadNotFound(id.to_string()))
+    }
+}
+
+/// Splits `data` into the stream a read returns, failing after `fault_after` bytes if set.
+fn chunked_stream(data: Bytes, fault_after: Option<u64>) -> ByteStream {
+    let cut = fault_after.map_or(data.len(), |after| data.len().min(after as usize));
+    let mut items: Vec<Result<Bytes, BlobError>> = Vec::new();
+    let mut start = 0;
+    while start < cut {
+        let end = cut.min(start + READ_CHUNK_BYTES);
+        items.push(Ok(data.slice(start..end)));
+        start = end;
+    }
+    if cut < data.len() {
+        items.push(Err(BlobError::Io("injected read fault".to_owned())));
+    }
+    Box::pin(futures::stream::iter(items))
+}
+
+#[async_trait]
+impl BlobApi for MemBlob {
+    async fn start_upload(&self, id: &UploadId) -> Result<(), BlobError> {
+        self.state()?.uploads.entry(id.clone()).or_default();
+        Ok(())
+    }
+
+    async fn append_upload(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        mut data: ByteStream,
+    ) -> Result<u64, BlobError> {
+        let check_offset = |current: u64| {
+            if current == offset {
+                Ok(())
+            } else {
+                Err(BlobError::OffsetMismatch {
+                    expected: current,
+                    given: offset,
+                })
+            }
+        };
+        check_offset(self.staged_len(id)?)?;
+        // Gather the whole chunk first so that a failed stream writes nothing.
+        let mut chunk = Vec::new();
+        while let Some(piece) = data.next().await {
+            chunk.extend_from_slice(&piece?);
+        }
+        let mut state = self.state()?;
+        let staged = state
+            .uploads
+            .get_mut(id)
+            .ok_or_else(|| BlobError::UploadNotFound(id.to_string()))?;
+        check_offset(staged.len() as u64)?;
+        staged.extend_from_slice(&chunk);
+        Ok(staged.len() as u64)
+    }
+
+    async fn upload_status(&self, id: &UploadId) -> Result<u64, BlobError> {
+        self.staged_len(id)
+    }
+
+    async fn commit_upload(
+        &self,
+        id: &UploadId,
+        digest: &Digest,
+    ) -> Result<CommittedBlob, BlobError> {
+        let mut state = self.state()?;
+        let staged = state
+            .uploads
+            .get(id)
+            .ok_or_else(|| BlobError::UploadNotFound(id.to_string()))?;
+        let actual = Digest::of(digest.algorithm(), staged);
+        if &actual != digest {
+            return Err(BlobError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        let data = state.uploads.remove(id).unwrap_or_default();
+        let size = data.len() as u64;
+        state.blobs.insert(digest.clone(), Bytes::from(data));
+        Ok(CommittedBlob {
+            size,
+            replicas: vec![self.id],
+        })
+    }
+
+    async fn cancel_upload(&self, id: &UploadId) -> Result<(), BlobError> {
+        self.state()?.uploads.remove(id);
+        Ok(())
+    }
+
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
+        Ok(self
+            .state()?
+            .blobs
+            .get(digest)
+            .map(|data| data.len() as u64))
+    }
+
+    async fn read(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<ByteStream, BlobError> {
+        let state = self.state()?;
+        let data = state
+            .blobs
+            .get(digest)
+            .ok_or_else(|| BlobError::NotFound(digest.clone()))?;
+        let size = data.len() as u64;
+        if offset > size {
+            return Err(BlobError::RangeNotSatisfiable { offset, size });
+        }
+        let end = length.map_or(size, |length| size.min(offset.saturating_add(length)));
+        let window = data.slice(offset as usize..end as usize);
+        Ok(chunked_stream(window, state.read_fault_after))
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<(), BlobError> {
+        self.state()?.blobs.remove(digest);
+        Ok(())
+    }
+}

@@ -1,0 +1,379 @@
+//! [`MemMeta`]: the metadata service in maps, following the contract on each [`MetaApi`] method.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use oci_model::{Descriptor, Digest, Reference, RepositoryName, Tag};
+
+use super::{lock, page};
+use crate::error::MetaError;
+use crate::meta::MetaApi;
+use crate::types::*;
+
+/// The metadata service, in memory.
+#[derive(Default)]
+pub struct MemMeta {
+    state: Mutex<MetaState>,
+}
+
+#[derive(Default)]
+struct MetaState {
+    repos: BTreeMap<RepositoryName, RepoState>,
+    blobs: HashMap<Digest, BlobInfo>,
+    uploads: HashMap<UploadId, UploadSession>,
+    nodes: BTreeMap<BlobNodeId, BlobNodeInfo>,
+    uploads_opened: u128,
+    outage: Option<MetaError>,
+}
+
+#[derive(Default)]
+struct RepoState {
+    blobs: BTreeSet<Digest>,
+    manifests: BTreeMap<Digest, StoredManifest>,
+    tags: BTreeMap<String, Digest>,
+    /// subject -> referrer digest -> how the referrer is listed.
+    referrers: BTreeMap<Digest, BTreeMap<Digest, Descriptor>>,
+}
+
+impl MemMeta {
+    pub fn new() -> MemMeta {
+        MemMeta::default()
+    }
+
+    /// A metadata service whose cluster map already lists blob nodes `ids`.
+    pub fn with_blob_nodes(ids: &[BlobNodeId]) -> MemMeta {
+        let meta = MemMeta::new();
+        {
+            let mut state = lock(&meta.state);
+            for &id in ids {
+                state.nodes.insert(id, fake_node_info(id));
+            }
+        }
+        meta
+    }
+
+    /// While set, every call fails with `error` (for example `Unavailable`).
+    pub fn set_outage(&self, error: Option<MetaError>) {
+        lock(&self.state).outage = error;
+    }
+
+    /// The open upload sessions, for assertions.
+    pub fn open_uploads(&self) -> Vec<UploadSession> {
+        lock(&self.state).uploads.values().cloned().collect()
+    }
+
+    /// Locks the state, failing with the injected outage if one is set.
+    fn state(&self) -> Result<MutexGuard<'_, MetaState>, MetaError> {
+        let state = lock(&self.state);
+        match &state.outage {
+            Some(error) => Err(error.clone()),
+            None => Ok(state),
+        }
+    }
+}
+
+fn fake_node_info(id: BlobNodeId) -> BlobNodeInfo {
+    BlobNodeInfo {
+        id,
+        addr: format!("mem-blob-{id}:0"),
+        zone: "mem".to_owned(),
+        weight: 1,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+impl MetaState {
+    fn link_blob(&mut self, repo: &RepositoryName, blob: BlobInfo) {
+        self.repos
+            .entry(repo.clone())
+            .or_default()
+            .blobs
+            .insert(blob.digest.clone());
+        match self.blobs.get_mut(&blob.digest) {
+            Some(known) => {
+                for replica in blob.replicas {
+                    if !known.replicas.contains(&replica) {
+                        known.replicas.push(replica);
+                    }
+                }
+            }
+            None => {
+                self.blobs.insert(blob.digest.clone(), blob);
+            }
+        }
+    }
+
+    fn linked_blob(&self, repo: &RepositoryName, digest: &Digest) -> Option<&BlobInfo> {
+        let linked = self
+            .repos
+            .get(repo)
+            .is_some_and(|state| state.blobs.contains(digest));
+        linked.then(|| self.blobs.get(digest)).flatten()
+    }
+
+    fn upload_of(&self, repo: &RepositoryName, id: &UploadId) -> Result<&UploadSession, MetaError> {
+        self.uploads
+            .get(id)
+            .filter(|session| &session.repo == repo)
+            .ok_or_else(|| MetaError::UploadUnknown(id.to_string()))
+    }
+}
+
+impl RepoState {
+    /// The first blob or child manifest `manifest` references that this repository lacks.
+    fn missing_reference(&self, manifest: &PutManifest) -> Option<Digest> {
+        let missing_blob = manifest
+            .blobs
+            .iter()
+            .find(|digest| !self.blobs.contains(*digest));
+        let missing_child = || {
+            manifest
+                .manifests
+                .iter()
+                .find(|digest| !self.manifests.contains_key(*digest))
+        };
+        missing_blob.or_else(missing_child).cloned()
+    }
+
+    fn forget_referrer(&mut self, referrer: &Digest) {
+        for listed in self.referrers.values_mut() {
+            listed.remove(referrer);
+        }
+        self.referrers.retain(|_, listed| !listed.is_empty());
+    }
+}
+
+#[async_trait]
+impl MetaApi for MemMeta {
+    async fn create_upload(&self, repo: &RepositoryName) -> Result<UploadSession, MetaError> {
+        let mut state = self.state()?;
+        if state.nodes.is_empty() {
+            return Err(MetaError::NoBlobNodes);
+        }
+        state.uploads_opened += 1;
+        let opened = state.uploads_opened;
+        let node_ids: Vec<BlobNodeId> = state.nodes.keys().copied().collect();
+        let staging_node = node_ids[(opened as usize) % node_ids.len()];
+        let session = UploadSession {
+            id: UploadId(format!("{opened:032x}")),
+            repo: repo.clone(),
+            staging_node,
+            started_unix: unix_now(),
+        };
+        state.uploads.insert(session.id.clone(), session.clone());
+        Ok(session)
+    }
+
+    async fn get_upload(
+        &self,
+        repo: &RepositoryName,
+        id: &UploadId,
+    ) -> Result<UploadSession, MetaError> {
+        self.state()?.upload_of(repo, id).cloned()
+    }
+
+    async fn delete_upload(&self, repo: &RepositoryName, id: &UploadId) -> Result<(), MetaError> {
+        let mut state = self.state()?;
+        state.upload_of(repo, id)?;
+        state.uploads.remove(id);
+        Ok(())
+    }
+
+    async fn commit_blob(
+        &self,
+        repo: &RepositoryName,
+        blob: BlobInfo,
+        upload: Option<UploadId>,
+    ) -> Result<(), MetaError> {
+        let mut state = self.state()?;
+        state.link_blob(repo, blob);
+        if let Some(id) = upload {
+            if state.upload_of(repo, &id).is_ok() {
+                state.uploads.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn stat_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<BlobInfo, MetaError> {
+        self.state()?
+            .linked_blob(repo, digest)
+            .cloned()
+            .ok_or_else(|| MetaError::BlobUnknown(digest.clone()))
+    }
+
+    async fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        from: &RepositoryName,
+    ) -> Result<Option<BlobInfo>, MetaError> {
+        let mut state = self.state()?;
+        let Some(blob) = state.linked_blob(from, digest).cloned() else {
+            return Ok(None);
+        };
+        state.link_blob(repo, blob.clone());
+        Ok(Some(blob))
+    }
+
+    async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<(), MetaError> {
+        let mut state = self.state()?;
+        let removed = state
+            .repos
+            .get_mut(repo)
+            .is_some_and(|repo_state| repo_state.blobs.remove(digest));
+        if removed {
+            Ok(())
+        } else {
+            Err(MetaError::BlobUnknown(digest.clone()))
+        }
+    }
+
+    async fn put_manifest(&self, manifest: PutManifest) -> Result<(), MetaError> {
+        let mut state = self.state()?;
+        let missing = match state.repos.get(&manifest.repo) {
+            Some(repo_state) => repo_state.missing_reference(&manifest),
+            None => manifest
+                .blobs
+                .iter()
+                .chain(&manifest.manifests)
+                .next()
+                .cloned(),
+        };
+        if let Some(digest) = missing {
+            return Err(MetaError::ManifestBlobUnknown(digest));
+        }
+        let repo_state = state.repos.entry(manifest.repo.clone()).or_default();
+        if let Some(tag) = &manifest.tag {
+            repo_state
+                .tags
+                .insert(tag.as_str().to_owned(), manifest.digest.clone());
+        }
+        if let (Some(subject), Some(referrer)) = (&manifest.subject, &manifest.referrer) {
+            repo_state
+                .referrers
+                .entry(subject.clone())
+                .or_default()
+                .insert(manifest.digest.clone(), referrer.clone());
+        }
+        let stored = StoredManifest {
+            digest: manifest.digest.clone(),
+            media_type: manifest.media_type,
+            bytes: manifest.bytes,
+        };
+        repo_state.manifests.insert(manifest.digest, stored);
+        Ok(())
+    }
+
+    async fn get_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<StoredManifest, MetaError> {
+        let state = self.state()?;
+        let unknown = || MetaError::ManifestUnknown(reference.to_string());
+        let repo_state = state.repos.get(repo).ok_or_else(unknown)?;
+        let digest = match reference {
+            Reference::Digest(digest) => digest,
+            Reference::Tag(tag) => repo_state.tags.get(tag.as_str()).ok_or_else(unknown)?,
+        };
+        repo_state
+            .manifests
+            .get(digest)
+            .cloned()
+            .ok_or_else(unknown)
+    }
+
+    async fn delete_manifest(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<(), MetaError> {
+        let mut state = self.state()?;
+        let repo_state = state
+            .repos
+            .get_mut(repo)
+            .filter(|repo_state| repo_state.manifests.contains_key(digest))
+            .ok_or_else(|| MetaError::ManifestUnknown(digest.to_string()))?;
+        repo_state.manifests.remove(digest);
+        repo_state.tags.retain(|_, tagged| tagged != digest);
+        repo_state.forget_referrer(digest);
+        Ok(())
+    }
+
+    async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag) -> Result<(), MetaError> {
+        let mut state = self.state()?;
+        let removed = state
+            .repos
+            .get_mut(repo)
+            .and_then(|repo_state| repo_state.tags.remove(tag.as_str()));
+        match removed {
+            Some(_) => Ok(()),
+            None => Err(MetaError::ManifestUnknown(tag.to_string())),
+        }
+    }
+
+    async fn list_tags(
+        &self,
+        repo: &RepositoryName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Page, MetaError> {
+        let state = self.state()?;
+        let repo_state = state
+            .repos
+            .get(repo)
+            .ok_or_else(|| MetaError::NameUnknown(repo.to_string()))?;
+        Ok(page(repo_state.tags.keys().map(String::as_str), last, n))
+    }
+
+    async fn list_repositories(&self, last: Option<&str>, n: usize) -> Result<Page, MetaError> {
+        let state = self.state()?;
+        Ok(page(
+            state.repos.keys().map(RepositoryName::as_str),
+            last,
+            n,
+        ))
+    }
+
+    async fn list_referrers(
+        &self,
+        repo: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, MetaError> {
+        let state = self.state()?;
+        let listed = state
+            .repos
+            .get(repo)
+            .and_then(|repo_state| repo_state.referrers.get(subject));
+        let Some(listed) = listed else {
+            return Ok(Vec::new());
+        };
+        let matches = |descriptor: &&Descriptor| {
+            artifact_type.is_none_or(|wanted| descriptor.artifact_type.as_deref() == Some(wanted))
+        };
+        Ok(listed.values().filter(matches).cloned().collect())
+    }
+
+    async fn register_blob_node(&self, node: BlobNodeInfo) -> Result<(), MetaError> {
+        self.state()?.nodes.insert(node.id, node);
+        Ok(())
+    }
+
+    async fn blob_nodes(&self) -> Result<Vec<BlobNodeInfo>, MetaError> {
+        Ok(self.state()?.nodes.values().cloned().collect())
+    }
+}

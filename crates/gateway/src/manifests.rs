@@ -1,0 +1,156 @@
+//! `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
+
+use axum::body::Body;
+use axum::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cluster_api::{MetaError, PutManifest, StoredManifest};
+use oci_model::media_type::{self, accepts};
+use oci_model::{Digest, ErrorCode, ManifestError, ParsedManifest, Reference, RepositoryName};
+
+use crate::body::read_manifest;
+use crate::error::ApiError;
+use crate::headers::{
+    content_length, header_text, header_values, set_header, CONTENT_DIGEST, OCI_SUBJECT,
+};
+use crate::Gateway;
+
+/// `GET` (or `HEAD`, without a body) of a manifest by tag or digest.
+pub(crate) async fn get(
+    gateway: &Gateway,
+    repo: RepositoryName,
+    reference: Reference,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let manifest = gateway.meta.get_manifest(&repo, &reference).await?;
+    if !negotiable(&reference, &manifest.media_type, headers) {
+        return Err(ApiError::new(
+            ErrorCode::ManifestUnknown,
+            format!(
+                "manifest {reference} is a {}, which the request's Accept header does not admit",
+                manifest.media_type
+            ),
+        ));
+    }
+    metrics::counter!("wharf_gateway_bytes_out_total").increment(if head {
+        0
+    } else {
+        manifest.bytes.len() as u64
+    });
+    Ok(manifest_response(manifest, head))
+}
+
+/// Whether the stored type may be served under the client's `Accept`, as Distribution decides:
+/// OCI manifests and indexes only to clients that accept them; Docker types by digest always
+/// (their bytes are what the digest names), by tag only when accepted (Distribution would
+/// convert them to schema 1, which Wharf does not serve). No `Accept` admits everything.
+fn negotiable(reference: &Reference, stored_type: &str, headers: &HeaderMap) -> bool {
+    let is_docker_type = stored_type == media_type::DOCKER_MANIFEST
+        || stored_type == media_type::DOCKER_MANIFEST_LIST;
+    let by_digest = matches!(reference, Reference::Digest(_));
+    (is_docker_type && by_digest) || accepts(&header_values(headers, &ACCEPT), stored_type)
+}
+
+fn manifest_response(manifest: StoredManifest, head: bool) -> Response {
+    let mut headers = HeaderMap::new();
+    set_header(&mut headers, CONTENT_TYPE, &manifest.media_type);
+    set_header(
+        &mut headers,
+        CONTENT_LENGTH,
+        &manifest.bytes.len().to_string(),
+    );
+    set_header(&mut headers, CONTENT_DIGEST, &manifest.digest.to_string());
+    set_header(&mut headers, ETAG, &format!("\"{}\"", manifest.digest));
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(manifest.bytes)
+    };
+    (StatusCode::OK, headers, body).into_response()
+}
+
+/// `PUT`: validates the manifest, checks the digest a by-digest PUT names, and stores it with its
+/// tag and referrer entry in one meta call.
+pub(crate) async fn put(
+    gateway: &Gateway,
+    repo: RepositoryName,
+    reference: Reference,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_manifest(
+        body,
+        content_length(headers)?,
+        gateway.config.max_manifest_bytes,
+    )
+    .await?;
+    let parsed = ParsedManifest::parse(header_text(headers, &CONTENT_TYPE), &bytes)
+        .map_err(invalid_manifest)?;
+    let (digest, tag) = match reference {
+        Reference::Digest(named) => {
+            let actual = Digest::of(named.algorithm(), &bytes);
+            if actual != named {
+                return Err(ApiError::new(
+                    ErrorCode::DigestInvalid,
+                    format!("the manifest's digest is {actual}, not {named}"),
+                ));
+            }
+            (named, None)
+        }
+        Reference::Tag(tag) => (Digest::sha256_of(&bytes), Some(tag)),
+    };
+    let subject = parsed
+        .subject
+        .as_ref()
+        .map(|subject| subject.digest.clone());
+    let location = format!("/v2/{repo}/manifests/{digest}");
+    let request = PutManifest {
+        repo,
+        digest: digest.clone(),
+        media_type: parsed.media_type.clone(),
+        tag,
+        blobs: parsed.blobs.clone(),
+        manifests: parsed.manifests.clone(),
+        subject: subject.clone(),
+        referrer: subject
+            .as_ref()
+            .map(|_| parsed.referrer_descriptor(&digest, bytes.len() as u64)),
+        bytes,
+    };
+    gateway
+        .meta
+        .put_manifest(request)
+        .await
+        .map_err(|error| match error {
+            MetaError::Invalid(reason) => ApiError::new(ErrorCode::ManifestInvalid, reason),
+            other => other.into(),
+        })?;
+    let mut response_headers = HeaderMap::new();
+    set_header(&mut response_headers, LOCATION, &location);
+    set_header(&mut response_headers, CONTENT_DIGEST, &digest.to_string());
+    if let Some(subject) = subject {
+        set_header(&mut response_headers, OCI_SUBJECT, &subject.to_string());
+    }
+    Ok((StatusCode::CREATED, response_headers).into_response())
+}
+
+fn invalid_manifest(error: ManifestError) -> ApiError {
+    match error {
+        ManifestError::TooLarge(_) => ApiError::new(ErrorCode::PayloadTooLarge, error.to_string()),
+        other => ApiError::new(ErrorCode::ManifestInvalid, other.to_string()),
+    }
+}
+
+/// `DELETE`: by digest removes the manifest (and its tags); by tag removes only the tag.
+pub(crate) async fn delete(
+    gateway: &Gateway,
+    repo: RepositoryName,
+    reference: Reference,
+) -> Result<Response, ApiError> {
+    match &reference {
+        Reference::Digest(digest) => gateway.meta.delete_manifest(&repo, digest).await?,
+        Reference::Tag(tag) => gateway.meta.delete_tag(&repo, tag).await?,
+    }
+    Ok(StatusCode::ACCEPTED.into_response())
+}

@@ -1,0 +1,300 @@
+//! Blob uploads: `POST /v2/<name>/blobs/uploads/` (session, monolithic `?digest=`, or
+//! `?mount=&from=`), and `PATCH`/`PUT`/`GET`/`DELETE /v2/<name>/blobs/uploads/<id>`.
+//!
+//! Sessions live in meta (so any gateway continues any upload); the bytes go to the session's
+//! staging node, which checks offsets, appends all-or-nothing and verifies the digest on commit.
+
+use axum::body::{Body, HttpBody};
+use axum::http::header::LOCATION;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cluster_api::{BlobApi, BlobError, BlobInfo, MetaError, UploadId, UploadSession};
+use oci_model::{Digest, ErrorCode, RepositoryName};
+
+use crate::body::blob_stream;
+use crate::error::ApiError;
+use crate::headers::{
+    chunk_range, content_length, set_header, upload_range, CONTENT_DIGEST, UPLOAD_UUID,
+};
+use crate::Gateway;
+
+/// The query of `POST /v2/<name>/blobs/uploads/`, validated.
+#[derive(Debug, Default)]
+pub(crate) struct StartRequest {
+    /// `?digest=`: the body is the whole blob.
+    pub digest: Option<Digest>,
+    /// `?mount=`: link this blob from `from` instead of uploading it.
+    pub mount: Option<Digest>,
+    /// `?from=`; `None` when absent or not a valid name, which makes the mount fall back.
+    pub from: Option<RepositoryName>,
+}
+
+/// `POST`: mounts, pushes monolithically, or opens a session, per the query.
+pub(crate) async fn start(
+    gateway: &Gateway,
+    repo: RepositoryName,
+    request: StartRequest,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if let (Some(digest), Some(from)) = (&request.mount, &request.from) {
+        if let Some(mounted) = mount(gateway, &repo, digest, from).await? {
+            return Ok(mounted);
+        }
+    }
+    match request.digest {
+        // A `?digest=` POST without content can only be the empty blob; for any other digest
+        // it is taken as a plain POST, the 202 fallback the spec gives registries.
+        Some(digest) if carries_bytes(headers, &body) || digest.verifies(b"") => {
+            push_whole(gateway, &repo, &digest, headers, body).await
+        }
+        _ => open_session(gateway, &repo).await,
+    }
+}
+
+/// `PATCH`: appends one chunk (`Content-Range`) or a streamed body at the current offset.
+pub(crate) async fn patch(
+    gateway: &Gateway,
+    repo: RepositoryName,
+    id: UploadId,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let session = gateway.meta.get_upload(&repo, &id).await?;
+    let node = gateway.blobs.node(session.staging_node).await?;
+    let length = append(node.as_ref(), &session, headers, body).await?;
+    Ok((StatusCode::ACCEPTED, upload_headers(&repo, &id, length)).into_response())
+}
+
+/// `PUT ?digest=`: appends an optional last chunk, then commits the blob.
+pub(crate) async fn finish(
+    gateway: &Gateway,
+    repo: RepositoryName,
+    id: UploadId,
+    digest: Digest,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let session = gateway.meta.get_upload(&repo, &id).await?;
+    let node = gateway.blobs.node(session.staging_node).await?;
+    if carries_bytes(headers, &body) {
+        append(node.as_ref(), &session, headers, body).await?;
+    }
+    if let Err(error) = commit(gateway, node.as_ref(), &session, &digest).await {
+        // Like Distribution, a session whose content does not match is over; other failures
+        // (an unavailable node or meta) leave it for the client to retry the PUT.
+        if error.code() == ErrorCode::DigestInvalid {
+            abandon(gateway, &session).await;
+        }
+        return Err(error);
+    }
+    Ok(blob_created(&repo, &digest))
+}
+
+/// `GET`: 204 with the session's `Range`, so a client can resume after a 416.
+pub(crate) async fn status(
+    gateway: &Gateway,
+    repo: RepositoryName,
+    id: UploadId,
+) -> Result<Response, ApiError> {
+    let session = gateway.meta.get_upload(&repo, &id).await?;
+    let node = gateway.blobs.node(session.staging_node).await?;
+    let length = node.upload_status(&session.id).await?;
+    Ok((StatusCode::NO_CONTENT, upload_headers(&repo, &id, length)).into_response())
+}
+
+/// `DELETE`: cancels the session.
+pub(crate) async fn cancel(
+    gateway: &Gateway,
+    repo: RepositoryName,
+    id: UploadId,
+) -> Result<Response, ApiError> {
+    let session = gateway.meta.get_upload(&repo, &id).await?;
+    cancel_on_node(gateway, &session).await;
+    gateway.meta.delete_upload(&repo, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Links `digest` from `from`; `None` when `from` does not have it (then a session opens).
+async fn mount(
+    gateway: &Gateway,
+    repo: &RepositoryName,
+    digest: &Digest,
+    from: &RepositoryName,
+) -> Result<Option<Response>, ApiError> {
+    match gateway.meta.mount_blob(repo, digest, from).await {
+        Ok(Some(blob)) => Ok(Some(blob_created(repo, &blob.digest))),
+        Ok(None) | Err(MetaError::NameUnknown(_) | MetaError::BlobUnknown(_)) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn open_session(gateway: &Gateway, repo: &RepositoryName) -> Result<Response, ApiError> {
+    let session = gateway.meta.create_upload(repo).await?;
+    let started = match gateway.blobs.node(session.staging_node).await {
+        Ok(node) => node.start_upload(&session.id).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = started {
+        abandon(gateway, &session).await;
+        return Err(error.into());
+    }
+    Ok((StatusCode::ACCEPTED, upload_headers(repo, &session.id, 0)).into_response())
+}
+
+/// Monolithic `POST ?digest=`: a session the client never sees, closed whatever happens.
+async fn push_whole(
+    gateway: &Gateway,
+    repo: &RepositoryName,
+    digest: &Digest,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let session = gateway.meta.create_upload(repo).await?;
+    let pushed: Result<(), ApiError> = async {
+        let node = gateway.blobs.node(session.staging_node).await?;
+        node.start_upload(&session.id).await?;
+        append(node.as_ref(), &session, headers, body).await?;
+        commit(gateway, node.as_ref(), &session, digest).await
+    }
+    .await;
+    if pushed.is_err() {
+        abandon(gateway, &session).await;
+    }
+    pushed.map(|()| blob_created(repo, digest))
+}
+
+/// True when a request may carry blob bytes: a `Content-Range`, a non-zero `Content-Length`, or a
+/// body of unknown length (chunked transfer) that is not already over.
+fn carries_bytes(headers: &HeaderMap, body: &Body) -> bool {
+    if headers.contains_key(axum::http::header::CONTENT_RANGE) {
+        return true;
+    }
+    match content_length(headers) {
+        Ok(Some(length)) => length > 0,
+        Ok(None) => !body.is_end_stream(),
+        // Let `append` report the malformed header.
+        Err(_) => true,
+    }
+}
+
+/// Streams the request body into the upload and returns its new length. With `Content-Range` the
+/// chunk must start at the upload's current length (416 otherwise, nothing written) and match
+/// `Content-Length` when both are sent (400 SIZE_INVALID; Distribution answers 416 there, but the
+/// range itself is in order, so the size is what is wrong). Without it the body is appended at
+/// the current length, which is how containers/image streams a whole blob in one PATCH.
+async fn append(
+    node: &dyn BlobApi,
+    session: &UploadSession,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<u64, ApiError> {
+    let declared = content_length(headers)?;
+    let range = chunk_range(headers)?;
+    let expected = match (range, declared) {
+        (Some((start, end)), Some(length)) if length != end - start + 1 => {
+            return Err(ApiError::new(
+                ErrorCode::SizeInvalid,
+                format!(
+                    "Content-Range {start}-{end} is {} bytes, Content-Length says {length}",
+                    end - start + 1
+                ),
+            ))
+        }
+        (Some((start, end)), _) => Some(end - start + 1),
+        (None, declared) => declared,
+    };
+    let offset = match range {
+        Some((start, _)) => start,
+        None => node.upload_status(&session.id).await?,
+    };
+    if expected == Some(0) {
+        return Ok(offset);
+    }
+    let (stream, watch) = blob_stream(body, expected);
+    match node.append_upload(&session.id, offset, stream).await {
+        Ok(length) => Ok(length),
+        Err(BlobError::OffsetMismatch {
+            expected: current,
+            given,
+        }) => Err(ApiError::new(
+            ErrorCode::RangeInvalid,
+            format!("the chunk starts at byte {given}, but the upload holds {current} bytes"),
+        )
+        .with_headers(upload_headers(&session.repo, &session.id, current))),
+        Err(error) => Err(watch.fault().unwrap_or_else(|| error.into())),
+    }
+}
+
+/// Verifies and stores the staged blob on its node, then records it in meta.
+async fn commit(
+    gateway: &Gateway,
+    node: &dyn BlobApi,
+    session: &UploadSession,
+    digest: &Digest,
+) -> Result<(), ApiError> {
+    let committed = node.commit_upload(&session.id, digest).await?;
+    let blob = BlobInfo {
+        digest: digest.clone(),
+        size: committed.size,
+        replicas: committed.replicas,
+    };
+    gateway
+        .meta
+        .commit_blob(&session.repo, blob, Some(session.id.clone()))
+        .await?;
+    Ok(())
+}
+
+/// Closes a session that failed for good: staging file and meta record, both best effort.
+async fn abandon(gateway: &Gateway, session: &UploadSession) {
+    cancel_on_node(gateway, session).await;
+    if let Err(error) = gateway.meta.delete_upload(&session.repo, &session.id).await {
+        tracing::warn!(upload = %session.id, %error, "could not close an abandoned upload session");
+    }
+}
+
+/// Removes the staging file; a node that cannot be reached keeps it until its own cleanup.
+async fn cancel_on_node(gateway: &Gateway, session: &UploadSession) {
+    let cancelled = match gateway.blobs.node(session.staging_node).await {
+        Ok(node) => node.cancel_upload(&session.id).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = cancelled {
+        tracing::warn!(
+            upload = %session.id,
+            node = session.staging_node,
+            %error,
+            "could not cancel a staged upload"
+        );
+    }
+}
+
+/// `Location`, `Range` and `Docker-Upload-UUID` of an upload holding `length` bytes.
+fn upload_headers(repo: &RepositoryName, id: &UploadId, length: u64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    set_header(
+        &mut headers,
+        LOCATION,
+        &format!("/v2/{repo}/blobs/uploads/{id}"),
+    );
+    set_header(
+        &mut headers,
+        axum::http::header::RANGE,
+        &upload_range(length),
+    );
+    set_header(&mut headers, UPLOAD_UUID, id.as_str());
+    headers
+}
+
+/// 201 for a blob now readable at `/v2/<name>/blobs/<digest>`.
+fn blob_created(repo: &RepositoryName, digest: &Digest) -> Response {
+    let mut headers = HeaderMap::new();
+    set_header(
+        &mut headers,
+        LOCATION,
+        &format!("/v2/{repo}/blobs/{digest}"),
+    );
+    set_header(&mut headers, CONTENT_DIGEST, &digest.to_string());
+    (StatusCode::CREATED, headers).into_response()
+}
