@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 use crate::TestClusterError;
 
 /// Polls `condition` until it holds or `timeout` passes.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F) -> Result<(), TestClusterError>
+pub async fn wait_until<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut condition: F,
+) -> Result<(), TestClusterError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -18,7 +22,9 @@ where
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(TestClusterError::Timeout(format!("timed out waiting for {what}")));
+            return Err(TestClusterError::Timeout(format!(
+                "timed out waiting for {what}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -49,7 +55,13 @@ impl ServeProcess {
         let addr_file = self.data.with_extension("addr.json");
         let _ = std::fs::remove_file(&addr_file);
         let child = Command::new(&self.binary)
-            .args(["serve", "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+            ])
             .arg("--data")
             .arg(&self.data)
             .arg("--addr-file")
@@ -61,22 +73,31 @@ impl ServeProcess {
             .spawn()?;
         self.child = Some(child);
         let mut http = None;
-        wait_until("wharf serve to report its address", Duration::from_secs(60), || {
-            http = std::fs::read(&addr_file)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-                .and_then(|value| value["http"].as_str().map(str::to_owned));
-            let exited = self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
-            let done = http.is_some() || exited;
-            async move { done }
-        })
+        wait_until(
+            "wharf serve to report its address",
+            Duration::from_secs(60),
+            || {
+                http = std::fs::read(&addr_file)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                    .and_then(|value| value["http"].as_str().map(str::to_owned));
+                let exited = self
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                let done = http.is_some() || exited;
+                async move { done }
+            },
+        )
         .await?;
         match http {
             Some(http) => {
                 self.http_addr = http;
                 Ok(())
             }
-            None => Err(TestClusterError::Timeout("wharf serve exited before it was ready".into())),
+            None => Err(TestClusterError::Timeout(
+                "wharf serve exited before it was ready".into(),
+            )),
         }
     }
 
