@@ -8,7 +8,9 @@ use axum::body::{Body, HttpBody};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cluster_api::{BlobApi, BlobError, BlobInfo, MetaError, UploadId, UploadSession};
+use cluster_api::{
+    BlobApi, BlobError, BlobInfo, CommittedBlob, MetaError, UploadId, UploadSession,
+};
 use oci_model::{Digest, ErrorCode, RepositoryName};
 
 use crate::body::blob_stream;
@@ -233,7 +235,19 @@ async fn commit(
     session: &UploadSession,
     digest: &Digest,
 ) -> Result<(), ApiError> {
-    let committed = node.commit_upload(&session.id, digest).await?;
+    let committed = match node.commit_upload(&session.id, digest).await {
+        Ok(committed) => committed,
+        // A retried PUT after the node committed but meta did not: the staging file is gone, the
+        // verified blob is on the node, and the session is still open in meta.
+        Err(BlobError::UploadNotFound(_)) => match node.stat(digest).await? {
+            Some(size) => CommittedBlob {
+                size,
+                replicas: vec![session.staging_node],
+            },
+            None => return Err(BlobError::UploadNotFound(session.id.to_string()).into()),
+        },
+        Err(error) => return Err(error.into()),
+    };
     let blob = BlobInfo {
         digest: digest.clone(),
         size: committed.size,

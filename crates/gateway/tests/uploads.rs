@@ -461,3 +461,34 @@ async fn no_blob_nodes_is_503() {
     reply.assert_error(503, "UNAVAILABLE");
     assert_eq!(reply.header("retry-after"), Some("1"));
 }
+
+/// The node committed but meta did not (the first PUT failed after the node's commit): a retried
+/// PUT finds the verified blob on the staging node and completes the commit in meta.
+#[tokio::test]
+async fn retried_put_completes_after_the_node_already_committed() {
+    use cluster_api::{BlobApi, BlobNodes, UploadId};
+    let harness = Harness::new();
+    let data = b"committed on the node, not yet in meta".to_vec();
+    let digest = Digest::sha256_of(&data);
+    let location = harness.open_upload("retry").await;
+    let reply = send_chunk(&harness, "PATCH", &location, 0, &data).await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+
+    let id = UploadId::parse(upload_id(&location)).expect("upload id");
+    let node = harness.nodes.node(1).await.expect("node 1");
+    node.commit_upload(&id, &digest).await.expect("node commit");
+    let reply = harness
+        .call("GET", &format!("/v2/retry/blobs/{digest}"))
+        .await;
+    reply.assert_error(404, "BLOB_UNKNOWN");
+
+    let reply = harness
+        .call("PUT", &format!("{location}?digest={digest}"))
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let reply = harness
+        .call("GET", &format!("/v2/retry/blobs/{digest}"))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, data);
+}
