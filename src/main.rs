@@ -186,3 +186,63 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(args: &[&str]) -> Options {
+        let cli = Cli::try_parse_from(args).expect("arguments parse");
+        match cli.command {
+            Command::Serve(options) => options,
+            _ => panic!("expected serve"),
+        }
+    }
+
+    /// File < environment < flags, in one test because the environment is process-wide.
+    #[test]
+    fn file_then_environment_then_flags() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("wharf.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1\"\ndata = \"/from/file\"\nzone = \"file-zone\"\n",
+        )
+        .expect("write");
+        let file = file.to_str().expect("utf-8");
+        std::env::set_var("WHARF_LISTEN", "127.0.0.1:2");
+        std::env::set_var("WHARF_DATA", "/from/env");
+
+        let (config, _) = options(&["wharf", "serve", "--config", file])
+            .into_config()
+            .expect("config");
+        assert_eq!(config.listen, "127.0.0.1:2", "environment beats the file");
+        assert_eq!(config.data, PathBuf::from("/from/env"));
+        assert_eq!(config.zone, "file-zone", "the file beats the defaults");
+        assert_eq!(config.grpc_listen, "127.0.0.1:0", "defaults fill the rest");
+
+        let args = [
+            "wharf",
+            "serve",
+            "--config",
+            file,
+            "--listen",
+            "127.0.0.1:3",
+        ];
+        let (config, _) = options(&args).into_config().expect("config");
+        assert_eq!(config.listen, "127.0.0.1:3", "flags beat the environment");
+        assert_eq!(config.data, PathBuf::from("/from/env"));
+
+        std::env::remove_var("WHARF_LISTEN");
+        std::env::remove_var("WHARF_DATA");
+        let (config, _) = options(&["wharf", "serve", "--config", file])
+            .into_config()
+            .expect("config");
+        assert_eq!(config.listen, "127.0.0.1:1");
+        assert!(
+            options(&["wharf", "serve", "--config", "/nonexistent.toml"])
+                .into_config()
+                .is_err()
+        );
+    }
+}
