@@ -1,1 +1,99 @@
-//! meta-store
+//! The metadata service's durable half: openraft's log storage ([`LogStore`]) and the registry
+//! state machine ([`StateMachine`]) on one RocksDB database, the Raft [`Command`]s that mutate the
+//! state, and [`StateReader`], the query side every `MetaApi` read goes through.
+//!
+//! This is the only crate in Wharf that knows RocksDB. It must not depend on tonic, prost, the
+//! gateway or any network code: `meta-node` wires it into a running Raft node.
+//!
+//! # On-disk layout
+//!
+//! One RocksDB database (`<data_dir>`), one column family per table. `\0` separates key parts:
+//! repository names, tags, digests and upload ids never contain it, and with it a prefix scan of
+//! `repo\0` yields exactly one repository's rows, sorted by the next part. Integers are
+//! big-endian so that they sort numerically.
+//!
+//! ```text
+//! column family   key                                   value
+//! -------------   -----------------------------------   -------------------------------------
+//! log             index: u64 BE                         openraft Entry (json)
+//! raft            "vote" | "committed" | "last_purged"  Vote / LogId (json)
+//! sm_meta         "last_applied" | "membership"         LogId / StoredMembership (json)
+//! snapshot        "meta" | "data"                       SnapshotMeta (json) / snapshot body
+//! repositories    repo                                  "" (the repository exists)
+//! tags            repo \0 tag                           digest (text)
+//! manifests       digest                                ManifestRecord (json): bytes, media
+//!                                                       type, subject, blobs, child manifests
+//! manifest_links  repo \0 digest                        "" (manifest is in repo)
+//! blobs           digest                                BlobRecord (json): size, replicas
+//! blob_links      repo \0 digest                        "" (blob is readable in repo)
+//! referrers       repo \0 subject \0 referrer digest    Descriptor (json)
+//! uploads         upload id                             UploadSession (json)
+//! blob_nodes      node id: u64 BE                       BlobNodeInfo (json)
+//! ```
+//!
+//! Every `apply` call writes one `WriteBatch` holding the state changes of all its entries plus
+//! `last_applied` and `membership`, so the state on disk always matches `last_applied`; after a
+//! crash openraft re-applies the log from there, which is why every [`Command`] is deterministic
+//! and idempotent. Log appends and votes are written with `sync = true` before they are
+//! acknowledged; since the whole database shares one write-ahead log, each synced write also makes
+//! every earlier state-machine write durable.
+//!
+//! `manifests` and `blobs` are global (keyed by digest) and outlive their links; a later garbage
+//! collector adds reference counts to `BlobRecord`/`ManifestRecord` and reclaims records without
+//! links.
+
+mod apply;
+mod command;
+mod db;
+mod error;
+mod kv;
+mod log_store;
+mod reader;
+mod snapshot;
+mod state;
+mod state_machine;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use command::{Command, CommandOutput, CommandResponse};
+pub use db::StoreClosed;
+pub use error::StoreError;
+pub use log_store::LogStore;
+pub use reader::StateReader;
+pub use state_machine::{SnapshotBuilder, StateMachine};
+
+openraft::declare_raft_types!(
+    /// Wharf's openraft type configuration: u64 node ids, [`Command`] entries.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The handles on one opened database. The database closes when the log store, the state
+/// machine, every reader and every snapshot built from them have been dropped; `closed` tells when.
+pub struct MetaStore {
+    pub log_store: LogStore,
+    pub state_machine: StateMachine,
+    pub reader: StateReader,
+    pub closed: StoreClosed,
+}
+
+impl MetaStore {
+    /// Opens (creating if needed) the database under `path`.
+    pub fn open(path: &Path) -> Result<MetaStore, StoreError> {
+        let (db, closed) = db::open(path)?;
+        let db = Arc::new(db);
+        Ok(MetaStore {
+            log_store: LogStore::new(db.clone()),
+            state_machine: StateMachine::new(db.clone()),
+            reader: StateReader::new(db),
+            closed,
+        })
+    }
+}

@@ -1,0 +1,280 @@
+//! [`RaftMeta`]: `MetaApi` on a Raft node. Writes are proposed as [`Command`]s and answer once
+//! applied; reads first confirm leadership and wait until this node has applied everything the
+//! leader had committed (`ensure_linearizable`), then read the local state.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use cluster_api::{
+    BlobInfo, BlobNodeInfo, MetaApi, MetaError, Page, PutManifest, StoredManifest, UploadId,
+    UploadSession,
+};
+use meta_store::{Command, CommandOutput, StateReader, TypeConfig};
+use oci_model::{Descriptor, Digest, Reference, RepositoryName, Tag};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{BasicNode, Raft};
+
+/// The metadata service as served by one meta voter.
+pub struct RaftMeta {
+    raft: Raft<TypeConfig>,
+    reader: StateReader,
+}
+
+fn redirect(forward: ForwardToLeader<u64, BasicNode>) -> MetaError {
+    MetaError::Unavailable {
+        leader: forward.leader_node.map(|node| node.addr),
+    }
+}
+
+/// A stopped or failing Raft node: the client should try another voter.
+fn stopped(error: impl std::fmt::Display) -> MetaError {
+    tracing::warn!(%error, "raft is not serving");
+    MetaError::Unavailable { leader: None }
+}
+
+/// Chooses the staging node for upload `id`: a weighted pick from the nodes sorted by id, keyed on
+/// the id's random bits so uploads spread over the nodes. Weight 0 marks a node that takes no
+/// new uploads.
+fn pick_staging_node(id: &UploadId, nodes: &[BlobNodeInfo]) -> Option<u64> {
+    let total: u64 = nodes.iter().map(|node| u64::from(node.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let bits = u64::from_str_radix(id.as_str().get(..16)?, 16).ok()?;
+    let mut point = bits % total;
+    for node in nodes {
+        let weight = u64::from(node.weight);
+        if point < weight {
+            return Some(node.id);
+        }
+        point -= weight;
+    }
+    None
+}
+
+impl RaftMeta {
+    pub(crate) fn new(raft: Raft<TypeConfig>, reader: StateReader) -> RaftMeta {
+        RaftMeta { raft, reader }
+    }
+
+    async fn propose(&self, command: Command) -> Result<CommandOutput, MetaError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => response.data.into_result(),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(redirect(forward))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
+                Err(MetaError::Internal(error.to_string()))
+            }
+            Err(RaftError::Fatal(fatal)) => Err(stopped(fatal)),
+        }
+    }
+
+    async fn propose_done(&self, command: Command) -> Result<(), MetaError> {
+        match self.propose(command).await? {
+            CommandOutput::Done => Ok(()),
+            other => Err(MetaError::Internal(format!(
+                "unexpected command output {other:?}"
+            ))),
+        }
+    }
+
+    async fn linearize(&self) -> Result<(), MetaError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Err(redirect(forward))
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error))) => {
+                Err(stopped(error))
+            }
+            Err(RaftError::Fatal(fatal)) => Err(stopped(fatal)),
+        }
+    }
+}
+
+#[async_trait]
+impl MetaApi for RaftMeta {
+    async fn create_upload(&self, repo: &RepositoryName) -> Result<UploadSession, MetaError> {
+        let simple = uuid::Uuid::new_v4().simple().to_string();
+        let id = UploadId::parse(&simple).ok_or_else(|| {
+            MetaError::Internal(format!("generated upload id {simple} is malformed"))
+        })?;
+        self.linearize().await?;
+        let nodes = self.reader.blob_nodes()?;
+        let staging_node = pick_staging_node(&id, &nodes).ok_or(MetaError::NoBlobNodes)?;
+        let started_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or_default();
+        let session = UploadSession {
+            id,
+            repo: repo.clone(),
+            staging_node,
+            started_unix,
+        };
+        self.propose_done(Command::CreateUpload {
+            session: session.clone(),
+        })
+        .await?;
+        Ok(session)
+    }
+
+    async fn get_upload(
+        &self,
+        repo: &RepositoryName,
+        id: &UploadId,
+    ) -> Result<UploadSession, MetaError> {
+        self.linearize().await?;
+        self.reader.get_upload(repo, id)
+    }
+
+    async fn delete_upload(&self, repo: &RepositoryName, id: &UploadId) -> Result<(), MetaError> {
+        let repo = repo.clone();
+        let id = id.clone();
+        self.propose_done(Command::DeleteUpload { repo, id }).await
+    }
+
+    async fn commit_blob(
+        &self,
+        repo: &RepositoryName,
+        blob: BlobInfo,
+        upload: Option<UploadId>,
+    ) -> Result<(), MetaError> {
+        let repo = repo.clone();
+        self.propose_done(Command::CommitBlob { repo, blob, upload })
+            .await
+    }
+
+    async fn stat_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<BlobInfo, MetaError> {
+        self.linearize().await?;
+        self.reader.stat_blob(repo, digest)
+    }
+
+    async fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        from: &RepositoryName,
+    ) -> Result<Option<BlobInfo>, MetaError> {
+        let command = Command::MountBlob {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            from: from.clone(),
+        };
+        match self.propose(command).await? {
+            CommandOutput::Mounted(mounted) => Ok(mounted),
+            other => Err(MetaError::Internal(format!(
+                "unexpected mount output {other:?}"
+            ))),
+        }
+    }
+
+    async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<(), MetaError> {
+        let repo = repo.clone();
+        let digest = digest.clone();
+        self.propose_done(Command::UnlinkBlob { repo, digest })
+            .await
+    }
+
+    async fn put_manifest(&self, manifest: PutManifest) -> Result<(), MetaError> {
+        self.propose_done(Command::PutManifest(Box::new(manifest)))
+            .await
+    }
+
+    async fn get_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<StoredManifest, MetaError> {
+        self.linearize().await?;
+        self.reader.get_manifest(repo, reference)
+    }
+
+    async fn delete_manifest(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<(), MetaError> {
+        let repo = repo.clone();
+        let digest = digest.clone();
+        self.propose_done(Command::DeleteManifest { repo, digest })
+            .await
+    }
+
+    async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag) -> Result<(), MetaError> {
+        let repo = repo.clone();
+        let tag = tag.clone();
+        self.propose_done(Command::DeleteTag { repo, tag }).await
+    }
+
+    async fn list_tags(
+        &self,
+        repo: &RepositoryName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Page, MetaError> {
+        self.linearize().await?;
+        self.reader.list_tags(repo, last, n)
+    }
+
+    async fn list_repositories(&self, last: Option<&str>, n: usize) -> Result<Page, MetaError> {
+        self.linearize().await?;
+        self.reader.list_repositories(last, n)
+    }
+
+    async fn list_referrers(
+        &self,
+        repo: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, MetaError> {
+        self.linearize().await?;
+        self.reader.list_referrers(repo, subject, artifact_type)
+    }
+
+    async fn register_blob_node(&self, node: BlobNodeInfo) -> Result<(), MetaError> {
+        self.propose_done(Command::RegisterBlobNode(node)).await
+    }
+
+    async fn blob_nodes(&self) -> Result<Vec<BlobNodeInfo>, MetaError> {
+        self.linearize().await?;
+        self.reader.blob_nodes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64, weight: u32) -> BlobNodeInfo {
+        BlobNodeInfo {
+            id,
+            addr: format!("n{id}:1"),
+            zone: "z".to_owned(),
+            weight,
+        }
+    }
+
+    /// An upload id whose first 64 bits are `bits`.
+    fn id(bits: u64) -> UploadId {
+        UploadId::parse(&format!("{bits:016x}{:016x}", u64::MAX)).expect("valid id")
+    }
+
+    #[test]
+    fn staging_node_pick_is_deterministic_and_weighted() {
+        let nodes = [node(1, 1), node(2, 0), node(3, 3)];
+        // Total weight 4: point 0 falls on node 1, points 1..=3 on node 3, node 2 never.
+        let picks: Vec<_> = (0..8)
+            .map(|bits| pick_staging_node(&id(bits), &nodes))
+            .collect();
+        let expected = [1, 3, 3, 3, 1, 3, 3, 3].map(Some);
+        assert_eq!(picks, expected);
+        assert_eq!(pick_staging_node(&id(0), &[node(2, 0)]), None);
+        assert_eq!(pick_staging_node(&id(0), &[]), None);
+    }
+}

@@ -1,0 +1,165 @@
+//! [`MetaConfig`]: everything a meta voter needs to start.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::MetaNodeError;
+
+/// Configuration of one meta voter. Missing fields take their defaults; unknown fields are
+/// rejected so that a typo never silently falls back to a default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetaConfig {
+    /// This voter's Raft id; stable for the life of its data directory, never 0.
+    pub node_id: u64,
+    /// Where the Raft log and state machine live (a RocksDB database under `db/`).
+    pub data_dir: PathBuf,
+    /// `host:port` where other voters reach this node's gRPC server (Raft and Meta services);
+    /// also what followers name when they redirect a client to the leader.
+    pub advertise_addr: String,
+    /// Initialize a single-voter cluster when the store is empty. Set it on exactly one node of
+    /// a new cluster; the others join through [`crate::MetaNode::add_voter`] on the leader.
+    pub bootstrap: bool,
+    /// Leader heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// A follower that hears no leader for a random time in `[min, max)` starts an election.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and purge the log before it) every this many applied entries.
+    pub snapshot_every_logs: u64,
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        MetaConfig {
+            node_id: 1,
+            data_dir: PathBuf::from("wharf-data/meta"),
+            advertise_addr: "127.0.0.1:5001".to_owned(),
+            bootstrap: true,
+            heartbeat_interval_ms: 250,
+            election_timeout_min_ms: 1_000,
+            election_timeout_max_ms: 2_000,
+            snapshot_every_logs: 10_000,
+        }
+    }
+}
+
+impl MetaConfig {
+    /// Checks what serde cannot: ranges, orderings, address syntax.
+    pub fn validate(&self) -> Result<(), MetaNodeError> {
+        let fail = |reason: String| Err(MetaNodeError::Config(reason));
+        if self.node_id == 0 {
+            return fail("node_id must not be 0".to_owned());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return fail("data_dir must not be empty".to_owned());
+        }
+        let port_ok = self
+            .advertise_addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port != 0)
+            });
+        if !port_ok {
+            return fail(format!(
+                "advertise_addr {:?} is not host:port",
+                self.advertise_addr
+            ));
+        }
+        if self.heartbeat_interval_ms == 0
+            || self.heartbeat_interval_ms >= self.election_timeout_min_ms
+        {
+            return fail(format!(
+                "heartbeat_interval_ms ({}) must be positive and below election_timeout_min_ms ({})",
+                self.heartbeat_interval_ms, self.election_timeout_min_ms
+            ));
+        }
+        if self.election_timeout_min_ms >= self.election_timeout_max_ms {
+            return fail(format!(
+                "election_timeout_min_ms ({}) must be below election_timeout_max_ms ({})",
+                self.election_timeout_min_ms, self.election_timeout_max_ms
+            ));
+        }
+        if self.snapshot_every_logs == 0 {
+            return fail("snapshot_every_logs must be positive".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The openraft configuration this maps to.
+    pub(crate) fn raft_config(&self) -> Result<openraft::Config, MetaNodeError> {
+        let config = openraft::Config {
+            cluster_name: "wharf-meta".to_owned(),
+            heartbeat_interval: self.heartbeat_interval_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_logs),
+            // Snapshot chunks travel as JSON number arrays (about 3.5 bytes per byte); keep each
+            // RPC well under the transport's message limit.
+            snapshot_max_chunk_size: 1024 * 1024,
+            ..openraft::Config::default()
+        };
+        config
+            .validate()
+            .map_err(|error| MetaNodeError::Config(error.to_string()))
+    }
+
+    /// The deadline for Raft RPCs, derived from the election timeout.
+    pub(crate) fn rpc_timeout(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_min_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = MetaConfig::default();
+        config.validate().expect("defaults validate");
+        config
+            .raft_config()
+            .expect("defaults map to a valid raft config");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let bad = [
+            MetaConfig {
+                node_id: 0,
+                ..MetaConfig::default()
+            },
+            MetaConfig {
+                advertise_addr: "no-port".to_owned(),
+                ..MetaConfig::default()
+            },
+            MetaConfig {
+                heartbeat_interval_ms: 5_000,
+                ..MetaConfig::default()
+            },
+            MetaConfig {
+                election_timeout_max_ms: 500,
+                ..MetaConfig::default()
+            },
+            MetaConfig {
+                snapshot_every_logs: 0,
+                ..MetaConfig::default()
+            },
+        ];
+        for config in bad {
+            assert!(config.validate().is_err(), "{config:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn deserializes_with_defaults_and_rejects_unknown_fields() {
+        let config: MetaConfig = serde_json::from_str(r#"{"node_id": 3}"#).expect("parses");
+        assert_eq!(config.node_id, 3);
+        assert!(config.bootstrap);
+        let typo = serde_json::from_str::<MetaConfig>(r#"{"node_idd": 3}"#);
+        assert!(typo.is_err());
+    }
+}

@@ -1,0 +1,218 @@
+//! The client side of the Raft transport: [`GrpcNetwork`] makes one [`GrpcRaftClient`] per
+//! target voter, each with a lazily connected tonic channel to the target's advertised address.
+//!
+//! Transport failures become `Unreachable` (openraft backs off and retries), deadlines become
+//! `Timeout`, and errors the remote Raft returned become `RemoteError`.
+
+// openraft's `RaftNetwork` fixes the (large) `RPCError` type; the helpers here return it as is.
+#![allow(clippy::result_large_err)]
+
+use std::error::Error;
+use std::time::Duration;
+
+use meta_store::TypeConfig;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+use wharf_proto::pb::raft_client::RaftClient;
+use wharf_proto::pb::RaftPayload;
+
+use crate::service::{decode, encode, RAFT_MESSAGE_LIMIT};
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
+
+/// Builds Raft clients for the voters of the cluster map.
+pub struct GrpcNetwork {
+    node_id: u64,
+    connect_timeout: Duration,
+}
+
+impl GrpcNetwork {
+    pub(crate) fn new(node_id: u64, connect_timeout: Duration) -> GrpcNetwork {
+        GrpcNetwork {
+            node_id,
+            connect_timeout,
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
+    type Network = GrpcRaftClient;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> GrpcRaftClient {
+        GrpcRaftClient {
+            node_id: self.node_id,
+            target,
+            node: node.clone(),
+            connect_timeout: self.connect_timeout,
+            client: None,
+        }
+    }
+}
+
+/// Sends Raft RPCs to one voter.
+pub struct GrpcRaftClient {
+    node_id: u64,
+    target: u64,
+    node: BasicNode,
+    connect_timeout: Duration,
+    client: Option<RaftClient<Channel>>,
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    AppendEntries,
+    InstallSnapshot,
+    Vote,
+}
+
+impl Rpc {
+    fn kind(self) -> RPCTypes {
+        match self {
+            Rpc::AppendEntries => RPCTypes::AppendEntries,
+            Rpc::InstallSnapshot => RPCTypes::InstallSnapshot,
+            Rpc::Vote => RPCTypes::Vote,
+        }
+    }
+}
+
+fn network_error<T, E: Error>(error: &(impl Error + 'static)) -> RpcResult<T, E> {
+    Err(RPCError::Network(NetworkError::new(error)))
+}
+
+impl GrpcRaftClient {
+    /// The channel is created on first use and reconnects by itself afterwards.
+    fn client<E: Error>(&mut self) -> RpcResult<RaftClient<Channel>, E> {
+        if let Some(client) = &self.client {
+            return Ok(client.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{}", self.node.addr))
+            .map_err(|error| RPCError::Unreachable(Unreachable::new(&error)))?
+            .connect_timeout(self.connect_timeout);
+        let client = RaftClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(RAFT_MESSAGE_LIMIT)
+            .max_encoding_message_size(RAFT_MESSAGE_LIMIT);
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    fn status_error<T, E: Error>(
+        &self,
+        rpc: Rpc,
+        status: tonic::Status,
+        option: &RPCOption,
+    ) -> RpcResult<T, E> {
+        match status.code() {
+            Code::DeadlineExceeded => Err(RPCError::Timeout(Timeout {
+                action: rpc.kind(),
+                id: self.node_id,
+                target: self.target,
+                timeout: option.hard_ttl(),
+            })),
+            Code::Unavailable | Code::Unknown | Code::Cancelled => {
+                Err(RPCError::Unreachable(Unreachable::new(&status)))
+            }
+            _ => network_error(&status),
+        }
+    }
+
+    async fn send<Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        payload: RaftPayload,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
+        let mut client = self.client()?;
+        let mut request = tonic::Request::new(payload);
+        request.set_timeout(option.hard_ttl());
+        let sent = match rpc {
+            Rpc::AppendEntries => client.append_entries(request).await,
+            Rpc::InstallSnapshot => client.install_snapshot(request).await,
+            Rpc::Vote => client.vote(request).await,
+        };
+        let response = match sent {
+            Ok(response) => response,
+            Err(status) => return self.status_error(rpc, status, option),
+        };
+        let result: Result<Resp, RaftError<u64, E>> = match decode(response.get_ref()) {
+            Ok(result) => result,
+            Err(error) => return network_error(&error),
+        };
+        result.map_err(|error| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                error,
+            ))
+        })
+    }
+
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        request: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
+        match encode(request) {
+            Ok(payload) => self.send(rpc, payload, option).await,
+            Err(error) => network_error(&error),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for GrpcRaftClient {
+    async fn append_entries(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<u64>> {
+        let payload = match encode(&request) {
+            Ok(payload) => payload,
+            Err(error) => return network_error(&error),
+        };
+        let entries = request.entries.len() as u64;
+        if payload.data.len() > RAFT_MESSAGE_LIMIT && entries > 1 {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(entries / 2),
+            ));
+        }
+        self.send(Rpc::AppendEntries, payload, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        request: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
+        self.call(Rpc::InstallSnapshot, &request, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        request: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<u64>> {
+        self.call(Rpc::Vote, &request, &option).await
+    }
+}

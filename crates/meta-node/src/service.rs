@@ -1,0 +1,74 @@
+//! The Raft gRPC service: decodes openraft's RPCs from their JSON payloads, hands them to the
+//! local `Raft`, and answers with the JSON of the whole `Result` so the caller sees openraft's own
+//! errors (a higher vote, a snapshot mismatch) as remote errors rather than transport failures.
+
+use bytes::Bytes;
+use meta_store::TypeConfig;
+use openraft::Raft;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+use wharf_proto::pb::raft_server::{Raft as RaftRpc, RaftServer};
+use wharf_proto::pb::RaftPayload;
+
+/// Largest Raft message either side sends or accepts. A batch of entries larger than this is
+/// split by the sender (`PayloadTooLarge`); a single entry holds at most a 4 MiB manifest.
+pub const RAFT_MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, serde_json::Error> {
+    Ok(RaftPayload {
+        data: Bytes::from(serde_json::to_vec(value)?),
+    })
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(&payload.data)
+}
+
+/// Serves this node's end of the Raft protocol.
+pub struct RaftGrpc {
+    raft: Raft<TypeConfig>,
+}
+
+impl RaftGrpc {
+    pub(crate) fn server(raft: Raft<TypeConfig>) -> RaftServer<RaftGrpc> {
+        RaftServer::new(RaftGrpc { raft })
+            .max_decoding_message_size(RAFT_MESSAGE_LIMIT)
+            .max_encoding_message_size(RAFT_MESSAGE_LIMIT)
+    }
+}
+
+fn request_of<T: DeserializeOwned>(request: Request<RaftPayload>) -> Result<T, Status> {
+    decode(request.get_ref())
+        .map_err(|error| Status::invalid_argument(format!("undecodable raft rpc: {error}")))
+}
+
+fn response_of<T: Serialize>(result: &T) -> Result<Response<RaftPayload>, Status> {
+    encode(result)
+        .map(Response::new)
+        .map_err(|error| Status::internal(format!("cannot encode raft response: {error}")))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftGrpc {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let result = self.raft.append_entries(request_of(request)?).await;
+        response_of(&result)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let result = self.raft.install_snapshot(request_of(request)?).await;
+        response_of(&result)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let result = self.raft.vote(request_of(request)?).await;
+        response_of(&result)
+    }
+}

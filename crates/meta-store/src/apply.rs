@@ -1,0 +1,184 @@
+//! What each [`Command`] does to the state. Every handler checks first and writes after, so a
+//! command that fails leaves nothing behind; none reads a clock or a random source.
+
+use cluster_api::{BlobInfo, BlobNodeInfo, MetaError, PutManifest, UploadId, UploadSession};
+use oci_model::{Digest, RepositoryName, Tag};
+
+use crate::command::{Command, CommandOutput, CommandResponse};
+use crate::error::StoreError;
+use crate::kv::Txn;
+use crate::state::{self, BlobRecord, ManifestRecord};
+
+/// A handler's result: the domain outcome, or a storage failure that stops the state machine.
+type Outcome = Result<Result<CommandOutput, MetaError>, StoreError>;
+
+const DONE: Result<CommandOutput, MetaError> = Ok(CommandOutput::Done);
+
+pub(crate) fn apply_command(
+    txn: &mut Txn<'_>,
+    command: Command,
+) -> Result<CommandResponse, StoreError> {
+    let outcome = match command {
+        Command::CreateUpload { session } => create_upload(txn, &session),
+        Command::DeleteUpload { repo, id } => delete_upload(txn, &repo, &id),
+        Command::CommitBlob { repo, blob, upload } => {
+            commit_blob(txn, &repo, blob, upload.as_ref())
+        }
+        Command::MountBlob { repo, digest, from } => mount_blob(txn, &repo, &digest, &from),
+        Command::UnlinkBlob { repo, digest } => unlink_blob(txn, &repo, &digest),
+        Command::PutManifest(put) => put_manifest(txn, *put),
+        Command::DeleteManifest { repo, digest } => delete_manifest(txn, &repo, &digest),
+        Command::DeleteTag { repo, tag } => delete_tag(txn, &repo, &tag),
+        Command::RegisterBlobNode(node) => register_blob_node(txn, &node),
+    }?;
+    Ok(CommandResponse(outcome))
+}
+
+fn create_upload(txn: &mut Txn<'_>, session: &UploadSession) -> Outcome {
+    state::put_upload(txn, session)?;
+    Ok(DONE)
+}
+
+fn delete_upload(txn: &mut Txn<'_>, repo: &RepositoryName, id: &UploadId) -> Outcome {
+    match state::upload(txn, id)? {
+        Some(session) if session.repo == *repo => {
+            state::delete_upload(txn, id);
+            Ok(DONE)
+        }
+        _ => Ok(Err(MetaError::UploadUnknown(id.to_string()))),
+    }
+}
+
+fn commit_blob(
+    txn: &mut Txn<'_>,
+    repo: &RepositoryName,
+    blob: BlobInfo,
+    upload: Option<&UploadId>,
+) -> Outcome {
+    let mut replicas = Vec::new();
+    if let Some(existing) = state::blob(txn, &blob.digest)? {
+        if existing.size != blob.size {
+            let reason = format!(
+                "blob {} is recorded with {} bytes, not {}",
+                blob.digest, existing.size, blob.size
+            );
+            return Ok(Err(MetaError::Invalid(reason)));
+        }
+        replicas = existing.replicas;
+    }
+    // Known replicas keep their place in the read order; new ones are appended.
+    for node in blob.replicas {
+        if !replicas.contains(&node) {
+            replicas.push(node);
+        }
+    }
+    let record = BlobRecord {
+        size: blob.size,
+        replicas,
+    };
+    state::put_blob(txn, &blob.digest, &record)?;
+    state::put_blob_link(txn, repo, &blob.digest);
+    state::put_repository(txn, repo);
+    if let Some(id) = upload {
+        if state::upload(txn, id)?.is_some_and(|session| session.repo == *repo) {
+            state::delete_upload(txn, id);
+        }
+    }
+    Ok(DONE)
+}
+
+fn mount_blob(
+    txn: &mut Txn<'_>,
+    repo: &RepositoryName,
+    digest: &Digest,
+    from: &RepositoryName,
+) -> Outcome {
+    if !state::blob_linked(txn, from, digest)? {
+        return Ok(Ok(CommandOutput::Mounted(None)));
+    }
+    let Some(record) = state::blob(txn, digest)? else {
+        return Ok(Ok(CommandOutput::Mounted(None)));
+    };
+    state::put_blob_link(txn, repo, digest);
+    state::put_repository(txn, repo);
+    Ok(Ok(CommandOutput::Mounted(Some(
+        record.info(digest.clone()),
+    ))))
+}
+
+fn unlink_blob(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) -> Outcome {
+    if !state::blob_linked(txn, repo, digest)? {
+        return Ok(Err(MetaError::BlobUnknown(digest.clone())));
+    }
+    state::delete_blob_link(txn, repo, digest);
+    Ok(DONE)
+}
+
+fn put_manifest(txn: &mut Txn<'_>, put: PutManifest) -> Outcome {
+    let repo = &put.repo;
+    for blob in &put.blobs {
+        if !state::blob_linked(txn, repo, blob)? {
+            return Ok(Err(MetaError::ManifestBlobUnknown(blob.clone())));
+        }
+    }
+    for child in &put.manifests {
+        if !state::manifest_linked(txn, repo, child)? {
+            return Ok(Err(MetaError::ManifestBlobUnknown(child.clone())));
+        }
+    }
+    let referrer = match (&put.subject, &put.referrer) {
+        (None, None) => None,
+        (Some(subject), Some(descriptor)) if descriptor.digest == put.digest => {
+            Some((subject, descriptor))
+        }
+        _ => {
+            let reason =
+                "a manifest's subject and referrer descriptor (of the manifest itself) go together";
+            return Ok(Err(MetaError::Invalid(reason.to_owned())));
+        }
+    };
+    if let Some((subject, descriptor)) = referrer {
+        state::put_referrer(txn, repo, subject, descriptor)?;
+    }
+    if let Some(tag) = &put.tag {
+        state::put_tag(txn, repo, tag, &put.digest);
+    }
+    state::put_manifest_link(txn, repo, &put.digest);
+    state::put_repository(txn, repo);
+    let record = ManifestRecord {
+        media_type: put.media_type,
+        bytes: put.bytes,
+        subject: put.subject.clone(),
+        blobs: put.blobs,
+        manifests: put.manifests,
+    };
+    state::put_manifest(txn, &put.digest, &record)?;
+    Ok(DONE)
+}
+
+fn delete_manifest(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) -> Outcome {
+    if !state::manifest_linked(txn, repo, digest)? {
+        return Ok(Err(MetaError::ManifestUnknown(digest.to_string())));
+    }
+    for tag in state::tags_pointing_at(txn, repo, digest)? {
+        state::delete_tag(txn, repo, &tag);
+    }
+    if let Some(subject) = state::manifest(txn, digest)?.and_then(|record| record.subject) {
+        state::delete_referrer(txn, repo, &subject, digest);
+    }
+    state::delete_manifest_link(txn, repo, digest);
+    Ok(DONE)
+}
+
+fn delete_tag(txn: &mut Txn<'_>, repo: &RepositoryName, tag: &Tag) -> Outcome {
+    if state::tag(txn, repo, tag)?.is_none() {
+        return Ok(Err(MetaError::ManifestUnknown(tag.to_string())));
+    }
+    state::delete_tag(txn, repo, tag);
+    Ok(DONE)
+}
+
+fn register_blob_node(txn: &mut Txn<'_>, node: &BlobNodeInfo) -> Outcome {
+    state::put_blob_node(txn, node)?;
+    Ok(DONE)
+}

@@ -1,0 +1,241 @@
+//! [`Command`]: the Raft log's payload, one variant per `MetaApi` mutation, and
+//! [`CommandResponse`]: its domain outcome, decided inside the state machine.
+
+use cluster_api::{BlobInfo, BlobNodeInfo, MetaError, PutManifest, UploadId, UploadSession};
+use oci_model::{Digest, RepositoryName, Tag};
+use serde::{Deserialize, Serialize};
+
+/// A state-machine mutation. Everything it needs (ids, timestamps, node choices) is chosen by the
+/// proposer and carried here: applying is deterministic and idempotent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Records an open upload session. Does not create the repository.
+    CreateUpload { session: UploadSession },
+    /// Closes a session of `repo`; `UploadUnknown` if absent or of another repository.
+    DeleteUpload { repo: RepositoryName, id: UploadId },
+    /// Records a durable blob, links it into `repo` and closes `upload` if it is a session of
+    /// `repo`. A missing `upload` is not an error (the commit may be a retry).
+    CommitBlob {
+        repo: RepositoryName,
+        blob: BlobInfo,
+        upload: Option<UploadId>,
+    },
+    /// Links `digest` into `repo` if it is linked in `from`; answers [`CommandOutput::Mounted`].
+    MountBlob {
+        repo: RepositoryName,
+        digest: Digest,
+        from: RepositoryName,
+    },
+    /// Removes the link of `digest` from `repo`; `BlobUnknown` if not linked.
+    UnlinkBlob {
+        repo: RepositoryName,
+        digest: Digest,
+    },
+    /// Stores a manifest with its links, tag and referrer entry, after checking that every
+    /// referenced blob and child manifest is in the repository (`ManifestBlobUnknown`).
+    PutManifest(#[serde(with = "put_manifest_wire")] Box<PutManifest>),
+    /// Removes manifest `digest` from `repo` with its tags and referrer entry.
+    DeleteManifest {
+        repo: RepositoryName,
+        digest: Digest,
+    },
+    /// Removes one tag; `ManifestUnknown` if absent.
+    DeleteTag { repo: RepositoryName, tag: Tag },
+    /// Adds or replaces a blob node in the cluster map.
+    RegisterBlobNode(BlobNodeInfo),
+}
+
+/// What a successful command produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandOutput {
+    Done,
+    /// The answer of [`Command::MountBlob`]: the blob when `from` had it.
+    Mounted(Option<BlobInfo>),
+}
+
+/// The outcome of applying one log entry. Blank and membership entries answer `Ok(Done)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResponse(pub Result<CommandOutput, MetaError>);
+
+impl CommandResponse {
+    pub fn done() -> CommandResponse {
+        CommandResponse(Ok(CommandOutput::Done))
+    }
+
+    pub fn into_result(self) -> Result<CommandOutput, MetaError> {
+        self.0
+    }
+}
+
+impl From<Result<CommandOutput, MetaError>> for CommandResponse {
+    fn from(result: Result<CommandOutput, MetaError>) -> Self {
+        CommandResponse(result)
+    }
+}
+
+/// `PutManifest` on the wire: the same fields, with the manifest bytes as text.
+mod put_manifest_wire {
+    use cluster_api::PutManifest;
+    use oci_model::{Descriptor, Digest, RepositoryName, Tag};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize)]
+    struct WireRef<'a> {
+        repo: &'a RepositoryName,
+        digest: &'a Digest,
+        media_type: &'a str,
+        #[serde(with = "crate::command::text_bytes")]
+        bytes: &'a [u8],
+        tag: &'a Option<Tag>,
+        blobs: &'a [Digest],
+        manifests: &'a [Digest],
+        subject: &'a Option<Digest>,
+        referrer: &'a Option<Descriptor>,
+    }
+
+    #[derive(Deserialize)]
+    struct Wire {
+        repo: RepositoryName,
+        digest: Digest,
+        media_type: String,
+        #[serde(with = "crate::command::text_bytes")]
+        bytes: Vec<u8>,
+        tag: Option<Tag>,
+        blobs: Vec<Digest>,
+        manifests: Vec<Digest>,
+        subject: Option<Digest>,
+        referrer: Option<Descriptor>,
+    }
+
+    pub(crate) fn serialize<S, P>(put: &P, serializer: S) -> Result<S::Ok, S::Error>
+    where
+        S: Serializer,
+        P: AsRef<PutManifest>,
+    {
+        let put = put.as_ref();
+        WireRef {
+            repo: &put.repo,
+            digest: &put.digest,
+            media_type: &put.media_type,
+            bytes: &put.bytes,
+            tag: &put.tag,
+            blobs: &put.blobs,
+            manifests: &put.manifests,
+            subject: &put.subject,
+            referrer: &put.referrer,
+        }
+        .serialize(serializer)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Box<PutManifest>, D::Error> {
+        let wire = Wire::deserialize(deserializer)?;
+        Ok(Box::new(PutManifest {
+            repo: wire.repo,
+            digest: wire.digest,
+            media_type: wire.media_type,
+            bytes: wire.bytes,
+            tag: wire.tag,
+            blobs: wire.blobs,
+            manifests: wire.manifests,
+            subject: wire.subject,
+            referrer: wire.referrer,
+        }))
+    }
+}
+
+/// Bytes that are almost always UTF-8 (manifests are JSON) as a JSON string, so a 4 MiB manifest
+/// stays about 4 MiB in the log instead of becoming a number array. Anything else falls back to
+/// `{"hex": "..."}`, which keeps the encoding total.
+pub(crate) mod text_bytes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Out<'a> {
+        Text(&'a str),
+        Hex { hex: String },
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum In {
+        Text(String),
+        Hex { hex: String },
+    }
+
+    pub(crate) fn serialize<S, B>(bytes: B, serializer: S) -> Result<S::Ok, S::Error>
+    where
+        S: Serializer,
+        B: AsRef<[u8]>,
+    {
+        let bytes = bytes.as_ref();
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Out::Text(text).serialize(serializer),
+            Err(_) => Out::Hex {
+                hex: hex::encode(bytes),
+            }
+            .serialize(serializer),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        match In::deserialize(deserializer)? {
+            In::Text(text) => Ok(text.into_bytes()),
+            In::Hex { hex } => hex::decode(hex).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(bytes: Vec<u8>) -> Command {
+        let repo = RepositoryName::parse("a/b").expect("valid name");
+        Command::PutManifest(Box::new(PutManifest {
+            repo,
+            digest: Digest::sha256_of(&bytes),
+            media_type: oci_model::media_type::OCI_MANIFEST.to_owned(),
+            bytes,
+            tag: Some(Tag::parse("v1").expect("valid tag")),
+            blobs: vec![Digest::sha256_of(b"layer")],
+            manifests: vec![],
+            subject: None,
+            referrer: None,
+        }))
+    }
+
+    #[test]
+    fn manifest_bytes_travel_as_text() {
+        let command = put(br#"{"schemaVersion":2}"#.to_vec());
+        let json = serde_json::to_string(&command).expect("encodes");
+        assert!(
+            json.contains(r#""bytes":"{\"schemaVersion\":2}""#),
+            "{json}"
+        );
+        let back: Command = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(back, command);
+    }
+
+    #[test]
+    fn non_utf8_bytes_round_trip_as_hex() {
+        let command = put(vec![0xff, 0x00, 0x80]);
+        let json = serde_json::to_string(&command).expect("encodes");
+        assert!(json.contains(r#""hex":"ff0080""#), "{json}");
+        let back: Command = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(back, command);
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let response =
+            CommandResponse(Err(MetaError::ManifestBlobUnknown(Digest::sha256_of(b"x"))));
+        let json = serde_json::to_vec(&response).expect("encodes");
+        let back: CommandResponse = serde_json::from_slice(&json).expect("decodes");
+        assert_eq!(back, response);
+    }
+}

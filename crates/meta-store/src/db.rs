@@ -1,0 +1,156 @@
+//! Opening the database, its column families ([`Table`]) and the value codecs.
+
+use std::ops::Deref;
+use std::path::Path;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::StoreError;
+
+/// One column family. See the layout in the crate documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Table {
+    Log,
+    Raft,
+    SmMeta,
+    Snapshot,
+    Repositories,
+    Tags,
+    Manifests,
+    ManifestLinks,
+    Blobs,
+    BlobLinks,
+    Referrers,
+    Uploads,
+    BlobNodes,
+}
+
+impl Table {
+    pub(crate) const ALL: [Table; 13] = [
+        Table::Log,
+        Table::Raft,
+        Table::SmMeta,
+        Table::Snapshot,
+        Table::Repositories,
+        Table::Tags,
+        Table::Manifests,
+        Table::ManifestLinks,
+        Table::Blobs,
+        Table::BlobLinks,
+        Table::Referrers,
+        Table::Uploads,
+        Table::BlobNodes,
+    ];
+
+    /// The tables that make up the registry state (what a snapshot carries).
+    pub(crate) const STATE: [Table; 9] = [
+        Table::Repositories,
+        Table::Tags,
+        Table::Manifests,
+        Table::ManifestLinks,
+        Table::Blobs,
+        Table::BlobLinks,
+        Table::Referrers,
+        Table::Uploads,
+        Table::BlobNodes,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Table::Log => "log",
+            Table::Raft => "raft",
+            Table::SmMeta => "sm_meta",
+            Table::Snapshot => "snapshot",
+            Table::Repositories => "repositories",
+            Table::Tags => "tags",
+            Table::Manifests => "manifests",
+            Table::ManifestLinks => "manifest_links",
+            Table::Blobs => "blobs",
+            Table::BlobLinks => "blob_links",
+            Table::Referrers => "referrers",
+            Table::Uploads => "uploads",
+            Table::BlobNodes => "blob_nodes",
+        }
+    }
+}
+
+/// The open database. Every handle (log store, state machine, readers, snapshot builders) shares
+/// one through an `Arc`; when the last one goes, RocksDB closes and [`StoreClosed`] resolves.
+pub(crate) struct Database {
+    db: DB,
+    // Declared after `db`, so it drops (and wakes `StoreClosed`) only once RocksDB is closed.
+    _closed: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Deref for Database {
+    type Target = DB;
+
+    fn deref(&self) -> &DB {
+        &self.db
+    }
+}
+
+/// Resolves once every handle on a store has been dropped and its database closed, so the same
+/// directory can be opened again (RocksDB allows one open per directory).
+pub struct StoreClosed(tokio::sync::oneshot::Receiver<()>);
+
+impl StoreClosed {
+    pub async fn wait(self) {
+        // The sender is never used: its drop, as an error here, is the signal.
+        let _ = self.0.await;
+    }
+}
+
+/// Opens (creating if needed) the database and every column family.
+pub(crate) fn open(path: &Path) -> Result<(Database, StoreClosed), StoreError> {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    let families = Table::ALL
+        .iter()
+        .map(|table| ColumnFamilyDescriptor::new(table.name(), Options::default()));
+    let db = DB::open_cf_descriptors(&options, path, families)?;
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    let database = Database {
+        db,
+        _closed: closed_tx,
+    };
+    Ok((database, StoreClosed(closed_rx)))
+}
+
+pub(crate) fn cf(db: &DB, table: Table) -> Result<&ColumnFamily, StoreError> {
+    db.cf_handle(table.name())
+        .ok_or(StoreError::MissingColumnFamily(table.name()))
+}
+
+/// Writes `batch` and fsyncs the write-ahead log before returning.
+pub(crate) fn write_synced(db: &DB, batch: WriteBatch) -> Result<(), StoreError> {
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    Ok(db.write_opt(batch, &options)?)
+}
+
+pub(crate) fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|source| StoreError::Encode { what, source })
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Decode { what, source })
+}
+
+/// Big-endian, so that keys sort numerically.
+pub(crate) fn u64_key(value: u64) -> [u8; 8] {
+    value.to_be_bytes()
+}
+
+pub(crate) fn u64_from_key(what: &'static str, key: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| StoreError::corrupt(what, format!("key of {} bytes, not 8", key.len())))?;
+    Ok(u64::from_be_bytes(bytes))
+}

@@ -1,0 +1,173 @@
+//! [`StateReader`]: every `MetaApi` query, answered from the applied state. Callers that need
+//! linearizable reads (all of `MetaApi`) first make sure this node has applied up to the leader's
+//! commit index; the reader itself just reads what is on disk.
+
+use std::sync::Arc;
+
+use cluster_api::{
+    BlobInfo, BlobNodeInfo, MetaError, Page, StoredManifest, UploadId, UploadSession,
+};
+use oci_model::{Descriptor, Digest, Reference, RepositoryName};
+use openraft::LogId;
+
+use crate::db::{decode, Database, Table};
+use crate::error::StoreError;
+use crate::kv::{DbView, KvRead};
+use crate::state::{self, prefix, split_key};
+
+/// A cheap, clone-able read handle on the state machine's tables.
+#[derive(Clone)]
+pub struct StateReader {
+    db: Arc<Database>,
+}
+
+impl From<StoreError> for MetaError {
+    fn from(error: StoreError) -> Self {
+        MetaError::Internal(error.to_string())
+    }
+}
+
+impl StateReader {
+    pub(crate) fn new(db: Arc<Database>) -> StateReader {
+        StateReader { db }
+    }
+
+    fn view(&self) -> DbView<'_> {
+        DbView::live(&self.db)
+    }
+
+    /// The last log entry applied to the state.
+    pub fn last_applied(&self) -> Result<Option<LogId<u64>>, StoreError> {
+        state::last_applied(&self.view())
+    }
+
+    /// The session `id`, if it belongs to `repo`; else `UploadUnknown`.
+    pub fn get_upload(
+        &self,
+        repo: &RepositoryName,
+        id: &UploadId,
+    ) -> Result<UploadSession, MetaError> {
+        match state::upload(&self.view(), id)? {
+            Some(session) if session.repo == *repo => Ok(session),
+            _ => Err(MetaError::UploadUnknown(id.to_string())),
+        }
+    }
+
+    /// Blob `digest` if it is linked in `repo`; else `BlobUnknown`.
+    pub fn stat_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobInfo, MetaError> {
+        let view = self.view();
+        if !state::blob_linked(&view, repo, digest)? {
+            return Err(MetaError::BlobUnknown(digest.clone()));
+        }
+        match state::blob(&view, digest)? {
+            Some(record) => Ok(record.info(digest.clone())),
+            None => Err(MetaError::BlobUnknown(digest.clone())),
+        }
+    }
+
+    /// The manifest a tag or digest names in `repo`; else `ManifestUnknown`.
+    pub fn get_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<StoredManifest, MetaError> {
+        let view = self.view();
+        let unknown = || MetaError::ManifestUnknown(reference.to_string());
+        let digest = match reference {
+            Reference::Tag(tag) => state::tag(&view, repo, tag)?.ok_or_else(unknown)?,
+            Reference::Digest(digest) if state::manifest_linked(&view, repo, digest)? => {
+                digest.clone()
+            }
+            Reference::Digest(_) => return Err(unknown()),
+        };
+        let record = state::manifest(&view, &digest)?.ok_or_else(unknown)?;
+        Ok(StoredManifest {
+            digest,
+            media_type: record.media_type,
+            bytes: record.bytes,
+        })
+    }
+
+    /// Tags of `repo` in lexical order, at most `n`, strictly after `last`; `NameUnknown` when
+    /// the repository does not exist.
+    pub fn list_tags(
+        &self,
+        repo: &RepositoryName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Page, MetaError> {
+        let view = self.view();
+        if !state::repository_exists(&view, repo)? {
+            return Err(MetaError::NameUnknown(repo.to_string()));
+        }
+        let group = prefix(&[repo.as_str()]);
+        let after = last.map(|last| [group.as_slice(), last.as_bytes()].concat());
+        page(&view, Table::Tags, &group, after.as_deref(), n, |key| {
+            let [_, tag] = split_key::<2>("tag key", key)?;
+            Ok(tag.to_owned())
+        })
+    }
+
+    /// Repository names in lexical order, at most `n`, strictly after `last`.
+    pub fn list_repositories(&self, last: Option<&str>, n: usize) -> Result<Page, MetaError> {
+        let after = last.map(str::as_bytes);
+        page(&self.view(), Table::Repositories, b"", after, n, |key| {
+            let [repo] = split_key::<1>("repository key", key)?;
+            Ok(repo.to_owned())
+        })
+    }
+
+    /// Referrer descriptors of `subject` in `repo`, optionally only those of `artifact_type`,
+    /// ordered by digest. An unknown repository or subject has none.
+    pub fn list_referrers(
+        &self,
+        repo: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, MetaError> {
+        let mut referrers = Vec::new();
+        let group = prefix(&[repo.as_str(), &subject.to_string()]);
+        self.view()
+            .scan(Table::Referrers, &group, None, &mut |_, value| {
+                let descriptor: Descriptor = decode("referrer descriptor", value)?;
+                if artifact_type.is_none() || descriptor.artifact_type.as_deref() == artifact_type {
+                    referrers.push(descriptor);
+                }
+                Ok(true)
+            })?;
+        Ok(referrers)
+    }
+
+    /// The blob nodes of the cluster map, by id.
+    pub fn blob_nodes(&self) -> Result<Vec<BlobNodeInfo>, MetaError> {
+        let mut nodes = Vec::new();
+        self.view()
+            .scan(Table::BlobNodes, b"", None, &mut |_, value| {
+                nodes.push(decode("blob node", value)?);
+                Ok(true)
+            })?;
+        Ok(nodes)
+    }
+}
+
+/// Up to `n` names from the keys under `group`, strictly after `after`, and whether more follow.
+fn page(
+    view: &DbView<'_>,
+    table: Table,
+    group: &[u8],
+    after: Option<&[u8]>,
+    n: usize,
+    name_of: impl Fn(&[u8]) -> Result<String, StoreError>,
+) -> Result<Page, MetaError> {
+    let mut items = Vec::new();
+    let mut more = false;
+    view.scan(table, group, after, &mut |key, _| {
+        if items.len() == n {
+            more = true;
+            return Ok(false);
+        }
+        items.push(name_of(key)?);
+        Ok(true)
+    })?;
+    Ok(Page { items, more })
+}

@@ -1,0 +1,332 @@
+//! The registry state's tables as typed rows: key encoding, record types, and the reads and
+//! writes that both the apply path and the query path use, so each encoding lives here once.
+
+use cluster_api::{BlobInfo, BlobNodeId, BlobNodeInfo, UploadId, UploadSession};
+use oci_model::{Descriptor, Digest, RepositoryName, Tag};
+use openraft::{BasicNode, LogId, StoredMembership};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{decode, encode, u64_key, Table};
+use crate::error::StoreError;
+use crate::kv::{KvRead, Txn};
+
+const SEPARATOR: u8 = 0;
+const LAST_APPLIED: &[u8] = b"last_applied";
+const MEMBERSHIP: &[u8] = b"membership";
+
+pub(crate) type Membership = StoredMembership<u64, BasicNode>;
+
+/// A manifest, stored once per digest whichever repositories link it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ManifestRecord {
+    pub media_type: String,
+    #[serde(with = "crate::command::text_bytes")]
+    pub bytes: Vec<u8>,
+    pub subject: Option<Digest>,
+    /// Config and layers.
+    pub blobs: Vec<Digest>,
+    /// Index children.
+    pub manifests: Vec<Digest>,
+}
+
+/// A blob, stored once per digest whichever repositories link it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BlobRecord {
+    pub size: u64,
+    pub replicas: Vec<BlobNodeId>,
+}
+
+impl BlobRecord {
+    pub(crate) fn info(self, digest: Digest) -> BlobInfo {
+        BlobInfo {
+            digest,
+            size: self.size,
+            replicas: self.replicas,
+        }
+    }
+}
+
+/// `a \0 b \0 ...`: a key whose parts sort in order and whose prefixes select one group.
+pub(crate) fn key(parts: &[&str]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(parts.iter().map(|part| part.len() + 1).sum());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(SEPARATOR);
+        }
+        key.extend_from_slice(part.as_bytes());
+    }
+    key
+}
+
+/// The prefix selecting every key whose leading parts are `parts`.
+pub(crate) fn prefix(parts: &[&str]) -> Vec<u8> {
+    let mut prefix = key(parts);
+    prefix.push(SEPARATOR);
+    prefix
+}
+
+/// The `N` parts of a key written by [`key`].
+pub(crate) fn split_key<'k, const N: usize>(
+    what: &'static str,
+    key: &'k [u8],
+) -> Result<[&'k str; N], StoreError> {
+    let text =
+        std::str::from_utf8(key).map_err(|_| StoreError::corrupt(what, "key is not utf-8"))?;
+    let parts: Vec<&str> = text.split(SEPARATOR as char).collect();
+    parts.try_into().map_err(|parts: Vec<&str>| {
+        StoreError::corrupt(what, format!("key has {} parts, not {N}", parts.len()))
+    })
+}
+
+pub(crate) fn parse_repo(what: &'static str, text: &str) -> Result<RepositoryName, StoreError> {
+    RepositoryName::parse(text).map_err(|error| StoreError::corrupt(what, error.to_string()))
+}
+
+pub(crate) fn parse_tag(what: &'static str, text: &str) -> Result<Tag, StoreError> {
+    Tag::parse(text).map_err(|error| StoreError::corrupt(what, error.to_string()))
+}
+
+pub(crate) fn parse_digest(what: &'static str, text: &[u8]) -> Result<Digest, StoreError> {
+    let text =
+        std::str::from_utf8(text).map_err(|_| StoreError::corrupt(what, "digest is not utf-8"))?;
+    Digest::parse(text).map_err(|error| StoreError::corrupt(what, error.to_string()))
+}
+
+fn digest_key(digest: &Digest) -> Vec<u8> {
+    digest.to_string().into_bytes()
+}
+
+// ---- reads -------------------------------------------------------------------------------------
+
+pub(crate) fn last_applied(kv: &impl KvRead) -> Result<Option<LogId<u64>>, StoreError> {
+    kv.get(Table::SmMeta, LAST_APPLIED)?
+        .map(|bytes| decode("last applied log id", &bytes))
+        .transpose()
+}
+
+pub(crate) fn membership(kv: &impl KvRead) -> Result<Membership, StoreError> {
+    Ok(kv
+        .get(Table::SmMeta, MEMBERSHIP)?
+        .map(|bytes| decode("membership", &bytes))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+pub(crate) fn repository_exists(
+    kv: &impl KvRead,
+    repo: &RepositoryName,
+) -> Result<bool, StoreError> {
+    Ok(kv
+        .get(Table::Repositories, repo.as_str().as_bytes())?
+        .is_some())
+}
+
+pub(crate) fn tag(
+    kv: &impl KvRead,
+    repo: &RepositoryName,
+    tag: &Tag,
+) -> Result<Option<Digest>, StoreError> {
+    kv.get(Table::Tags, &key(&[repo.as_str(), tag.as_str()]))?
+        .map(|bytes| parse_digest("tag target", &bytes))
+        .transpose()
+}
+
+pub(crate) fn manifest(
+    kv: &impl KvRead,
+    digest: &Digest,
+) -> Result<Option<ManifestRecord>, StoreError> {
+    kv.get(Table::Manifests, &digest_key(digest))?
+        .map(|bytes| decode("manifest record", &bytes))
+        .transpose()
+}
+
+pub(crate) fn manifest_linked(
+    kv: &impl KvRead,
+    repo: &RepositoryName,
+    digest: &Digest,
+) -> Result<bool, StoreError> {
+    let link = key(&[repo.as_str(), &digest.to_string()]);
+    Ok(kv.get(Table::ManifestLinks, &link)?.is_some())
+}
+
+pub(crate) fn blob(kv: &impl KvRead, digest: &Digest) -> Result<Option<BlobRecord>, StoreError> {
+    kv.get(Table::Blobs, &digest_key(digest))?
+        .map(|bytes| decode("blob record", &bytes))
+        .transpose()
+}
+
+pub(crate) fn blob_linked(
+    kv: &impl KvRead,
+    repo: &RepositoryName,
+    digest: &Digest,
+) -> Result<bool, StoreError> {
+    let link = key(&[repo.as_str(), &digest.to_string()]);
+    Ok(kv.get(Table::BlobLinks, &link)?.is_some())
+}
+
+pub(crate) fn upload(kv: &impl KvRead, id: &UploadId) -> Result<Option<UploadSession>, StoreError> {
+    kv.get(Table::Uploads, id.as_str().as_bytes())?
+        .map(|bytes| decode("upload session", &bytes))
+        .transpose()
+}
+
+/// The tags of `repo` that point at `digest`.
+pub(crate) fn tags_pointing_at(
+    kv: &impl KvRead,
+    repo: &RepositoryName,
+    digest: &Digest,
+) -> Result<Vec<Tag>, StoreError> {
+    let target = digest.to_string();
+    let mut tags = Vec::new();
+    kv.scan(
+        Table::Tags,
+        &prefix(&[repo.as_str()]),
+        None,
+        &mut |key, value| {
+            if value == target.as_bytes() {
+                let [_, tag] = split_key::<2>("tag key", key)?;
+                tags.push(parse_tag("tag key", tag)?);
+            }
+            Ok(true)
+        },
+    )?;
+    Ok(tags)
+}
+
+// ---- writes ------------------------------------------------------------------------------------
+
+pub(crate) fn put_applied(
+    txn: &mut Txn<'_>,
+    last_applied: Option<&LogId<u64>>,
+    membership: &Membership,
+) -> Result<(), StoreError> {
+    match last_applied {
+        Some(log_id) => txn.put(
+            Table::SmMeta,
+            LAST_APPLIED,
+            encode("last applied log id", log_id)?,
+        ),
+        None => txn.delete(Table::SmMeta, LAST_APPLIED),
+    }
+    txn.put(Table::SmMeta, MEMBERSHIP, encode("membership", membership)?);
+    Ok(())
+}
+
+pub(crate) fn put_repository(txn: &mut Txn<'_>, repo: &RepositoryName) {
+    txn.put(Table::Repositories, repo.as_str().as_bytes(), Vec::new());
+}
+
+pub(crate) fn put_tag(txn: &mut Txn<'_>, repo: &RepositoryName, tag: &Tag, digest: &Digest) {
+    txn.put(
+        Table::Tags,
+        key(&[repo.as_str(), tag.as_str()]),
+        digest_key(digest),
+    );
+}
+
+pub(crate) fn delete_tag(txn: &mut Txn<'_>, repo: &RepositoryName, tag: &Tag) {
+    txn.delete(Table::Tags, key(&[repo.as_str(), tag.as_str()]));
+}
+
+pub(crate) fn put_manifest(
+    txn: &mut Txn<'_>,
+    digest: &Digest,
+    record: &ManifestRecord,
+) -> Result<(), StoreError> {
+    txn.put(
+        Table::Manifests,
+        digest_key(digest),
+        encode("manifest record", record)?,
+    );
+    Ok(())
+}
+
+pub(crate) fn put_manifest_link(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) {
+    txn.put(
+        Table::ManifestLinks,
+        key(&[repo.as_str(), &digest.to_string()]),
+        Vec::new(),
+    );
+}
+
+pub(crate) fn delete_manifest_link(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) {
+    txn.delete(
+        Table::ManifestLinks,
+        key(&[repo.as_str(), &digest.to_string()]),
+    );
+}
+
+pub(crate) fn put_blob(
+    txn: &mut Txn<'_>,
+    digest: &Digest,
+    record: &BlobRecord,
+) -> Result<(), StoreError> {
+    txn.put(
+        Table::Blobs,
+        digest_key(digest),
+        encode("blob record", record)?,
+    );
+    Ok(())
+}
+
+pub(crate) fn put_blob_link(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) {
+    txn.put(
+        Table::BlobLinks,
+        key(&[repo.as_str(), &digest.to_string()]),
+        Vec::new(),
+    );
+}
+
+pub(crate) fn delete_blob_link(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) {
+    txn.delete(Table::BlobLinks, key(&[repo.as_str(), &digest.to_string()]));
+}
+
+pub(crate) fn referrer_key(repo: &RepositoryName, subject: &Digest, referrer: &Digest) -> Vec<u8> {
+    key(&[repo.as_str(), &subject.to_string(), &referrer.to_string()])
+}
+
+pub(crate) fn put_referrer(
+    txn: &mut Txn<'_>,
+    repo: &RepositoryName,
+    subject: &Digest,
+    descriptor: &Descriptor,
+) -> Result<(), StoreError> {
+    let row = referrer_key(repo, subject, &descriptor.digest);
+    txn.put(
+        Table::Referrers,
+        row,
+        encode("referrer descriptor", descriptor)?,
+    );
+    Ok(())
+}
+
+pub(crate) fn delete_referrer(
+    txn: &mut Txn<'_>,
+    repo: &RepositoryName,
+    subject: &Digest,
+    referrer: &Digest,
+) {
+    txn.delete(Table::Referrers, referrer_key(repo, subject, referrer));
+}
+
+pub(crate) fn put_upload(txn: &mut Txn<'_>, session: &UploadSession) -> Result<(), StoreError> {
+    txn.put(
+        Table::Uploads,
+        session.id.as_str().as_bytes(),
+        encode("upload session", session)?,
+    );
+    Ok(())
+}
+
+pub(crate) fn delete_upload(txn: &mut Txn<'_>, id: &UploadId) {
+    txn.delete(Table::Uploads, id.as_str().as_bytes());
+}
+
+pub(crate) fn put_blob_node(txn: &mut Txn<'_>, node: &BlobNodeInfo) -> Result<(), StoreError> {
+    txn.put(
+        Table::BlobNodes,
+        u64_key(node.id),
+        encode("blob node", node)?,
+    );
+    Ok(())
+}

@@ -1,0 +1,480 @@
+//! Every command's semantics and error cases, applied through the state machine and observed
+//! through the reader; idempotent re-application; survival across a reopen.
+
+mod common;
+
+use cluster_api::{MetaError, Page};
+use common::*;
+use meta_store::{Command, CommandOutput};
+use oci_model::Reference;
+use tempfile::TempDir;
+
+const DONE: Result<CommandOutput, MetaError> = Ok(CommandOutput::Done);
+
+fn page(items: &[&str], more: bool) -> Page {
+    Page {
+        items: items.iter().map(|item| item.to_string()).collect(),
+        more,
+    }
+}
+
+#[tokio::test]
+async fn upload_sessions() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Applier::new(open(&dir));
+    let session = session(1, "team/app");
+    let create = Command::CreateUpload {
+        session: session.clone(),
+    };
+    assert_eq!(store.apply(create).await, DONE);
+    let reader = &store.store.reader;
+    assert_eq!(
+        reader.get_upload(&repo("team/app"), &upload_id(1)),
+        Ok(session)
+    );
+    let unknown = MetaError::UploadUnknown(upload_id(1).to_string());
+    assert_eq!(
+        reader.get_upload(&repo("other"), &upload_id(1)),
+        Err(unknown.clone())
+    );
+    // An upload alone does not create the repository.
+    assert_eq!(reader.list_repositories(None, 10), Ok(page(&[], false)));
+    let name_unknown = Err(MetaError::NameUnknown("team/app".to_owned()));
+    assert_eq!(reader.list_tags(&repo("team/app"), None, 10), name_unknown);
+
+    let delete_in = |name: &str| Command::DeleteUpload {
+        repo: repo(name),
+        id: upload_id(1),
+    };
+    assert_eq!(store.apply(delete_in("other")).await, Err(unknown.clone()));
+    assert_eq!(store.apply(delete_in("team/app")).await, DONE);
+    assert_eq!(
+        store.apply(delete_in("team/app")).await,
+        Err(unknown.clone())
+    );
+    assert_eq!(
+        store
+            .store
+            .reader
+            .get_upload(&repo("team/app"), &upload_id(1)),
+        Err(unknown)
+    );
+}
+
+#[tokio::test]
+async fn blob_commit_mount_unlink() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Applier::new(open(&dir));
+    let layer = blob("layer", &[1, 2]);
+    store
+        .apply(Command::CreateUpload {
+            session: session(1, "a"),
+        })
+        .await
+        .expect("create upload");
+    let commit = |replicas: &[u64], upload| Command::CommitBlob {
+        repo: repo("a"),
+        blob: blob("layer", replicas),
+        upload,
+    };
+    assert_eq!(store.apply(commit(&[1, 2], Some(upload_id(1)))).await, DONE);
+    let reader = store.store.reader.clone();
+    assert_eq!(
+        reader.stat_blob(&repo("a"), &layer.digest),
+        Ok(layer.clone())
+    );
+    assert_eq!(
+        reader.stat_blob(&repo("b"), &layer.digest),
+        Err(MetaError::BlobUnknown(layer.digest.clone()))
+    );
+    assert!(
+        reader.get_upload(&repo("a"), &upload_id(1)).is_err(),
+        "commit closes the upload"
+    );
+    assert_eq!(reader.list_repositories(None, 10), Ok(page(&["a"], false)));
+
+    // A retried commit is accepted; new replicas join the end of the read order.
+    assert_eq!(store.apply(commit(&[3, 1], Some(upload_id(1)))).await, DONE);
+    assert_eq!(
+        reader
+            .stat_blob(&repo("a"), &layer.digest)
+            .map(|info| info.replicas),
+        Ok(vec![1, 2, 3])
+    );
+    let wrong_size = Command::CommitBlob {
+        repo: repo("a"),
+        blob: cluster_api::BlobInfo {
+            size: 999,
+            ..layer.clone()
+        },
+        upload: None,
+    };
+    assert!(matches!(
+        store.apply(wrong_size).await,
+        Err(MetaError::Invalid(_))
+    ));
+
+    let mount = |to: &str, from: &str| Command::MountBlob {
+        repo: repo(to),
+        digest: layer.digest.clone(),
+        from: repo(from),
+    };
+    assert_eq!(
+        store.apply(mount("c", "nowhere")).await,
+        Ok(CommandOutput::Mounted(None))
+    );
+    assert!(reader.stat_blob(&repo("c"), &layer.digest).is_err());
+    let mounted = store.apply(mount("b", "a")).await;
+    let expected = blob("layer", &[1, 2, 3]);
+    assert_eq!(mounted, Ok(CommandOutput::Mounted(Some(expected.clone()))));
+    assert_eq!(reader.stat_blob(&repo("b"), &layer.digest), Ok(expected));
+    assert_eq!(
+        reader.list_repositories(None, 10),
+        Ok(page(&["a", "b"], false))
+    );
+
+    let unlink = Command::UnlinkBlob {
+        repo: repo("a"),
+        digest: layer.digest.clone(),
+    };
+    assert_eq!(store.apply(unlink.clone()).await, DONE);
+    assert_eq!(
+        store.apply(unlink).await,
+        Err(MetaError::BlobUnknown(layer.digest.clone()))
+    );
+    assert!(reader.stat_blob(&repo("a"), &layer.digest).is_err());
+    assert!(
+        reader.stat_blob(&repo("b"), &layer.digest).is_ok(),
+        "other links stay"
+    );
+}
+
+#[tokio::test]
+async fn manifests_tags_and_referrers() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Applier::new(open(&dir));
+    let config = blob("config", &[1]);
+    let image = manifest("app", "image", Some("v1"), &[&config.digest], None);
+
+    // Nothing is stored when a referenced blob is not in the repository.
+    let refused = store
+        .apply(Command::PutManifest(Box::new(image.clone())))
+        .await;
+    assert_eq!(
+        refused,
+        Err(MetaError::ManifestBlobUnknown(config.digest.clone()))
+    );
+    let reader = store.store.reader.clone();
+    assert_eq!(reader.list_repositories(None, 10), Ok(page(&[], false)));
+
+    // The blob committed earlier in the same apply call counts.
+    let outcomes = store
+        .apply_all(vec![
+            Command::CommitBlob {
+                repo: repo("app"),
+                blob: config.clone(),
+                upload: None,
+            },
+            Command::PutManifest(Box::new(image.clone())),
+        ])
+        .await;
+    assert_eq!(outcomes, vec![DONE, DONE]);
+    let by_tag = reader
+        .get_manifest(&repo("app"), &Reference::Tag(tag("v1")))
+        .expect("by tag");
+    assert_eq!(
+        (by_tag.digest.clone(), by_tag.bytes.clone()),
+        (image.digest.clone(), image.bytes.clone())
+    );
+    let by_digest = reader.get_manifest(&repo("app"), &Reference::Digest(image.digest.clone()));
+    assert_eq!(by_digest, Ok(by_tag));
+    let elsewhere = reader.get_manifest(&repo("other"), &Reference::Digest(image.digest.clone()));
+    assert_eq!(
+        elsewhere,
+        Err(MetaError::ManifestUnknown(image.digest.to_string()))
+    );
+
+    // An index needs its children in the repository.
+    let mut index = manifest("app", "index", Some("multi"), &[], None);
+    index.manifests = vec![image.digest.clone(), digest("absent child")];
+    let refused = store
+        .apply(Command::PutManifest(Box::new(index.clone())))
+        .await;
+    assert_eq!(
+        refused,
+        Err(MetaError::ManifestBlobUnknown(digest("absent child")))
+    );
+    index.manifests.pop();
+    assert_eq!(
+        store
+            .apply(Command::PutManifest(Box::new(index.clone())))
+            .await,
+        DONE
+    );
+
+    // Referrers: listed by digest, filtered by artifact type; subject and descriptor go together.
+    let signature = manifest(
+        "app",
+        "sig",
+        None,
+        &[],
+        Some((&image.digest, "application/signature")),
+    );
+    let sbom = manifest(
+        "app",
+        "sbom",
+        None,
+        &[],
+        Some((&image.digest, "application/sbom")),
+    );
+    assert_eq!(
+        store
+            .apply(Command::PutManifest(Box::new(signature.clone())))
+            .await,
+        DONE
+    );
+    assert_eq!(
+        store
+            .apply(Command::PutManifest(Box::new(sbom.clone())))
+            .await,
+        DONE
+    );
+    let mut expected = [signature.clone(), sbom.clone()];
+    expected.sort_by(|a, b| a.digest.cmp(&b.digest));
+    let listed = reader
+        .list_referrers(&repo("app"), &image.digest, None)
+        .expect("referrers");
+    let listed_digests: Vec<_> = listed
+        .iter()
+        .map(|descriptor| descriptor.digest.clone())
+        .collect();
+    assert_eq!(
+        listed_digests,
+        expected
+            .iter()
+            .map(|put| put.digest.clone())
+            .collect::<Vec<_>>()
+    );
+    let sboms = reader.list_referrers(&repo("app"), &image.digest, Some("application/sbom"));
+    assert_eq!(sboms.map(|found| found.len()), Ok(1));
+    assert_eq!(
+        reader.list_referrers(&repo("other"), &image.digest, None),
+        Ok(vec![])
+    );
+    let mut broken = manifest("app", "broken", None, &[], None);
+    broken.subject = Some(image.digest.clone());
+    assert!(matches!(
+        store.apply(Command::PutManifest(Box::new(broken))).await,
+        Err(MetaError::Invalid(_))
+    ));
+
+    // Deleting a tag keeps the manifest; deleting the manifest drops its tags and referrer row.
+    let delete_tag = |name: &str| Command::DeleteTag {
+        repo: repo("app"),
+        tag: tag(name),
+    };
+    let retag = manifest("app", "image", Some("latest"), &[&config.digest], None);
+    assert_eq!(
+        store.apply(Command::PutManifest(Box::new(retag))).await,
+        DONE
+    );
+    assert_eq!(store.apply(delete_tag("v1")).await, DONE);
+    assert_eq!(
+        store.apply(delete_tag("v1")).await,
+        Err(MetaError::ManifestUnknown("v1".to_owned()))
+    );
+    assert!(reader
+        .get_manifest(&repo("app"), &Reference::Digest(image.digest.clone()))
+        .is_ok());
+    assert_eq!(
+        reader.list_tags(&repo("app"), None, 10),
+        Ok(page(&["latest", "multi"], false))
+    );
+
+    let delete_manifest = |put: &cluster_api::PutManifest| Command::DeleteManifest {
+        repo: repo("app"),
+        digest: put.digest.clone(),
+    };
+    assert_eq!(store.apply(delete_manifest(&image)).await, DONE);
+    assert_eq!(
+        reader.list_tags(&repo("app"), None, 10),
+        Ok(page(&["multi"], false))
+    );
+    assert!(reader
+        .get_manifest(&repo("app"), &Reference::Digest(image.digest.clone()))
+        .is_err());
+    let gone = Err(MetaError::ManifestUnknown(image.digest.to_string()));
+    assert_eq!(store.apply(delete_manifest(&image)).await, gone);
+    assert_eq!(store.apply(delete_manifest(&signature)).await, DONE);
+    let remaining = reader
+        .list_referrers(&repo("app"), &image.digest, None)
+        .expect("referrers");
+    assert_eq!(remaining.len(), 1);
+    assert_eq!(remaining[0].digest, sbom.digest);
+}
+
+#[tokio::test]
+async fn listings_page_in_lexical_order() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Applier::new(open(&dir));
+    let config = blob("config", &[1]);
+    let mut commands = Vec::new();
+    for name in ["b", "a/x", "a", "c"] {
+        commands.push(Command::CommitBlob {
+            repo: repo(name),
+            blob: config.clone(),
+            upload: None,
+        });
+    }
+    for tag_name in ["v2", "latest", "v10", "V1"] {
+        let put = manifest("a", tag_name, Some(tag_name), &[&config.digest], None);
+        commands.push(Command::PutManifest(Box::new(put)));
+    }
+    // A tag in a repository whose name extends "a" must not leak into "a"'s listing.
+    let nested = manifest("a/x", "x", Some("zzz"), &[&config.digest], None);
+    commands.push(Command::PutManifest(Box::new(nested)));
+    assert!(store.apply_all(commands).await.iter().all(Result::is_ok));
+
+    let reader = &store.store.reader;
+    assert_eq!(
+        reader.list_repositories(None, 10),
+        Ok(page(&["a", "a/x", "b", "c"], false))
+    );
+    assert_eq!(
+        reader.list_repositories(None, 2),
+        Ok(page(&["a", "a/x"], true))
+    );
+    assert_eq!(
+        reader.list_repositories(Some("a/x"), 2),
+        Ok(page(&["b", "c"], false))
+    );
+    assert_eq!(reader.list_repositories(Some("c"), 2), Ok(page(&[], false)));
+    let a = repo("a");
+    assert_eq!(
+        reader.list_tags(&a, None, 10),
+        Ok(page(&["V1", "latest", "v10", "v2"], false))
+    );
+    assert_eq!(
+        reader.list_tags(&a, None, 3),
+        Ok(page(&["V1", "latest", "v10"], true))
+    );
+    assert_eq!(
+        reader.list_tags(&a, Some("latest"), 1),
+        Ok(page(&["v10"], true))
+    );
+    assert_eq!(
+        reader.list_tags(&a, Some("v10"), 1),
+        Ok(page(&["v2"], false))
+    );
+    assert_eq!(reader.list_tags(&a, Some("v2"), 5), Ok(page(&[], false)));
+    assert_eq!(reader.list_tags(&a, None, 0), Ok(page(&[], true)));
+}
+
+#[tokio::test]
+async fn blob_nodes_register_and_update() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Applier::new(open(&dir));
+    for id in [300, 2, 1] {
+        assert_eq!(store.apply(Command::RegisterBlobNode(node(id))).await, DONE);
+    }
+    let updated = cluster_api::BlobNodeInfo {
+        weight: 5,
+        ..node(2)
+    };
+    assert_eq!(
+        store
+            .apply(Command::RegisterBlobNode(updated.clone()))
+            .await,
+        DONE
+    );
+    assert_eq!(
+        store.store.reader.blob_nodes(),
+        Ok(vec![node(1), updated, node(300)])
+    );
+}
+
+/// A scenario touching every table, used to compare stores.
+pub fn scenario() -> Vec<Command> {
+    let config = blob("config", &[1, 2]);
+    let image = manifest("app", "image", Some("v1"), &[&config.digest], None);
+    let signature = manifest(
+        "app",
+        "sig",
+        Some("sig"),
+        &[],
+        Some((&image.digest, "application/sig")),
+    );
+    let other = manifest("app", "other", Some("v2"), &[&config.digest], None);
+    vec![
+        Command::RegisterBlobNode(node(1)),
+        Command::CreateUpload {
+            session: session(1, "app"),
+        },
+        Command::CreateUpload {
+            session: session(2, "app"),
+        },
+        Command::CommitBlob {
+            repo: repo("app"),
+            blob: config.clone(),
+            upload: Some(upload_id(1)),
+        },
+        Command::MountBlob {
+            repo: repo("mirror"),
+            digest: config.digest.clone(),
+            from: repo("app"),
+        },
+        Command::PutManifest(Box::new(image.clone())),
+        Command::PutManifest(Box::new(signature)),
+        Command::PutManifest(Box::new(other)),
+        Command::DeleteTag {
+            repo: repo("app"),
+            tag: tag("v2"),
+        },
+        Command::UnlinkBlob {
+            repo: repo("mirror"),
+            digest: config.digest,
+        },
+    ]
+}
+
+#[tokio::test]
+async fn reapplying_commands_is_idempotent() {
+    let config = blob("config", &[1, 2]);
+    let image_digest = manifest("app", "image", None, &[], None).digest;
+    let digests = [&config.digest, &image_digest];
+    let once_dir = TempDir::new().expect("tempdir");
+    let mut once = Applier::new(open(&once_dir));
+    once.apply_all(scenario()).await;
+    let twice_dir = TempDir::new().expect("tempdir");
+    let mut twice = Applier::new(open(&twice_dir));
+    twice.apply_all(scenario()).await;
+    // Replaying every command (as after a crash before last_applied was written) and each
+    // command individually right after itself changes nothing.
+    let replayed: Vec<_> = scenario()
+        .into_iter()
+        .flat_map(|command| [command.clone(), command])
+        .collect();
+    twice.apply_all(replayed).await;
+    let repos = ["app", "mirror"];
+    let expected = observe(&once.store.reader, &repos, &digests);
+    assert!(expected.contains("v1"), "{expected}");
+    assert_eq!(observe(&twice.store.reader, &repos, &digests), expected);
+}
+
+#[tokio::test]
+async fn applied_state_survives_reopen() {
+    let config = blob("config", &[1, 2]);
+    let digests = [&config.digest];
+    let dir = TempDir::new().expect("tempdir");
+    let before = {
+        let mut store = Applier::new(open(&dir));
+        store.apply_all(scenario()).await;
+        observe(&store.store.reader, &["app", "mirror"], &digests)
+    };
+    let reopened = Applier::new(open(&dir));
+    assert_eq!(reopened.next_index, scenario().len() as u64 + 1);
+    assert_eq!(
+        observe(&reopened.store.reader, &["app", "mirror"], &digests),
+        before
+    );
+}

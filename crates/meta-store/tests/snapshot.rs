@@ -1,0 +1,130 @@
+//! Snapshots: build on one store, install into a fresh one (and over a diverged one), and the
+//! installed state is the same, survives a reopen, and is served as the current snapshot.
+
+mod common;
+
+use common::*;
+use meta_store::Command;
+use openraft::storage::RaftStateMachine;
+use openraft::RaftSnapshotBuilder;
+use tempfile::TempDir;
+
+fn commands() -> Vec<Command> {
+    let config = blob("config", &[1, 2]);
+    let image = manifest("app", "image", Some("v1"), &[&config.digest], None);
+    let signature = manifest(
+        "app",
+        "sig",
+        None,
+        &[],
+        Some((&image.digest, "application/sig")),
+    );
+    vec![
+        Command::RegisterBlobNode(node(1)),
+        Command::RegisterBlobNode(node(2)),
+        Command::CreateUpload {
+            session: session(1, "app"),
+        },
+        Command::CommitBlob {
+            repo: repo("app"),
+            blob: config.clone(),
+            upload: None,
+        },
+        Command::MountBlob {
+            repo: repo("mirror"),
+            digest: config.digest,
+            from: repo("app"),
+        },
+        Command::PutManifest(Box::new(image)),
+        Command::PutManifest(Box::new(signature)),
+    ]
+}
+
+#[tokio::test]
+async fn build_then_install_round_trips() {
+    let config = blob("config", &[1, 2]);
+    let image_digest = manifest("app", "image", None, &[], None).digest;
+    let digests = [&config.digest, &image_digest];
+    let repos = ["app", "mirror", "stale"];
+
+    let leader_dir = TempDir::new().expect("tempdir");
+    let mut leader = Applier::new(open(&leader_dir));
+    leader.apply_all(commands()).await;
+    let expected = observe(&leader.store.reader, &repos, &digests);
+    let snapshot = leader
+        .store
+        .state_machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build snapshot");
+    assert_eq!(
+        snapshot.meta.last_log_id,
+        Some(log_id(1, commands().len() as u64))
+    );
+    let current = leader
+        .store
+        .state_machine
+        .get_current_snapshot()
+        .await
+        .expect("current");
+    assert_eq!(
+        current.map(|current| current.meta),
+        Some(snapshot.meta.clone())
+    );
+
+    // The follower has diverged state that the snapshot must wipe out.
+    let follower_dir = TempDir::new().expect("tempdir");
+    {
+        let mut follower = Applier::new(open(&follower_dir));
+        let stale = Command::CommitBlob {
+            repo: repo("stale"),
+            blob: blob("stale", &[9]),
+            upload: None,
+        };
+        follower
+            .apply_all(vec![stale, Command::RegisterBlobNode(node(9))])
+            .await;
+        let mut receiving = follower
+            .store
+            .state_machine
+            .begin_receiving_snapshot()
+            .await
+            .expect("begin");
+        *receiving = *snapshot.snapshot.clone();
+        follower
+            .store
+            .state_machine
+            .install_snapshot(&snapshot.meta, receiving)
+            .await
+            .expect("install");
+        assert_eq!(observe(&follower.store.reader, &repos, &digests), expected);
+    }
+
+    let mut reopened = open(&follower_dir);
+    assert_eq!(observe(&reopened.reader, &repos, &digests), expected);
+    let applied = reopened
+        .state_machine
+        .applied_state()
+        .await
+        .expect("applied state");
+    assert_eq!(
+        applied,
+        (
+            snapshot.meta.last_log_id,
+            snapshot.meta.last_membership.clone()
+        )
+    );
+    let current = reopened
+        .state_machine
+        .get_current_snapshot()
+        .await
+        .expect("current");
+    let current = current.expect("installed snapshot is current");
+    assert_eq!(current.meta, snapshot.meta);
+    assert_eq!(
+        current.snapshot.into_inner(),
+        snapshot.snapshot.into_inner()
+    );
+}
