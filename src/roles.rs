@@ -99,7 +99,7 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
         .add_service(BlobGrpc::new(blob).into_server());
     spawn_grpc(&mut tasks, grpc, grpc_listener, shutdown.clone());
 
-    let meta_client: Arc<dyn MetaApi> = Arc::new(meta_client(&[advertise.clone()])?);
+    let meta_client: Arc<dyn MetaApi> = Arc::new(meta_client(std::slice::from_ref(&advertise))?);
     register_blob_node(&*meta_client, config, &advertise).await?;
     spawn_gateway(
         &mut tasks,

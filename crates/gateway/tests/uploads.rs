@@ -466,7 +466,7 @@ async fn no_blob_nodes_is_503() {
 /// PUT finds the verified blob on the staging node and completes the commit in meta.
 #[tokio::test]
 async fn retried_put_completes_after_the_node_already_committed() {
-    use cluster_api::{BlobApi, BlobNodes, UploadId};
+    use cluster_api::{BlobNodes, UploadId};
     let harness = Harness::new();
     let data = b"committed on the node, not yet in meta".to_vec();
     let digest = Digest::sha256_of(&data);
