@@ -124,8 +124,24 @@ impl Stream for CheckedBody {
     }
 }
 
+/// How much of an oversize body is read and discarded, as a multiple of the limit, before the 413.
+const DRAIN_FACTOR: u64 = 4;
+
+/// Reads and discards up to `budget` bytes of a body we refuse, so that a client still writing it
+/// reads our error instead of a reset connection. Past the budget the connection is closed.
+async fn drain(stream: &mut axum::body::BodyDataStream, budget: u64) {
+    let mut discarded = 0u64;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while discarded <= budget {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(chunk))) => discarded += chunk.len() as u64,
+            _ => return,
+        }
+    }
+}
+
 /// Reads a manifest body of at most `limit` bytes: 413 above it (checked on the declared length
-/// first, so an oversize upload is refused without reading it), 400 SIZE_INVALID when the body is
+/// first, so an oversize upload is refused without being stored; its body is drained, bounded), 400 SIZE_INVALID when the body is
 /// shorter or longer than its `Content-Length`.
 pub(crate) async fn read_manifest(
     body: Body,
@@ -138,12 +154,13 @@ pub(crate) async fn read_manifest(
             format!("manifest exceeds the limit of {limit} bytes"),
         )
     };
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|declared| declared > limit as u64) {
+        drain(&mut stream, DRAIN_FACTOR * limit as u64).await;
         return Err(too_large());
     }
     let capacity = declared.map_or(0, |declared| declared as usize);
     let mut manifest = Vec::with_capacity(capacity);
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|error| {
             ApiError::new(
@@ -152,6 +169,7 @@ pub(crate) async fn read_manifest(
             )
         })?;
         if manifest.len() + chunk.len() > limit {
+            drain(&mut stream, DRAIN_FACTOR * limit as u64).await;
             return Err(too_large());
         }
         manifest.extend_from_slice(&chunk);

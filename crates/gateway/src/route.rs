@@ -66,7 +66,12 @@ impl Route {
         let segment = (!tail.is_empty() && !tail.contains('/')).then(|| tail.to_owned());
         match marker {
             "/blobs/uploads/" if tail.is_empty() => Some(Route::UploadStart { name }),
-            "/blobs/uploads/" => segment.map(|id| Route::Upload { name, id }),
+            // Any tail is an upload id here, slashes included, so a bogus id (`../../x`) gets
+            // BLOB_UPLOAD_UNKNOWN from id validation rather than an unknown-endpoint 404.
+            "/blobs/uploads/" => Some(Route::Upload {
+                name,
+                id: tail.to_owned(),
+            }),
             "/blobs/" => segment.map(|digest| Route::Blob { name, digest }),
             "/manifests/" => segment.map(|reference| Route::Manifest { name, reference }),
             "/tags/list" => tail.is_empty().then_some(Route::Tags { name }),
