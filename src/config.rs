@@ -30,6 +30,13 @@ pub struct WharfConfig {
     pub node_id: u64,
     /// Blob node zone, for placement.
     pub zone: String,
+    /// Meta: initialise a new single-voter cluster when the data dir is empty. Defaults to true
+    /// when `join` is empty, false otherwise.
+    pub bootstrap: Option<bool>,
+    /// Meta: addresses of existing meta nodes to join through when the data dir is empty.
+    pub join: Vec<String>,
+    /// Meta: a blob node silent this long is marked down and its blobs re-replicated.
+    pub blob_down_after_ms: Option<u64>,
     pub gateway: gateway::GatewayConfig,
 }
 
@@ -45,6 +52,9 @@ impl Default for WharfConfig {
             log: "info,openraft=warn".into(),
             node_id: 1,
             zone: "default".into(),
+            bootstrap: None,
+            join: Vec::new(),
+            blob_down_after_ms: None,
             gateway: gateway::GatewayConfig::default(),
         }
     }

@@ -89,13 +89,19 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
         .clone()
         .unwrap_or_else(|| grpc_addr.to_string());
 
-    let meta = open_meta(config, &config.data.join("meta"), &advertise).await?;
+    let serve_config = WharfConfig {
+        bootstrap: Some(true),
+        join: Vec::new(),
+        ..config.clone()
+    };
+    let meta = open_meta(&serve_config, &config.data.join("meta"), &advertise).await?;
     let blob = open_blob(config, &config.data.join("blob"), &advertise).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let grpc = tonic::transport::Server::builder()
         .add_service(MetaGrpc::new(meta.api()).into_server())
         .add_service(meta.raft_service())
+        .add_service(meta.admin_service())
         .add_service(BlobGrpc::new(blob).into_server());
     spawn_grpc(&mut tasks, grpc, grpc_listener, shutdown.clone());
 
@@ -131,7 +137,8 @@ pub async fn start_meta(config: &WharfConfig) -> Result<Running, StartError> {
     let mut tasks = JoinSet::new();
     let grpc = tonic::transport::Server::builder()
         .add_service(MetaGrpc::new(meta.api()).into_server())
-        .add_service(meta.raft_service());
+        .add_service(meta.raft_service())
+        .add_service(meta.admin_service());
     spawn_grpc(&mut tasks, grpc, listener, shutdown.clone());
     Ok(Running {
         http_addr: None,
@@ -190,11 +197,17 @@ async fn open_meta(
     dir: &Path,
     advertise: &str,
 ) -> Result<meta_node::MetaNode, StartError> {
+    let defaults = meta_node::MetaConfig::default();
     let meta_config = meta_node::MetaConfig {
         node_id: config.node_id,
         data_dir: dir.to_owned(),
         advertise_addr: advertise.to_owned(),
-        ..meta_node::MetaConfig::default()
+        bootstrap: config.bootstrap.unwrap_or(config.join.is_empty()),
+        join: config.join.clone(),
+        blob_down_after_ms: config
+            .blob_down_after_ms
+            .unwrap_or(defaults.blob_down_after_ms),
+        ..defaults
     };
     meta_node::MetaNode::open(meta_config)
         .await

@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "wharf/v1/meta.proto",
         "wharf/v1/blob.proto",
         "wharf/v1/raft.proto",
+        "wharf/v1/admin.proto",
     ];
     let descriptors = protox::compile(files, [proto_root])?;
     tonic_prost_build::configure()

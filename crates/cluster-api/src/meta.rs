@@ -98,4 +98,51 @@ pub trait MetaApi: Send + Sync + 'static {
 
     /// The blob nodes of the cluster map.
     async fn blob_nodes(&self) -> Result<Vec<BlobNodeInfo>, MetaError>;
+
+    // ---- cluster map ----
+
+    /// The current cluster map (linearizable, like every read).
+    async fn cluster_map(&self) -> Result<ClusterMap, MetaError>;
+
+    /// Sets a blob node's placement state (operator drain, or the failure detector). Bumps the
+    /// epoch when the state changes. `Invalid` for an unknown node.
+    async fn set_blob_node_state(&self, id: BlobNodeId, state: NodeState) -> Result<(), MetaError>;
+
+    /// Removes a blob node from the cluster map, bumping the epoch. Removing an unknown node
+    /// succeeds and changes nothing, so a retried call is harmless.
+    async fn remove_blob_node(&self, id: BlobNodeId) -> Result<(), MetaError>;
+
+    /// Sets the replication policy, bumping the epoch when it changes. `Invalid` when `replicas`
+    /// is 0 or `write_quorum` exceeds it.
+    async fn set_replication_policy(&self, policy: ReplicationPolicy) -> Result<(), MetaError>;
+
+    /// A blob node says it is alive; returns the current map epoch so the node knows when to
+    /// re-read the map. Liveness is tracked by the leader in memory (no Raft write per beat); its
+    /// failure detector proposes `Down` for silent nodes and `Up` when they return (never
+    /// overriding `Draining`). A follower answers `Unavailable { leader }`.
+    async fn blob_node_heartbeat(&self, id: BlobNodeId) -> Result<u64, MetaError>;
+
+    /// Records that `nodes` now hold a verified, durable copy of `digest` (repair, rebalance).
+    /// `BlobUnknown` when meta has no record of the blob.
+    async fn add_blob_replicas(
+        &self,
+        digest: &Digest,
+        nodes: &[BlobNodeId],
+    ) -> Result<(), MetaError>;
+
+    /// Records that `nodes` dropped their copy of `digest`. Refused with `Invalid` (nothing
+    /// changes) when it would leave the blob with no replica; `BlobUnknown` without a record.
+    async fn remove_blob_replicas(
+        &self,
+        digest: &Digest,
+        nodes: &[BlobNodeId],
+    ) -> Result<(), MetaError>;
+
+    /// Global blob records in digest order strictly after `after`, at most `n` (repair and fsck
+    /// scans).
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<BlobInfo>, MetaError>;
 }

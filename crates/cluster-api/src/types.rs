@@ -103,3 +103,97 @@ pub struct BlobNodeInfo {
     pub zone: String,
     pub weight: u32,
 }
+
+/// Whether a blob node takes part in placement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Serving and placed on the ring.
+    Up,
+    /// Leaving: holds data and serves reads, but no longer owns new placements; its blobs move
+    /// to their new owners in the background.
+    Draining,
+    /// Unreachable (missed heartbeats) or stopped by an operator: not placed; its blobs are
+    /// re-replicated from the survivors.
+    Down,
+}
+
+/// How many copies a blob gets and how many must be durable before a push is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationPolicy {
+    /// Copies of each blob (the replication factor).
+    pub replicas: u32,
+    /// Owners that must hold a copy fsynced before the push is acknowledged; 0 means "every owner
+    /// that is up, and at least 2 when `replicas >= 2`".
+    pub write_quorum: u32,
+}
+
+impl Default for ReplicationPolicy {
+    fn default() -> Self {
+        ReplicationPolicy {
+            replicas: 1,
+            write_quorum: 0,
+        }
+    }
+}
+
+/// A blob node with its placement state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMember {
+    pub node: BlobNodeInfo,
+    pub state: NodeState,
+}
+
+/// The cluster map kept in Raft: blob nodes, their states, the replication policy and an epoch
+/// that increases with every change, so nodes can tell a stale map from a current one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMap {
+    pub epoch: u64,
+    pub policy: ReplicationPolicy,
+    pub members: Vec<ClusterMember>,
+}
+
+impl ClusterMap {
+    /// The member with id `id`, if any.
+    pub fn member(&self, id: BlobNodeId) -> Option<&ClusterMember> {
+        self.members.iter().find(|member| member.node.id == id)
+    }
+}
+
+/// Whether a meta node votes or only replicates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaRole {
+    Voter,
+    Learner,
+}
+
+/// A member of the meta (Raft) cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaMember {
+    pub id: u64,
+    /// Advertised gRPC address, `host:port`.
+    pub addr: String,
+    pub role: MetaRole,
+}
+
+/// What the meta leader knows of a blob node's heartbeats.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobNodeLiveness {
+    pub id: BlobNodeId,
+    /// Milliseconds since the node's last heartbeat reached the current leader; `None` when none
+    /// has since it became leader.
+    pub last_seen_ms_ago: Option<u64>,
+}
+
+/// The state of the whole cluster as the answering meta node (the leader) sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub leader_id: Option<u64>,
+    pub leader_addr: Option<String>,
+    pub term: u64,
+    /// Highest log index known committed (on the leader: by a quorum).
+    pub commit_index: u64,
+    pub last_applied: u64,
+    pub meta_members: Vec<MetaMember>,
+    pub map: ClusterMap,
+    pub liveness: Vec<BlobNodeLiveness>,
+}

@@ -34,34 +34,40 @@ impl Default for RetryPolicy {
     }
 }
 
-struct Endpoints {
-    clients: Vec<(String, PbMetaClient)>,
+struct Endpoints<C> {
+    clients: Vec<(String, C)>,
     current: usize,
 }
 
-/// A leader-following client of the metadata service.
-pub struct MetaClient {
-    endpoints: Mutex<Endpoints>,
+/// Calls one of several meta nodes, moving to the leader a node names (or to the next node) and
+/// retrying while the answer is `Unavailable`. Shared by [`MetaClient`] and `AdminClient`.
+pub(crate) struct LeaderFollower<C> {
+    endpoints: Mutex<Endpoints<C>>,
     policy: RetryPolicy,
+    connect: fn(Channel) -> C,
 }
 
-impl MetaClient {
-    /// A client for the meta nodes at `addrs` (`host:port`); connects lazily.
-    pub fn new(addrs: &[String], policy: RetryPolicy) -> Result<MetaClient, crate::ChannelError> {
+impl<C: Clone> LeaderFollower<C> {
+    pub(crate) fn new(
+        addrs: &[String],
+        policy: RetryPolicy,
+        connect: fn(Channel) -> C,
+    ) -> Result<LeaderFollower<C>, crate::ChannelError> {
         let clients = addrs
             .iter()
-            .map(|addr| Ok((addr.clone(), pb_client(crate::lazy_channel(addr)?))))
+            .map(|addr| Ok((addr.clone(), connect(crate::lazy_channel(addr)?))))
             .collect::<Result<Vec<_>, crate::ChannelError>>()?;
-        Ok(MetaClient {
+        Ok(LeaderFollower {
             endpoints: Mutex::new(Endpoints {
                 clients,
                 current: 0,
             }),
             policy,
+            connect,
         })
     }
 
-    fn current(&self) -> Option<PbMetaClient> {
+    fn current(&self) -> Option<C> {
         let endpoints = self.endpoints.lock();
         endpoints
             .clients
@@ -79,7 +85,7 @@ impl MetaClient {
                 Ok(channel) => {
                     endpoints
                         .clients
-                        .push((leader.to_owned(), pb_client(channel)));
+                        .push((leader.to_owned(), (self.connect)(channel)));
                     endpoints.current = endpoints.clients.len() - 1;
                 }
                 Err(error) => tracing::warn!(%error, "ignoring unusable leader hint"),
@@ -91,9 +97,9 @@ impl MetaClient {
         }
     }
 
-    async fn call<T, F, Fut>(&self, call: F) -> Result<T, MetaError>
+    pub(crate) async fn call<T, F, Fut>(&self, call: F) -> Result<T, MetaError>
     where
-        F: Fn(PbMetaClient) -> Fut,
+        F: Fn(C) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let started = Instant::now();
@@ -116,6 +122,28 @@ impl MetaClient {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(self.policy.max_backoff);
         }
+    }
+}
+
+/// A leader-following client of the metadata service.
+pub struct MetaClient {
+    nodes: LeaderFollower<PbMetaClient>,
+}
+
+impl MetaClient {
+    /// A client for the meta nodes at `addrs` (`host:port`); connects lazily.
+    pub fn new(addrs: &[String], policy: RetryPolicy) -> Result<MetaClient, crate::ChannelError> {
+        Ok(MetaClient {
+            nodes: LeaderFollower::new(addrs, policy, pb_client)?,
+        })
+    }
+
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, MetaError>
+    where
+        F: Fn(PbMetaClient) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.nodes.call(call).await
     }
 }
 
@@ -384,5 +412,103 @@ impl MetaApi for MetaClient {
             .into_iter()
             .map(convert::blob_node_from_pb)
             .collect())
+    }
+
+    async fn cluster_map(&self) -> Result<ClusterMap, MetaError> {
+        let map = self
+            .call(|mut c| async move { c.get_cluster_map(pb::Empty {}).await })
+            .await?;
+        decode(convert::cluster_map_from_pb(map))
+    }
+
+    async fn set_blob_node_state(&self, id: BlobNodeId, state: NodeState) -> Result<(), MetaError> {
+        let request = pb::SetBlobNodeStateRequest {
+            id,
+            state: convert::node_state_to_pb(state).into(),
+        };
+        self.call(|mut c| async move { c.set_blob_node_state(request).await })
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_blob_node(&self, id: BlobNodeId) -> Result<(), MetaError> {
+        let request = pb::BlobNodeRef { id };
+        self.call(|mut c| async move { c.remove_blob_node(request).await })
+            .await?;
+        Ok(())
+    }
+
+    async fn set_replication_policy(&self, policy: ReplicationPolicy) -> Result<(), MetaError> {
+        let request = convert::policy_to_pb(&policy);
+        self.call(|mut c| async move { c.set_replication_policy(request).await })
+            .await?;
+        Ok(())
+    }
+
+    async fn blob_node_heartbeat(&self, id: BlobNodeId) -> Result<u64, MetaError> {
+        let request = pb::BlobNodeRef { id };
+        let response = self
+            .call(|mut c| async move { c.blob_node_heartbeat(request).await })
+            .await?;
+        Ok(response.epoch)
+    }
+
+    async fn add_blob_replicas(
+        &self,
+        digest: &Digest,
+        nodes: &[BlobNodeId],
+    ) -> Result<(), MetaError> {
+        let request = replicas_request(digest, nodes);
+        self.call(|mut c| {
+            let r = request.clone();
+            async move { c.add_blob_replicas(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_blob_replicas(
+        &self,
+        digest: &Digest,
+        nodes: &[BlobNodeId],
+    ) -> Result<(), MetaError> {
+        let request = replicas_request(digest, nodes);
+        self.call(|mut c| {
+            let r = request.clone();
+            async move { c.remove_blob_replicas(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<BlobInfo>, MetaError> {
+        let request = pb::ListBlobRecordsRequest {
+            after: after.map(Digest::to_string),
+            n: n as u64,
+        };
+        let response = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.list_blob_records(r).await }
+            })
+            .await?;
+        decode(
+            response
+                .blobs
+                .into_iter()
+                .map(convert::blob_info_from_pb)
+                .collect(),
+        )
+    }
+}
+
+fn replicas_request(digest: &Digest, nodes: &[BlobNodeId]) -> pb::BlobReplicasRequest {
+    pb::BlobReplicasRequest {
+        digest: digest.to_string(),
+        nodes: nodes.to_vec(),
     }
 }

@@ -2,34 +2,55 @@
 //! applied; reads first confirm leadership and wait until this node has applied everything the
 //! leader had committed (`ensure_linearizable`), then read the local state.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use cluster_api::{
-    BlobInfo, BlobNodeInfo, MetaApi, MetaError, Page, PutManifest, StoredManifest, UploadId,
-    UploadSession,
+    BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, MetaApi, MetaError, NodeState, Page,
+    PutManifest, ReplicationPolicy, StoredManifest, UploadId, UploadSession,
 };
 use meta_store::{Command, CommandOutput, StateReader, TypeConfig};
 use oci_model::{Descriptor, Digest, Reference, RepositoryName, Tag};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
-use openraft::{BasicNode, Raft};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError,
+};
+use openraft::{BasicNode, LogId, Raft, ServerState};
+
+use crate::liveness::Liveness;
 
 /// The metadata service as served by one meta voter.
 pub struct RaftMeta {
     raft: Raft<TypeConfig>,
     reader: StateReader,
+    liveness: Arc<Liveness>,
 }
 
-fn redirect(forward: ForwardToLeader<u64, BasicNode>) -> MetaError {
+pub(crate) fn redirect(forward: ForwardToLeader<u64, BasicNode>) -> MetaError {
     MetaError::Unavailable {
         leader: forward.leader_node.map(|node| node.addr),
     }
 }
 
 /// A stopped or failing Raft node: the client should try another voter.
-fn stopped(error: impl std::fmt::Display) -> MetaError {
+pub(crate) fn stopped(error: impl std::fmt::Display) -> MetaError {
     tracing::warn!(%error, "raft is not serving");
     MetaError::Unavailable { leader: None }
+}
+
+/// Maps a failed proposal or membership change: redirect to the leader, retry later while another
+/// membership change is in progress, or refuse an impossible change.
+pub(crate) fn write_error(error: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> MetaError {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => redirect(forward),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(in_progress),
+        )) => stopped(in_progress),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(error)) => {
+            MetaError::Invalid(error.to_string())
+        }
+        RaftError::Fatal(fatal) => stopped(fatal),
+    }
 }
 
 /// Chooses the staging node for upload `id`: a weighted pick from the nodes sorted by id, keyed on
@@ -53,20 +74,30 @@ fn pick_staging_node(id: &UploadId, nodes: &[BlobNodeInfo]) -> Option<u64> {
 }
 
 impl RaftMeta {
-    pub(crate) fn new(raft: Raft<TypeConfig>, reader: StateReader) -> RaftMeta {
-        RaftMeta { raft, reader }
+    pub(crate) fn new(
+        raft: Raft<TypeConfig>,
+        reader: StateReader,
+        liveness: Arc<Liveness>,
+    ) -> RaftMeta {
+        RaftMeta {
+            raft,
+            reader,
+            liveness,
+        }
     }
 
-    async fn propose(&self, command: Command) -> Result<CommandOutput, MetaError> {
+    pub(crate) fn reader(&self) -> &StateReader {
+        &self.reader
+    }
+
+    pub(crate) fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    pub(crate) async fn propose(&self, command: Command) -> Result<CommandOutput, MetaError> {
         match self.raft.client_write(command).await {
             Ok(response) => response.data.into_result(),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(redirect(forward))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
-                Err(MetaError::Internal(error.to_string()))
-            }
-            Err(RaftError::Fatal(fatal)) => Err(stopped(fatal)),
+            Err(error) => Err(write_error(error)),
         }
     }
 
@@ -79,9 +110,11 @@ impl RaftMeta {
         }
     }
 
-    async fn linearize(&self) -> Result<(), MetaError> {
+    /// Confirms leadership with a quorum and waits until the state has applied everything
+    /// committed; returns the log id reads are then linearizable at (the commit point).
+    pub(crate) async fn linearize(&self) -> Result<Option<LogId<u64>>, MetaError> {
         match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
+            Ok(read_log_id) => Ok(read_log_id),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
                 Err(redirect(forward))
             }
@@ -101,7 +134,14 @@ impl MetaApi for RaftMeta {
             MetaError::Internal(format!("generated upload id {simple} is malformed"))
         })?;
         self.linearize().await?;
-        let nodes = self.reader.blob_nodes()?;
+        let nodes: Vec<BlobNodeInfo> = self
+            .reader
+            .cluster_map()?
+            .members
+            .into_iter()
+            .filter(|member| member.state == NodeState::Up)
+            .map(|member| member.node)
+            .collect();
         let staging_node = pick_staging_node(&id, &nodes).ok_or(MetaError::NoBlobNodes)?;
         let started_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -244,6 +284,79 @@ impl MetaApi for RaftMeta {
     async fn blob_nodes(&self) -> Result<Vec<BlobNodeInfo>, MetaError> {
         self.linearize().await?;
         self.reader.blob_nodes()
+    }
+
+    async fn cluster_map(&self) -> Result<ClusterMap, MetaError> {
+        self.linearize().await?;
+        self.reader.cluster_map()
+    }
+
+    async fn set_blob_node_state(&self, id: BlobNodeId, state: NodeState) -> Result<(), MetaError> {
+        let command = Command::SetBlobNodeState {
+            id,
+            state,
+            expected: None,
+        };
+        self.propose_done(command).await
+    }
+
+    async fn remove_blob_node(&self, id: BlobNodeId) -> Result<(), MetaError> {
+        self.propose_done(Command::RemoveBlobNode { id }).await
+    }
+
+    async fn set_replication_policy(&self, policy: ReplicationPolicy) -> Result<(), MetaError> {
+        self.propose_done(Command::SetReplicationPolicy(policy))
+            .await
+    }
+
+    async fn blob_node_heartbeat(&self, id: BlobNodeId) -> Result<u64, MetaError> {
+        let (state, term, leader) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let leader = metrics.current_leader.and_then(|leader| {
+                let membership = metrics.membership_config.membership();
+                membership.get_node(&leader).map(|node| node.addr.clone())
+            });
+            (metrics.state, metrics.current_term, leader)
+        };
+        if state != ServerState::Leader {
+            return Err(MetaError::Unavailable { leader });
+        }
+        self.liveness.beat(term, id, Instant::now());
+        self.reader.epoch()
+    }
+
+    async fn add_blob_replicas(
+        &self,
+        digest: &Digest,
+        nodes: &[BlobNodeId],
+    ) -> Result<(), MetaError> {
+        let command = Command::AddBlobReplicas {
+            digest: digest.clone(),
+            nodes: nodes.to_vec(),
+        };
+        self.propose_done(command).await
+    }
+
+    async fn remove_blob_replicas(
+        &self,
+        digest: &Digest,
+        nodes: &[BlobNodeId],
+    ) -> Result<(), MetaError> {
+        let command = Command::RemoveBlobReplicas {
+            digest: digest.clone(),
+            nodes: nodes.to_vec(),
+        };
+        self.propose_done(command).await
+    }
+
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<BlobInfo>, MetaError> {
+        self.linearize().await?;
+        self.reader.list_blobs(after, n)
     }
 }
 

@@ -20,8 +20,15 @@ pub struct MetaConfig {
     /// also what followers name when they redirect a client to the leader.
     pub advertise_addr: String,
     /// Initialize a single-voter cluster when the store is empty. Set it on exactly one node of
-    /// a new cluster; the others join through [`crate::MetaNode::add_voter`] on the leader.
+    /// a new cluster; the others join (see `join`).
     pub bootstrap: bool,
+    /// Seed meta addresses (`host:port`). With `bootstrap` off and an empty store, the node asks
+    /// the cluster through them (following the leader) to add it as a learner, then a voter.
+    pub join: Vec<String>,
+    /// How long joining keeps retrying before the node gives up (and logs it).
+    pub join_timeout_ms: u64,
+    /// The leader marks a blob node `Down` after this long without a heartbeat.
+    pub blob_down_after_ms: u64,
     /// Leader heartbeat period.
     pub heartbeat_interval_ms: u64,
     /// A follower that hears no leader for a random time in `[min, max)` starts an election.
@@ -38,6 +45,9 @@ impl Default for MetaConfig {
             data_dir: PathBuf::from("wharf-data/meta"),
             advertise_addr: "127.0.0.1:5001".to_owned(),
             bootstrap: true,
+            join: Vec::new(),
+            join_timeout_ms: 120_000,
+            blob_down_after_ms: 10_000,
             heartbeat_interval_ms: 250,
             election_timeout_min_ms: 1_000,
             election_timeout_max_ms: 2_000,
@@ -82,6 +92,18 @@ impl MetaConfig {
                 self.election_timeout_min_ms, self.election_timeout_max_ms
             ));
         }
+        if self.bootstrap && !self.join.is_empty() {
+            return fail(
+                "bootstrap and join exclude each other: a node starts a cluster or joins one"
+                    .to_owned(),
+            );
+        }
+        if self.join.iter().any(|seed| seed.is_empty()) {
+            return fail("join addresses must not be empty".to_owned());
+        }
+        if self.blob_down_after_ms == 0 || self.join_timeout_ms == 0 {
+            return fail("blob_down_after_ms and join_timeout_ms must be positive".to_owned());
+        }
         if self.snapshot_every_logs == 0 {
             return fail("snapshot_every_logs must be positive".to_owned());
         }
@@ -104,6 +126,14 @@ impl MetaConfig {
         config
             .validate()
             .map_err(|error| MetaNodeError::Config(error.to_string()))
+    }
+
+    pub(crate) fn blob_down_after(&self) -> Duration {
+        Duration::from_millis(self.blob_down_after_ms)
+    }
+
+    pub(crate) fn join_timeout(&self) -> Duration {
+        Duration::from_millis(self.join_timeout_ms)
     }
 
     /// The deadline for Raft RPCs, derived from the election timeout.
@@ -146,6 +176,14 @@ mod tests {
             },
             MetaConfig {
                 snapshot_every_logs: 0,
+                ..MetaConfig::default()
+            },
+            MetaConfig {
+                join: vec!["10.0.0.1:5001".to_owned()],
+                ..MetaConfig::default()
+            },
+            MetaConfig {
+                blob_down_after_ms: 0,
                 ..MetaConfig::default()
             },
         ];

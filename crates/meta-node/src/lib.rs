@@ -4,19 +4,27 @@
 //! linearizably.
 //!
 //! This crate owns the Raft wiring only. It must not know RocksDB (that is `meta-store`'s) nor
-//! bind sockets: the binary adds [`MetaNode::raft_service`] (and `wharf_proto::MetaGrpc` over
-//! [`MetaNode::api`]) to its own tonic router. A follower answers writes and reads with
+//! bind sockets: the binary adds [`MetaNode::raft_service`], [`MetaNode::admin_service`] and
+//! `wharf_proto::MetaGrpc` over [`MetaNode::api`] to its own tonic router. A follower answers writes and reads with
 //! `MetaError::Unavailable { leader }` naming the leader's advertised address; clients follow it.
+//!
+//! The leader also keeps blob node heartbeats in memory and runs the failure detector
+//! (`liveness`), and every node publishes Raft and cluster-map gauges (`observe`). A node opened
+//! with `join` seeds asks the cluster to add it ([`MetaAdmin::add_meta_node`] on the leader).
 //!
 //! On disk: `<data_dir>/db/` is the RocksDB database (layout in `meta-store`).
 
+mod admin;
 mod api;
 mod config;
 mod error;
+mod liveness;
 mod network;
 mod node;
+mod observe;
 mod service;
 
+pub use admin::{AdminGrpc, MetaAdmin};
 pub use api::RaftMeta;
 pub use config::MetaConfig;
 pub use error::MetaNodeError;

@@ -2,16 +2,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use cluster_client::{AdminClient, RetryPolicy};
 use meta_store::{MetaStore, StoreClosed, TypeConfig};
 use openraft::{BasicNode, ChangeMembers, Raft};
+use tokio::task::JoinHandle;
+use wharf_proto::pb::admin_server::AdminServer;
 use wharf_proto::pb::raft_server::RaftServer;
 
+use crate::admin::{AdminGrpc, MetaAdmin};
 use crate::api::RaftMeta;
 use crate::config::MetaConfig;
 use crate::error::MetaNodeError;
+use crate::liveness::{run_detector, Liveness};
 use crate::network::GrpcNetwork;
+use crate::observe::run_metrics;
 use crate::service::RaftGrpc;
 
 /// How long [`MetaNode::shutdown`] waits for the database to close.
@@ -22,12 +28,18 @@ pub struct MetaNode {
     config: MetaConfig,
     raft: Raft<TypeConfig>,
     api: Arc<RaftMeta>,
+    admin: MetaAdmin,
+    /// Background work holding store handles: the failure detector, the metrics publisher and,
+    /// while joining, the join task. Aborted on shutdown before the store is waited on.
+    tasks: Vec<JoinHandle<()>>,
     closed: StoreClosed,
 }
 
 impl MetaNode {
-    /// Opens the stores under `config.data_dir`, starts Raft and, when `bootstrap` is set and the
-    /// store has never been initialized, makes this node the single voter of a new cluster.
+    /// Opens the stores under `config.data_dir`, starts Raft and, when the store has never been
+    /// initialized: with `bootstrap`, makes this node the single voter of a new cluster; with
+    /// `join` seeds, starts asking the cluster (in the background, so the caller can start
+    /// serving Raft meanwhile) to add this node as a voter. See [`MetaNode::wait_for_voter`].
     pub async fn open(config: MetaConfig) -> Result<MetaNode, MetaNodeError> {
         config.validate()?;
         let raft_config = Arc::new(config.raft_config()?);
@@ -47,7 +59,8 @@ impl MetaNode {
         )
         .await
         .map_err(MetaNodeError::raft)?;
-        if config.bootstrap && !raft.is_initialized().await.map_err(MetaNodeError::raft)? {
+        let initialized = raft.is_initialized().await.map_err(MetaNodeError::raft)?;
+        if config.bootstrap && !initialized {
             let node = BasicNode {
                 addr: config.advertise_addr.clone(),
             };
@@ -59,11 +72,31 @@ impl MetaNode {
                 .await
                 .map_err(MetaNodeError::raft)?;
         }
-        let api = Arc::new(RaftMeta::new(raft.clone(), store.reader));
+        let liveness = Arc::new(Liveness::new());
+        let api = Arc::new(RaftMeta::new(
+            raft.clone(),
+            store.reader.clone(),
+            liveness.clone(),
+        ));
+        let mut tasks = vec![
+            tokio::spawn(run_detector(
+                raft.clone(),
+                store.reader.clone(),
+                liveness,
+                config.blob_down_after(),
+            )),
+            tokio::spawn(run_metrics(raft.clone(), store.reader)),
+        ];
+        if !config.bootstrap && !initialized && !config.join.is_empty() {
+            tasks.push(tokio::spawn(join_cluster(config.clone())));
+        }
+        let admin = MetaAdmin::new(raft.clone(), api.clone());
         Ok(MetaNode {
             config,
             raft,
             api,
+            admin,
+            tasks,
             closed: store.closed,
         })
     }
@@ -76,6 +109,36 @@ impl MetaNode {
     /// The gRPC service other voters call; add it to the node's tonic router.
     pub fn raft_service(&self) -> RaftServer<RaftGrpc> {
         RaftGrpc::server(self.raft.clone())
+    }
+
+    /// Cluster administration on this node (membership, status, cluster-map operations).
+    pub fn admin(&self) -> MetaAdmin {
+        self.admin.clone()
+    }
+
+    /// The `wharf.v1.Admin` gRPC service; add it to the node's tonic router.
+    pub fn admin_service(&self) -> AdminServer<AdminGrpc> {
+        AdminGrpc::server(self.admin.clone())
+    }
+
+    /// Waits until this node is a voter of the committed-or-pending membership it knows (after
+    /// a join, once the leader promoted it).
+    pub async fn wait_for_voter(&self, timeout: Duration) -> Result<(), MetaNodeError> {
+        let id = self.config.node_id;
+        self.raft
+            .wait(Some(timeout))
+            .metrics(
+                |metrics| {
+                    metrics
+                        .membership_config
+                        .voter_ids()
+                        .any(|voter| voter == id)
+                },
+                "this node to be a voter",
+            )
+            .await
+            .map(|_| ())
+            .map_err(|_| MetaNodeError::Timeout(timeout, "this node to become a voter"))
     }
 
     /// The underlying openraft handle, for metrics and cluster administration.
@@ -120,15 +183,67 @@ impl MetaNode {
 
     /// Stops Raft and waits until the database is closed, so the data directory can be opened
     /// again. Every handle from [`MetaNode::api`] must have been dropped by then.
-    pub async fn shutdown(self) -> Result<(), MetaNodeError> {
+    pub async fn shutdown(mut self) -> Result<(), MetaNodeError> {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
         self.raft.shutdown().await.map_err(MetaNodeError::raft)?;
         let MetaNode {
-            raft, api, closed, ..
+            raft,
+            api,
+            admin,
+            closed,
+            ..
         } = self;
-        drop(api);
+        drop((api, admin));
         drop(raft);
         tokio::time::timeout(CLOSE_GRACE, closed.wait())
             .await
             .map_err(|_| MetaNodeError::Timeout(CLOSE_GRACE, "the meta store to close"))
+    }
+}
+
+/// Asks the cluster, through the seeds in `config.join`, to add this node as a voter; retries
+/// with backoff (seeds down, no leader yet, a membership change in progress) until
+/// `join_timeout_ms` has passed.
+async fn join_cluster(config: MetaConfig) {
+    let deadline = Instant::now() + config.join_timeout();
+    let policy = RetryPolicy {
+        max_elapsed: config.join_timeout(),
+        ..RetryPolicy::default()
+    };
+    let client = match AdminClient::new(&config.join, policy) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "cannot join the meta cluster");
+            return;
+        }
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let added = client
+            .add_meta_node(config.node_id, &config.advertise_addr, true)
+            .await;
+        match added {
+            Ok(()) => {
+                tracing::info!(
+                    node_id = config.node_id,
+                    "joined the meta cluster as a voter"
+                );
+                return;
+            }
+            Err(error) if Instant::now() + backoff < deadline => {
+                tracing::info!(%error, "joining the meta cluster; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => {
+                tracing::error!(%error, "gave up joining the meta cluster");
+                return;
+            }
+        }
     }
 }

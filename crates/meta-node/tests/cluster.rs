@@ -6,15 +6,17 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use cluster_api::{MetaApi, MetaError};
+use cluster_api::{MetaApi, MetaError, MetaRole, NodeState};
+use cluster_client::{AdminClient, MetaClient, RetryPolicy};
 use common::*;
-use meta_node::MetaNode;
+use meta_node::{MetaConfig, MetaNode};
 use oci_model::Reference;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use wharf_proto::MetaGrpc;
 
 struct Voter {
     node: MetaNode,
@@ -24,16 +26,25 @@ struct Voter {
 }
 
 async fn start(node_id: u64, data_dir: &Path, bootstrap: bool) -> Voter {
+    start_with(node_id, data_dir, |config| config.bootstrap = bootstrap).await
+}
+
+/// Starts a node serving the Raft, Meta and Admin services, its configuration adjusted by `tune`.
+async fn start_with(node_id: u64, data_dir: &Path, tune: impl FnOnce(&mut MetaConfig)) -> Voter {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
-    let node = MetaNode::open(config(node_id, data_dir, &addr.to_string(), bootstrap))
-        .await
-        .expect("open voter");
+    let mut config = config(node_id, data_dir, &addr.to_string(), false);
+    tune(&mut config);
+    let node = MetaNode::open(config).await.expect("open voter");
     let (stop_server, stopped) = oneshot::channel::<()>();
-    let service = node.raft_service();
+    let raft_service = node.raft_service();
+    let admin_service = node.admin_service();
+    let meta_service = MetaGrpc::new(node.api()).into_server();
     let server = tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(service)
+            .add_service(raft_service)
+            .add_service(admin_service)
+            .add_service(meta_service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stopped.await;
             })
@@ -199,6 +210,183 @@ async fn three_voters_replicate_redirect_and_fail_over() {
     drop(api);
     new_leader.stop().await;
     for voter in survivors {
+        voter.stop().await;
+    }
+}
+
+/// Waits, polling `probe` through `client`, until `done` holds for its answer.
+async fn eventually<T: std::fmt::Debug>(
+    what: &str,
+    mut probe: impl AsyncFnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let value = probe().await;
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; last saw {value:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn client(voter: &Voter) -> MetaClient {
+    MetaClient::new(&[voter.addr.to_string()], RetryPolicy::default()).expect("meta client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_join_follow_the_leader_detect_failures_and_leave() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().expect("tempdir")).collect();
+    let fast_detector = |config: &mut MetaConfig| config.blob_down_after_ms = 600;
+    let first = start_with(1, dirs[0].path(), |config| {
+        config.bootstrap = true;
+        fast_detector(config);
+    })
+    .await;
+    first.node.wait_for_leader(DEADLINE).await.expect("leader");
+    let app = repo("app");
+    let layer = blob("layer");
+    first
+        .node
+        .api()
+        .commit_blob(&app, layer.clone(), None)
+        .await
+        .expect("commit");
+
+    // Voter 2 joins through the leader; voter 3 through voter 2 (a follower, which redirects),
+    // after the leader purged its log, so it catches up from a snapshot.
+    let seed = vec![first.addr.to_string()];
+    let second = start_with(2, dirs[1].path(), |config| {
+        config.join = seed;
+        fast_detector(config);
+    })
+    .await;
+    second.node.wait_for_voter(DEADLINE).await.expect("2 joins");
+    let raft = first.node.raft();
+    raft.trigger().snapshot().await.expect("trigger snapshot");
+    let applied = last_applied(&first);
+    raft.wait(Some(DEADLINE))
+        .metrics(
+            |metrics| {
+                metrics
+                    .snapshot
+                    .is_some_and(|log_id| log_id.index >= applied)
+            },
+            "snapshot",
+        )
+        .await
+        .expect("snapshot built");
+    raft.trigger().purge_log(applied).await.expect("purge");
+    raft.wait(Some(DEADLINE))
+        .metrics(
+            |metrics| metrics.purged.is_some_and(|log_id| log_id.index >= applied),
+            "purge",
+        )
+        .await
+        .expect("log purged");
+    let seed = vec![second.addr.to_string()];
+    let third = start_with(3, dirs[2].path(), |config| {
+        config.join = seed;
+        fast_detector(config);
+    })
+    .await;
+    third.node.wait_for_voter(DEADLINE).await.expect("3 joins");
+    third.applied_at_least(applied).await;
+    let on_third = third.node.raft().metrics().borrow().snapshot;
+    assert!(
+        on_third.is_some_and(|log_id| log_id.index >= applied),
+        "voter 3 was sent the snapshot"
+    );
+
+    // A write acknowledged through a follower's client is read through another follower's.
+    let via_third = client(&third);
+    let via_second = client(&second);
+    let image = manifest("app", "image", Some("v1"), &[&layer.digest]);
+    via_third
+        .put_manifest(image.clone())
+        .await
+        .expect("put via follower");
+    let fetched = via_second
+        .get_manifest(&app, &Reference::Tag(tag("v1")))
+        .await
+        .expect("read via another follower");
+    assert_eq!(fetched.digest, image.digest);
+
+    // The status names the leader and three voters.
+    let admin =
+        AdminClient::new(&[third.addr.to_string()], RetryPolicy::default()).expect("admin client");
+    let status = admin.cluster_status().await.expect("status");
+    assert_eq!(status.leader_id, Some(1));
+    assert_eq!(status.leader_addr, Some(first.addr.to_string()));
+    let voters: Vec<u64> = status.meta_members.iter().map(|m| m.id).collect();
+    assert_eq!(voters, vec![1, 2, 3]);
+    assert!(status
+        .meta_members
+        .iter()
+        .all(|m| m.role == MetaRole::Voter));
+
+    // Failure detector: node 10 beats (through a follower, which redirects), node 11 is silent.
+    let epoch_before = via_second.cluster_map().await.expect("map").epoch;
+    via_second
+        .register_blob_node(blob_node(10))
+        .await
+        .expect("register 10");
+    via_second
+        .register_blob_node(blob_node(11))
+        .await
+        .expect("register 11");
+    let map = eventually(
+        "node 11 down",
+        async || {
+            via_second.blob_node_heartbeat(10).await.expect("beat 10");
+            via_second.cluster_map().await.expect("map")
+        },
+        |map| map.member(11).is_some_and(|m| m.state == NodeState::Down),
+    )
+    .await;
+    assert_eq!(map.member(10).map(|m| m.state), Some(NodeState::Up));
+    assert_eq!(
+        map.epoch,
+        epoch_before + 3,
+        "two registrations and one state change"
+    );
+    let map = eventually(
+        "node 11 back up",
+        async || {
+            via_second.blob_node_heartbeat(10).await.expect("beat 10");
+            via_second.blob_node_heartbeat(11).await.expect("beat 11");
+            via_second.cluster_map().await.expect("map")
+        },
+        |map| map.member(11).is_some_and(|m| m.state == NodeState::Up),
+    )
+    .await;
+    assert_eq!(map.epoch, epoch_before + 4);
+    let status = admin.cluster_status().await.expect("status");
+    let heard = |id| {
+        status
+            .liveness
+            .iter()
+            .find(|entry| entry.id == id)
+            .and_then(|entry| entry.last_seen_ms_ago)
+    };
+    assert!(heard(10).is_some() && heard(11).is_some(), "{status:?}");
+
+    // Voter 3 leaves; the other two carry on.
+    admin.remove_meta_node(3).await.expect("remove 3");
+    let status = admin.cluster_status().await.expect("status after removal");
+    let members: Vec<u64> = status.meta_members.iter().map(|m| m.id).collect();
+    assert_eq!(members, vec![1, 2]);
+    via_second
+        .delete_tag(&app, &tag("v1"))
+        .await
+        .expect("write after removal");
+
+    drop((via_third, via_second, admin));
+    for voter in [first, second, third] {
         voter.stop().await;
     }
 }

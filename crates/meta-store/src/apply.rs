@@ -1,7 +1,10 @@
 //! What each [`Command`] does to the state. Every handler checks first and writes after, so a
 //! command that fails leaves nothing behind; none reads a clock or a random source.
 
-use cluster_api::{BlobInfo, BlobNodeInfo, MetaError, PutManifest, UploadId, UploadSession};
+use cluster_api::{
+    BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PutManifest, ReplicationPolicy,
+    UploadId, UploadSession,
+};
 use oci_model::{Digest, RepositoryName, Tag};
 
 use crate::command::{Command, CommandOutput, CommandResponse};
@@ -30,6 +33,15 @@ pub(crate) fn apply_command(
         Command::DeleteManifest { repo, digest } => delete_manifest(txn, &repo, &digest),
         Command::DeleteTag { repo, tag } => delete_tag(txn, &repo, &tag),
         Command::RegisterBlobNode(node) => register_blob_node(txn, &node),
+        Command::SetBlobNodeState {
+            id,
+            state,
+            expected,
+        } => set_blob_node_state(txn, id, state, expected),
+        Command::RemoveBlobNode { id } => remove_blob_node(txn, id),
+        Command::SetReplicationPolicy(policy) => set_replication_policy(txn, &policy),
+        Command::AddBlobReplicas { digest, nodes } => add_blob_replicas(txn, &digest, &nodes),
+        Command::RemoveBlobReplicas { digest, nodes } => remove_blob_replicas(txn, &digest, &nodes),
     }?;
     Ok(CommandResponse(outcome))
 }
@@ -179,6 +191,83 @@ fn delete_tag(txn: &mut Txn<'_>, repo: &RepositoryName, tag: &Tag) -> Outcome {
 }
 
 fn register_blob_node(txn: &mut Txn<'_>, node: &BlobNodeInfo) -> Outcome {
-    state::put_blob_node(txn, node)?;
+    if state::blob_node(txn, node.id)?.as_ref() != Some(node) {
+        state::put_blob_node(txn, node)?;
+        state::bump_epoch(txn)?;
+    }
+    Ok(DONE)
+}
+
+fn set_blob_node_state(
+    txn: &mut Txn<'_>,
+    id: BlobNodeId,
+    wanted: NodeState,
+    expected: Option<NodeState>,
+) -> Outcome {
+    if state::blob_node(txn, id)?.is_none() {
+        return Ok(Err(MetaError::Invalid(format!(
+            "blob node {id} is not known"
+        ))));
+    }
+    let current = state::node_state(txn, id)?;
+    if current == wanted || expected.is_some_and(|expected| expected != current) {
+        return Ok(DONE);
+    }
+    state::put_node_state(txn, id, wanted)?;
+    state::bump_epoch(txn)?;
+    Ok(DONE)
+}
+
+fn remove_blob_node(txn: &mut Txn<'_>, id: BlobNodeId) -> Outcome {
+    if state::blob_node(txn, id)?.is_some() {
+        state::delete_blob_node(txn, id);
+        state::bump_epoch(txn)?;
+    }
+    Ok(DONE)
+}
+
+fn set_replication_policy(txn: &mut Txn<'_>, policy: &ReplicationPolicy) -> Outcome {
+    if policy.replicas == 0 || policy.write_quorum > policy.replicas {
+        let reason = format!(
+            "replication policy needs replicas >= 1 and write_quorum <= replicas, not {policy:?}"
+        );
+        return Ok(Err(MetaError::Invalid(reason)));
+    }
+    if state::policy(txn)? != *policy {
+        state::put_policy(txn, policy)?;
+        state::bump_epoch(txn)?;
+    }
+    Ok(DONE)
+}
+
+fn add_blob_replicas(txn: &mut Txn<'_>, digest: &Digest, nodes: &[BlobNodeId]) -> Outcome {
+    let Some(mut record) = state::blob(txn, digest)? else {
+        return Ok(Err(MetaError::BlobUnknown(digest.clone())));
+    };
+    let before = record.replicas.len();
+    for node in nodes {
+        if !record.replicas.contains(node) {
+            record.replicas.push(*node);
+        }
+    }
+    if record.replicas.len() != before {
+        state::put_blob(txn, digest, &record)?;
+    }
+    Ok(DONE)
+}
+
+fn remove_blob_replicas(txn: &mut Txn<'_>, digest: &Digest, nodes: &[BlobNodeId]) -> Outcome {
+    let Some(mut record) = state::blob(txn, digest)? else {
+        return Ok(Err(MetaError::BlobUnknown(digest.clone())));
+    };
+    let before = record.replicas.len();
+    record.replicas.retain(|node| !nodes.contains(node));
+    if record.replicas.is_empty() {
+        let reason = format!("removing {nodes:?} would leave blob {digest} with no replica");
+        return Ok(Err(MetaError::Invalid(reason)));
+    }
+    if record.replicas.len() != before {
+        state::put_blob(txn, digest, &record)?;
+    }
     Ok(DONE)
 }

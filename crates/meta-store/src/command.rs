@@ -1,7 +1,10 @@
 //! [`Command`]: the Raft log's payload, one variant per `MetaApi` mutation, and
 //! [`CommandResponse`]: its domain outcome, decided inside the state machine.
 
-use cluster_api::{BlobInfo, BlobNodeInfo, MetaError, PutManifest, UploadId, UploadSession};
+use cluster_api::{
+    BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PutManifest, ReplicationPolicy,
+    UploadId, UploadSession,
+};
 use oci_model::{Digest, RepositoryName, Tag};
 use serde::{Deserialize, Serialize};
 
@@ -41,8 +44,36 @@ pub enum Command {
     },
     /// Removes one tag; `ManifestUnknown` if absent.
     DeleteTag { repo: RepositoryName, tag: Tag },
-    /// Adds or replaces a blob node in the cluster map.
+    /// Adds or replaces a blob node in the cluster map; bumps the epoch when the node is new or
+    /// its record changed. A new node is `Up`; a known one keeps its state.
     RegisterBlobNode(BlobNodeInfo),
+    /// Sets a node's placement state, bumping the epoch when it changes; `Invalid` for an unknown
+    /// node. With `expected` set, applies only when the current state is `expected` (and is
+    /// otherwise a successful no-op): the failure detector's guard against overriding a state an
+    /// operator set in the meantime.
+    SetBlobNodeState {
+        id: BlobNodeId,
+        state: NodeState,
+        expected: Option<NodeState>,
+    },
+    /// Removes a node from the cluster map, bumping the epoch; an unknown node is a no-op, so a
+    /// retried removal succeeds.
+    RemoveBlobNode { id: BlobNodeId },
+    /// Replaces the replication policy, bumping the epoch when it changes; `Invalid` for a policy
+    /// with no replicas or a write quorum above the replica count.
+    SetReplicationPolicy(ReplicationPolicy),
+    /// Appends `nodes` (those not yet listed) to the replicas of blob `digest`; `BlobUnknown` when
+    /// there is no record.
+    AddBlobReplicas {
+        digest: Digest,
+        nodes: Vec<BlobNodeId>,
+    },
+    /// Drops `nodes` from the replicas of blob `digest`; `BlobUnknown` when there is no record,
+    /// `Invalid` (and nothing changes) when no replica would be left.
+    RemoveBlobReplicas {
+        digest: Digest,
+        nodes: Vec<BlobNodeId>,
+    },
 }
 
 /// What a successful command produced.

@@ -25,10 +25,12 @@ pub(crate) enum Table {
     Referrers,
     Uploads,
     BlobNodes,
+    NodeStates,
+    ClusterMeta,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 13] = [
+    pub(crate) const ALL: [Table; 15] = [
         Table::Log,
         Table::Raft,
         Table::SmMeta,
@@ -42,10 +44,12 @@ impl Table {
         Table::Referrers,
         Table::Uploads,
         Table::BlobNodes,
+        Table::NodeStates,
+        Table::ClusterMeta,
     ];
 
     /// The tables that make up the registry state (what a snapshot carries).
-    pub(crate) const STATE: [Table; 9] = [
+    pub(crate) const STATE: [Table; 11] = [
         Table::Repositories,
         Table::Tags,
         Table::Manifests,
@@ -55,6 +59,8 @@ impl Table {
         Table::Referrers,
         Table::Uploads,
         Table::BlobNodes,
+        Table::NodeStates,
+        Table::ClusterMeta,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -72,6 +78,8 @@ impl Table {
             Table::Referrers => "referrers",
             Table::Uploads => "uploads",
             Table::BlobNodes => "blob_nodes",
+            Table::NodeStates => "node_states",
+            Table::ClusterMeta => "cluster",
         }
     }
 }

@@ -29,7 +29,13 @@
 //! referrers       repo \0 subject \0 referrer digest    Descriptor (json)
 //! uploads         upload id                             UploadSession (json)
 //! blob_nodes      node id: u64 BE                       BlobNodeInfo (json)
+//! node_states     node id: u64 BE                       NodeState (json); no row means Up
+//! cluster         "epoch" | "policy"                    u64 / ReplicationPolicy (json)
 //! ```
+//!
+//! `blob_nodes`, `node_states` and `cluster` together are the cluster map; every command that
+//! changes it (a new or changed node, a state change, a removal, a new policy) bumps `epoch` in
+//! the same batch, so nodes compare epochs to tell a stale map from the current one.
 //!
 //! Every `apply` call writes one `WriteBatch` holding the state changes of all its entries plus
 //! `last_applied` and `membership`, so the state on disk always matches `last_applied`; after a

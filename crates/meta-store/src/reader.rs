@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use cluster_api::{
-    BlobInfo, BlobNodeInfo, MetaError, Page, StoredManifest, UploadId, UploadSession,
+    BlobInfo, BlobNodeInfo, ClusterMap, MetaError, Page, StoredManifest, UploadId, UploadSession,
 };
 use oci_model::{Descriptor, Digest, Reference, RepositoryName};
 use openraft::LogId;
@@ -13,7 +13,7 @@ use openraft::LogId;
 use crate::db::{decode, Database, Table};
 use crate::error::StoreError;
 use crate::kv::{DbView, KvRead};
-use crate::state::{self, prefix, split_key};
+use crate::state::{self, parse_digest, prefix, split_key, BlobRecord};
 
 /// A cheap, clone-able read handle on the state machine's tables.
 #[derive(Clone)]
@@ -138,15 +138,35 @@ impl StateReader {
         Ok(referrers)
     }
 
-    /// The blob nodes of the cluster map, by id.
+    /// The blob nodes of the cluster map, by id, whatever their state.
     pub fn blob_nodes(&self) -> Result<Vec<BlobNodeInfo>, MetaError> {
-        let mut nodes = Vec::new();
+        Ok(state::blob_nodes(&self.view())?)
+    }
+
+    /// The cluster map: members by id with their states, the replication policy, the epoch.
+    pub fn cluster_map(&self) -> Result<ClusterMap, MetaError> {
+        Ok(state::cluster_map(&self.view())?)
+    }
+
+    /// The map's epoch alone (cheap: one key).
+    pub fn epoch(&self) -> Result<u64, MetaError> {
+        Ok(state::epoch(&self.view())?)
+    }
+
+    /// Global blob records in digest order strictly after `after`, at most `n`.
+    pub fn list_blobs(&self, after: Option<&Digest>, n: usize) -> Result<Vec<BlobInfo>, MetaError> {
+        let mut blobs = Vec::new();
+        if n == 0 {
+            return Ok(blobs);
+        }
+        let after = after.map(|digest| digest.to_string().into_bytes());
         self.view()
-            .scan(Table::BlobNodes, b"", None, &mut |_, value| {
-                nodes.push(decode("blob node", value)?);
-                Ok(true)
+            .scan(Table::Blobs, b"", after.as_deref(), &mut |key, value| {
+                let record: BlobRecord = decode("blob record", value)?;
+                blobs.push(record.info(parse_digest("blob key", key)?));
+                Ok(blobs.len() < n)
             })?;
-        Ok(nodes)
+        Ok(blobs)
     }
 }
 

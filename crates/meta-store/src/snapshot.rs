@@ -2,7 +2,7 @@
 //! one JSON document. Building reads a RocksDB snapshot (a consistent point in time); installing
 //! replaces every state table in one write.
 
-use cluster_api::{BlobNodeInfo, UploadSession};
+use cluster_api::{BlobNodeId, BlobNodeInfo, NodeState, ReplicationPolicy, UploadSession};
 use oci_model::{Descriptor, Digest, RepositoryName, Tag};
 use openraft::LogId;
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,13 @@ pub(crate) struct SnapshotBody {
     pub referrers: Vec<(RepositoryName, Digest, Descriptor)>,
     pub uploads: Vec<UploadSession>,
     pub blob_nodes: Vec<BlobNodeInfo>,
+    // The cluster-map fields came after format 1 shipped; older snapshots decode with defaults.
+    #[serde(default)]
+    pub node_states: Vec<(BlobNodeId, NodeState)>,
+    #[serde(default)]
+    pub epoch: u64,
+    #[serde(default)]
+    pub policy: ReplicationPolicy,
 }
 
 /// Calls `row` on every row of `table`.
@@ -113,10 +120,10 @@ pub(crate) fn dump(kv: &impl KvRead) -> Result<SnapshotBody, StoreError> {
         body.uploads.push(decode("upload session", value)?);
         Ok(())
     })?;
-    each_row(kv, Table::BlobNodes, |_, value| {
-        body.blob_nodes.push(decode("blob node", value)?);
-        Ok(())
-    })?;
+    body.blob_nodes = state::blob_nodes(kv)?;
+    body.node_states = state::node_states(kv)?;
+    body.epoch = state::epoch(kv)?;
+    body.policy = state::policy(kv)?;
     Ok(body)
 }
 
@@ -174,5 +181,10 @@ pub(crate) fn restore(txn: &mut Txn<'_>, body: SnapshotBody) -> Result<(), Store
     for node in &body.blob_nodes {
         state::put_blob_node(txn, node)?;
     }
+    for (id, node_state) in &body.node_states {
+        state::put_node_state(txn, *id, *node_state)?;
+    }
+    state::put_epoch(txn, body.epoch)?;
+    state::put_policy(txn, &body.policy)?;
     Ok(())
 }

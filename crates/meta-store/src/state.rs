@@ -1,18 +1,23 @@
 //! The registry state's tables as typed rows: key encoding, record types, and the reads and
 //! writes that both the apply path and the query path use, so each encoding lives here once.
 
-use cluster_api::{BlobInfo, BlobNodeId, BlobNodeInfo, UploadId, UploadSession};
+use cluster_api::{
+    BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, ClusterMember, NodeState, ReplicationPolicy,
+    UploadId, UploadSession,
+};
 use oci_model::{Descriptor, Digest, RepositoryName, Tag};
 use openraft::{BasicNode, LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{decode, encode, u64_key, Table};
+use crate::db::{decode, encode, u64_from_key, u64_key, Table};
 use crate::error::StoreError;
 use crate::kv::{KvRead, Txn};
 
 const SEPARATOR: u8 = 0;
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
+const EPOCH: &[u8] = b"epoch";
+const POLICY: &[u8] = b"policy";
 
 pub(crate) type Membership = StoredMembership<u64, BasicNode>;
 
@@ -168,6 +173,77 @@ pub(crate) fn upload(kv: &impl KvRead, id: &UploadId) -> Result<Option<UploadSes
     kv.get(Table::Uploads, id.as_str().as_bytes())?
         .map(|bytes| decode("upload session", &bytes))
         .transpose()
+}
+
+pub(crate) fn blob_node(
+    kv: &impl KvRead,
+    id: BlobNodeId,
+) -> Result<Option<BlobNodeInfo>, StoreError> {
+    kv.get(Table::BlobNodes, &u64_key(id))?
+        .map(|bytes| decode("blob node", &bytes))
+        .transpose()
+}
+
+/// Every blob node of the cluster map, by id.
+pub(crate) fn blob_nodes(kv: &impl KvRead) -> Result<Vec<BlobNodeInfo>, StoreError> {
+    let mut nodes = Vec::new();
+    kv.scan(Table::BlobNodes, b"", None, &mut |_, value| {
+        nodes.push(decode("blob node", value)?);
+        Ok(true)
+    })?;
+    Ok(nodes)
+}
+
+/// A node's placement state; a node without a row is `Up` (rows are written only on change).
+pub(crate) fn node_state(kv: &impl KvRead, id: BlobNodeId) -> Result<NodeState, StoreError> {
+    Ok(kv
+        .get(Table::NodeStates, &u64_key(id))?
+        .map(|bytes| decode("node state", &bytes))
+        .transpose()?
+        .unwrap_or(NodeState::Up))
+}
+
+/// The explicit state rows, by node id.
+pub(crate) fn node_states(kv: &impl KvRead) -> Result<Vec<(BlobNodeId, NodeState)>, StoreError> {
+    let mut states = Vec::new();
+    kv.scan(Table::NodeStates, b"", None, &mut |key, value| {
+        states.push((
+            u64_from_key("node state key", key)?,
+            decode("node state", value)?,
+        ));
+        Ok(true)
+    })?;
+    Ok(states)
+}
+
+pub(crate) fn epoch(kv: &impl KvRead) -> Result<u64, StoreError> {
+    Ok(kv
+        .get(Table::ClusterMeta, EPOCH)?
+        .map(|bytes| decode("cluster epoch", &bytes))
+        .transpose()?
+        .unwrap_or(0))
+}
+
+pub(crate) fn policy(kv: &impl KvRead) -> Result<ReplicationPolicy, StoreError> {
+    Ok(kv
+        .get(Table::ClusterMeta, POLICY)?
+        .map(|bytes| decode("replication policy", &bytes))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+/// The cluster map: every blob node with its state, the policy and the epoch.
+pub(crate) fn cluster_map(kv: &impl KvRead) -> Result<ClusterMap, StoreError> {
+    let mut members = Vec::new();
+    for node in blob_nodes(kv)? {
+        let state = node_state(kv, node.id)?;
+        members.push(ClusterMember { node, state });
+    }
+    Ok(ClusterMap {
+        epoch: epoch(kv)?,
+        policy: policy(kv)?,
+        members,
+    })
 }
 
 /// The tags of `repo` that point at `digest`.
@@ -327,6 +403,44 @@ pub(crate) fn put_blob_node(txn: &mut Txn<'_>, node: &BlobNodeInfo) -> Result<()
         Table::BlobNodes,
         u64_key(node.id),
         encode("blob node", node)?,
+    );
+    Ok(())
+}
+
+pub(crate) fn delete_blob_node(txn: &mut Txn<'_>, id: BlobNodeId) {
+    txn.delete(Table::BlobNodes, u64_key(id));
+    txn.delete(Table::NodeStates, u64_key(id));
+}
+
+pub(crate) fn put_node_state(
+    txn: &mut Txn<'_>,
+    id: BlobNodeId,
+    state: NodeState,
+) -> Result<(), StoreError> {
+    txn.put(
+        Table::NodeStates,
+        u64_key(id),
+        encode("node state", &state)?,
+    );
+    Ok(())
+}
+
+pub(crate) fn put_epoch(txn: &mut Txn<'_>, epoch: u64) -> Result<(), StoreError> {
+    txn.put(Table::ClusterMeta, EPOCH, encode("cluster epoch", &epoch)?);
+    Ok(())
+}
+
+/// Increments the cluster map's epoch: every change to the map goes through here.
+pub(crate) fn bump_epoch(txn: &mut Txn<'_>) -> Result<(), StoreError> {
+    let next = epoch(txn)? + 1;
+    put_epoch(txn, next)
+}
+
+pub(crate) fn put_policy(txn: &mut Txn<'_>, policy: &ReplicationPolicy) -> Result<(), StoreError> {
+    txn.put(
+        Table::ClusterMeta,
+        POLICY,
+        encode("replication policy", policy)?,
     );
     Ok(())
 }

@@ -37,6 +37,15 @@ fn commands() -> Vec<Command> {
         },
         Command::PutManifest(Box::new(image)),
         Command::PutManifest(Box::new(signature)),
+        Command::SetBlobNodeState {
+            id: 2,
+            state: cluster_api::NodeState::Draining,
+            expected: None,
+        },
+        Command::SetReplicationPolicy(cluster_api::ReplicationPolicy {
+            replicas: 2,
+            write_quorum: 2,
+        }),
     ]
 }
 

@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use cluster_api::{
-    BlobInfo, BlobNodeInfo, CommittedBlob, Page, PutManifest, StoredManifest, UploadId,
-    UploadSession,
+    BlobInfo, BlobNodeInfo, BlobNodeLiveness, ClusterMap, ClusterMember, ClusterStatus,
+    CommittedBlob, MetaMember, MetaRole, NodeState, Page, PutManifest, ReplicationPolicy,
+    StoredManifest, UploadId, UploadSession,
 };
 use oci_model::{Descriptor, Digest, RepositoryName, Tag};
 
@@ -211,6 +212,142 @@ pub fn committed_from_pb(committed: pb::CommittedBlob) -> CommittedBlob {
     }
 }
 
+pub fn node_state_to_pb(state: NodeState) -> pb::NodeState {
+    match state {
+        NodeState::Up => pb::NodeState::Up,
+        NodeState::Draining => pb::NodeState::Draining,
+        NodeState::Down => pb::NodeState::Down,
+    }
+}
+
+pub fn node_state_from_pb(field: &'static str, value: i32) -> Result<NodeState, DecodeError> {
+    match pb::NodeState::try_from(value) {
+        Ok(pb::NodeState::Up) => Ok(NodeState::Up),
+        Ok(pb::NodeState::Draining) => Ok(NodeState::Draining),
+        Ok(pb::NodeState::Down) => Ok(NodeState::Down),
+        _ => Err(bad(field, format!("{value} is not a node state"))),
+    }
+}
+
+pub fn policy_to_pb(policy: &ReplicationPolicy) -> pb::ReplicationPolicy {
+    pb::ReplicationPolicy {
+        replicas: policy.replicas,
+        write_quorum: policy.write_quorum,
+    }
+}
+
+pub fn policy_from_pb(policy: pb::ReplicationPolicy) -> ReplicationPolicy {
+    ReplicationPolicy {
+        replicas: policy.replicas,
+        write_quorum: policy.write_quorum,
+    }
+}
+
+pub fn cluster_map_to_pb(map: &ClusterMap) -> pb::ClusterMap {
+    pb::ClusterMap {
+        epoch: map.epoch,
+        policy: Some(policy_to_pb(&map.policy)),
+        members: map
+            .members
+            .iter()
+            .map(|member| pb::ClusterMember {
+                node: Some(blob_node_to_pb(&member.node)),
+                state: node_state_to_pb(member.state).into(),
+            })
+            .collect(),
+    }
+}
+
+pub fn cluster_map_from_pb(map: pb::ClusterMap) -> Result<ClusterMap, DecodeError> {
+    let members = map
+        .members
+        .into_iter()
+        .map(|member| {
+            let node = member.node.ok_or_else(|| bad("member.node", "missing"))?;
+            Ok(ClusterMember {
+                node: blob_node_from_pb(node),
+                state: node_state_from_pb("member.state", member.state)?,
+            })
+        })
+        .collect::<Result<_, DecodeError>>()?;
+    Ok(ClusterMap {
+        epoch: map.epoch,
+        policy: map.policy.map(policy_from_pb).unwrap_or_default(),
+        members,
+    })
+}
+
+pub fn meta_member_to_pb(member: &MetaMember) -> pb::MetaMember {
+    let role = match member.role {
+        MetaRole::Voter => pb::MetaRole::Voter,
+        MetaRole::Learner => pb::MetaRole::Learner,
+    };
+    pb::MetaMember {
+        id: member.id,
+        addr: member.addr.clone(),
+        role: role.into(),
+    }
+}
+
+pub fn meta_member_from_pb(member: pb::MetaMember) -> Result<MetaMember, DecodeError> {
+    let role = match pb::MetaRole::try_from(member.role) {
+        Ok(pb::MetaRole::Voter) => MetaRole::Voter,
+        Ok(pb::MetaRole::Learner) => MetaRole::Learner,
+        _ => return Err(bad("meta_member.role", member.role)),
+    };
+    Ok(MetaMember {
+        id: member.id,
+        addr: member.addr,
+        role,
+    })
+}
+
+pub fn cluster_status_to_pb(status: &ClusterStatus) -> pb::ClusterStatusResponse {
+    pb::ClusterStatusResponse {
+        leader_id: status.leader_id,
+        leader_addr: status.leader_addr.clone(),
+        term: status.term,
+        commit_index: status.commit_index,
+        last_applied: status.last_applied,
+        meta_members: status.meta_members.iter().map(meta_member_to_pb).collect(),
+        map: Some(cluster_map_to_pb(&status.map)),
+        liveness: status
+            .liveness
+            .iter()
+            .map(|liveness| pb::BlobNodeLiveness {
+                id: liveness.id,
+                last_seen_ms_ago: liveness.last_seen_ms_ago,
+            })
+            .collect(),
+    }
+}
+
+pub fn cluster_status_from_pb(
+    status: pb::ClusterStatusResponse,
+) -> Result<ClusterStatus, DecodeError> {
+    Ok(ClusterStatus {
+        leader_id: status.leader_id,
+        leader_addr: status.leader_addr,
+        term: status.term,
+        commit_index: status.commit_index,
+        last_applied: status.last_applied,
+        meta_members: status
+            .meta_members
+            .into_iter()
+            .map(meta_member_from_pb)
+            .collect::<Result<_, _>>()?,
+        map: cluster_map_from_pb(status.map.ok_or_else(|| bad("map", "missing"))?)?,
+        liveness: status
+            .liveness
+            .into_iter()
+            .map(|liveness| BlobNodeLiveness {
+                id: liveness.id,
+                last_seen_ms_ago: liveness.last_seen_ms_ago,
+            })
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +375,62 @@ mod tests {
         };
         let decoded = put_manifest_from_pb(put_manifest_to_pb(&manifest)).unwrap();
         assert_eq!(decoded, manifest);
+    }
+
+    #[test]
+    fn cluster_status_round_trips() {
+        let status = ClusterStatus {
+            leader_id: Some(2),
+            leader_addr: Some("10.0.0.2:5001".into()),
+            term: 7,
+            commit_index: 40,
+            last_applied: 39,
+            meta_members: vec![
+                MetaMember {
+                    id: 2,
+                    addr: "10.0.0.2:5001".into(),
+                    role: MetaRole::Voter,
+                },
+                MetaMember {
+                    id: 4,
+                    addr: "10.0.0.4:5001".into(),
+                    role: MetaRole::Learner,
+                },
+            ],
+            map: ClusterMap {
+                epoch: 5,
+                policy: ReplicationPolicy {
+                    replicas: 3,
+                    write_quorum: 2,
+                },
+                members: [NodeState::Up, NodeState::Draining, NodeState::Down]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, state)| ClusterMember {
+                        node: BlobNodeInfo {
+                            id: i as u64,
+                            addr: format!("b{i}:1"),
+                            zone: "z".into(),
+                            weight: 10,
+                        },
+                        state,
+                    })
+                    .collect(),
+            },
+            liveness: vec![
+                BlobNodeLiveness {
+                    id: 0,
+                    last_seen_ms_ago: Some(12),
+                },
+                BlobNodeLiveness {
+                    id: 1,
+                    last_seen_ms_ago: None,
+                },
+            ],
+        };
+        let decoded = cluster_status_from_pb(cluster_status_to_pb(&status)).unwrap();
+        assert_eq!(decoded, status);
+        assert!(node_state_from_pb("state", 0).is_err());
     }
 
     #[test]

@@ -199,4 +199,82 @@ impl Meta for MetaGrpc {
             }
         })
     }
+
+    async fn get_cluster_map(&self, _request: Request<pb::Empty>) -> Reply<pb::ClusterMap> {
+        reply(self.api.cluster_map().await, |map| {
+            convert::cluster_map_to_pb(&map)
+        })
+    }
+
+    async fn set_blob_node_state(
+        &self,
+        request: Request<pb::SetBlobNodeStateRequest>,
+    ) -> Reply<pb::Empty> {
+        let request = request.into_inner();
+        let state = decoded(convert::node_state_from_pb("state", request.state))?;
+        let result = self.api.set_blob_node_state(request.id, state).await;
+        reply(result, |_| pb::Empty {})
+    }
+
+    async fn remove_blob_node(&self, request: Request<pb::BlobNodeRef>) -> Reply<pb::Empty> {
+        let id = request.into_inner().id;
+        reply(self.api.remove_blob_node(id).await, |_| pb::Empty {})
+    }
+
+    async fn set_replication_policy(
+        &self,
+        request: Request<pb::ReplicationPolicy>,
+    ) -> Reply<pb::Empty> {
+        let policy = convert::policy_from_pb(request.into_inner());
+        reply(self.api.set_replication_policy(policy).await, |_| {
+            pb::Empty {}
+        })
+    }
+
+    async fn blob_node_heartbeat(
+        &self,
+        request: Request<pb::BlobNodeRef>,
+    ) -> Reply<pb::HeartbeatResponse> {
+        let id = request.into_inner().id;
+        reply(self.api.blob_node_heartbeat(id).await, |epoch| {
+            pb::HeartbeatResponse { epoch }
+        })
+    }
+
+    async fn add_blob_replicas(
+        &self,
+        request: Request<pb::BlobReplicasRequest>,
+    ) -> Reply<pb::Empty> {
+        let request = request.into_inner();
+        let digest = decoded(convert::digest("digest", &request.digest))?;
+        let result = self.api.add_blob_replicas(&digest, &request.nodes).await;
+        reply(result, |_| pb::Empty {})
+    }
+
+    async fn remove_blob_replicas(
+        &self,
+        request: Request<pb::BlobReplicasRequest>,
+    ) -> Reply<pb::Empty> {
+        let request = request.into_inner();
+        let digest = decoded(convert::digest("digest", &request.digest))?;
+        let result = self.api.remove_blob_replicas(&digest, &request.nodes).await;
+        reply(result, |_| pb::Empty {})
+    }
+
+    async fn list_blob_records(
+        &self,
+        request: Request<pb::ListBlobRecordsRequest>,
+    ) -> Reply<pb::ListBlobRecordsResponse> {
+        let request = request.into_inner();
+        let after = request
+            .after
+            .map(|after| decoded(convert::digest("after", &after)))
+            .transpose()?;
+        let n = usize::try_from(request.n).unwrap_or(usize::MAX);
+        reply(self.api.list_blobs(after.as_ref(), n).await, |blobs| {
+            pb::ListBlobRecordsResponse {
+                blobs: blobs.iter().map(convert::blob_info_to_pb).collect(),
+            }
+        })
+    }
 }

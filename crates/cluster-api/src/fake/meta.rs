@@ -24,6 +24,10 @@ struct MetaState {
     blobs: HashMap<Digest, BlobInfo>,
     uploads: HashMap<UploadId, UploadSession>,
     nodes: BTreeMap<BlobNodeId, BlobNodeInfo>,
+    /// Explicit node states; a node without one is `Up`.
+    node_states: BTreeMap<BlobNodeId, NodeState>,
+    epoch: u64,
+    policy: ReplicationPolicy,
     uploads_opened: u128,
     outage: Option<MetaError>,
 }
@@ -49,6 +53,7 @@ impl MemMeta {
             let mut state = lock(&meta.state);
             for &id in ids {
                 state.nodes.insert(id, fake_node_info(id));
+                state.epoch += 1;
             }
         }
         meta
@@ -117,6 +122,26 @@ impl MetaState {
             .get(repo)
             .is_some_and(|state| state.blobs.contains(digest));
         linked.then(|| self.blobs.get(digest)).flatten()
+    }
+
+    fn node_state(&self, id: BlobNodeId) -> NodeState {
+        self.node_states.get(&id).copied().unwrap_or(NodeState::Up)
+    }
+
+    fn cluster_map(&self) -> ClusterMap {
+        let members = self
+            .nodes
+            .values()
+            .map(|node| ClusterMember {
+                node: node.clone(),
+                state: self.node_state(node.id),
+            })
+            .collect();
+        ClusterMap {
+            epoch: self.epoch,
+            policy: self.policy,
+            members,
+        }
     }
 
     fn upload_of(&self, repo: &RepositoryName, id: &UploadId) -> Result<&UploadSession, MetaError> {
@@ -369,11 +394,120 @@ impl MetaApi for MemMeta {
     }
 
     async fn register_blob_node(&self, node: BlobNodeInfo) -> Result<(), MetaError> {
-        self.state()?.nodes.insert(node.id, node);
+        let mut state = self.state()?;
+        if state.nodes.get(&node.id) != Some(&node) {
+            state.nodes.insert(node.id, node);
+            state.epoch += 1;
+        }
         Ok(())
     }
 
     async fn blob_nodes(&self) -> Result<Vec<BlobNodeInfo>, MetaError> {
         Ok(self.state()?.nodes.values().cloned().collect())
+    }
+
+    async fn cluster_map(&self) -> Result<ClusterMap, MetaError> {
+        Ok(self.state()?.cluster_map())
+    }
+
+    async fn set_blob_node_state(
+        &self,
+        id: BlobNodeId,
+        wanted: NodeState,
+    ) -> Result<(), MetaError> {
+        let mut state = self.state()?;
+        if !state.nodes.contains_key(&id) {
+            return Err(MetaError::Invalid(format!("blob node {id} is not known")));
+        }
+        if state.node_state(id) != wanted {
+            state.node_states.insert(id, wanted);
+            state.epoch += 1;
+        }
+        Ok(())
+    }
+
+    async fn remove_blob_node(&self, id: BlobNodeId) -> Result<(), MetaError> {
+        let mut state = self.state()?;
+        if state.nodes.remove(&id).is_some() {
+            state.node_states.remove(&id);
+            state.epoch += 1;
+        }
+        Ok(())
+    }
+
+    async fn set_replication_policy(&self, policy: ReplicationPolicy) -> Result<(), MetaError> {
+        let mut state = self.state()?;
+        if policy.replicas == 0 || policy.write_quorum > policy.replicas {
+            return Err(MetaError::Invalid(format!(
+                "replication policy needs replicas >= 1 and write_quorum <= replicas, not {policy:?}"
+            )));
+        }
+        if state.policy != policy {
+            state.policy = policy;
+            state.epoch += 1;
+        }
+        Ok(())
+    }
+
+    /// The fake has no failure detector: a heartbeat only answers the epoch.
+    async fn blob_node_heartbeat(&self, _id: BlobNodeId) -> Result<u64, MetaError> {
+        Ok(self.state()?.epoch)
+    }
+
+    async fn add_blob_replicas(
+        &self,
+        digest: &Digest,
+        nodes: &[BlobNodeId],
+    ) -> Result<(), MetaError> {
+        let mut state = self.state()?;
+        let blob = state
+            .blobs
+            .get_mut(digest)
+            .ok_or_else(|| MetaError::BlobUnknown(digest.clone()))?;
+        for node in nodes {
+            if !blob.replicas.contains(node) {
+                blob.replicas.push(*node);
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_blob_replicas(
+        &self,
+        digest: &Digest,
+        nodes: &[BlobNodeId],
+    ) -> Result<(), MetaError> {
+        let mut state = self.state()?;
+        let blob = state
+            .blobs
+            .get_mut(digest)
+            .ok_or_else(|| MetaError::BlobUnknown(digest.clone()))?;
+        if blob.replicas.iter().all(|replica| nodes.contains(replica)) {
+            return Err(MetaError::Invalid(format!(
+                "removing {nodes:?} would leave blob {digest} with no replica"
+            )));
+        }
+        blob.replicas.retain(|replica| !nodes.contains(replica));
+        Ok(())
+    }
+
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<BlobInfo>, MetaError> {
+        let state = self.state()?;
+        let after = after.map(Digest::to_string);
+        let mut blobs: Vec<&BlobInfo> = state
+            .blobs
+            .values()
+            .filter(|blob| {
+                after
+                    .as_ref()
+                    .is_none_or(|after| blob.digest.to_string() > *after)
+            })
+            .collect();
+        blobs.sort_by_key(|blob| blob.digest.to_string());
+        Ok(blobs.into_iter().take(n).cloned().collect())
     }
 }

@@ -158,6 +158,8 @@ pub fn manifest(
 pub fn observe(reader: &meta_store::StateReader, repos: &[&str], digests: &[&Digest]) -> String {
     let mut out = format!("catalog {:?}\n", reader.list_repositories(None, 1000));
     out += &format!("nodes {:?}\n", reader.blob_nodes());
+    out += &format!("map {:?}\n", reader.cluster_map());
+    out += &format!("blobs {:?}\n", reader.list_blobs(None, 1000));
     for name in repos {
         let repo = repo(name);
         let tags = reader.list_tags(&repo, None, 1000);

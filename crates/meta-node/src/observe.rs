@@ -1,0 +1,59 @@
+//! Raft and cluster-map gauges for Prometheus (the binary installs the exporter; without one the
+//! `metrics` calls are no-ops). One task follows `raft.metrics()` and republishes on each change.
+
+use cluster_api::NodeState;
+use meta_store::{StateReader, TypeConfig};
+use openraft::{Raft, RaftMetrics, ServerState};
+
+type Metrics = RaftMetrics<u64, openraft::BasicNode>;
+
+fn publish_raft(metrics: &Metrics) {
+    metrics::gauge!("wharf_raft_term").set(metrics.current_term as f64);
+    let applied = metrics.last_applied.map_or(0, |log_id| log_id.index);
+    metrics::gauge!("wharf_raft_last_applied").set(applied as f64);
+    metrics::gauge!("wharf_raft_last_log_index").set(metrics.last_log_index.unwrap_or(0) as f64);
+    let is_leader = if metrics.state == ServerState::Leader {
+        1.0
+    } else {
+        0.0
+    };
+    metrics::gauge!("wharf_raft_is_leader").set(is_leader);
+    metrics::gauge!("wharf_raft_leader_id").set(metrics.current_leader.unwrap_or(0) as f64);
+}
+
+fn publish_map(reader: &StateReader) {
+    let map = match reader.cluster_map() {
+        Ok(map) => map,
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the cluster map for metrics");
+            return;
+        }
+    };
+    metrics::gauge!("wharf_cluster_epoch").set(map.epoch as f64);
+    for (state, label) in [
+        (NodeState::Up, "up"),
+        (NodeState::Draining, "draining"),
+        (NodeState::Down, "down"),
+    ] {
+        let count = map.members.iter().filter(|m| m.state == state).count();
+        metrics::gauge!("wharf_blob_nodes", "state" => label).set(count as f64);
+    }
+}
+
+/// Publishes the gauges until Raft stops. The cluster map is re-read only when the applied
+/// index moved, since only an applied entry can change it.
+pub(crate) async fn run_metrics(raft: Raft<TypeConfig>, reader: StateReader) {
+    let mut watch = raft.metrics();
+    let mut published_applied = None;
+    loop {
+        let metrics = watch.borrow_and_update().clone();
+        publish_raft(&metrics);
+        if published_applied != Some(metrics.last_applied) {
+            publish_map(&reader);
+            published_applied = Some(metrics.last_applied);
+        }
+        if watch.changed().await.is_err() {
+            return;
+        }
+    }
+}
