@@ -41,6 +41,7 @@ pub struct Running {
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     meta: Option<meta_node::MetaNode>,
+    blob_tasks: Option<blob_node::BackgroundTasks>,
 }
 
 impl Running {
@@ -52,6 +53,9 @@ impl Running {
     /// Stops every role gracefully and waits for them.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
+        if let Some(blob_tasks) = self.blob_tasks.take() {
+            blob_tasks.stop().await;
+        }
         while self.tasks.join_next().await.is_some() {}
         if let Some(meta) = self.meta.take() {
             if let Err(error) = meta.shutdown().await {
@@ -95,18 +99,17 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
         ..config.clone()
     };
     let meta = open_meta(&serve_config, &config.data.join("meta"), &advertise).await?;
-    let blob = open_blob(config, &config.data.join("blob"), &advertise).await?;
+    let meta_client: Arc<dyn MetaApi> = Arc::new(meta_client(std::slice::from_ref(&advertise))?);
+    let (blob, blob_tasks) = open_blob(config, &config.data.join("blob"), &advertise, &meta_client).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let grpc = tonic::transport::Server::builder()
         .add_service(MetaGrpc::new(meta.api()).into_server())
         .add_service(meta.raft_service())
         .add_service(meta.admin_service())
-        .add_service(BlobGrpc::new(blob).into_server());
+        .add_service(BlobGrpc::new(blob.node.clone()).into_server());
     spawn_grpc(&mut tasks, grpc, grpc_listener, shutdown.clone());
-
-    let meta_client: Arc<dyn MetaApi> = Arc::new(meta_client(std::slice::from_ref(&advertise))?);
-    register_blob_node(&*meta_client, config, &advertise).await?;
+    register_blob_node(&*meta_client, &blob).await?;
     spawn_gateway(
         &mut tasks,
         config,
@@ -120,6 +123,7 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
         shutdown,
         tasks,
         meta: Some(meta),
+        blob_tasks: Some(blob_tasks),
     })
 }
 
@@ -146,6 +150,7 @@ pub async fn start_meta(config: &WharfConfig) -> Result<Running, StartError> {
         shutdown,
         tasks,
         meta: Some(meta),
+        blob_tasks: None,
     })
 }
 
@@ -158,19 +163,20 @@ pub async fn start_blob(config: &WharfConfig) -> Result<Running, StartError> {
         .advertise
         .clone()
         .unwrap_or_else(|| grpc_addr.to_string());
-    let blob = open_blob(config, &config.data, &advertise).await?;
+    let meta: Arc<dyn MetaApi> = Arc::new(meta_client(&config.meta)?);
+    let (blob, blob_tasks) = open_blob(config, &config.data, &advertise, &meta).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let grpc = tonic::transport::Server::builder().add_service(BlobGrpc::new(blob).into_server());
+    let grpc = tonic::transport::Server::builder().add_service(BlobGrpc::new(blob.node.clone()).into_server());
     spawn_grpc(&mut tasks, grpc, listener, shutdown.clone());
-    let meta = meta_client(&config.meta)?;
-    register_blob_node(&meta, config, &advertise).await?;
+    register_blob_node(&*meta, &blob).await?;
     Ok(Running {
         http_addr: None,
         grpc_addr: Some(grpc_addr),
         shutdown,
         tasks,
         meta: None,
+        blob_tasks: Some(blob_tasks),
     })
 }
 
@@ -189,6 +195,7 @@ pub async fn start_gateway(config: &WharfConfig) -> Result<Running, StartError> 
         shutdown,
         tasks,
         meta: None,
+        blob_tasks: None,
     })
 }
 
@@ -214,18 +221,30 @@ async fn open_meta(
         .map_err(|e| StartError::Meta(e.to_string()))
 }
 
+/// An opened blob node and the settings it registers with.
+struct OpenedBlob {
+    node: Arc<blob_node::BlobNode>,
+    info: BlobNodeInfo,
+}
+
 async fn open_blob(
     config: &WharfConfig,
     dir: &Path,
     advertise: &str,
-) -> Result<Arc<blob_node::BlobNode>, StartError> {
+    meta: &Arc<dyn MetaApi>,
+) -> Result<(OpenedBlob, blob_node::BackgroundTasks), StartError> {
     let mut blob_config = blob_node::BlobNodeConfig::new(dir, advertise);
     blob_config.node_id = config.node_id;
     blob_config.zone = config.zone.clone();
-    let node = blob_node::BlobNode::open(&blob_config)
+    let nodes = Arc::new(GrpcBlobNodes::new(meta.clone()));
+    let (node, tasks) = blob_node::BlobNode::open_clustered(&blob_config, meta.clone(), nodes)
         .await
         .map_err(|e| StartError::Blob(e.to_string()))?;
-    Ok(Arc::new(node))
+    let opened = OpenedBlob {
+        node: Arc::new(node),
+        info: blob_config.node_info(),
+    };
+    Ok((opened, tasks))
 }
 
 fn meta_client(addrs: &[String]) -> Result<MetaClient, StartError> {
@@ -238,17 +257,8 @@ fn meta_client(addrs: &[String]) -> Result<MetaClient, StartError> {
 }
 
 /// Adds this blob node to the cluster map, retrying while meta elects a leader.
-async fn register_blob_node(
-    meta: &dyn MetaApi,
-    config: &WharfConfig,
-    advertise: &str,
-) -> Result<(), StartError> {
-    let node = BlobNodeInfo {
-        id: config.node_id,
-        addr: advertise.to_owned(),
-        zone: config.zone.clone(),
-        weight: 100,
-    };
+async fn register_blob_node(meta: &dyn MetaApi, blob: &OpenedBlob) -> Result<(), StartError> {
+    let node = blob.info.clone();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match meta.register_blob_node(node.clone()).await {

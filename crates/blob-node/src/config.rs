@@ -26,6 +26,16 @@ pub struct BlobNodeConfig {
     /// Relative share of the ring this node owns.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// How often the node tells meta it is alive (and learns the cluster map's epoch).
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// How often the repair/rebalance loop runs a pass when the map does not change.
+    #[serde(default = "default_repair_interval_ms")]
+    pub repair_interval_ms: u64,
+    /// Local blobs one repair pass examines at most, so a pass is bounded work; the next pass
+    /// continues where this one stopped.
+    #[serde(default = "default_repair_batch")]
+    pub repair_batch: usize,
 }
 
 fn default_node_id() -> BlobNodeId {
@@ -40,6 +50,18 @@ fn default_weight() -> u32 {
     100
 }
 
+fn default_heartbeat_interval_ms() -> u64 {
+    1000
+}
+
+fn default_repair_interval_ms() -> u64 {
+    5000
+}
+
+fn default_repair_batch() -> usize {
+    1000
+}
+
 impl BlobNodeConfig {
     /// A config with the given directory and address and every other field at its default.
     pub fn new(data_dir: impl Into<PathBuf>, advertise_addr: impl Into<String>) -> BlobNodeConfig {
@@ -49,6 +71,9 @@ impl BlobNodeConfig {
             advertise_addr: advertise_addr.into(),
             zone: default_zone(),
             weight: default_weight(),
+            heartbeat_interval_ms: default_heartbeat_interval_ms(),
+            repair_interval_ms: default_repair_interval_ms(),
+            repair_batch: default_repair_batch(),
         }
     }
 
@@ -77,6 +102,15 @@ impl BlobNodeConfig {
                 "weight",
                 "must be at least 1 (a node with weight 0 would own nothing)",
             );
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return invalid("heartbeat_interval_ms", "must be at least 1");
+        }
+        if self.repair_interval_ms == 0 {
+            return invalid("repair_interval_ms", "must be at least 1");
+        }
+        if self.repair_batch == 0 {
+            return invalid("repair_batch", "must be at least 1");
         }
         Ok(())
     }
@@ -129,6 +163,8 @@ mod tests {
         assert_eq!(config.node_id, 1);
         assert_eq!(config.zone, "default");
         assert_eq!(config.weight, 100);
+        assert_eq!(config.heartbeat_interval_ms, 1000);
+        assert_eq!(config.repair_interval_ms, 5000);
         assert!(config.validate().is_ok());
     }
 
@@ -206,6 +242,27 @@ mod tests {
                 "weight",
                 BlobNodeConfig {
                     weight: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "heartbeat_interval_ms",
+                BlobNodeConfig {
+                    heartbeat_interval_ms: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "repair_interval_ms",
+                BlobNodeConfig {
+                    repair_interval_ms: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "repair_batch",
+                BlobNodeConfig {
+                    repair_batch: 0,
                     ..base.clone()
                 },
             ),

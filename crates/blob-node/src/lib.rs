@@ -2,17 +2,29 @@
 //! [`BlobStore`](blob_store::BlobStore), and [`BlobNodeConfig`] describes one node.
 //!
 //! Commits go through a [`Replicator`], the seam where copying a blob to the other ring owners
-//! of its digest plugs in; [`LocalOnly`] is the single-node implementation. Files on disk belong
+//! of its digest plugs in; [`LocalOnly`] is the single-node implementation and
+//! [`RingReplicator`] the cluster one. In a cluster ([`BlobNode::open_clustered`]) two
+//! [`BackgroundTasks`] loops run beside the API: a heartbeat to meta that re-reads the cluster
+//! map ([`ClusterView`]) when its epoch moves, and a [`Repairer`] that pages through the local
+//! blobs, pushes copies to ring owners that lack them (after a failure or a join) and drops
+//! local copies this node no longer owns once every owner has confirmed its own. Placement is
+//! the `hash-ring` crate over the map's `Up` members ([`Placement`]). Files on disk belong
 //! to `blob-store` (its crate documentation draws the layout under `data_dir`); this crate never
 //! opens a blob file itself. It must not depend on tonic or prost either: the gRPC adapter in
 //! `wharf-proto` serves any `BlobApi`, this one included.
 
+mod background;
+mod cluster;
 mod config;
 mod error;
 mod node;
+mod repair;
 mod replicator;
 
+pub use background::BackgroundTasks;
+pub use cluster::{ClusterView, Placement};
 pub use config::BlobNodeConfig;
 pub use error::BlobNodeError;
 pub use node::BlobNode;
-pub use replicator::{LocalOnly, Replicator};
+pub use repair::{RepairReport, Repairer};
+pub use replicator::{LocalOnly, Replicator, RingReplicator};

@@ -1,15 +1,21 @@
 //! [`BlobNode`]: `BlobApi` over a [`BlobStore`], committing through a [`Replicator`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use blob_store::{BlobStore, FsBlobStore};
-use cluster_api::{BlobApi, BlobError, BlobNodeId, ByteStream, CommittedBlob, UploadId};
+use cluster_api::{
+    BlobApi, BlobError, BlobNodeId, BlobNodes, ByteStream, CommittedBlob, MetaApi, UploadId,
+};
 use oci_model::Digest;
 
+use crate::background::{BackgroundTasks, Intervals};
+use crate::cluster::ClusterView;
 use crate::config::BlobNodeConfig;
 use crate::error::BlobNodeError;
-use crate::replicator::{LocalOnly, Replicator};
+use crate::repair::Repairer;
+use crate::replicator::{LocalOnly, Replicator, RingReplicator};
 
 /// One blob storage node. Every call is one call into the store, except commit, which also
 /// hands the durable blob to the replicator.
@@ -33,21 +39,55 @@ impl BlobNode {
     }
 
     /// Validates `config` and opens its node on an [`FsBlobStore`] in `data_dir`, keeping every
-    /// copy local ([`LocalOnly`]) until a cluster replicator is plugged in with [`BlobNode::new`].
+    /// copy local ([`LocalOnly`]): the single-node setup of `wharf serve`.
     pub async fn open(config: &BlobNodeConfig) -> Result<BlobNode, BlobNodeError> {
-        config.validate()?;
-        let store = FsBlobStore::open(&config.data_dir)
-            .await
-            .map_err(|source| BlobNodeError::OpenStore {
-                path: config.data_dir.clone(),
-                source,
-            })?;
-        tracing::info!(node = config.node_id, data_dir = %config.data_dir.display(), "blob node opened");
+        let store = open_store(config).await?;
         Ok(BlobNode::new(
             config.node_id,
             Arc::new(store),
             Arc::new(LocalOnly),
         ))
+    }
+
+    /// Validates `config` and opens its node on an [`FsBlobStore`] in `data_dir` as a member of
+    /// a cluster: commits replicate to the ring owners ([`RingReplicator`]), and the returned
+    /// [`BackgroundTasks`] heartbeat to `meta` and repair and rebalance this node's blobs,
+    /// reaching other nodes through `nodes`. Must be called within a tokio runtime. The node
+    /// must also be registered in the cluster map (`MetaApi::register_blob_node`).
+    pub async fn open_clustered(
+        config: &BlobNodeConfig,
+        meta: Arc<dyn MetaApi>,
+        nodes: Arc<dyn BlobNodes>,
+    ) -> Result<(BlobNode, BackgroundTasks), BlobNodeError> {
+        let store = open_store(config).await?;
+        Ok(BlobNode::clustered(config, Arc::new(store), meta, nodes))
+    }
+
+    /// [`open_clustered`](BlobNode::open_clustered) over any store; `config` gives the node id
+    /// and the loop settings (it is not validated here).
+    pub fn clustered(
+        config: &BlobNodeConfig,
+        store: Arc<dyn BlobStore>,
+        meta: Arc<dyn MetaApi>,
+        nodes: Arc<dyn BlobNodes>,
+    ) -> (BlobNode, BackgroundTasks) {
+        let view = Arc::new(ClusterView::new(meta));
+        let replicator =
+            RingReplicator::new(Arc::clone(&store), Arc::clone(&view), Arc::clone(&nodes));
+        let repairer = Repairer::new(
+            config.node_id,
+            Arc::clone(&store),
+            Arc::clone(&view),
+            nodes,
+            config.repair_batch,
+        );
+        let intervals = Intervals {
+            heartbeat: Duration::from_millis(config.heartbeat_interval_ms),
+            repair: Duration::from_millis(config.repair_interval_ms),
+        };
+        let tasks = BackgroundTasks::spawn(config.node_id, view, Arc::new(repairer), intervals);
+        let node = BlobNode::new(config.node_id, store, Arc::new(replicator));
+        (node, tasks)
     }
 
     pub fn id(&self) -> BlobNodeId {
@@ -111,4 +151,30 @@ impl BlobApi for BlobNode {
     async fn delete(&self, digest: &Digest) -> Result<(), BlobError> {
         self.store.delete(digest).await
     }
+
+    /// Straight into the store: a replica is never handed to the replicator, so it is never
+    /// pushed onward.
+    async fn put_replica(&self, digest: &Digest, data: ByteStream) -> Result<(), BlobError> {
+        self.store.put_replica(digest, data).await.map(drop)
+    }
+
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<(Digest, u64)>, BlobError> {
+        self.store.list_blobs(after, n).await
+    }
+}
+
+async fn open_store(config: &BlobNodeConfig) -> Result<FsBlobStore, BlobNodeError> {
+    config.validate()?;
+    let store = FsBlobStore::open(&config.data_dir)
+        .await
+        .map_err(|source| BlobNodeError::OpenStore {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    tracing::info!(node = config.node_id, data_dir = %config.data_dir.display(), "blob node opened");
+    Ok(store)
 }

@@ -1,8 +1,15 @@
-//! [`Replicator`]: what a commit calls once a blob is durable on this node.
+//! [`Replicator`]: what a commit calls once a blob is durable on this node; [`LocalOnly`] for
+//! one node, [`RingReplicator`] for a cluster.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use cluster_api::{BlobError, BlobNodeId};
+use blob_store::BlobStore;
+use cluster_api::{BlobError, BlobNodeId, BlobNodes};
+use futures::future::join_all;
 use oci_model::Digest;
+
+use crate::cluster::{push_replica, ClusterView};
 
 /// Copies a blob that was just committed on this node to the other nodes that should hold it
 /// (the ring owners of its digest), before the commit is acknowledged.
@@ -34,5 +41,68 @@ impl Replicator for LocalOnly {
         _size: u64,
     ) -> Result<Vec<BlobNodeId>, BlobError> {
         Ok(vec![local])
+    }
+}
+
+/// Pushes each committed blob to the other ring owners of its digest, in parallel, and succeeds
+/// once enough owners hold a durable copy ([`Placement::required_copies`](crate::Placement::required_copies)).
+///
+/// The local copy always stays and is listed first, even when this node is not an owner (it
+/// staged the upload): the repair loop moves it off once the owners confirm.
+pub struct RingReplicator {
+    store: Arc<dyn BlobStore>,
+    view: Arc<ClusterView>,
+    nodes: Arc<dyn BlobNodes>,
+}
+
+impl RingReplicator {
+    /// `store` is this node's own store, read to stream the blob to the owners.
+    pub fn new(
+        store: Arc<dyn BlobStore>,
+        view: Arc<ClusterView>,
+        nodes: Arc<dyn BlobNodes>,
+    ) -> RingReplicator {
+        RingReplicator { store, view, nodes }
+    }
+}
+
+#[async_trait]
+impl Replicator for RingReplicator {
+    async fn replicate(
+        &self,
+        local: BlobNodeId,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Vec<BlobNodeId>, BlobError> {
+        let placement = self.view.current().await?;
+        let owners = placement.owners(digest);
+        let required = placement.required_copies(owners.len());
+        let pushes = owners
+            .iter()
+            .filter(|owner| **owner != local)
+            .map(|&owner| async move {
+                let pushed =
+                    push_replica(self.store.as_ref(), self.nodes.as_ref(), owner, digest).await;
+                (owner, pushed)
+            });
+        let mut replicas = vec![local];
+        for (owner, pushed) in join_all(pushes).await {
+            match pushed {
+                Ok(()) => {
+                    metrics::counter!("wharf_blob_replicated_bytes_total").increment(size);
+                    replicas.push(owner);
+                }
+                Err(error) => {
+                    tracing::warn!(node = local, owner, %digest, %error, "replica push failed")
+                }
+            }
+        }
+        let owner_copies = replicas.iter().filter(|node| owners.contains(node)).count();
+        if owner_copies < required {
+            return Err(BlobError::Unavailable(format!(
+                "{digest} is durable on {owner_copies} of its owners {owners:?}, {required} required"
+            )));
+        }
+        Ok(replicas)
     }
 }

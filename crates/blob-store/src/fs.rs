@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::io::{self, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::oneshot;
 use tokio_util::io::ReaderStream;
 
+use crate::replica::{self, ReplicaWriter};
 use crate::staging::{self, blocking, io_error, DurableDirs, StagingWriter};
 use crate::upload_locks::{RunningHash, UploadLocks};
 use crate::{BlobStore, UploadInfo};
@@ -35,6 +37,8 @@ struct Inner {
     root: PathBuf,
     uploads: UploadLocks,
     durable_dirs: Arc<DurableDirs>,
+    /// Makes each replica staging file name unique within this process.
+    replica_counter: AtomicU64,
 }
 
 impl FsBlobStore {
@@ -43,12 +47,17 @@ impl FsBlobStore {
     pub async fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore, BlobError> {
         let root = root.into();
         let layout_root = root.clone();
-        blocking(move || staging::create_layout(&layout_root)).await?;
+        blocking(move || {
+            staging::create_layout(&layout_root)?;
+            replica::clear_staging(&layout_root.join("replicas"))
+        })
+        .await?;
         Ok(FsBlobStore {
             inner: Arc::new(Inner {
                 root,
                 uploads: UploadLocks::default(),
                 durable_dirs: Arc::default(),
+                replica_counter: AtomicU64::new(0),
             }),
         })
     }
@@ -217,6 +226,58 @@ impl Inner {
         Ok(())
     }
 
+    /// Writes `data` to a fresh staging file while hashing it, then publishes it under `digest`
+    /// like a commit. Anything short of a verified, complete stream leaves no file behind.
+    async fn put_replica(
+        &self,
+        digest: &Digest,
+        mut data: ByteStream,
+        mut caller_gone: oneshot::Receiver<()>,
+    ) -> Result<u64, BlobError> {
+        let final_path = self.blob_path(digest);
+        if let Some(size) = blob_size(&final_path).await? {
+            return Ok(size);
+        }
+        let name = format!(
+            "{}-{}-{}",
+            digest.algorithm().as_str(),
+            digest.hex(),
+            self.replica_counter.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = self.root.join("replicas").join(name);
+        let algorithm = digest.algorithm();
+        let writer = blocking(move || ReplicaWriter::create(path, algorithm)).await?;
+        let staged = writer.path.clone();
+        let written = match copy_replica(writer, &mut data, &mut caller_gone).await {
+            Ok(writer) => writer,
+            Err(error) => {
+                blocking(move || {
+                    replica::discard(&staged);
+                    Ok(())
+                })
+                .await?;
+                return Err(error);
+            }
+        };
+        let len = written.len;
+        let (staged, actual) = written.finish();
+        if actual != *digest {
+            blocking(move || {
+                replica::discard(&staged);
+                Ok(())
+            })
+            .await?;
+            return Err(BlobError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        let durable_dirs = Arc::clone(&self.durable_dirs);
+        blocking(move || staging::publish(&staged, &final_path, &durable_dirs)).await?;
+        tracing::debug!(%digest, size = len, "replica stored");
+        Ok(len)
+    }
+
     async fn read(
         &self,
         digest: &Digest,
@@ -274,6 +335,35 @@ async fn copy_stream(
             Some(Err(error)) => return Err(error),
             None => continue,
         }
+    }
+}
+
+/// Copies `data` into a replica staging file until the stream ends, fails, or the caller goes
+/// away; on error the caller discards the file.
+async fn copy_replica(
+    mut writer: ReplicaWriter,
+    data: &mut ByteStream,
+    caller_gone: &mut oneshot::Receiver<()>,
+) -> Result<ReplicaWriter, BlobError> {
+    loop {
+        let (batch, end) = next_batch(data, caller_gone).await;
+        if !batch.is_empty() {
+            writer = blocking(move || writer.write_batch(&batch).map(|()| writer)).await?;
+        }
+        match end {
+            Some(Ok(())) => return Ok(writer),
+            Some(Err(error)) => return Err(error),
+            None => continue,
+        }
+    }
+}
+
+/// The size of the blob file at `path`, `None` when absent.
+async fn blob_size(path: &Path) -> Result<Option<u64>, BlobError> {
+    match tokio::fs::metadata(path).await {
+        Ok(metadata) => Ok(Some(metadata.len())),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io_error("stat blob", path, error)),
     }
 }
 
@@ -360,12 +450,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
-        let path = self.inner.blob_path(digest);
-        match tokio::fs::metadata(&path).await {
-            Ok(metadata) => Ok(Some(metadata.len())),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(io_error("stat blob", &path, error)),
-        }
+        blob_size(&self.inner.blob_path(digest)).await
     }
 
     async fn read(
@@ -380,5 +465,22 @@ impl BlobStore for FsBlobStore {
     async fn delete(&self, digest: &Digest) -> Result<(), BlobError> {
         let path = self.inner.blob_path(digest);
         blocking(move || staging::remove_blob(&path)).await
+    }
+
+    async fn put_replica(&self, digest: &Digest, data: ByteStream) -> Result<u64, BlobError> {
+        let (inner, digest) = (Arc::clone(&self.inner), digest.clone());
+        // As for append: a caller that goes away aborts the replica instead of leaving it open.
+        let (_caller_alive, caller_gone) = oneshot::channel();
+        detached(async move { inner.put_replica(&digest, data, caller_gone).await }).await
+    }
+
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<(Digest, u64)>, BlobError> {
+        let blobs_dir = self.inner.root.join("blobs");
+        let after = after.cloned();
+        blocking(move || replica::list_blobs(&blobs_dir, after.as_ref(), n)).await
     }
 }

@@ -19,6 +19,8 @@
 //!         cd34...90
 //!   uploads/                    staging: one file per open upload, appended in place
 //!     0123456789abcdef0123456789abcdef   named by the UploadId (32 lowercase hex)
+//!   replicas/                   staging of replicas pushed by other nodes; emptied at open
+//!     sha256-ab12...ef-7        <algorithm>-<hex>-<per-process counter>
 //! ```
 //!
 //! A blob reaches `blobs/` only by `rename` of a verified, fsynced staging file, and the
@@ -26,6 +28,7 @@
 //! at a final path and a reader never sees one.
 
 mod fs;
+mod replica;
 mod staging;
 mod upload_locks;
 
@@ -108,4 +111,20 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Removes blob `digest`; reads already streaming it may finish. Idempotent.
     async fn delete(&self, digest: &Digest) -> Result<(), BlobError>;
+
+    /// Stores blob `digest` from `data`, a replica pushed by another node, and returns its size.
+    /// The bytes are hashed while they are written to a staging file of their own; only a
+    /// complete stream that matches `digest` is fsynced and renamed into place (directory
+    /// fsynced), exactly as a commit publishes. `DigestMismatch` when the bytes are not
+    /// `digest`; a failed stream or a dropped future returns or leaves nothing. Idempotent: when
+    /// the blob is already held, returns its size without reading `data`.
+    async fn put_replica(&self, digest: &Digest, data: ByteStream) -> Result<u64, BlobError>;
+
+    /// Blobs held, with their sizes, in [`Digest`] order (algorithm, then hex), strictly after
+    /// `after`, at most `n`: a repair scan pages through a node with this.
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<(Digest, u64)>, BlobError>;
 }

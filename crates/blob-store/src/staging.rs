@@ -293,6 +293,7 @@ pub(crate) fn create_layout(root: &Path) -> Result<(), BlobError> {
         blobs.join(Algorithm::Sha256.as_str()),
         blobs.join(Algorithm::Sha512.as_str()),
         root.join("uploads"),
+        root.join("replicas"),
     ];
     for dir in &dirs {
         fs::create_dir_all(dir).map_err(|error| io_error("create directory", dir, error))?;

@@ -58,6 +58,21 @@ pub trait BlobApi: Send + Sync + 'static {
 
     /// Removes blob `digest`. Idempotent.
     async fn delete(&self, digest: &Digest) -> Result<(), BlobError>;
+
+    /// Stores a replica of `digest` pushed by another node (replication on write, repair,
+    /// rebalance): verified against `digest` while it is written, fsynced and published like a
+    /// commit, and never replicated onward. `DigestMismatch` if the bytes are not `digest`; a
+    /// failed or abandoned stream keeps nothing. Idempotent: a node that already holds `digest`
+    /// succeeds without needing the bytes.
+    async fn put_replica(&self, digest: &Digest, data: ByteStream) -> Result<(), BlobError>;
+
+    /// Digests this node holds with their sizes, in `Digest` order, strictly after `after`, at
+    /// most `n` (repair scans page through a node with this).
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<(Digest, u64)>, BlobError>;
 }
 
 /// Reaches blob nodes by id, as the cluster map names them.

@@ -1,6 +1,9 @@
 //! [`BlobClient`]: `BlobApi` over gRPC for one blob node.
 
+use std::future::Future;
+
 use async_trait::async_trait;
+use bytes::Bytes;
 use cluster_api::{BlobApi, BlobError, ByteStream, CommittedBlob, UploadId};
 use futures::StreamExt;
 use oci_model::Digest;
@@ -35,13 +38,14 @@ fn status_error(status: tonic::Status) -> BlobError {
     status_to_blob_error(&status)
 }
 
-/// Feeds `data` into the request channel. On a source error it reports the error and returns
-/// while still holding the sender open, so the request never ends cleanly; the caller then drops
-/// the call, which resets the stream.
-async fn pump_chunks(
+/// Feeds `header`, then every chunk of `data` wrapped by `wrap`, into the request channel. On a
+/// source error it reports the error and returns while still holding the sender open, so the
+/// request never ends cleanly; the caller then drops the call, which resets the stream.
+async fn pump_chunks<M>(
     mut data: ByteStream,
-    header: pb::AppendChunk,
-    chunks: mpsc::Sender<pb::AppendChunk>,
+    header: M,
+    wrap: fn(Bytes) -> M,
+    chunks: mpsc::Sender<M>,
     failed: oneshot::Sender<BlobError>,
 ) {
     if chunks.send(header).await.is_err() {
@@ -50,12 +54,7 @@ async fn pump_chunks(
     while let Some(chunk) = data.next().await {
         match chunk {
             Ok(data) => {
-                let message = pb::AppendChunk {
-                    id: String::new(),
-                    offset: 0,
-                    data,
-                };
-                if chunks.send(message).await.is_err() {
+                if chunks.send(wrap(data)).await.is_err() {
                     return;
                 }
             }
@@ -65,6 +64,46 @@ async fn pump_chunks(
                 return futures::future::pending::<()>().await;
             }
         }
+    }
+}
+
+/// Runs a client-streaming call fed from `data`. If `data` fails mid-way, the call is abandoned
+/// (the HTTP/2 stream is reset) rather than ended, so the node sees an error and keeps nothing
+/// partial, and the source's error is returned.
+async fn streaming_call<M, T, Call, Reply>(
+    data: ByteStream,
+    header: M,
+    wrap: fn(Bytes) -> M,
+    call: Call,
+) -> Result<T, BlobError>
+where
+    M: Send + 'static,
+    Call: FnOnce(ReceiverStream<M>) -> Reply,
+    Reply: Future<Output = Result<T, tonic::Status>>,
+{
+    let (chunk_tx, chunk_rx) = mpsc::channel::<M>(4);
+    let (failed_tx, failed_rx) = oneshot::channel::<BlobError>();
+    let pump = tokio::spawn(pump_chunks(data, header, wrap, chunk_tx, failed_tx));
+    let result = tokio::select! {
+        response = call(ReceiverStream::new(chunk_rx)) => response.map_err(status_error),
+        Ok(error) = failed_rx => Err(error),
+    };
+    pump.abort();
+    result
+}
+
+fn append_chunk(data: Bytes) -> pb::AppendChunk {
+    pb::AppendChunk {
+        id: String::new(),
+        offset: 0,
+        data,
+    }
+}
+
+fn replica_chunk(data: Bytes) -> pb::ReplicaChunk {
+    pb::ReplicaChunk {
+        digest: String::new(),
+        chunk: Some(pb::BlobChunk { data }),
     }
 }
 
@@ -92,23 +131,17 @@ impl BlobApi for BlobClient {
         offset: u64,
         data: ByteStream,
     ) -> Result<u64, BlobError> {
-        let (chunk_tx, chunk_rx) = mpsc::channel::<pb::AppendChunk>(4);
-        let (failed_tx, failed_rx) = oneshot::channel::<BlobError>();
         let header = pb::AppendChunk {
             id: id.to_string(),
             offset,
-            data: bytes::Bytes::new(),
+            data: Bytes::new(),
         };
-        let pump = tokio::spawn(pump_chunks(data, header, chunk_tx, failed_tx));
         let mut client = self.client.clone();
-        let result = tokio::select! {
-            response = client.append_upload(ReceiverStream::new(chunk_rx)) => {
-                response.map(|r| r.into_inner().length).map_err(status_error)
-            }
-            Ok(error) = failed_rx => Err(error),
-        };
-        pump.abort();
-        result
+        streaming_call(data, header, append_chunk, |requests| async move {
+            let response = client.append_upload(requests).await?;
+            Ok(response.into_inner().length)
+        })
+        .await
     }
 
     async fn upload_status(&self, id: &UploadId) -> Result<u64, BlobError> {
@@ -196,5 +229,47 @@ impl BlobApi for BlobClient {
             .await
             .map_err(status_error)?;
         Ok(())
+    }
+
+    /// Streams `data` to the node; a source error abandons the call as in `append_upload`, so
+    /// the node never keeps a partial replica.
+    async fn put_replica(&self, digest: &Digest, data: ByteStream) -> Result<(), BlobError> {
+        let header = pb::ReplicaChunk {
+            digest: digest.to_string(),
+            chunk: None,
+        };
+        let mut client = self.client.clone();
+        streaming_call(data, header, replica_chunk, |requests| async move {
+            client.put_replica(requests).await.map(drop)
+        })
+        .await
+    }
+
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<(Digest, u64)>, BlobError> {
+        let request = pb::ListBlobsRequest {
+            after: after.map(Digest::to_string),
+            limit: u32::try_from(n).unwrap_or(u32::MAX),
+        };
+        let response = self
+            .client
+            .clone()
+            .list_blobs(request)
+            .await
+            .map_err(status_error)?;
+        response
+            .into_inner()
+            .blobs
+            .into_iter()
+            .map(|held| {
+                let digest = Digest::parse(&held.digest).map_err(|error| {
+                    BlobError::Io(format!("blob node listed a bad digest: {error}"))
+                })?;
+                Ok((digest, held.size))
+            })
+            .collect()
     }
 }

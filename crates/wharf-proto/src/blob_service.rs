@@ -122,4 +122,52 @@ impl Blob for BlobGrpc {
         let digest = convert::digest("digest", &request.get_ref().digest).map_err(invalid)?;
         reply(self.api.delete(&digest).await, |_| pb::Empty {})
     }
+
+    async fn put_replica(&self, request: Request<Streaming<pb::ReplicaChunk>>) -> Reply<pb::Empty> {
+        let mut chunks = request.into_inner();
+        let first = match chunks.message().await? {
+            Some(first) => first,
+            None => return Err(invalid("replica stream carried no header message")),
+        };
+        let digest = convert::digest("digest", &first.digest).map_err(invalid)?;
+        let head = futures::stream::iter([Ok(replica_data(first))]);
+        // A reset or failed stream reaches the store as an error, so nothing partial is kept.
+        let rest = chunks.map(|chunk| {
+            chunk.map(replica_data).map_err(|status| {
+                BlobError::Invalid(format!("replica stream failed: {}", status.message()))
+            })
+        });
+        let data: ByteStream = Box::pin(head.chain(rest));
+        reply(self.api.put_replica(&digest, data).await, |_| pb::Empty {})
+    }
+
+    async fn list_blobs(
+        &self,
+        request: Request<pb::ListBlobsRequest>,
+    ) -> Reply<pb::ListBlobsResponse> {
+        let request = request.into_inner();
+        let after = request
+            .after
+            .as_deref()
+            .map(|after| convert::digest("after", after))
+            .transpose()
+            .map_err(invalid)?;
+        let held = self
+            .api
+            .list_blobs(after.as_ref(), request.limit as usize)
+            .await;
+        reply(held, |held| pb::ListBlobsResponse {
+            blobs: held
+                .into_iter()
+                .map(|(digest, size)| pb::HeldBlob {
+                    digest: digest.to_string(),
+                    size,
+                })
+                .collect(),
+        })
+    }
+}
+
+fn replica_data(chunk: pb::ReplicaChunk) -> bytes::Bytes {
+    chunk.chunk.map(|chunk| chunk.data).unwrap_or_default()
 }

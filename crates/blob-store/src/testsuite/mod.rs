@@ -10,6 +10,7 @@
 
 mod cases;
 mod chunkings;
+mod replicas;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,7 @@ use crate::BlobStore;
 
 pub use cases::*;
 pub use chunkings::random_chunkings_commit_to_their_digest;
+pub use replicas::*;
 
 /// Opens stores over one backing storage (a directory, a bucket, a shared map).
 #[async_trait]
@@ -59,6 +61,10 @@ macro_rules! blob_store_testsuite {
             cancel_is_idempotent,
             list_uploads_reports_open_uploads,
             reopen_keeps_blobs_and_continues_uploads,
+            put_replica_verifies_and_is_idempotent,
+            failed_replica_leaves_nothing,
+            abandoned_replica_leaves_nothing,
+            list_blobs_pages_in_digest_order,
         );
 
         #[test]

@@ -261,4 +261,95 @@ impl BlobApi for MemBlob {
         self.state()?.blobs.remove(digest);
         Ok(())
     }
+
+    async fn put_replica(&self, digest: &Digest, mut data: ByteStream) -> Result<(), BlobError> {
+        if self.state()?.blobs.contains_key(digest) {
+            return Ok(());
+        }
+        // Gather it all first so that a failed stream stores nothing.
+        let mut bytes = Vec::new();
+        while let Some(piece) = data.next().await {
+            bytes.extend_from_slice(&piece?);
+        }
+        let actual = Digest::of(digest.algorithm(), &bytes);
+        if &actual != digest {
+            return Err(BlobError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        self.state()?
+            .blobs
+            .insert(digest.clone(), Bytes::from(bytes));
+        Ok(())
+    }
+
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<(Digest, u64)>, BlobError> {
+        let state = self.state()?;
+        let mut held: Vec<(Digest, u64)> = state
+            .blobs
+            .iter()
+            .filter(|(digest, _)| after.is_none_or(|after| *digest > after))
+            .map(|(digest, data)| (digest.clone(), data.len() as u64))
+            .collect();
+        held.sort();
+        held.truncate(n);
+        Ok(held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(parts: Vec<Result<Bytes, BlobError>>) -> ByteStream {
+        Box::pin(futures::stream::iter(parts))
+    }
+
+    #[tokio::test]
+    async fn replicas_are_verified_idempotent_and_listed_in_order() {
+        let node = MemBlob::new(3);
+        let digest = Digest::sha256_of(b"replica");
+        let wrong = Digest::sha256_of(b"other");
+        let whole = || {
+            stream(vec![
+                Ok(Bytes::from_static(b"repl")),
+                Ok(Bytes::from_static(b"ica")),
+            ])
+        };
+        assert!(matches!(
+            node.put_replica(&wrong, whole()).await,
+            Err(BlobError::DigestMismatch { .. })
+        ));
+        let cut = stream(vec![
+            Ok(Bytes::from_static(b"re")),
+            Err(BlobError::Io("cut".into())),
+        ]);
+        assert!(node.put_replica(&digest, cut).await.is_err());
+        assert_eq!(
+            node.stat(&digest).await,
+            Ok(None),
+            "a failed replica keeps nothing"
+        );
+        assert_eq!(node.put_replica(&digest, whole()).await, Ok(()));
+        let unread = stream(vec![Err(BlobError::Io("not read".into()))]);
+        assert_eq!(
+            node.put_replica(&digest, unread).await,
+            Ok(()),
+            "already held"
+        );
+        let second = node.insert_blob(b"second");
+        let mut all = vec![(digest.clone(), 7), (second, 6)];
+        all.sort();
+        assert_eq!(node.list_blobs(None, 10).await, Ok(all.clone()));
+        assert_eq!(
+            node.list_blobs(Some(&all[0].0), 10).await,
+            Ok(all[1..].to_vec())
+        );
+        assert_eq!(node.list_blobs(None, 1).await, Ok(all[..1].to_vec()));
+    }
 }

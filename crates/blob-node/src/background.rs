@@ -1,0 +1,172 @@
+//! [`BackgroundTasks`]: a clustered node's heartbeat loop and repair/rebalance loop, and the
+//! handle that stops them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster_api::{BlobError, BlobNodeId};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::ClusterView;
+use crate::repair::{RepairReport, Repairer};
+
+/// The loops of one clustered blob node. They stop on [`stop`](BackgroundTasks::stop), when
+/// the token from [`shutdown_token`](BackgroundTasks::shutdown_token) is cancelled, or when this
+/// handle is dropped.
+pub struct BackgroundTasks {
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    view: Arc<ClusterView>,
+    repairer: Arc<Repairer>,
+}
+
+/// How often each loop runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Intervals {
+    pub heartbeat: Duration,
+    pub repair: Duration,
+}
+
+impl BackgroundTasks {
+    /// Spawns both loops on the current tokio runtime.
+    pub(crate) fn spawn(
+        local: BlobNodeId,
+        view: Arc<ClusterView>,
+        repairer: Arc<Repairer>,
+        intervals: Intervals,
+    ) -> BackgroundTasks {
+        let shutdown = CancellationToken::new();
+        let map_changed = Arc::new(Notify::new());
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            local,
+            Arc::clone(&view),
+            intervals.heartbeat,
+            Arc::clone(&map_changed),
+            shutdown.clone(),
+        ));
+        let repair = tokio::spawn(repair_loop(
+            local,
+            Arc::clone(&repairer),
+            intervals.repair,
+            map_changed,
+            shutdown.clone(),
+        ));
+        BackgroundTasks {
+            shutdown,
+            tasks: vec![heartbeat, repair],
+            view,
+            repairer,
+        }
+    }
+
+    /// The node's cached cluster map.
+    pub fn view(&self) -> &Arc<ClusterView> {
+        &self.view
+    }
+
+    /// Runs one repair pass now (waiting for a running one to finish first), for tests and
+    /// operators; the loop keeps its own schedule.
+    pub async fn repair_pass(&self) -> Result<RepairReport, BlobError> {
+        self.repairer.run_pass().await
+    }
+
+    /// The report of the last finished pass.
+    pub fn last_repair_report(&self) -> RepairReport {
+        self.repairer.last_report()
+    }
+
+    /// Cancelling this token stops the loops, as [`stop`](BackgroundTasks::stop) does.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops both loops and waits for them to end. A pass cut short leaves nothing half done
+    /// that matters: a push in flight is abandoned (the owner keeps nothing partial), and a copy
+    /// is only deleted after meta stopped listing it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Tells meta this node is alive; re-reads the cluster map when its epoch moved, and wakes the
+/// repair loop.
+async fn heartbeat_loop(
+    local: BlobNodeId,
+    view: Arc<ClusterView>,
+    interval: Duration,
+    map_changed: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let epoch = match view.meta().blob_node_heartbeat(local).await {
+            Ok(epoch) => epoch,
+            Err(error) => {
+                tracing::debug!(node = local, %error, "heartbeat failed");
+                continue;
+            }
+        };
+        if view
+            .cached()
+            .is_some_and(|placement| placement.epoch() == epoch)
+        {
+            continue;
+        }
+        match view.refresh().await {
+            Ok(placement) => {
+                tracing::info!(
+                    node = local,
+                    epoch = placement.epoch(),
+                    "cluster map changed"
+                );
+                map_changed.notify_one();
+            }
+            Err(error) => tracing::warn!(node = local, %error, "cannot re-read the cluster map"),
+        }
+    }
+}
+
+/// Runs a repair pass every `interval`, and right after the map changes.
+async fn repair_loop(
+    local: BlobNodeId,
+    repairer: Arc<Repairer>,
+    interval: Duration,
+    map_changed: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+            _ = map_changed.notified() => {}
+        }
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            outcome = repairer.run_pass() => outcome,
+        };
+        match outcome {
+            Ok(report) if report.pushed + report.dropped + report.under_replicated > 0 => {
+                tracing::info!(node = local, ?report, "repair pass")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(node = local, %error, "repair pass failed"),
+        }
+    }
+}

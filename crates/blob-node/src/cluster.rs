@@ -1,0 +1,125 @@
+//! [`ClusterView`]: this node's cached copy of the cluster map, and [`Placement`]: the ring
+//! owners of a digest under one map.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use blob_store::BlobStore;
+use cluster_api::{BlobError, BlobNodeId, BlobNodes, ClusterMap, MetaApi, NodeState};
+use hash_ring::{Member, Ring};
+use oci_model::Digest;
+
+/// Where blobs belong under one cluster map.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    map: ClusterMap,
+    ring: Ring,
+}
+
+impl Placement {
+    /// The placement for `map`: only `Up` members own data; `Draining` and `Down` ones keep
+    /// serving what they hold until it has moved.
+    pub fn new(map: ClusterMap) -> Placement {
+        let up = map
+            .members
+            .iter()
+            .filter(|member| member.state == NodeState::Up)
+            .map(|member| Member::new(member.node.id, &member.node.zone, member.node.weight));
+        let ring = Ring::new(up);
+        Placement { map, ring }
+    }
+
+    pub fn map(&self) -> &ClusterMap {
+        &self.map
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.map.epoch
+    }
+
+    /// The owners of `digest`, primary first: `policy.replicas` distinct `Up` nodes, or every
+    /// `Up` node when there are fewer. The ring key is the digest's canonical text.
+    pub fn owners(&self, digest: &Digest) -> Vec<BlobNodeId> {
+        let replicas = self.map.policy.replicas.max(1) as usize;
+        self.ring.owners(digest.to_string().as_bytes(), replicas)
+    }
+
+    /// How many owners must hold a durable copy before a push is acknowledged, for a blob with
+    /// `owner_count` owners: the policy's `write_quorum`, where 0 means every owner (all of them
+    /// are up, by construction; with `replicas >= 2` and at least two `Up` nodes that is at least
+    /// 2); never more than there are owners, which is never more than there are `Up` nodes.
+    pub fn required_copies(&self, owner_count: usize) -> usize {
+        match self.map.policy.write_quorum {
+            0 => owner_count,
+            quorum => (quorum as usize).min(owner_count),
+        }
+    }
+
+    /// True when `digest` has fewer owners than the policy asks for (too few `Up` nodes).
+    pub fn short_of_owners(&self, owner_count: usize) -> bool {
+        owner_count < self.map.policy.replicas.max(1) as usize
+    }
+}
+
+/// The cluster map as this node last read it from meta.
+pub struct ClusterView {
+    meta: Arc<dyn MetaApi>,
+    current: Mutex<Option<Arc<Placement>>>,
+}
+
+impl ClusterView {
+    pub fn new(meta: Arc<dyn MetaApi>) -> ClusterView {
+        ClusterView {
+            meta,
+            current: Mutex::new(None),
+        }
+    }
+
+    pub fn meta(&self) -> &Arc<dyn MetaApi> {
+        &self.meta
+    }
+
+    /// The cached placement, reading the map from meta when none is cached yet.
+    pub async fn current(&self) -> Result<Arc<Placement>, BlobError> {
+        if let Some(placement) = self.cached() {
+            return Ok(placement);
+        }
+        self.refresh().await
+    }
+
+    /// The cached placement without asking meta.
+    pub fn cached(&self) -> Option<Arc<Placement>> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Re-reads the map from meta and caches it (unless a newer one is cached already).
+    pub async fn refresh(&self) -> Result<Arc<Placement>, BlobError> {
+        let map = self.meta.cluster_map().await.map_err(|error| {
+            BlobError::Unavailable(format!("cannot read the cluster map: {error}"))
+        })?;
+        let fresh = Arc::new(Placement::new(map));
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        match current.as_ref() {
+            Some(cached) if cached.epoch() > fresh.epoch() => Ok(Arc::clone(cached)),
+            _ => {
+                *current = Some(Arc::clone(&fresh));
+                Ok(fresh)
+            }
+        }
+    }
+}
+
+/// Streams the local copy of `digest` to node `owner` as a replica; returns once the owner has
+/// it verified and fsynced.
+pub(crate) async fn push_replica(
+    store: &dyn BlobStore,
+    nodes: &dyn BlobNodes,
+    owner: BlobNodeId,
+    digest: &Digest,
+) -> Result<(), BlobError> {
+    let target = nodes.node(owner).await?;
+    let data = store.read(digest, 0, None).await?;
+    target.put_replica(digest, data).await
+}

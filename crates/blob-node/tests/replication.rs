@@ -1,0 +1,261 @@
+//! Replication on write, repair after a failure and rebalance after a join, across several
+//! `FsBlobStore`-backed nodes wired to each other in one process.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use cluster_api::{BlobApi, BlobError, MetaApi, NodeState, ReplicationPolicy};
+use oci_model::Digest;
+use support::{blob_data, wait_for, TestCluster, MANUAL};
+
+fn rf2() -> ReplicationPolicy {
+    ReplicationPolicy {
+        replicas: 2,
+        write_quorum: 0,
+    }
+}
+
+async fn three_zones(policy: ReplicationPolicy, intervals: (u64, u64)) -> TestCluster {
+    let mut cluster = TestCluster::new(policy, intervals);
+    for (id, zone) in [(1, "a"), (2, "b"), (3, "c")] {
+        cluster.add_node(id, zone).await;
+    }
+    // The heartbeat's first beat may have read the map before every node registered.
+    cluster.refresh_maps().await;
+    cluster
+}
+
+#[tokio::test]
+async fn rf2_commit_lands_on_both_owners() {
+    let mut cluster = three_zones(rf2(), MANUAL).await;
+    let placement = cluster.placement();
+    for index in 0..12 {
+        let data = blob_data(index);
+        let blob = cluster.push(1, &data).await.expect("push");
+        let owners = placement.owners(&blob.digest);
+        assert_eq!(owners.len(), 2);
+        let mut expected = vec![1];
+        expected.extend(owners.iter().copied().filter(|owner| *owner != 1));
+        assert_eq!(
+            blob.replicas, expected,
+            "the local copy first, then the owners"
+        );
+        for owner in owners {
+            let node = cluster.node(owner);
+            assert_eq!(
+                support::read_all(node.as_ref(), &blob.digest).await,
+                Ok(data.clone())
+            );
+        }
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_owner_fails_the_write_quorum() {
+    let mut cluster = three_zones(rf2(), MANUAL).await;
+    let placement = cluster.placement();
+    cluster.nodes.set_reachable(3, false);
+    // A blob that node 1 and unreachable node 3 own.
+    let data = (0..)
+        .map(blob_data)
+        .find(|data| {
+            placement.owners(&Digest::sha256_of(data)).contains(&3)
+                && placement.owners(&Digest::sha256_of(data)).contains(&1)
+        })
+        .expect("some blob is owned by nodes 1 and 3");
+    let digest = Digest::sha256_of(&data);
+    assert!(matches!(
+        cluster.push(1, &data).await,
+        Err(BlobError::Unavailable(_))
+    ));
+    assert_eq!(
+        cluster.node(1).stat(&digest).await,
+        Ok(Some(data.len() as u64)),
+        "the local copy stays for a retry or repair"
+    );
+    // With a write quorum of one, node 1's own copy is enough.
+    cluster
+        .meta
+        .set_replication_policy(ReplicationPolicy {
+            replicas: 2,
+            write_quorum: 1,
+        })
+        .await
+        .expect("set the policy");
+    cluster.refresh_maps().await;
+    let blob = cluster.push(1, &data).await.expect("push with quorum 1");
+    assert_eq!(blob.replicas, vec![1]);
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn repair_restores_the_replication_factor_after_a_node_goes_down() {
+    let mut cluster = three_zones(rf2(), MANUAL).await;
+    let mut expected = BTreeMap::new();
+    for index in 0..30 {
+        let data = blob_data(index);
+        let blob = cluster
+            .push(1 + u64::from(index % 3), &data)
+            .await
+            .expect("push");
+        expected.insert(blob.digest, data);
+    }
+    // Settle: copies on staging nodes that are not owners move off.
+    cluster.settle(&expected).await;
+    cluster.nodes.set_reachable(2, false);
+    cluster
+        .meta
+        .set_blob_node_state(2, NodeState::Down)
+        .await
+        .expect("mark node 2 down");
+    cluster.refresh_maps().await;
+    let (pushed, _) = cluster.settle(&expected).await;
+    assert!(pushed > 0, "blobs node 2 held must be copied again");
+    let placement = cluster.placement();
+    for digest in expected.keys() {
+        let owners = placement.owners(digest);
+        assert_eq!(owners.len(), 2, "two survivors own every blob");
+        let holders = cluster.holders(digest).await;
+        let record = cluster.meta.blob(digest).expect("record");
+        for owner in owners {
+            assert!(holders.contains(&owner), "{digest}: owner {owner} holds it");
+            assert!(
+                record.replicas.contains(&owner),
+                "{digest}: meta lists {owner}"
+            );
+        }
+    }
+    for node in [1, 3] {
+        assert_eq!(cluster.tasks(node).last_repair_report().under_replicated, 0);
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_join_moves_a_share_to_the_new_node_and_drops_old_copies_only_when_confirmed() {
+    let mut cluster = three_zones(rf2(), MANUAL).await;
+    let mut expected = BTreeMap::new();
+    for index in 0..60 {
+        let data = blob_data(index);
+        let blob = cluster
+            .push(1 + u64::from(index % 3), &data)
+            .await
+            .expect("push");
+        expected.insert(blob.digest, data);
+    }
+    cluster.settle(&expected).await;
+    for digest in expected.keys() {
+        assert_eq!(
+            cluster.holders(digest).await.len(),
+            2,
+            "settled at two copies"
+        );
+    }
+
+    cluster.add_node(4, "d").await;
+    cluster.refresh_maps().await;
+    // While the new node cannot take copies, nothing it owns may be dropped elsewhere.
+    cluster.nodes.set_reachable(4, false);
+    for _ in 0..expected.len() / 7 + 2 {
+        let (_, dropped) = cluster.repair_round(&expected).await;
+        assert_eq!(
+            dropped, 0,
+            "no copy is dropped before its new owner confirms"
+        );
+    }
+    cluster.nodes.set_reachable(4, true);
+    let (pushed, dropped) = cluster.settle(&expected).await;
+    assert!(
+        pushed > 0 && dropped > 0,
+        "blobs moved: {pushed} pushed, {dropped} dropped"
+    );
+    let placement = cluster.placement();
+    let mut on_new_node = 0;
+    for digest in expected.keys() {
+        let mut owners = placement.owners(digest);
+        owners.sort_unstable();
+        assert_eq!(
+            cluster.holders(digest).await,
+            owners,
+            "{digest} sits on its owners only"
+        );
+        let mut recorded = cluster.meta.blob(digest).expect("record").replicas;
+        recorded.sort_unstable();
+        assert_eq!(
+            recorded, owners,
+            "meta lists exactly the owners of {digest}"
+        );
+        on_new_node += usize::from(owners.contains(&4));
+    }
+    // Two copies over four equal nodes: the new node should own about half of the blobs.
+    assert!(
+        (15..=45).contains(&on_new_node),
+        "the new node owns {on_new_node} of 60 blobs"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn the_background_loops_follow_map_changes() {
+    let mut cluster = three_zones(rf2(), (20, 50)).await;
+    let mut expected = BTreeMap::new();
+    for index in 0..10 {
+        let data = blob_data(index);
+        let blob = cluster.push(1, &data).await.expect("push");
+        expected.insert(blob.digest, data);
+    }
+    cluster.nodes.set_reachable(3, false);
+    cluster
+        .meta
+        .set_blob_node_state(3, NodeState::Down)
+        .await
+        .expect("mark node 3 down");
+    let digests: Vec<Digest> = expected.keys().cloned().collect();
+    let meta = std::sync::Arc::clone(&cluster.meta);
+    wait_for("the loops to restore two copies on nodes 1 and 2", || {
+        let (meta, digests) = (std::sync::Arc::clone(&meta), digests.clone());
+        async move {
+            digests.iter().all(|digest| {
+                let replicas = meta
+                    .blob(digest)
+                    .map(|record| record.replicas)
+                    .unwrap_or_default();
+                replicas.contains(&1) && replicas.contains(&2)
+            })
+        }
+    })
+    .await;
+    for digest in &digests {
+        assert!(cluster.node(2).stat(digest).await.expect("stat").is_some());
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn blobs_meta_does_not_know_are_left_alone() {
+    let cluster = three_zones(rf2(), MANUAL).await;
+    // Committed on the node, but the gateway never committed it in meta (or it was collected).
+    let data = blob_data(99);
+    let digest = Digest::sha256_of(&data);
+    let node = cluster.node(1);
+    let id = cluster_api::UploadId("f".repeat(32));
+    node.start_upload(&id).await.expect("start");
+    node.append_upload(&id, 0, support::once(&data))
+        .await
+        .expect("append");
+    node.commit_upload(&id, &digest).await.expect("node commit");
+    let holders = cluster.holders(&digest).await;
+    let report = cluster.tasks(1).repair_pass().await.expect("pass");
+    assert_eq!(report.unknown_to_meta, 1);
+    assert_eq!((report.pushed, report.dropped), (0, 0));
+    assert_eq!(cluster.holders(&digest).await, holders);
+    assert!(cluster
+        .meta
+        .list_blobs(None, 10)
+        .await
+        .expect("list")
+        .is_empty());
+    cluster.stop().await;
+}
