@@ -74,7 +74,9 @@ impl Replicator for RingReplicator {
         digest: &Digest,
         size: u64,
     ) -> Result<Vec<BlobNodeId>, BlobError> {
-        let placement = self.view.current().await?;
+        // A fresh (linearizable) read of the map on every commit: acknowledging against a cached
+        // map could count owners of an older epoch, or an older policy, as enough copies.
+        let placement = self.view.refresh().await?;
         let owners = placement.owners(digest);
         let required = placement.required_copies(owners.len());
         let pushes = owners

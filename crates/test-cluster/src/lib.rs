@@ -5,11 +5,13 @@
 //! Nothing here binds a fixed port or sleeps to synchronise: readiness is a condition polled
 //! against a deadline.
 
+mod cluster;
 mod process;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use cluster::{data_dir, InProcessCluster, Member, Role};
 pub use process::{wait_until, ServeProcess};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,189 @@
+//! A real cluster in one process: 3 meta voters, 3 blob nodes at replication factor 2, 2
+//! gateways, each role on its own port and data dir. Pushes through one gateway are pulled
+//! through the other; members are stopped under load and the data and service survive.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster_api::{MetaApi, NodeState, ReplicationPolicy};
+use cluster_client::{MetaClient, RetryPolicy};
+use common::{PushedImage, Registry};
+use oci_model::RepositoryName;
+use test_cluster::{InProcessCluster, Role};
+
+const RF2: ReplicationPolicy = ReplicationPolicy {
+    replicas: 2,
+    write_quorum: 0,
+};
+
+async fn cluster() -> InProcessCluster {
+    InProcessCluster::start(3, 3, 2, RF2)
+        .await
+        .expect("cluster starts")
+}
+
+fn meta(cluster: &InProcessCluster) -> MetaClient {
+    MetaClient::new(&cluster.meta_addrs(), RetryPolicy::default()).expect("meta client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn push_through_one_gateway_pull_through_the_other_with_two_replicas() {
+    let cluster = cluster().await;
+    let first = Registry::new(cluster.gateway_url(1));
+    let second = Registry::new(cluster.gateway_url(2));
+    let meta = meta(&cluster);
+    for index in 0..4 {
+        let image = first
+            .push_image("ha/app", &format!("v{index}"), 100_000)
+            .await
+            .expect("push");
+        second
+            .verify_image(&image)
+            .await
+            .expect("pull through the other gateway");
+        let repo = RepositoryName::parse("ha/app").expect("name");
+        for (digest, _) in &image.blobs {
+            let info = meta.stat_blob(&repo, digest).await.expect("blob known");
+            let mut replicas = info.replicas.clone();
+            replicas.sort_unstable();
+            replicas.dedup();
+            assert!(
+                replicas.len() >= 2,
+                "{digest} acknowledged on {:?}: fewer than 2 replicas",
+                info.replicas
+            );
+        }
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_the_meta_leader_loses_no_acknowledged_push_and_writes_resume() {
+    let mut cluster = cluster().await;
+    let registry = Arc::new(Registry::new(cluster.gateway_url(1)));
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let mut acknowledged: Vec<PushedImage> = Vec::new();
+    for index in 0..3 {
+        acknowledged.push(
+            registry
+                .push_image("ha/leader", &format!("before-{index}"), 10_000)
+                .await
+                .expect("push"),
+        );
+    }
+
+    cluster
+        .stop(Role::Meta, leader)
+        .await
+        .expect("stop the leader");
+    let stopped = Instant::now();
+    // Keep pushing: the first success after the loss is the failover time.
+    let mut failover = None;
+    let deadline = stopped + Duration::from_secs(60);
+    let mut attempt = 0;
+    while failover.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume within 60 s of losing the leader"
+        );
+        attempt += 1;
+        if let Ok(image) = registry
+            .push_image("ha/leader", &format!("after-{attempt}"), 10_000)
+            .await
+        {
+            failover = Some(stopped.elapsed());
+            acknowledged.push(image);
+        }
+    }
+    let failover = failover.expect("measured");
+    eprintln!(
+        "meta leader failover: first acknowledged write {:.2} s after the leader stopped",
+        failover.as_secs_f64()
+    );
+    let new_leader = cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("new leader");
+    assert_ne!(new_leader, leader);
+
+    let other = Registry::new(cluster.gateway_url(2));
+    for image in &acknowledged {
+        other
+            .verify_image(image)
+            .await
+            .expect("acknowledged push survives the leader loss");
+    }
+    // The old leader rejoins as a follower and the cluster keeps serving.
+    cluster
+        .restart(Role::Meta, leader)
+        .await
+        .expect("old leader restarts");
+    let image = registry
+        .push_image("ha/leader", "rejoined", 10_000)
+        .await
+        .expect("push after rejoin");
+    other.verify_image(&image).await.expect("pull after rejoin");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_a_blob_node_at_rf2_keeps_every_pull_working_and_restores_rf() {
+    let mut cluster = cluster().await;
+    let registry = Registry::new(cluster.gateway_url(1));
+    let mut images = Vec::new();
+    for index in 0..6 {
+        images.push(
+            registry
+                .push_image("ha/blobs", &format!("v{index}"), 50_000)
+                .await
+                .expect("push"),
+        );
+    }
+    cluster.stop(Role::Blob, 2).await.expect("stop blob node 2");
+
+    // Every pull succeeds while node 2 is gone: reads fail over to the other replica.
+    let other = Registry::new(cluster.gateway_url(2));
+    for image in &images {
+        other
+            .verify_image(image)
+            .await
+            .expect("pull with a blob node down");
+    }
+
+    // Node 2 is marked down, and repair brings every blob back to two live replicas.
+    let meta = meta(&cluster);
+    let repo = RepositoryName::parse("ha/blobs").expect("name");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let map = meta.cluster_map().await.expect("map");
+        let down = map
+            .members
+            .iter()
+            .any(|m| m.node.id == 2 && m.state == NodeState::Down);
+        let mut restored = down;
+        for image in &images {
+            for (digest, _) in &image.blobs {
+                let info = meta.stat_blob(&repo, digest).await.expect("blob known");
+                let live = info.replicas.iter().filter(|id| **id != 2).count();
+                restored &= live >= 2;
+            }
+        }
+        if restored {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replication factor not restored within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for image in &images {
+        other.verify_image(image).await.expect("pull after repair");
+    }
+    cluster.shutdown().await;
+}
