@@ -1,7 +1,9 @@
 //! The `wharf` binary's library: configuration layering, role start-up and telemetry. `main.rs`
 //! is the CLI over it; `test-cluster` starts the same roles in-process.
 
+pub mod admin_cli;
 pub mod config;
+pub mod dev_cluster;
 pub mod roles;
 pub mod telemetry;
 

@@ -27,6 +27,11 @@ enum Command {
     Blob(Options),
     /// Run a stateless OCI HTTP gateway.
     Gateway(Options),
+    /// Operate a running cluster: `wharf admin --meta ADDR cluster status|add-meta|...`.
+    Admin(wharf::admin_cli::AdminArgs),
+    /// Local development clusters of separate processes (`wharf dev cluster --help`).
+    #[command(subcommand)]
+    Dev(wharf::dev_cluster::DevCommand),
 }
 
 /// Settings come from the config file, then `WHARF_*` environment variables, then these flags;
@@ -57,6 +62,13 @@ struct Options {
     /// Zone of a blob node, for replica placement [default: default].
     #[arg(long, env = "WHARF_ZONE")]
     zone: Option<String>,
+    /// Meta: start a new cluster with this node as its only voter when the data dir is empty
+    /// [default: when --join is not given].
+    #[arg(long, env = "WHARF_BOOTSTRAP", num_args = 0..=1, default_missing_value = "true")]
+    bootstrap: Option<bool>,
+    /// Meta: join the cluster through these meta node addresses when the data dir is empty.
+    #[arg(long, env = "WHARF_JOIN", value_delimiter = ',')]
+    join: Option<Vec<String>>,
     /// Log filter, e.g. `info` or `debug` [default: info; RUST_LOG wins when set].
     #[arg(long, env = "WHARF_LOG")]
     log: Option<String>,
@@ -88,6 +100,12 @@ impl Options {
         }
         if let Some(zone) = self.zone {
             config.zone = zone;
+        }
+        if let Some(bootstrap) = self.bootstrap {
+            config.bootstrap = Some(bootstrap);
+        }
+        if let Some(join) = self.join {
+            config.join = join;
         }
         if let Some(log) = self.log {
             config.log = log;
@@ -123,6 +141,8 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         Command::Meta(options) => ("meta", options),
         Command::Blob(options) => ("blob", options),
         Command::Gateway(options) => ("gateway", options),
+        Command::Admin(args) => return wharf::admin_cli::run(args).await,
+        Command::Dev(command) => return Ok(wharf::dev_cluster::run(command).await?),
     };
     let (config, addr_file) = options.into_config()?;
     wharf::telemetry::init(&config.log);

@@ -100,7 +100,8 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
     };
     let meta = open_meta(&serve_config, &config.data.join("meta"), &advertise).await?;
     let meta_client: Arc<dyn MetaApi> = Arc::new(meta_client(std::slice::from_ref(&advertise))?);
-    let (blob, blob_tasks) = open_blob(config, &config.data.join("blob"), &advertise, &meta_client).await?;
+    let (blob, blob_tasks) =
+        open_blob(config, &config.data.join("blob"), &advertise, &meta_client).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let grpc = tonic::transport::Server::builder()
@@ -167,7 +168,8 @@ pub async fn start_blob(config: &WharfConfig) -> Result<Running, StartError> {
     let (blob, blob_tasks) = open_blob(config, &config.data, &advertise, &meta).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let grpc = tonic::transport::Server::builder().add_service(BlobGrpc::new(blob.node.clone()).into_server());
+    let grpc = tonic::transport::Server::builder()
+        .add_service(BlobGrpc::new(blob.node.clone()).into_server());
     spawn_grpc(&mut tasks, grpc, listener, shutdown.clone());
     register_blob_node(&*meta, &blob).await?;
     Ok(Running {
