@@ -1,6 +1,8 @@
 //! Small OCI client helpers shared by the root integration tests (durability, real clients).
 #![allow(dead_code)]
 
+pub mod dev;
+
 use oci_model::Digest;
 use reqwest::StatusCode;
 
