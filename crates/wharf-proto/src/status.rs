@@ -42,12 +42,11 @@ pub fn status_to_meta_error(status: &Status) -> MetaError {
     if let Ok(error) = serde_json::from_slice::<MetaError>(status.details()) {
         return error;
     }
+    // No details: the status did not come from a Wharf service's own error but from the transport
+    // (connection refused or reset, a node killed mid-call) or from request decoding.
     match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
-            MetaError::Unavailable { leader: None }
-        }
         Code::InvalidArgument => MetaError::Invalid(status.message().to_owned()),
-        _ => MetaError::Internal(format!("{}: {}", status.code(), status.message())),
+        _ => MetaError::Unavailable { leader: None },
     }
 }
 
@@ -56,9 +55,9 @@ pub fn status_to_blob_error(status: &Status) -> BlobError {
     if let Ok(error) = serde_json::from_slice::<BlobError>(status.details()) {
         return error;
     }
+    // No details: a transport failure (see `status_to_meta_error`), retryable elsewhere.
     match status.code() {
         Code::InvalidArgument => BlobError::Invalid(status.message().to_owned()),
-        Code::Internal | Code::DataLoss => BlobError::Io(status.message().to_owned()),
         _ => BlobError::Unavailable(format!("{}: {}", status.code(), status.message())),
     }
 }
