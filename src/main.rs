@@ -69,6 +69,9 @@ struct Options {
     /// Meta: join the cluster through these meta node addresses when the data dir is empty.
     #[arg(long, env = "WHARF_JOIN", value_delimiter = ',')]
     join: Option<Vec<String>>,
+    /// Serve Prometheus `GET /metrics` on this address too (meta and blob roles have no other HTTP).
+    #[arg(long, env = "WHARF_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// Log filter, e.g. `info` or `debug` [default: info; RUST_LOG wins when set].
     #[arg(long, env = "WHARF_LOG")]
     log: Option<String>,
@@ -106,6 +109,9 @@ impl Options {
         }
         if let Some(join) = self.join {
             config.join = join;
+        }
+        if let Some(metrics_listen) = self.metrics_listen {
+            config.metrics_listen = Some(metrics_listen);
         }
         if let Some(log) = self.log {
             config.log = log;

@@ -38,6 +38,8 @@ pub struct Running {
     pub http_addr: Option<SocketAddr>,
     /// The gRPC address, for roles that serve one.
     pub grpc_addr: Option<SocketAddr>,
+    /// The separate Prometheus address, when `metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     meta: Option<meta_node::MetaNode>,
@@ -48,6 +50,12 @@ impl Running {
     /// Resolves when any role's server task ends (an error or a stop).
     pub async fn wait_any(&mut self) {
         let _ = self.tasks.join_next().await;
+    }
+
+    /// Fault injection for the meta role's Raft traffic (tests cut voters apart with it); `None`
+    /// for roles without a meta voter.
+    pub fn meta_faults(&self) -> Option<Arc<meta_node::NetworkFaults>> {
+        self.meta.as_ref().map(meta_node::MetaNode::faults)
     }
 
     /// Stops every role gracefully and waits for them.
@@ -118,7 +126,9 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
         http_listener,
         shutdown.clone(),
     )?;
+    let metrics_addr = spawn_metrics(&mut tasks, config, shutdown.clone()).await?;
     Ok(Running {
+        metrics_addr,
         http_addr: Some(http_addr),
         grpc_addr: Some(grpc_addr),
         shutdown,
@@ -145,7 +155,9 @@ pub async fn start_meta(config: &WharfConfig) -> Result<Running, StartError> {
         .add_service(meta.raft_service())
         .add_service(meta.admin_service());
     spawn_grpc(&mut tasks, grpc, listener, shutdown.clone());
+    let metrics_addr = spawn_metrics(&mut tasks, config, shutdown.clone()).await?;
     Ok(Running {
+        metrics_addr,
         http_addr: None,
         grpc_addr: Some(grpc_addr),
         shutdown,
@@ -172,7 +184,9 @@ pub async fn start_blob(config: &WharfConfig) -> Result<Running, StartError> {
         .add_service(BlobGrpc::new(blob.node.clone()).into_server());
     spawn_grpc(&mut tasks, grpc, listener, shutdown.clone());
     register_blob_node(&*meta, &blob).await?;
+    let metrics_addr = spawn_metrics(&mut tasks, config, shutdown.clone()).await?;
     Ok(Running {
+        metrics_addr,
         http_addr: None,
         grpc_addr: Some(grpc_addr),
         shutdown,
@@ -191,7 +205,9 @@ pub async fn start_gateway(config: &WharfConfig) -> Result<Running, StartError> 
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     spawn_gateway(&mut tasks, config, meta, listener, shutdown.clone())?;
+    let metrics_addr = spawn_metrics(&mut tasks, config, shutdown.clone()).await?;
     Ok(Running {
+        metrics_addr,
         http_addr: Some(http_addr),
         grpc_addr: None,
         shutdown,
@@ -276,6 +292,30 @@ async fn register_blob_node(meta: &dyn MetaApi, blob: &OpenedBlob) -> Result<(),
             }
         }
     }
+}
+
+/// Serves `GET /metrics` on `metrics_listen` when set (every role; the gateway also has it on its
+/// HTTP address).
+async fn spawn_metrics(
+    tasks: &mut JoinSet<()>,
+    config: &WharfConfig,
+    shutdown: CancellationToken,
+) -> Result<Option<SocketAddr>, StartError> {
+    let Some(addr) = &config.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = bind(addr).await?;
+    let bound = local_addr(&listener)?;
+    let router = crate::telemetry::with_metrics_route(axum::Router::new());
+    tasks.spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "metrics server failed");
+        }
+    });
+    Ok(Some(bound))
 }
 
 fn spawn_grpc(

@@ -187,3 +187,39 @@ async fn losing_a_blob_node_at_rf2_keeps_every_pull_working_and_restores_rf() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meta_role_serves_raft_gauges_on_metrics_listen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let meta = wharf::start_meta(&wharf::WharfConfig {
+        grpc_listen: "127.0.0.1:0".into(),
+        metrics_listen: Some("127.0.0.1:0".into()),
+        data: dir.path().join("meta"),
+        ..wharf::WharfConfig::default()
+    })
+    .await
+    .expect("meta starts");
+    wharf::telemetry::init("warn");
+    let url = format!(
+        "http://{}/metrics",
+        meta.metrics_addr.expect("metrics address")
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = reqwest::get(&url)
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("body");
+        if body.contains("wharf_raft_is_leader") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Raft gauges in /metrics: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    meta.stop().await;
+}
