@@ -189,6 +189,9 @@ async fn a_join_moves_a_share_to_the_new_node_and_drops_old_copies_only_when_con
         );
         on_new_node += usize::from(owners.contains(&4));
     }
+    eprintln!(
+        "join of a 4th node (RF 2, 60 blobs): {pushed} copies pushed, {dropped} dropped, new node owns {on_new_node}"
+    );
     // Two copies over four equal nodes: the new node should own about half of the blobs.
     assert!(
         (15..=45).contains(&on_new_node),
