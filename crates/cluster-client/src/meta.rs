@@ -22,6 +22,10 @@ pub struct RetryPolicy {
     pub max_elapsed: Duration,
     pub first_backoff: Duration,
     pub max_backoff: Duration,
+    /// Longest wait for one attempt. A leader cut off from its quorum accepts a write and waits
+    /// for a commit that cannot come; past this the attempt counts as unavailable and the client
+    /// moves on to another meta node.
+    pub attempt_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -30,6 +34,7 @@ impl Default for RetryPolicy {
             max_elapsed: Duration::from_secs(10),
             first_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(500),
+            attempt_timeout: Duration::from_secs(8),
         }
     }
 }
@@ -108,9 +113,11 @@ impl<C: Clone> LeaderFollower<C> {
             let client = self
                 .current()
                 .ok_or(MetaError::Unavailable { leader: None })?;
-            let error = match call(client).await {
-                Ok(response) => return Ok(response.into_inner()),
-                Err(status) => status_to_meta_error(&status),
+            let error = match tokio::time::timeout(self.policy.attempt_timeout, call(client)).await
+            {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) => status_to_meta_error(&status),
+                Err(_) => MetaError::Unavailable { leader: None },
             };
             let MetaError::Unavailable { leader } = &error else {
                 return Err(error);

@@ -322,6 +322,9 @@ impl MetaApi for RaftMeta {
         if state != ServerState::Leader {
             return Err(MetaError::Unavailable { leader });
         }
+        // A leader cut off from its quorum must not take beats: the blob node would never move
+        // on to the real leader, whose failure detector would then mark it down.
+        self.linearize().await?;
         self.liveness.beat(term, id, Instant::now());
         self.reader.epoch()
     }

@@ -12,22 +12,29 @@
 //! (`liveness`), and every node publishes Raft and cluster-map gauges (`observe`). A node opened
 //! with `join` seeds asks the cluster to add it ([`MetaAdmin::add_meta_node`] on the leader).
 //!
+//! Tests cut voters apart through [`MetaNode::faults`] ([`NetworkFaults`], consulted by both
+//! ends of the Raft transport) and read each voter's own view of leadership with [`probe_vote`].
+//!
 //! On disk: `<data_dir>/db/` is the RocksDB database (layout in `meta-store`).
 
 mod admin;
 mod api;
 mod config;
 mod error;
+mod faults;
 mod liveness;
 mod network;
 mod node;
 mod observe;
+mod probe;
 mod service;
 
 pub use admin::{AdminGrpc, MetaAdmin};
 pub use api::RaftMeta;
 pub use config::MetaConfig;
 pub use error::MetaNodeError;
+pub use faults::NetworkFaults;
 pub use network::{GrpcNetwork, GrpcRaftClient};
 pub use node::MetaNode;
+pub use probe::{probe_vote, VoteView};
 pub use service::{RaftGrpc, RAFT_MESSAGE_LIMIT};

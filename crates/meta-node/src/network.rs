@@ -2,12 +2,14 @@
 //! target voter, each with a lazily connected tonic channel to the target's advertised address.
 //!
 //! Transport failures become `Unreachable` (openraft backs off and retries), deadlines become
-//! `Timeout`, and errors the remote Raft returned become `RemoteError`.
+//! `Timeout`, and errors the remote Raft returned become `RemoteError`. A target blocked in
+//! [`NetworkFaults`] is `Unreachable` without a packet sent.
 
 // openraft's `RaftNetwork` fixes the (large) `RPCError` type; the helpers here return it as is.
 #![allow(clippy::result_large_err)]
 
 use std::error::Error;
+use std::sync::Arc;
 use std::time::Duration;
 
 use meta_store::TypeConfig;
@@ -28,6 +30,7 @@ use tonic::Code;
 use wharf_proto::pb::raft_client::RaftClient;
 use wharf_proto::pb::RaftPayload;
 
+use crate::faults::NetworkFaults;
 use crate::service::{decode, encode, RAFT_MESSAGE_LIMIT};
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -37,13 +40,19 @@ type RpcResult<T, E = openraft::error::Infallible> =
 pub struct GrpcNetwork {
     node_id: u64,
     connect_timeout: Duration,
+    faults: Arc<NetworkFaults>,
 }
 
 impl GrpcNetwork {
-    pub(crate) fn new(node_id: u64, connect_timeout: Duration) -> GrpcNetwork {
+    pub(crate) fn new(
+        node_id: u64,
+        connect_timeout: Duration,
+        faults: Arc<NetworkFaults>,
+    ) -> GrpcNetwork {
         GrpcNetwork {
             node_id,
             connect_timeout,
+            faults,
         }
     }
 }
@@ -57,6 +66,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
             target,
             node: node.clone(),
             connect_timeout: self.connect_timeout,
+            faults: self.faults.clone(),
             client: None,
         }
     }
@@ -68,6 +78,7 @@ pub struct GrpcRaftClient {
     target: u64,
     node: BasicNode,
     connect_timeout: Duration,
+    faults: Arc<NetworkFaults>,
     client: Option<RaftClient<Channel>>,
 }
 
@@ -138,6 +149,9 @@ impl GrpcRaftClient {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
+        if let Err(blocked) = self.faults.check(self.target) {
+            return Err(RPCError::Unreachable(Unreachable::new(&blocked)));
+        }
         let mut client = self.client()?;
         let mut request = tonic::Request::new(payload);
         request.set_timeout(option.hard_ttl());

@@ -15,6 +15,7 @@ use crate::admin::{AdminGrpc, MetaAdmin};
 use crate::api::RaftMeta;
 use crate::config::MetaConfig;
 use crate::error::MetaNodeError;
+use crate::faults::NetworkFaults;
 use crate::liveness::{run_detector, Liveness};
 use crate::network::GrpcNetwork;
 use crate::observe::run_metrics;
@@ -29,6 +30,8 @@ pub struct MetaNode {
     raft: Raft<TypeConfig>,
     api: Arc<RaftMeta>,
     admin: MetaAdmin,
+    /// Raft traffic this node refuses (fault injection for tests; empty in production).
+    faults: Arc<NetworkFaults>,
     /// Background work holding store handles: the failure detector, the metrics publisher and,
     /// while joining, the join task. Aborted on shutdown before the store is waited on.
     tasks: Vec<JoinHandle<()>>,
@@ -49,7 +52,8 @@ impl MetaNode {
             source,
         })?;
         let store = MetaStore::open(&db_dir)?;
-        let network = GrpcNetwork::new(config.node_id, config.rpc_timeout());
+        let faults = Arc::new(NetworkFaults::new());
+        let network = GrpcNetwork::new(config.node_id, config.rpc_timeout(), faults.clone());
         let raft = Raft::new(
             config.node_id,
             raft_config,
@@ -96,6 +100,7 @@ impl MetaNode {
             raft,
             api,
             admin,
+            faults,
             tasks,
             closed: store.closed,
         })
@@ -108,7 +113,13 @@ impl MetaNode {
 
     /// The gRPC service other voters call; add it to the node's tonic router.
     pub fn raft_service(&self) -> RaftServer<RaftGrpc> {
-        RaftGrpc::server(self.raft.clone())
+        RaftGrpc::server(self.raft.clone(), self.faults.clone())
+    }
+
+    /// Fault injection for this node's Raft traffic, shared by its Raft client and server: block
+    /// a peer here to cut this node off from it (both ways). Empty unless a test blocks peers.
+    pub fn faults(&self) -> Arc<NetworkFaults> {
+        self.faults.clone()
     }
 
     /// Cluster administration on this node (membership, status, cluster-map operations).

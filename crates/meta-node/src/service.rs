@@ -1,15 +1,24 @@
 //! The Raft gRPC service: decodes openraft's RPCs from their JSON payloads, hands them to the
 //! local `Raft`, and answers with the JSON of the whole `Result` so the caller sees openraft's own
 //! errors (a higher vote, a snapshot mismatch) as remote errors rather than transport failures.
+//!
+//! A request from a sender blocked in [`NetworkFaults`] is dropped with `unavailable`, which the
+//! sender's client reports as `Unreachable`. Every Raft request names its sender in its vote: the
+//! leader's for AppendEntries and InstallSnapshot, the candidate's for Vote.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use meta_store::TypeConfig;
-use openraft::Raft;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::{Raft, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 use wharf_proto::pb::raft_server::{Raft as RaftRpc, RaftServer};
 use wharf_proto::pb::RaftPayload;
+
+use crate::faults::NetworkFaults;
 
 /// Largest Raft message either side sends or accepts. A batch of entries larger than this is
 /// split by the sender (`PayloadTooLarge`); a single entry holds at most a 4 MiB manifest.
@@ -28,13 +37,24 @@ pub(crate) fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, se
 /// Serves this node's end of the Raft protocol.
 pub struct RaftGrpc {
     raft: Raft<TypeConfig>,
+    faults: Arc<NetworkFaults>,
 }
 
 impl RaftGrpc {
-    pub(crate) fn server(raft: Raft<TypeConfig>) -> RaftServer<RaftGrpc> {
-        RaftServer::new(RaftGrpc { raft })
+    pub(crate) fn server(
+        raft: Raft<TypeConfig>,
+        faults: Arc<NetworkFaults>,
+    ) -> RaftServer<RaftGrpc> {
+        RaftServer::new(RaftGrpc { raft, faults })
             .max_decoding_message_size(RAFT_MESSAGE_LIMIT)
             .max_encoding_message_size(RAFT_MESSAGE_LIMIT)
+    }
+
+    /// Drops the request when its sender (the node its `vote` is for) is blocked.
+    fn admit(&self, vote: &Vote<u64>) -> Result<(), Status> {
+        self.faults
+            .check(vote.leader_id.node_id)
+            .map_err(|blocked| Status::unavailable(blocked.to_string()))
     }
 }
 
@@ -55,7 +75,9 @@ impl RaftRpc for RaftGrpc {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let result = self.raft.append_entries(request_of(request)?).await;
+        let request: AppendEntriesRequest<TypeConfig> = request_of(request)?;
+        self.admit(&request.vote)?;
+        let result = self.raft.append_entries(request).await;
         response_of(&result)
     }
 
@@ -63,12 +85,16 @@ impl RaftRpc for RaftGrpc {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let result = self.raft.install_snapshot(request_of(request)?).await;
+        let request: InstallSnapshotRequest<TypeConfig> = request_of(request)?;
+        self.admit(&request.vote)?;
+        let result = self.raft.install_snapshot(request).await;
         response_of(&result)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let result = self.raft.vote(request_of(request)?).await;
+        let request: VoteRequest<u64> = request_of(request)?;
+        self.admit(&request.vote)?;
+        let result = self.raft.vote(request).await;
         response_of(&result)
     }
 }

@@ -1,13 +1,17 @@
 //! [`InProcessCluster`]: separate meta, blob and gateway roles (as `wharf meta|blob|gateway`
 //! run them) inside the test's runtime, each on its own 127.0.0.1 port and data dir, with stop
-//! and restart of any member on the same port and data.
+//! and restart of any member on the same port and data, and network partitions between meta
+//! voters (Raft traffic only: clients still reach every node).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_api::{ClusterStatus, MetaError, ReplicationPolicy};
 use cluster_client::{AdminClient, RetryPolicy};
+use meta_node::{MetaNodeError, NetworkFaults, VoteView};
 
 use crate::{wait_until, TestClusterError};
 
@@ -39,6 +43,9 @@ impl Member {
 pub struct InProcessCluster {
     _dir: tempfile::TempDir,
     pub members: Vec<Member>,
+    /// Raft traffic cut by [`InProcessCluster::partition`]: per meta voter, the peers it
+    /// refuses. Kept here so that a voter restarted mid-partition stays cut off.
+    cuts: BTreeMap<u64, BTreeSet<u64>>,
 }
 
 impl InProcessCluster {
@@ -55,6 +62,7 @@ impl InProcessCluster {
         let mut cluster = InProcessCluster {
             _dir: dir,
             members: Vec::new(),
+            cuts: BTreeMap::new(),
         };
         let root = cluster._dir.path().to_owned();
         let mut meta_addrs = Vec::new();
@@ -190,8 +198,74 @@ impl InProcessCluster {
         }
         let config = member.config.clone();
         let running = start_role(role, &config).await?;
+        if let (Some(faults), Some(cut)) = (running.meta_faults(), self.cuts.get(&id)) {
+            faults.block(cut.iter().copied());
+        }
         self.member_mut(role, id)?.running = Some(running);
         Ok(())
+    }
+
+    /// Cuts Raft traffic both ways between every meta voter in `left` and every one in `right`
+    /// (in addition to earlier cuts), as a network partition would. Clients still reach every
+    /// node, so a test can observe what a cut-off voter answers. Undone by
+    /// [`InProcessCluster::heal`]; survives restarts.
+    pub fn partition(&mut self, left: &[u64], right: &[u64]) -> Result<(), TestClusterError> {
+        for id in left.iter().chain(right) {
+            if self.member(Role::Meta, *id).is_none() {
+                return Err(TestClusterError::Timeout(format!("no meta node {id}")));
+            }
+        }
+        for &a in left {
+            for &b in right.iter().filter(|&&b| b != a) {
+                self.cuts.entry(a).or_default().insert(b);
+                self.cuts.entry(b).or_default().insert(a);
+            }
+        }
+        for (id, cut) in &self.cuts {
+            if let Some(faults) = self.meta_faults(*id) {
+                faults.block(cut.iter().copied());
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores all Raft traffic between meta voters.
+    pub fn heal(&mut self) {
+        self.cuts.clear();
+        for id in self.meta_ids() {
+            if let Some(faults) = self.meta_faults(id) {
+                faults.heal();
+            }
+        }
+    }
+
+    fn meta_faults(&self, id: u64) -> Option<Arc<NetworkFaults>> {
+        self.member(Role::Meta, id)?.running.as_ref()?.meta_faults()
+    }
+
+    /// The ids of the meta voters, running or not.
+    pub fn meta_ids(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|m| m.role == Role::Meta)
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// Each running meta voter's own view of leadership (its Raft vote, probed directly: no
+    /// leader is involved and a cut-off voter still answers), by id.
+    pub async fn meta_views(&self) -> Vec<(u64, Result<VoteView, MetaNodeError>)> {
+        let mut views = Vec::new();
+        for member in self
+            .members
+            .iter()
+            .filter(|m| m.role == Role::Meta && m.is_running())
+        {
+            let addr = member.addr.to_string();
+            let view = meta_node::probe_vote(&addr, Duration::from_secs(2)).await;
+            views.push((member.id, view));
+        }
+        views
     }
 
     /// Waits until a leader is elected among the running voters and returns its id.

@@ -2,6 +2,10 @@
 //! listeners over a temp dir, and can restart them on the same data. [`ServeProcess`] runs the real
 //! binary as a child process (for kill -9 and real-client tests), always reaped on drop.
 //!
+//! [`InProcessCluster`] also injects faults: [`InProcessCluster::partition`] cuts Raft traffic
+//! between groups of meta voters until [`InProcessCluster::heal`], and
+//! [`InProcessCluster::meta_views`] reads each voter's own view of leadership.
+//!
 //! Nothing here binds a fixed port or sleeps to synchronise: readiness is a condition polled
 //! against a deadline.
 
@@ -12,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use cluster::{data_dir, InProcessCluster, Member, Role};
+pub use meta_node::VoteView;
 pub use process::{wait_until, ServeProcess};
 
 #[derive(Debug, thiserror::Error)]
