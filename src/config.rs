@@ -37,6 +37,9 @@ pub struct WharfConfig {
     pub join: Vec<String>,
     /// Meta: a blob node silent this long is marked down and its blobs re-replicated.
     pub blob_down_after_ms: Option<u64>,
+    /// OTLP/gRPC collector to export trace spans to, e.g. `http://127.0.0.1:4317`. Unset: no
+    /// exporter runs (trace context is still passed on between nodes).
+    pub otlp_endpoint: Option<String>,
     pub gateway: gateway::GatewayConfig,
 }
 
@@ -55,6 +58,7 @@ impl Default for WharfConfig {
             bootstrap: None,
             join: Vec::new(),
             blob_down_after_ms: None,
+            otlp_endpoint: None,
             gateway: gateway::GatewayConfig::default(),
         }
     }

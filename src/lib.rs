@@ -6,6 +6,7 @@ pub mod config;
 pub mod dev_cluster;
 pub mod roles;
 pub mod telemetry;
+pub mod trace;
 
 pub use config::WharfConfig;
 pub use roles::{start_blob, start_gateway, start_meta, start_serve, Running, StartError};

@@ -75,6 +75,10 @@ struct Options {
     /// Log filter, e.g. `info` or `debug` [default: info; RUST_LOG wins when set].
     #[arg(long, env = "WHARF_LOG")]
     log: Option<String>,
+    /// Export trace spans over OTLP/gRPC to this collector, e.g. `http://127.0.0.1:4317`
+    /// [default: OTEL_EXPORTER_OTLP_ENDPOINT when set, else no export].
+    #[arg(long, env = "WHARF_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     /// Write the bound addresses as JSON to this file once ready (for scripts and tests).
     #[arg(long, env = "WHARF_ADDR_FILE")]
     addr_file: Option<PathBuf>,
@@ -116,6 +120,9 @@ impl Options {
         if let Some(log) = self.log {
             config.log = log;
         }
+        if let Some(otlp_endpoint) = self.otlp_endpoint {
+            config.otlp_endpoint = Some(otlp_endpoint);
+        }
         Ok((config, self.addr_file))
     }
 }
@@ -151,7 +158,8 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         Command::Dev(command) => return Ok(wharf::dev_cluster::run(command).await?),
     };
     let (config, addr_file) = options.into_config()?;
-    wharf::telemetry::init(&config.log);
+    let telemetry =
+        wharf::telemetry::init_for_role(&config.log, role, config.otlp_endpoint.as_deref())?;
     let mut running = match role {
         "serve" => wharf::start_serve(&config).await?,
         "meta" => wharf::start_meta(&config).await?,
@@ -164,6 +172,8 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         _ = running.wait_any() => tracing::error!("a server task ended unexpectedly; shutting down"),
     }
     running.stop().await;
+    // Flushing waits for the exporter's last batch; keep it off the async workers.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     Ok(())
 }
 

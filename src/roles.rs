@@ -112,7 +112,7 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
         open_blob(config, &config.data.join("blob"), &advertise, &meta_client).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let grpc = tonic::transport::Server::builder()
+    let grpc = crate::trace::grpc_server()
         .add_service(MetaGrpc::new(meta.api()).into_server())
         .add_service(meta.raft_service())
         .add_service(meta.admin_service())
@@ -150,7 +150,7 @@ pub async fn start_meta(config: &WharfConfig) -> Result<Running, StartError> {
     let meta = open_meta(config, &config.data, &advertise).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let grpc = tonic::transport::Server::builder()
+    let grpc = crate::trace::grpc_server()
         .add_service(MetaGrpc::new(meta.api()).into_server())
         .add_service(meta.raft_service())
         .add_service(meta.admin_service());
@@ -180,8 +180,8 @@ pub async fn start_blob(config: &WharfConfig) -> Result<Running, StartError> {
     let (blob, blob_tasks) = open_blob(config, &config.data, &advertise, &meta).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let grpc = tonic::transport::Server::builder()
-        .add_service(BlobGrpc::new(blob.node.clone()).into_server());
+    let grpc =
+        crate::trace::grpc_server().add_service(BlobGrpc::new(blob.node.clone()).into_server());
     spawn_grpc(&mut tasks, grpc, listener, shutdown.clone());
     register_blob_node(&*meta, &blob).await?;
     let metrics_addr = spawn_metrics(&mut tasks, config, shutdown.clone()).await?;
@@ -320,7 +320,7 @@ async fn spawn_metrics(
 
 fn spawn_grpc(
     tasks: &mut JoinSet<()>,
-    router: tonic::transport::server::Router,
+    router: crate::trace::TracedRouter,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) {
@@ -344,7 +344,9 @@ fn spawn_gateway(
 ) -> Result<(), StartError> {
     let blobs = Arc::new(GrpcBlobNodes::new(meta.clone()));
     let gateway = gateway::Gateway::new(config.gateway.clone(), meta, blobs);
-    let router = crate::telemetry::with_metrics_route(gateway.router());
+    let router = crate::trace::with_http_trace_parent(crate::telemetry::with_metrics_route(
+        gateway.router(),
+    ));
     tasks.spawn(async move {
         if let Err(error) = gateway::serve(listener, router, shutdown.cancelled_owned()).await {
             tracing::error!(%error, "gateway server failed");

@@ -8,7 +8,7 @@ use wharf_proto::pb;
 
 use crate::meta::{LeaderFollower, RetryPolicy};
 
-type PbAdminClient = pb::admin_client::AdminClient<Channel>;
+type PbAdminClient = pb::admin_client::AdminClient<crate::TracedChannel>;
 
 /// A leader-following client of the cluster administration service.
 pub struct AdminClient {
@@ -16,7 +16,7 @@ pub struct AdminClient {
 }
 
 fn pb_client(channel: Channel) -> PbAdminClient {
-    PbAdminClient::new(channel)
+    PbAdminClient::new(crate::traced(channel))
 }
 
 impl AdminClient {

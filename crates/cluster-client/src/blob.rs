@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 use wharf_proto::pb;
 use wharf_proto::status::status_to_blob_error;
 
-type PbBlobClient = pb::blob_client::BlobClient<Channel>;
+type PbBlobClient = pb::blob_client::BlobClient<crate::TracedChannel>;
 
 /// A client of one blob node.
 #[derive(Clone)]
@@ -23,7 +23,7 @@ pub struct BlobClient {
 
 impl BlobClient {
     pub fn new(channel: Channel) -> BlobClient {
-        let client = PbBlobClient::new(channel)
+        let client = PbBlobClient::new(crate::traced(channel))
             .max_decoding_message_size(wharf_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(wharf_proto::MAX_MESSAGE_BYTES);
         BlobClient { client }

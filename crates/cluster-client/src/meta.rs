@@ -13,7 +13,7 @@ use wharf_proto::convert::{self, DecodeError};
 use wharf_proto::pb;
 use wharf_proto::status::status_to_meta_error;
 
-type PbMetaClient = pb::meta_client::MetaClient<Channel>;
+type PbMetaClient = pb::meta_client::MetaClient<crate::TracedChannel>;
 
 /// How long and how often a call is retried while the metadata service is unavailable (no
 /// leader yet, leader moved, node restarting). Only `Unavailable` is retried.
@@ -155,7 +155,7 @@ impl MetaClient {
 }
 
 fn pb_client(channel: Channel) -> PbMetaClient {
-    PbMetaClient::new(channel)
+    PbMetaClient::new(crate::traced(channel))
         .max_decoding_message_size(wharf_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(wharf_proto::MAX_MESSAGE_BYTES)
 }
