@@ -223,3 +223,38 @@ async fn a_meta_role_serves_raft_gauges_on_metrics_listen() {
     }
     meta.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_publishes_replication_lag_per_follower() {
+    wharf::telemetry::init("warn");
+    let cluster = InProcessCluster::start(3, 1, 1, ReplicationPolicy::default())
+        .await
+        .expect("cluster starts");
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let url = format!("{}/metrics", cluster.gateway_url(1));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = reqwest::get(&url)
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("body");
+        let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+        let published = followers
+            .iter()
+            .all(|peer| body.contains(&format!("wharf_raft_replication_lag{{peer=\"{peer}\"}}")));
+        if published {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replication lag for followers {followers:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.shutdown().await;
+}

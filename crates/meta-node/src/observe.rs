@@ -19,6 +19,23 @@ fn publish_raft(metrics: &Metrics) {
     };
     metrics::gauge!("wharf_raft_is_leader").set(is_leader);
     metrics::gauge!("wharf_raft_leader_id").set(metrics.current_leader.unwrap_or(0) as f64);
+    publish_replication_lag(metrics);
+}
+
+/// On the leader: how many log entries each follower is behind (`wharf_raft_replication_lag`,
+/// labelled by peer id). Followers publish nothing (they do not know the others' progress).
+fn publish_replication_lag(metrics: &Metrics) {
+    let Some(replication) = &metrics.replication else {
+        return;
+    };
+    let last = metrics.last_log_index.unwrap_or(0);
+    for (peer, matched) in replication {
+        if *peer == metrics.id {
+            continue;
+        }
+        let lag = last.saturating_sub(matched.map_or(0, |log_id| log_id.index));
+        metrics::gauge!("wharf_raft_replication_lag", "peer" => peer.to_string()).set(lag as f64);
+    }
 }
 
 fn publish_map(reader: &StateReader) {
