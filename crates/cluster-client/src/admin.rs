@@ -36,10 +36,7 @@ impl AdminClient {
             voter,
         };
         self.nodes
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.add_meta_node(r).await }
-            })
+            .call(request, |mut c, r| async move { c.add_meta_node(r).await })
             .await?;
         Ok(())
     }
@@ -48,7 +45,10 @@ impl AdminClient {
     pub async fn remove_meta_node(&self, id: u64) -> Result<(), MetaError> {
         let request = pb::MetaNodeRef { id };
         self.nodes
-            .call(|mut c| async move { c.remove_meta_node(request).await })
+            .call(
+                request,
+                |mut c, r| async move { c.remove_meta_node(r).await },
+            )
             .await?;
         Ok(())
     }
@@ -58,7 +58,10 @@ impl AdminClient {
     pub async fn cluster_status(&self) -> Result<ClusterStatus, MetaError> {
         let status = self
             .nodes
-            .call(|mut c| async move { c.cluster_status(pb::Empty {}).await })
+            .call(
+                pb::Empty {},
+                |mut c, r| async move { c.cluster_status(r).await },
+            )
             .await?;
         convert::cluster_status_from_pb(status)
             .map_err(|e| MetaError::Internal(format!("meta node sent {e}")))
@@ -75,7 +78,10 @@ impl AdminClient {
             state: convert::node_state_to_pb(state).into(),
         };
         self.nodes
-            .call(|mut c| async move { c.set_blob_node_state(request).await })
+            .call(
+                request,
+                |mut c, r| async move { c.set_blob_node_state(r).await },
+            )
             .await?;
         Ok(())
     }
@@ -83,7 +89,10 @@ impl AdminClient {
     pub async fn remove_blob_node(&self, id: BlobNodeId) -> Result<(), MetaError> {
         let request = pb::BlobNodeRef { id };
         self.nodes
-            .call(|mut c| async move { c.remove_blob_node(request).await })
+            .call(
+                request,
+                |mut c, r| async move { c.remove_blob_node(r).await },
+            )
             .await?;
         Ok(())
     }
@@ -91,7 +100,9 @@ impl AdminClient {
     pub async fn set_replication_policy(&self, policy: ReplicationPolicy) -> Result<(), MetaError> {
         let request = convert::policy_to_pb(&policy);
         self.nodes
-            .call(|mut c| async move { c.set_replication_policy(request).await })
+            .call(request, |mut c, r| async move {
+                c.set_replication_policy(r).await
+            })
             .await?;
         Ok(())
     }

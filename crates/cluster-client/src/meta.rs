@@ -102,9 +102,12 @@ impl<C: Clone> LeaderFollower<C> {
         }
     }
 
-    pub(crate) async fn call<T, F, Fut>(&self, call: F) -> Result<T, MetaError>
+    /// Sends `request` (a fresh clone per attempt) to the current leader, following leader hints
+    /// and retrying while the service is unavailable, within the retry policy.
+    pub(crate) async fn call<R, T, F, Fut>(&self, request: R, call: F) -> Result<T, MetaError>
     where
-        F: Fn(C) -> Fut,
+        R: Clone,
+        F: Fn(C, R) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let started = Instant::now();
@@ -113,8 +116,8 @@ impl<C: Clone> LeaderFollower<C> {
             let client = self
                 .current()
                 .ok_or(MetaError::Unavailable { leader: None })?;
-            let error = match tokio::time::timeout(self.policy.attempt_timeout, call(client)).await
-            {
+            let attempt = call(client, request.clone());
+            let error = match tokio::time::timeout(self.policy.attempt_timeout, attempt).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) => status_to_meta_error(&status),
                 Err(_) => MetaError::Unavailable { leader: None },
@@ -145,12 +148,13 @@ impl MetaClient {
         })
     }
 
-    async fn call<T, F, Fut>(&self, call: F) -> Result<T, MetaError>
+    async fn call<R, T, F, Fut>(&self, request: R, call: F) -> Result<T, MetaError>
     where
-        F: Fn(PbMetaClient) -> Fut,
+        R: Clone,
+        F: Fn(PbMetaClient, R) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        self.nodes.call(call).await
+        self.nodes.call(request, call).await
     }
 }
 
@@ -185,10 +189,7 @@ impl MetaApi for MetaClient {
             repo: repo.to_string(),
         };
         let session = self
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.create_upload(r).await }
-            })
+            .call(request, |mut c, r| async move { c.create_upload(r).await })
             .await?;
         decode(convert::upload_session_from_pb(session))
     }
@@ -200,21 +201,15 @@ impl MetaApi for MetaClient {
     ) -> Result<UploadSession, MetaError> {
         let request = upload_ref(repo, id);
         let session = self
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.get_upload(r).await }
-            })
+            .call(request, |mut c, r| async move { c.get_upload(r).await })
             .await?;
         decode(convert::upload_session_from_pb(session))
     }
 
     async fn delete_upload(&self, repo: &RepositoryName, id: &UploadId) -> Result<(), MetaError> {
         let request = upload_ref(repo, id);
-        self.call(|mut c| {
-            let r = request.clone();
-            async move { c.delete_upload(r).await }
-        })
-        .await?;
+        self.call(request, |mut c, r| async move { c.delete_upload(r).await })
+            .await?;
         Ok(())
     }
 
@@ -229,11 +224,8 @@ impl MetaApi for MetaClient {
             blob: Some(convert::blob_info_to_pb(&blob)),
             upload_id: upload.map(|id| id.to_string()),
         };
-        self.call(|mut c| {
-            let r = request.clone();
-            async move { c.commit_blob(r).await }
-        })
-        .await?;
+        self.call(request, |mut c, r| async move { c.commit_blob(r).await })
+            .await?;
         Ok(())
     }
 
@@ -244,10 +236,7 @@ impl MetaApi for MetaClient {
     ) -> Result<BlobInfo, MetaError> {
         let request = blob_ref(repo, digest);
         let blob = self
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.stat_blob(r).await }
-            })
+            .call(request, |mut c, r| async move { c.stat_blob(r).await })
             .await?;
         decode(convert::blob_info_from_pb(blob))
     }
@@ -264,31 +253,22 @@ impl MetaApi for MetaClient {
             from: from.to_string(),
         };
         let response = self
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.mount_blob(r).await }
-            })
+            .call(request, |mut c, r| async move { c.mount_blob(r).await })
             .await?;
         decode(response.blob.map(convert::blob_info_from_pb).transpose())
     }
 
     async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<(), MetaError> {
         let request = blob_ref(repo, digest);
-        self.call(|mut c| {
-            let r = request.clone();
-            async move { c.unlink_blob(r).await }
-        })
-        .await?;
+        self.call(request, |mut c, r| async move { c.unlink_blob(r).await })
+            .await?;
         Ok(())
     }
 
     async fn put_manifest(&self, manifest: PutManifest) -> Result<(), MetaError> {
         let request = convert::put_manifest_to_pb(&manifest);
-        self.call(|mut c| {
-            let r = request.clone();
-            async move { c.put_manifest(r).await }
-        })
-        .await?;
+        self.call(request, |mut c, r| async move { c.put_manifest(r).await })
+            .await?;
         Ok(())
     }
 
@@ -302,10 +282,7 @@ impl MetaApi for MetaClient {
             reference: reference.to_string(),
         };
         let manifest = self
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.get_manifest(r).await }
-            })
+            .call(request, |mut c, r| async move { c.get_manifest(r).await })
             .await?;
         decode(convert::stored_manifest_from_pb(manifest))
     }
@@ -319,10 +296,10 @@ impl MetaApi for MetaClient {
             repo: repo.to_string(),
             digest: digest.to_string(),
         };
-        self.call(|mut c| {
-            let r = request.clone();
-            async move { c.delete_manifest(r).await }
-        })
+        self.call(
+            request,
+            |mut c, r| async move { c.delete_manifest(r).await },
+        )
         .await?;
         Ok(())
     }
@@ -332,11 +309,8 @@ impl MetaApi for MetaClient {
             repo: repo.to_string(),
             tag: tag.to_string(),
         };
-        self.call(|mut c| {
-            let r = request.clone();
-            async move { c.delete_tag(r).await }
-        })
-        .await?;
+        self.call(request, |mut c, r| async move { c.delete_tag(r).await })
+            .await?;
         Ok(())
     }
 
@@ -352,10 +326,7 @@ impl MetaApi for MetaClient {
             n: n as u64,
         };
         let page = self
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.list_tags(r).await }
-            })
+            .call(request, |mut c, r| async move { c.list_tags(r).await })
             .await?;
         Ok(convert::page_from_pb(page))
     }
@@ -366,10 +337,10 @@ impl MetaApi for MetaClient {
             n: n as u64,
         };
         let page = self
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.list_repositories(r).await }
-            })
+            .call(
+                request,
+                |mut c, r| async move { c.list_repositories(r).await },
+            )
             .await?;
         Ok(convert::page_from_pb(page))
     }
@@ -386,10 +357,7 @@ impl MetaApi for MetaClient {
             artifact_type: artifact_type.map(str::to_owned),
         };
         let response = self
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.list_referrers(r).await }
-            })
+            .call(request, |mut c, r| async move { c.list_referrers(r).await })
             .await?;
         decode(
             response
@@ -402,17 +370,19 @@ impl MetaApi for MetaClient {
 
     async fn register_blob_node(&self, node: BlobNodeInfo) -> Result<(), MetaError> {
         let request = convert::blob_node_to_pb(&node);
-        self.call(|mut c| {
-            let r = request.clone();
-            async move { c.register_blob_node(r).await }
-        })
+        self.call(
+            request,
+            |mut c, r| async move { c.register_blob_node(r).await },
+        )
         .await?;
         Ok(())
     }
 
     async fn blob_nodes(&self) -> Result<Vec<BlobNodeInfo>, MetaError> {
         let response = self
-            .call(|mut c| async move { c.list_blob_nodes(pb::Empty {}).await })
+            .call(pb::Empty {}, |mut c, r| async move {
+                c.list_blob_nodes(r).await
+            })
             .await?;
         Ok(response
             .nodes
@@ -423,7 +393,9 @@ impl MetaApi for MetaClient {
 
     async fn cluster_map(&self) -> Result<ClusterMap, MetaError> {
         let map = self
-            .call(|mut c| async move { c.get_cluster_map(pb::Empty {}).await })
+            .call(pb::Empty {}, |mut c, r| async move {
+                c.get_cluster_map(r).await
+            })
             .await?;
         decode(convert::cluster_map_from_pb(map))
     }
@@ -433,29 +405,40 @@ impl MetaApi for MetaClient {
             id,
             state: convert::node_state_to_pb(state).into(),
         };
-        self.call(|mut c| async move { c.set_blob_node_state(request).await })
-            .await?;
+        self.call(
+            request,
+            |mut c, r| async move { c.set_blob_node_state(r).await },
+        )
+        .await?;
         Ok(())
     }
 
     async fn remove_blob_node(&self, id: BlobNodeId) -> Result<(), MetaError> {
         let request = pb::BlobNodeRef { id };
-        self.call(|mut c| async move { c.remove_blob_node(request).await })
-            .await?;
+        self.call(
+            request,
+            |mut c, r| async move { c.remove_blob_node(r).await },
+        )
+        .await?;
         Ok(())
     }
 
     async fn set_replication_policy(&self, policy: ReplicationPolicy) -> Result<(), MetaError> {
         let request = convert::policy_to_pb(&policy);
-        self.call(|mut c| async move { c.set_replication_policy(request).await })
-            .await?;
+        self.call(request, |mut c, r| async move {
+            c.set_replication_policy(r).await
+        })
+        .await?;
         Ok(())
     }
 
     async fn blob_node_heartbeat(&self, id: BlobNodeId) -> Result<u64, MetaError> {
         let request = pb::BlobNodeRef { id };
         let response = self
-            .call(|mut c| async move { c.blob_node_heartbeat(request).await })
+            .call(
+                request,
+                |mut c, r| async move { c.blob_node_heartbeat(r).await },
+            )
             .await?;
         Ok(response.epoch)
     }
@@ -466,10 +449,10 @@ impl MetaApi for MetaClient {
         nodes: &[BlobNodeId],
     ) -> Result<(), MetaError> {
         let request = replicas_request(digest, nodes);
-        self.call(|mut c| {
-            let r = request.clone();
-            async move { c.add_blob_replicas(r).await }
-        })
+        self.call(
+            request,
+            |mut c, r| async move { c.add_blob_replicas(r).await },
+        )
         .await?;
         Ok(())
     }
@@ -480,9 +463,8 @@ impl MetaApi for MetaClient {
         nodes: &[BlobNodeId],
     ) -> Result<(), MetaError> {
         let request = replicas_request(digest, nodes);
-        self.call(|mut c| {
-            let r = request.clone();
-            async move { c.remove_blob_replicas(r).await }
+        self.call(request, |mut c, r| async move {
+            c.remove_blob_replicas(r).await
         })
         .await?;
         Ok(())
@@ -498,10 +480,10 @@ impl MetaApi for MetaClient {
             n: n as u64,
         };
         let response = self
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.list_blob_records(r).await }
-            })
+            .call(
+                request,
+                |mut c, r| async move { c.list_blob_records(r).await },
+            )
             .await?;
         decode(
             response
