@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio_util::io::ReaderStream;
 
 use crate::replica::{self, ReplicaWriter};
-use crate::staging::{self, blocking, io_error, DurableDirs, StagingWriter};
+use crate::staging::{self, blocking, io_error, BatchWriter, DurableDirs, StagingWriter};
 use crate::upload_locks::{RunningHash, UploadLocks};
 use crate::{BlobStore, UploadInfo};
 
@@ -248,7 +248,7 @@ impl Inner {
         let algorithm = digest.algorithm();
         let writer = blocking(move || ReplicaWriter::create(path, algorithm)).await?;
         let staged = writer.path.clone();
-        let written = match copy_replica(writer, &mut data, &mut caller_gone).await {
+        let written = match copy_stream(writer, &mut data, &mut caller_gone).await {
             Ok(writer) => writer,
             Err(error) => {
                 blocking(move || {
@@ -318,33 +318,14 @@ impl Inner {
     }
 }
 
-/// Copies `data` into `writer` until the stream ends (returning the writer), fails, or the
-/// caller goes away. On error the file may hold part of the data: the caller truncates it.
-async fn copy_stream(
-    mut writer: StagingWriter,
+/// Copies `data` into `writer` (a staging or a replica file) until the stream ends (returning the
+/// writer), fails, or the caller goes away. On error the file may hold part of the data: the
+/// caller truncates or discards it.
+async fn copy_stream<W: BatchWriter>(
+    mut writer: W,
     data: &mut ByteStream,
     caller_gone: &mut oneshot::Receiver<()>,
-) -> Result<StagingWriter, BlobError> {
-    loop {
-        let (batch, end) = next_batch(data, caller_gone).await;
-        if !batch.is_empty() {
-            writer = blocking(move || writer.write_batch(&batch).map(|()| writer)).await?;
-        }
-        match end {
-            Some(Ok(())) => return Ok(writer),
-            Some(Err(error)) => return Err(error),
-            None => continue,
-        }
-    }
-}
-
-/// Copies `data` into a replica staging file until the stream ends, fails, or the caller goes
-/// away; on error the caller discards the file.
-async fn copy_replica(
-    mut writer: ReplicaWriter,
-    data: &mut ByteStream,
-    caller_gone: &mut oneshot::Receiver<()>,
-) -> Result<ReplicaWriter, BlobError> {
+) -> Result<W, BlobError> {
     loop {
         let (batch, end) = next_batch(data, caller_gone).await;
         if !batch.is_empty() {

@@ -139,3 +139,9 @@ fn sorted_names(dir: &Path) -> Result<Vec<String>, BlobError> {
     names.sort_unstable();
     Ok(names)
 }
+
+impl crate::staging::BatchWriter for ReplicaWriter {
+    fn write_batch(&mut self, batch: &[Bytes]) -> Result<(), BlobError> {
+        ReplicaWriter::write_batch(self, batch)
+    }
+}

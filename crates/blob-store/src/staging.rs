@@ -25,6 +25,11 @@ pub(crate) fn io_error(action: &str, path: &Path, error: io::Error) -> BlobError
 }
 
 /// Runs blocking file work on the blocking pool.
+/// A file that takes appended batches on the blocking pool: a staging upload or an incoming replica.
+pub(crate) trait BatchWriter: Send + 'static {
+    fn write_batch(&mut self, batch: &[Bytes]) -> Result<(), BlobError>;
+}
+
 pub(crate) async fn blocking<T, F>(work: F) -> Result<T, BlobError>
 where
     T: Send + 'static,
@@ -310,4 +315,10 @@ pub(crate) fn create_layout(root: &Path) -> Result<(), BlobError> {
     sync_dir(root)?;
     sync_dir(&blobs)?;
     Ok(())
+}
+
+impl BatchWriter for StagingWriter {
+    fn write_batch(&mut self, batch: &[Bytes]) -> Result<(), BlobError> {
+        StagingWriter::write_batch(self, batch)
+    }
 }
