@@ -1,8 +1,6 @@
-//! A cluster of `FsBlobStore`-backed blob nodes in one process: [`TestMeta`] as the metadata
+//! A cluster of `FsBlobStore`-backed blob nodes in one process: `MemMeta` as the metadata
 //! service and [`TestNodes`] wiring the nodes to each other, with a switch that makes a node
 //! unreachable.
-
-mod meta;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -12,6 +10,7 @@ use async_trait::async_trait;
 use blob_node::{BackgroundTasks, BlobNode, BlobNodeConfig, Placement};
 use blob_store::FsBlobStore;
 use bytes::Bytes;
+use cluster_api::fake::MemMeta;
 use cluster_api::{
     BlobApi, BlobError, BlobInfo, BlobNodeId, BlobNodes, ByteStream, MetaApi, ReplicationPolicy,
     UploadId,
@@ -19,8 +18,6 @@ use cluster_api::{
 use futures::TryStreamExt;
 use oci_model::{Digest, RepositoryName};
 use tempfile::TempDir;
-
-pub use meta::TestMeta;
 
 /// Reaches the test nodes by id; a node marked unreachable answers nothing.
 #[derive(Default)]
@@ -62,7 +59,7 @@ pub const MANUAL: (u64, u64) = (3_600_000, 3_600_000);
 
 pub struct TestCluster {
     dir: TempDir,
-    pub meta: Arc<TestMeta>,
+    pub meta: Arc<MemMeta>,
     pub nodes: Arc<TestNodes>,
     tasks: BTreeMap<BlobNodeId, BackgroundTasks>,
     intervals_ms: (u64, u64),
@@ -74,7 +71,7 @@ impl TestCluster {
     pub fn new(policy: ReplicationPolicy, intervals_ms: (u64, u64)) -> TestCluster {
         TestCluster {
             dir: TempDir::new().expect("temporary directory"),
-            meta: Arc::new(TestMeta::new(policy)),
+            meta: Arc::new(MemMeta::with_policy(policy)),
             nodes: Arc::new(TestNodes::default()),
             tasks: BTreeMap::new(),
             intervals_ms,

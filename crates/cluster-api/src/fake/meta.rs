@@ -64,6 +64,23 @@ impl MemMeta {
         lock(&self.state).outage = error;
     }
 
+    /// A metadata service with an empty cluster map and `policy`.
+    pub fn with_policy(policy: ReplicationPolicy) -> MemMeta {
+        let meta = MemMeta::new();
+        lock(&meta.state).policy = policy;
+        meta
+    }
+
+    /// The cluster map, for assertions and placement in tests.
+    pub fn map(&self) -> ClusterMap {
+        lock(&self.state).cluster_map()
+    }
+
+    /// The global record of blob `digest`, for assertions.
+    pub fn blob(&self, digest: &Digest) -> Option<BlobInfo> {
+        lock(&self.state).blobs.get(digest).cloned()
+    }
+
     /// The open upload sessions, for assertions.
     pub fn open_uploads(&self) -> Vec<UploadSession> {
         lock(&self.state).uploads.values().cloned().collect()
