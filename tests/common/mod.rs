@@ -8,26 +8,10 @@ use reqwest::StatusCode;
 
 /// Random bytes of `len`, distinct per call, so clients never skip a push as already present.
 pub fn random_bytes(len: usize) -> Vec<u8> {
-    let mut state: u64 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
-        ^ (len as u64).rotate_left(17)
-        ^ COUNTER
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (0..len)
-        .map(|_| {
-            // xorshift64*
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
-        })
-        .collect()
+    let mut bytes = vec![0; len];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
+    bytes
 }
-
-static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// An image pushed and acknowledged: what must be readable afterwards.
 #[derive(Clone, Debug)]
@@ -87,7 +71,7 @@ impl Registry {
             .await
             .map_err(|e| e.to_string())?;
         expect(response.status(), StatusCode::ACCEPTED, "upload POST")?;
-        let mut location = location(&response)?;
+        let mut location = location_of(&response)?;
         for (index, piece) in data.chunks(chunk.max(1)).enumerate() {
             let start = index * chunk;
             let end = start + piece.len() - 1;
@@ -214,10 +198,6 @@ fn expect(actual: StatusCode, expected: StatusCode, what: &str) -> Result<(), St
     } else {
         Err(format!("{what}: expected {expected}, got {actual}"))
     }
-}
-
-fn location(response: &reqwest::Response) -> Result<String, String> {
-    location_of(response)
 }
 
 fn location_of(response: &reqwest::Response) -> Result<String, String> {
