@@ -1,5 +1,7 @@
 //! [`GatewayConfig`]: the gateway's settings, with serde defaults and [`GatewayConfig::validate`].
 
+use std::time::Duration;
+
 use oci_model::MAX_MANIFEST_BYTES;
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +17,15 @@ pub struct GatewayConfig {
     pub default_page_size: usize,
     /// Largest page served; a larger `n` is served as this many entries plus a `Link` to the rest.
     pub max_page_size: usize,
+    /// How long this gateway answers GET/HEAD of a manifest by digest from its cache, in
+    /// milliseconds; 0 turns the cache off. What a digest names never changes, but a DELETE
+    /// through another gateway goes unnoticed here for up to this long (one through this gateway
+    /// is seen at once). Reads by tag always go to meta; they fill the entry of the digest read.
+    pub manifest_cache_ttl_ms: u64,
+    /// Memory bound of the manifest cache: manifest bytes plus a small overhead per entry. The
+    /// cache is sharded (about four shards per core) and a manifest larger than one shard's
+    /// share is not kept, only served.
+    pub manifest_cache_bytes: usize,
 }
 
 impl Default for GatewayConfig {
@@ -23,6 +34,8 @@ impl Default for GatewayConfig {
             max_manifest_bytes: MAX_MANIFEST_BYTES,
             default_page_size: 10_000,
             max_page_size: 10_000,
+            manifest_cache_ttl_ms: 2_000,
+            manifest_cache_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -60,7 +73,19 @@ impl GatewayConfig {
                 ),
             });
         }
+        if self.manifest_cache_ttl_ms > 0 && self.manifest_cache_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                field: "manifest_cache_bytes",
+                reason: "must be at least 1 (set manifest_cache_ttl_ms to 0 to turn the cache off)"
+                    .to_owned(),
+            });
+        }
         Ok(())
+    }
+
+    /// How long the manifest cache answers for an entry; zero when it is off.
+    pub(crate) fn manifest_cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.manifest_cache_ttl_ms)
     }
 }
 
@@ -72,6 +97,8 @@ mod tests {
     fn defaults_are_valid() {
         let config = GatewayConfig::default();
         assert_eq!(config.max_manifest_bytes, 4 * 1024 * 1024);
+        assert_eq!(config.manifest_cache_ttl_ms, 2_000);
+        assert_eq!(config.manifest_cache_bytes, 32 * 1024 * 1024);
         assert_eq!(config.validate(), Ok(()));
     }
 
@@ -81,6 +108,25 @@ mod tests {
         assert_eq!(config.default_page_size, 50);
         assert_eq!(config.max_page_size, 10_000);
         assert!(serde_json::from_str::<GatewayConfig>(r#"{"max_page_sise": 5}"#).is_err());
+        let config: GatewayConfig =
+            serde_json::from_str(r#"{"manifest_cache_ttl_ms": 0, "manifest_cache_bytes": 1024}"#)
+                .unwrap();
+        assert_eq!(config.manifest_cache_ttl(), Duration::ZERO);
+        assert_eq!(config.manifest_cache_bytes, 1024);
+    }
+
+    #[test]
+    fn a_cache_without_bytes_is_refused_unless_it_is_off() {
+        let no_bytes = GatewayConfig {
+            manifest_cache_bytes: 0,
+            ..GatewayConfig::default()
+        };
+        assert!(no_bytes.validate().is_err());
+        let off = GatewayConfig {
+            manifest_cache_ttl_ms: 0,
+            ..no_bytes
+        };
+        assert_eq!(off.validate(), Ok(()));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! request. Handlers are adapters: `dispatch` decodes the path and query, each endpoint module
 //! makes its calls into the service traits and maps the result, `error` maps service errors onto
 //! the OCI error table once. Blob bodies are streamed both ways, never buffered whole; manifests
-//! are read under an explicit cap.
+//! are read under an explicit cap. All it keeps is a short-lived cache of manifests by digest
+//! (`manifest_cache`), which spares repeated pulls a meta read.
 //!
 //! ```text
 //! route      path grammar: /v2/<name>/{blobs,blobs/uploads,manifests,tags/list,referrers}/...
@@ -13,6 +14,7 @@
 //!   blobs      GET/HEAD/DELETE blobs, replica failover
 //!   uploads    POST/PATCH/PUT/GET/DELETE uploads
 //!   manifests  GET/HEAD/PUT/DELETE manifests, Accept negotiation
+//!     manifest_cache  manifests by (repository, digest) for a short TTL, within a byte budget
 //!   listing    tags/list and _catalog paging
 //!   referrers  the referrers index
 //! body       request-body streaming and the manifest cap
@@ -32,6 +34,7 @@ mod dispatch;
 mod error;
 mod headers;
 mod listing;
+mod manifest_cache;
 mod manifests;
 mod observe;
 mod referrers;
@@ -47,6 +50,8 @@ use axum::Router;
 use cluster_api::{BlobNodes, MetaApi};
 use tokio::net::TcpListener;
 
+use crate::manifest_cache::ManifestCache;
+
 pub use config::{ConfigError, GatewayConfig};
 
 /// A gateway over one cluster: its settings and its handles on meta and the blob nodes.
@@ -55,6 +60,7 @@ pub struct Gateway {
     config: Arc<GatewayConfig>,
     meta: Arc<dyn MetaApi>,
     blobs: Arc<dyn BlobNodes>,
+    manifest_cache: Arc<ManifestCache>,
 }
 
 impl Gateway {
@@ -64,7 +70,10 @@ impl Gateway {
         meta: Arc<dyn MetaApi>,
         blobs: Arc<dyn BlobNodes>,
     ) -> Gateway {
+        let manifest_cache =
+            ManifestCache::new(config.manifest_cache_ttl(), config.manifest_cache_bytes);
         Gateway {
+            manifest_cache: Arc::new(manifest_cache),
             config: Arc::new(config),
             meta,
             blobs,

@@ -1,10 +1,12 @@
 //! `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cluster_api::{MetaError, PutManifest, StoredManifest};
+use cluster_api::{MetaError, PutManifest};
 use oci_model::media_type::{self, accepts};
 use oci_model::{Digest, ErrorCode, ManifestError, ParsedManifest, Reference, RepositoryName};
 
@@ -13,6 +15,7 @@ use crate::error::ApiError;
 use crate::headers::{
     content_length, header_text, header_values, set_header, CONTENT_DIGEST, OCI_SUBJECT,
 };
+use crate::manifest_cache::CachedManifest;
 use crate::Gateway;
 
 /// `GET` (or `HEAD`, without a body) of a manifest by tag or digest.
@@ -23,7 +26,7 @@ pub(crate) async fn get(
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response, ApiError> {
-    let manifest = gateway.meta.get_manifest(&repo, &reference).await?;
+    let manifest = lookup(gateway, &repo, &reference).await?;
     if !negotiable(&reference, &manifest.media_type, headers) {
         return Err(ApiError::new(
             ErrorCode::ManifestUnknown,
@@ -38,7 +41,25 @@ pub(crate) async fn get(
     } else {
         manifest.bytes.len() as u64
     });
-    Ok(manifest_response(manifest, head))
+    Ok(manifest_response(&manifest, head))
+}
+
+/// By digest from the gateway's cache when it has the manifest; otherwise (and always by tag,
+/// since tags move) from meta, filling the cache entry of the digest read.
+async fn lookup(
+    gateway: &Gateway,
+    repo: &RepositoryName,
+    reference: &Reference,
+) -> Result<Arc<CachedManifest>, ApiError> {
+    let cache = &gateway.manifest_cache;
+    if let Reference::Digest(digest) = reference {
+        if let Some(cached) = cache.get(repo, digest) {
+            return Ok(cached);
+        }
+    }
+    let ticket = cache.ticket();
+    let stored = gateway.meta.get_manifest(repo, reference).await?;
+    Ok(cache.fill(ticket, repo, stored))
 }
 
 /// Whether the stored type may be served under the client's `Accept`, as Distribution decides:
@@ -52,7 +73,7 @@ fn negotiable(reference: &Reference, stored_type: &str, headers: &HeaderMap) -> 
     (is_docker_type && by_digest) || accepts(&header_values(headers, &ACCEPT), stored_type)
 }
 
-fn manifest_response(manifest: StoredManifest, head: bool) -> Response {
+fn manifest_response(manifest: &CachedManifest, head: bool) -> Response {
     let mut headers = HeaderMap::new();
     set_header(&mut headers, CONTENT_TYPE, &manifest.media_type);
     set_header(
@@ -65,7 +86,7 @@ fn manifest_response(manifest: StoredManifest, head: bool) -> Response {
     let body = if head {
         Body::empty()
     } else {
-        Body::from(manifest.bytes)
+        Body::from(manifest.bytes.clone())
     };
     (StatusCode::OK, headers, body).into_response()
 }
@@ -106,7 +127,7 @@ pub(crate) async fn put(
         .map(|subject| subject.digest.clone());
     let location = format!("/v2/{repo}/manifests/{digest}");
     let request = PutManifest {
-        repo,
+        repo: repo.clone(),
         digest: digest.clone(),
         media_type: parsed.media_type.clone(),
         tag,
@@ -126,6 +147,9 @@ pub(crate) async fn put(
             MetaError::Invalid(reason) => ApiError::new(ErrorCode::ManifestInvalid, reason),
             other => other.into(),
         })?;
+    // Same digest, same bytes, but meta keeps the media type of the latest PUT, and a manifest
+    // without a `mediaType` field takes it from the request's Content-Type.
+    gateway.manifest_cache.invalidate(&repo, &digest);
     let mut response_headers = HeaderMap::new();
     set_header(&mut response_headers, LOCATION, &location);
     set_header(&mut response_headers, CONTENT_DIGEST, &digest.to_string());
@@ -149,7 +173,12 @@ pub(crate) async fn delete(
     reference: Reference,
 ) -> Result<Response, ApiError> {
     match &reference {
-        Reference::Digest(digest) => gateway.meta.delete_manifest(&repo, digest).await?,
+        Reference::Digest(digest) => {
+            let deleted = gateway.meta.delete_manifest(&repo, digest).await;
+            gateway.manifest_cache.invalidate(&repo, digest);
+            deleted?
+        }
+        // The manifest stays, so its cache entry does too; by-tag reads never use the cache.
         Reference::Tag(tag) => gateway.meta.delete_tag(&repo, tag).await?,
     }
     Ok(StatusCode::ACCEPTED.into_response())
