@@ -53,6 +53,8 @@ use tokio::net::TcpListener;
 use crate::manifest_cache::ManifestCache;
 
 pub use config::{ConfigError, GatewayConfig};
+// Public only so the root package's `benches/` can measure the path grammar.
+pub use route::Route;
 
 /// A gateway over one cluster: its settings and its handles on meta and the blob nodes.
 #[derive(Clone)]

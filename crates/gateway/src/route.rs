@@ -7,7 +7,7 @@ use axum::http::Method;
 
 /// An API endpoint with its raw path parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Route {
+pub enum Route {
     /// `/v2/`
     Base,
     /// `/v2/_catalog`
