@@ -1,31 +1,21 @@
 //! [`FsBlobStore`]: the [`BlobStore`] on a local directory (layout in the crate documentation).
 
 use std::future::Future;
-use std::io::{self, SeekFrom};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use cluster_api::{BlobError, ByteStream, UploadId};
-use futures::{FutureExt, StreamExt};
 use oci_model::Digest;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::oneshot;
-use tokio_util::io::ReaderStream;
 
 use crate::replica::{self, ReplicaWriter};
-use crate::staging::{self, blocking, io_error, BatchWriter, DurableDirs, StagingWriter};
+use crate::staging::{self, blocking, io_error, DurableDirs, StagingWriter};
+use crate::stream::copy_stream;
 use crate::upload_locks::{RunningHash, UploadLocks};
 use crate::{BlobStore, UploadInfo};
-
-/// Chunk size of read streams: bounds memory per reader and keeps gRPC messages small.
-const READ_CHUNK_BYTES: usize = 256 * 1024;
-
-/// Appended data is written in batches of about this size, so a stream of tiny chunks does not
-/// cost one blocking-pool round trip per chunk.
-const WRITE_BATCH_BYTES: usize = 1 << 20;
 
 /// A [`BlobStore`] on a local directory. Cheap to clone; clones share their upload state.
 #[derive(Clone)]
@@ -285,57 +275,34 @@ impl Inner {
         length: Option<u64>,
     ) -> Result<ByteStream, BlobError> {
         let path = self.blob_path(digest);
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(file) => file,
+        let open_path = path.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&open_path)?;
+            let size = file.metadata()?.len();
+            Ok::<_, io::Error>((file, size))
+        })
+        .await
+        .map_err(|error| BlobError::Io(format!("blocking file task failed: {error}")))?;
+        let (file, size) = match opened {
+            Ok(opened) => opened,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 return Err(BlobError::NotFound(digest.clone()))
             }
             Err(error) => return Err(io_error("open blob", &path, error)),
         };
-        let size = file
-            .metadata()
-            .await
-            .map_err(|error| io_error("stat blob", &path, error))?
-            .len();
         // Offset == size is past the last byte, except for the one valid range of an empty blob.
         if offset > size || (offset == size && size > 0) {
             return Err(BlobError::RangeNotSatisfiable { offset, size });
         }
         let available = size - offset;
         let length = length.map_or(available, |wanted| wanted.min(available));
-        file.seek(SeekFrom::Start(offset))
-            .await
-            .map_err(|error| io_error("seek blob", &path, error))?;
         // Blobs are immutable and only ever renamed in whole, so the open file is complete; a
         // concurrent delete unlinks it but this handle still reads it to the end.
-        let chunks =
-            ReaderStream::with_capacity(file.take(length), READ_CHUNK_BYTES).map(move |chunk| {
-                chunk.map_err(|error| {
-                    BlobError::Io(format!("read blob {}: {error}", path.display()))
-                })
-            });
-        Ok(Box::pin(chunks))
-    }
-}
-
-/// Copies `data` into `writer` (a staging or a replica file) until the stream ends (returning the
-/// writer), fails, or the caller goes away. On error the file may hold part of the data: the
-/// caller truncates or discards it.
-async fn copy_stream<W: BatchWriter>(
-    mut writer: W,
-    data: &mut ByteStream,
-    caller_gone: &mut oneshot::Receiver<()>,
-) -> Result<W, BlobError> {
-    loop {
-        let (batch, end) = next_batch(data, caller_gone).await;
-        if !batch.is_empty() {
-            writer = blocking(move || writer.write_batch(&batch).map(|()| writer)).await?;
-        }
-        match end {
-            Some(Ok(())) => return Ok(writer),
-            Some(Err(error)) => return Err(error),
-            None => continue,
-        }
+        Ok(crate::stream::read_file(
+            file,
+            path,
+            offset..offset + length,
+        ))
     }
 }
 
@@ -345,42 +312,6 @@ async fn blob_size(path: &Path) -> Result<Option<u64>, BlobError> {
         Ok(metadata) => Ok(Some(metadata.len())),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(io_error("stat blob", path, error)),
-    }
-}
-
-/// Waits for the next chunk, then takes every further chunk that is ready without waiting, up to
-/// about [`WRITE_BATCH_BYTES`]. Returns the batch and, when the stream is over, how it ended.
-async fn next_batch(
-    data: &mut ByteStream,
-    caller_gone: &mut oneshot::Receiver<()>,
-) -> (Vec<Bytes>, Option<Result<(), BlobError>>) {
-    let first = tokio::select! {
-        // Checked first so an abandoned append stops before writing anything more.
-        biased;
-        _ = &mut *caller_gone => {
-            return (Vec::new(), Some(Err(BlobError::Unavailable("append abandoned by its caller".into()))))
-        }
-        item = data.next() => item,
-    };
-    let mut batch = Vec::new();
-    let mut batch_bytes = 0;
-    let mut item = first;
-    loop {
-        match item {
-            None => return (batch, Some(Ok(()))),
-            Some(Err(error)) => return (batch, Some(Err(error))),
-            Some(Ok(chunk)) => {
-                batch_bytes += chunk.len();
-                batch.push(chunk);
-            }
-        }
-        if batch_bytes >= WRITE_BATCH_BYTES {
-            return (batch, None);
-        }
-        match data.next().now_or_never() {
-            Some(next) => item = next,
-            None => return (batch, None),
-        }
     }
 }
 

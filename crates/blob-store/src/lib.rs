@@ -30,6 +30,7 @@
 mod fs;
 mod replica;
 mod staging;
+mod stream;
 mod upload_locks;
 
 #[cfg(feature = "testsuite")]

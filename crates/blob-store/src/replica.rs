@@ -9,7 +9,7 @@ use bytes::Bytes;
 use cluster_api::BlobError;
 use oci_model::{Algorithm, Digest, Digester};
 
-use crate::staging::io_error;
+use crate::staging::{io_error, Writeback};
 
 /// A replica staging file being written, with the hash of what it holds so far.
 pub(crate) struct ReplicaWriter {
@@ -17,6 +17,7 @@ pub(crate) struct ReplicaWriter {
     pub path: PathBuf,
     digester: Digester,
     pub len: u64,
+    writeback: Writeback,
 }
 
 impl ReplicaWriter {
@@ -32,6 +33,7 @@ impl ReplicaWriter {
             path,
             digester: Digester::new(algorithm),
             len: 0,
+            writeback: Writeback::new(0),
         })
     }
 
@@ -43,6 +45,7 @@ impl ReplicaWriter {
             self.digester.update(chunk);
             self.len += chunk.len() as u64;
         }
+        self.writeback.written(&self.file, self.len);
         Ok(())
     }
 
