@@ -18,12 +18,14 @@ use openraft::error::{
 use openraft::{BasicNode, LogId, Raft, ServerState};
 
 use crate::liveness::Liveness;
+use crate::read_barrier::ReadBarrier;
 
 /// The metadata service as served by one meta voter.
 pub struct RaftMeta {
     raft: Raft<TypeConfig>,
     reader: StateReader,
     liveness: Arc<Liveness>,
+    reads: ReadBarrier<Option<LogId<u64>>, MetaError>,
 }
 
 pub(crate) fn redirect(forward: ForwardToLeader<u64, BasicNode>) -> MetaError {
@@ -83,6 +85,7 @@ impl RaftMeta {
             raft,
             reader,
             liveness,
+            reads: ReadBarrier::new(),
         }
     }
 
@@ -112,8 +115,20 @@ impl RaftMeta {
 
     /// Confirms leadership with a quorum and waits until the state has applied everything
     /// committed; returns the log id reads are then linearizable at (the commit point).
+    /// Concurrent reads share one confirmation that started after each of them arrived.
     pub(crate) async fn linearize(&self) -> Result<Option<LogId<u64>>, MetaError> {
-        match self.raft.ensure_linearizable().await {
+        let raft = self.raft.clone();
+        let check = move || {
+            let raft = raft.clone();
+            async move { Self::confirm_leadership(&raft).await }
+        };
+        self.reads
+            .wait(check, MetaError::Unavailable { leader: None })
+            .await
+    }
+
+    async fn confirm_leadership(raft: &Raft<TypeConfig>) -> Result<Option<LogId<u64>>, MetaError> {
+        match raft.ensure_linearizable().await {
             Ok(read_log_id) => Ok(read_log_id),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
                 Err(redirect(forward))

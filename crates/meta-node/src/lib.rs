@@ -27,6 +27,7 @@ mod network;
 mod node;
 mod observe;
 mod probe;
+mod read_barrier;
 mod service;
 
 pub use admin::{AdminGrpc, MetaAdmin};
