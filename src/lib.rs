@@ -4,6 +4,7 @@
 pub mod admin_cli;
 pub mod config;
 pub mod dev_cluster;
+pub mod local;
 pub mod roles;
 pub mod telemetry;
 pub mod trace;

@@ -1,12 +1,14 @@
 //! Starting each role on listeners the caller (or `start_*` here) bound. `serve` is the three roles
-//! in one process talking through the same gRPC services a cluster uses.
+//! in one process: the gateway and the blob node call the meta voter's `MetaApi` and the gateway
+//! the blob node's `BlobApi` in-process (no loopback gRPC on the data path); the gRPC services run
+//! as well, for `wharf admin` and for anything else that speaks to a member.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_api::{BlobNodeInfo, MetaApi};
+use cluster_api::{BlobNodeInfo, BlobNodes, MetaApi};
 use cluster_client::{GrpcBlobNodes, MetaClient, RetryPolicy};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -14,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use wharf_proto::{BlobGrpc, MetaGrpc};
 
 use crate::config::WharfConfig;
+use crate::local::LocalFirstBlobNodes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -107,9 +110,9 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
         ..config.clone()
     };
     let meta = open_meta(&serve_config, &config.data.join("meta"), &advertise).await?;
-    let meta_client: Arc<dyn MetaApi> = Arc::new(meta_client(std::slice::from_ref(&advertise))?);
+    let meta_api: Arc<dyn MetaApi> = meta.api();
     let (blob, blob_tasks) =
-        open_blob(config, &config.data.join("blob"), &advertise, &meta_client).await?;
+        open_blob(config, &config.data.join("blob"), &advertise, &meta_api).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let grpc = crate::trace::grpc_server()
@@ -118,11 +121,17 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
         .add_service(meta.admin_service())
         .add_service(BlobGrpc::new(blob.node.clone()).into_server());
     spawn_grpc(&mut tasks, grpc, grpc_listener, shutdown.clone());
-    register_blob_node(&*meta_client, &blob).await?;
+    register_blob_node(&*meta_api, &blob).await?;
+    let blobs = Arc::new(LocalFirstBlobNodes::new(
+        blob.info.id,
+        blob.node.clone(),
+        Arc::new(GrpcBlobNodes::new(meta_api.clone())),
+    ));
     spawn_gateway(
         &mut tasks,
         config,
-        meta_client,
+        meta_api,
+        blobs,
         http_listener,
         shutdown.clone(),
     )?;
@@ -202,9 +211,10 @@ pub async fn start_gateway(config: &WharfConfig) -> Result<Running, StartError> 
     let listener = bind(&config.listen).await?;
     let http_addr = local_addr(&listener)?;
     let meta: Arc<dyn MetaApi> = Arc::new(meta_client(&config.meta)?);
+    let blobs = Arc::new(GrpcBlobNodes::new(meta.clone()));
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    spawn_gateway(&mut tasks, config, meta, listener, shutdown.clone())?;
+    spawn_gateway(&mut tasks, config, meta, blobs, listener, shutdown.clone())?;
     let metrics_addr = spawn_metrics(&mut tasks, config, shutdown.clone()).await?;
     Ok(Running {
         metrics_addr,
@@ -339,10 +349,10 @@ fn spawn_gateway(
     tasks: &mut JoinSet<()>,
     config: &WharfConfig,
     meta: Arc<dyn MetaApi>,
+    blobs: Arc<dyn BlobNodes>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let blobs = Arc::new(GrpcBlobNodes::new(meta.clone()));
     let gateway = gateway::Gateway::new(config.gateway.clone(), meta, blobs);
     let router = crate::trace::with_http_trace_parent(crate::telemetry::with_metrics_route(
         gateway.router(),

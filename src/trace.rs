@@ -25,7 +25,14 @@ pub type TracedRouter = Router<Stack<GrpcServerTraceLayer, Identity>>;
 
 /// `tonic::transport::Server::builder()` with a `grpc.server` span per call.
 pub fn grpc_server() -> TracedServer {
-    Server::builder().layer(GrpcServerTraceLayer)
+    // Blob bytes flow in 1 MiB messages (appends and replica pushes come in, reads go out): the
+    // receive windows match the clients' (cluster-client's channel) so one stream is not held to
+    // hyper's 64 KiB default and a few concurrent streams fit in the connection window.
+    Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(4 * 1024 * 1024)
+        .initial_connection_window_size(16 * 1024 * 1024)
+        .layer(GrpcServerTraceLayer)
 }
 
 /// Internal traffic that runs all the time: these calls get a span only when the caller sent a
