@@ -32,6 +32,8 @@ enum Command {
     /// Local development clusters of separate processes (`wharf dev cluster --help`).
     #[command(subcommand)]
     Dev(wharf::dev_cluster::DevCommand),
+    /// Load-test any OCI registry: blob push/pull, manifest PUT/GET/HEAD, tag listing.
+    Bench(load::BenchArgs),
 }
 
 /// Settings come from the config file, then `WHARF_*` environment variables, then these flags;
@@ -156,6 +158,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         Command::Gateway(options) => ("gateway", options),
         Command::Admin(args) => return wharf::admin_cli::run(args).await,
         Command::Dev(command) => return Ok(wharf::dev_cluster::run(command).await?),
+        Command::Bench(args) => return bench(args).await,
     };
     let (config, addr_file) = options.into_config()?;
     let telemetry =
@@ -174,6 +177,24 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     running.stop().await;
     // Flushing waits for the exporter's last batch; keep it off the async workers.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    Ok(())
+}
+
+/// `wharf bench`: the report on stdout; fails when more operations failed than allowed.
+async fn bench(args: load::BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let report = load::run(&args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    if report.errors > args.max_errors {
+        return Err(format!(
+            "{} of {} operations failed (--max-errors {})",
+            report.errors, report.operations, args.max_errors
+        )
+        .into());
+    }
     Ok(())
 }
 

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Side-by-side: CNCF Distribution 2.8 (Debian's docker-registry), `wharf serve`, and a local
+# 3-meta / 3-blob / 2-gateway Wharf cluster (replication factor 2), each measured with the same
+# `wharf bench` workloads in one run, RUNS times; prints the medians and their ratio to
+# Distribution. Usage (see benches/README.md):
+#
+#   bash benches/compare.sh                 # the full comparison, 3 runs
+#   RUNS=1 BIG=256MiB bash benches/compare.sh   # a quicker look
+#
+# Environment: RUNS (3), BIG (1GiB: the single-blob push/pull size), TARGETS ("distribution serve
+# cluster"), OUT (a directory for the raw JSON lines; a temp dir by default), WORK (where the
+# registries keep their data; a temp dir under /tmp by default).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+BIG=${BIG:-1GiB}
+TARGETS=${TARGETS:-"distribution serve cluster"}
+OUT=${OUT:-$(mktemp -d /tmp/wharf-compare-out.XXXXXX)}
+WORK=${WORK:-$(mktemp -d /tmp/wharf-compare-work.XXXXXX)}
+mkdir -p "$OUT" "$WORK"
+
+command -v docker-registry >/dev/null || {
+  echo "docker-registry (Debian's CNCF Distribution 2.8) is not installed: apt-get install docker-registry" >&2
+  exit 1
+}
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/wharf-target}
+command -v sccache >/dev/null && export RUSTC_WRAPPER=${RUSTC_WRAPPER:-sccache}
+echo "==> building wharf (release)" >&2
+cargo build --release --locked -q
+WHARF="$CARGO_TARGET_DIR/release/wharf"
+
+PIDS=()        # processes to stop at exit
+URL=""         # the target under test
+WATCH=""       # its pids, for RSS sampling
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Waits up to 120 s for a command to succeed.
+wait_for() {
+  local deadline=$((SECONDS + 120))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS > deadline)); then echo "timed out waiting for: $*" >&2; return 1; fi
+    sleep 0.2
+  done
+}
+
+start_distribution() {
+  local dir="$WORK/distribution"
+  mkdir -p "$dir/data"
+  cat >"$dir/config.yml" <<YAML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:0
+log:
+  level: info
+  accesslog:
+    disabled: true
+YAML
+  # Bound to port 0: the address comes from its "listening on" log line.
+  docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
+  PIDS+=($!)
+  WATCH=$!
+  wait_for grep -q 'listening on' "$dir/log"
+  URL="http://$(grep -o 'listening on [^" ]*' "$dir/log" | head -1 | awk '{print $3}')"
+}
+
+start_serve() {
+  local dir="$WORK/serve"
+  mkdir -p "$dir"
+  "$WHARF" serve --listen 127.0.0.1:0 --data "$dir/data" --addr-file "$dir/addr.json" \
+    --log warn >"$dir/log" 2>&1 &
+  PIDS+=($!)
+  WATCH=$!
+  wait_for test -s "$dir/addr.json"
+  URL="http://$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$dir/addr.json")"
+}
+
+start_cluster() {
+  local dir="$WORK/cluster"
+  WHARF_LOG=warn "$WHARF" dev cluster --meta 3 --blob 3 --gateways 2 --dir "$dir" >"$WORK/cluster.log" 2>&1 &
+  PIDS+=($!)
+  wait_for python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["state"] != "ready")' "$dir/cluster.json"
+  read -r URL META WATCH < <(python3 - "$dir/cluster.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+meta = ",".join(m["grpc"] for m in c["members"] if m["role"] == "meta")
+pids = ",".join(str(m["pid"]) for m in c["members"] if m["pid"])
+print(c["gateways"][0], meta, pids)
+PY
+)
+  "$WHARF" admin --meta "$META" cluster policy --replicas 2 >/dev/null
+}
+
+stop_target() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+  rm -rf "${WORK:?}"/*
+}
+
+# bench TARGET CASE ARGS...: one run of one workload, appended to $OUT/results.jsonl.
+bench() {
+  local target=$1 case=$2
+  shift 2
+  local line
+  line=$("$WHARF" bench --url "$URL" --json --quiet "$@")
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["target"]=sys.argv[2]; r["case"]=sys.argv[3]; print(json.dumps(r))' \
+    "$line" "$target" "$case" >>"$OUT/results.jsonl"
+  echo "    $case: $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(f"{r[\"mb_per_second\"]:.1f} MB/s, {r[\"ops_per_second\"]:.1f} ops/s, p99 {r[\"latency_ms\"][\"p99\"]:.2f} ms, errors {r[\"errors\"]}" + (f", RSS {r[\"rss_peak_mib\"]:.1f} MiB" if r.get("rss_peak_mib") else ""))' "$line")" >&2
+}
+
+for target in $TARGETS; do
+  echo "==> $target" >&2
+  "start_$target"
+  echo "    $URL" >&2
+  for run in $(seq 1 "$RUNS"); do
+    echo "  run $run" >&2
+    bench "$target" push-big-monolithic push --count 1 --size "$BIG" -c 1
+    bench "$target" push-big-chunked push --count 1 --size "$BIG" -c 1 --chunk 16MiB
+    bench "$target" pull-big pull --count 1 --size "$BIG" -c 1
+    bench "$target" pull-200x1MiB pull --count 200 --size 1MiB -c 16 --watch-pid "$WATCH"
+    bench "$target" manifest-get-tag manifest-get --requests 20000 -c 64 --watch-pid "$WATCH"
+    bench "$target" manifest-put manifest-put --requests 2000 -c 16
+  done
+  stop_target
+done
+
+python3 benches/report.py "$OUT/results.jsonl"
+echo "raw results: $OUT/results.jsonl" >&2

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Medians of benches/compare.sh results and their ratios to Distribution, as a Markdown table.
+
+Usage: python3 benches/report.py results.jsonl
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+# (case, figure, label, target ratio for serve, target ratio for the cluster, higher is better)
+ROWS = [
+    ("push-big-monolithic", "mb_per_second", "push one big blob, monolithic (MB/s)", 1.3, 1.0, True),
+    ("push-big-chunked", "mb_per_second", "push one big blob, 16 MiB chunks (MB/s)", 1.3, 1.0, True),
+    ("pull-big", "mb_per_second", "pull one big blob (MB/s)", 1.0, 0.8, True),
+    ("pull-200x1MiB", "ops_per_second", "pull 200 x 1 MiB, concurrency 16 (blobs/s)", 1.5, 1.2, True),
+    ("manifest-get-tag", "ops_per_second", "manifest GET by tag, 64 connections (req/s)", 2.0, 1.5, True),
+    ("manifest-put", "ops_per_second", "manifest PUT, concurrency 16 (req/s)", 1.5, 1.0, True),
+    ("manifest-get-tag", "rss_peak_mib", "peak RSS under the manifest GET load (MiB)", 1.0, None, False),
+    ("pull-200x1MiB", "rss_peak_mib", "peak RSS under the blob GET load (MiB)", 1.0, None, False),
+]
+
+
+def main(path):
+    values = defaultdict(list)
+    errors = defaultdict(int)
+    for line in open(path):
+        record = json.loads(line)
+        key = (record["target"], record["case"])
+        errors[key] += record["errors"]
+        for field in ("mb_per_second", "ops_per_second", "rss_peak_mib"):
+            if record.get(field) is not None:
+                values[key + (field,)].append(record[field])
+    runs = max((len(v) for v in values.values()), default=0)
+
+    def median(target, case, field):
+        found = values.get((target, case, field))
+        return statistics.median(found) if found else None
+
+    print(f"| workload (median of {runs}) | Distribution | serve | ratio | target | cluster | ratio | target |")
+    print("|---|---|---|---|---|---|---|---|")
+    for case, field, label, serve_goal, cluster_goal, higher in ROWS:
+        base = median("distribution", case, field)
+        cells = [label, fmt(base)]
+        for target, goal in (("serve", serve_goal), ("cluster", cluster_goal)):
+            value = median(target, case, field)
+            ratio = value / base if value is not None and base else None
+            cells += [fmt(value), f"{ratio:.2f}x" if ratio is not None else "-", verdict(ratio, goal, higher)]
+        print("| " + " | ".join(cells) + " |")
+    failed = {key: count for key, count in errors.items() if count}
+    if failed:
+        print()
+        for (target, case), count in sorted(failed.items()):
+            print(f"errors: {target} {case}: {count}")
+
+
+def fmt(value):
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def verdict(ratio, goal, higher):
+    if goal is None:
+        return "-"
+    if ratio is None:
+        return f"{'>=' if higher else '<='} {goal}x ?"
+    met = ratio >= goal if higher else ratio <= goal
+    return f"{'>=' if higher else '<='} {goal}x {'met' if met else 'NOT met'}"
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

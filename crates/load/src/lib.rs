@@ -1,0 +1,175 @@
+//! `wharf bench`: a load generator for any registry that speaks the OCI Distribution API (Wharf,
+//! CNCF Distribution, or anything else), for people load testing their own deployments and for
+//! `benches/compare.sh`.
+//!
+//! Each workload has an untimed set-up (pushing what it will read), then a timed phase in which
+//! a fixed number of workers (`--concurrency`, one HTTP/1.1 connection each) take operations from
+//! a shared counter until `--count`/`--requests` are done. Every operation's latency goes into an
+//! HDR histogram; the summary gives throughput, requests/s, p50/p95/p99/max latency and the errors
+//! (status and body of the first few), as a table or as JSON (`--json`).
+//!
+//! Blob content is generated, never held whole: a blob is a 24-byte unique header (run id, blob
+//! index) followed by a shared random pattern repeated to its size, streamed in 1 MiB frames, so a
+//! 10 GiB push needs only the pattern in memory. This crate depends on no other Wharf crate but
+//! `oci-model` (digests), so it measures any registry the same way.
+
+mod blobs;
+mod client;
+mod content;
+mod manifests;
+mod report;
+mod size;
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+pub use report::Report;
+pub use size::parse_size;
+
+/// `wharf bench [OPTIONS] <WORKLOAD>`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Registry base URL, e.g. `http://127.0.0.1:5000` (plain HTTP).
+    #[arg(long, env = "WHARF_BENCH_URL", default_value = "http://127.0.0.1:5000")]
+    pub url: String,
+    /// Repository the workload writes to and reads from; a run id is appended unless `--exact-repo`.
+    #[arg(long, default_value = "bench")]
+    pub repo: String,
+    /// Use `--repo` as given instead of `<repo>/<run id>`.
+    #[arg(long)]
+    pub exact_repo: bool,
+    /// `user:password` for HTTP basic authentication, or for the token service a 401 points to.
+    #[arg(long, env = "WHARF_BENCH_USER")]
+    pub user: Option<String>,
+    /// Print the summary as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Sample the resident memory (VmRSS) of these processes during the timed phase and report
+    /// the peak of their sum.
+    #[arg(long = "watch-pid", value_delimiter = ',')]
+    pub watch_pids: Vec<u32>,
+    /// Exit with an error when more operations than this fail.
+    #[arg(long, default_value_t = 0)]
+    pub max_errors: u64,
+    /// Per-request timeout in seconds (a whole blob transfer counts as one request).
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    #[command(subcommand)]
+    pub workload: Workload,
+}
+
+/// What to measure.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Workload {
+    /// Push COUNT blobs of SIZE bytes: monolithic (POST, then one PUT with the body) or, with
+    /// `--chunk`, a PATCH per chunk and a closing PUT.
+    Push(BlobOptions),
+    /// Pull COUNT blobs of SIZE bytes (pushed first, untimed).
+    Pull(BlobOptions),
+    /// PUT COUNT distinct image manifests, each under its own tag.
+    ManifestPut(ManifestOptions),
+    /// GET (or HEAD) one image manifest by tag or digest.
+    ManifestGet(ManifestOptions),
+    /// GET the tag list of a repository holding `--tags` tags.
+    Tags(ManifestOptions),
+}
+
+/// Options of the blob workloads.
+#[derive(Args, Debug, Clone)]
+pub struct BlobOptions {
+    /// Number of blobs.
+    #[arg(long, default_value_t = 100)]
+    pub count: u64,
+    /// Size of each blob: bytes, or with a unit (`4KiB`, `1MiB`, `1GiB`, `1MB`).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub size: u64,
+    /// Concurrent workers, one connection each.
+    #[arg(long, short = 'c', default_value_t = 8)]
+    pub concurrency: usize,
+    /// Push in chunks of this size (PATCH each, then PUT) instead of one monolithic PUT.
+    #[arg(long, value_parser = parse_size)]
+    pub chunk: Option<u64>,
+    /// Pull: hash every byte received and compare it with the digest (costs client CPU).
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// Options of the manifest and tag workloads.
+#[derive(Args, Debug, Clone)]
+pub struct ManifestOptions {
+    /// Operations to time (manifest-put: manifests to push).
+    #[arg(long = "requests", alias = "count", default_value_t = 10_000)]
+    pub requests: u64,
+    /// Concurrent workers, one connection each.
+    #[arg(long, short = 'c', alias = "connections", default_value_t = 16)]
+    pub concurrency: usize,
+    /// manifest-get: address the manifest by `tag` or by `digest`.
+    #[arg(long, value_enum, default_value_t = By::Tag)]
+    pub by: By,
+    /// manifest-get: HEAD instead of GET.
+    #[arg(long)]
+    pub head: bool,
+    /// tags: how many tags the repository holds.
+    #[arg(long, default_value_t = 100)]
+    pub tags: u64,
+}
+
+/// How manifest-get names the manifest.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    Tag,
+    Digest,
+}
+
+/// Why a run could not produce a report at all (failed operations are counted, not raised).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("invalid --url {0:?}: {1}")]
+    Url(String, String),
+    #[error("set-up failed: {0}")]
+    Setup(String),
+}
+
+/// Runs one workload and returns its report.
+pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
+    let target = client::Target::parse(&args.url, args.user.as_deref())?;
+    let run_id = content::RunId::random();
+    let repo = if args.exact_repo {
+        args.repo.clone()
+    } else {
+        format!("{}/{}", args.repo.trim_end_matches('/'), run_id)
+    };
+    let context = Context {
+        target,
+        repo,
+        run_id,
+        timeout: Duration::from_secs(args.timeout.max(1)),
+        progress: !args.quiet && !args.json,
+        watch_pids: args.watch_pids.clone(),
+    };
+    let mut report = match &args.workload {
+        Workload::Push(options) => blobs::push(&context, options).await?,
+        Workload::Pull(options) => blobs::pull(&context, options).await?,
+        Workload::ManifestPut(options) => manifests::put(&context, options).await?,
+        Workload::ManifestGet(options) => manifests::get(&context, options).await?,
+        Workload::Tags(options) => manifests::tags(&context, options).await?,
+    };
+    report.url = args.url.clone();
+    report.repo = context.repo.clone();
+    Ok(report)
+}
+
+/// What every workload needs.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub target: client::Target,
+    pub repo: String,
+    pub run_id: content::RunId,
+    pub timeout: Duration,
+    pub progress: bool,
+    pub watch_pids: Vec<u32>,
+}
