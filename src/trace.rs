@@ -32,6 +32,7 @@ pub fn grpc_server() -> TracedServer {
         .tcp_nodelay(true)
         .initial_stream_window_size(4 * 1024 * 1024)
         .initial_connection_window_size(16 * 1024 * 1024)
+        .max_frame_size(1024 * 1024)
         .layer(GrpcServerTraceLayer)
 }
 
