@@ -1,0 +1,235 @@
+//! `wharf bench` keeps working: a smoke run (seconds) of every workload against `wharf serve` and
+//! against CNCF Distribution 2.8 (Debian's `docker-registry`, which `.ci/run` installs), the CLI's
+//! JSON output and exit status, and failures counted rather than hidden. Figures are not checked
+//! here: they live in `benches/` (see benches/README.md).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use clap::Parser;
+use load::{BenchArgs, Report};
+use test_cluster::{wait_until, InProcessServe};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+async fn bench(url: &str, workload: &[&str]) -> Report {
+    let mut argv = vec!["bench", "--url", url, "--quiet"];
+    argv.extend_from_slice(workload);
+    let cli = Cli::try_parse_from(&argv).expect("valid bench arguments");
+    load::run(&cli.bench).await.expect("the workload runs")
+}
+
+fn assert_clean(report: &Report, operations: u64, bytes_per_op: Option<u64>) {
+    assert_eq!(
+        (report.ok, report.errors),
+        (operations, 0),
+        "{}: {:?}",
+        report.workload,
+        report.error_samples
+    );
+    if let Some(bytes) = bytes_per_op {
+        assert_eq!(report.bytes, operations * bytes, "{}", report.workload);
+    }
+    assert!(report.ops_per_second > 0.0 && report.latency_ms.p50 > 0.0);
+    assert!(report.latency_ms.p50 <= report.latency_ms.p99);
+    assert!(report.latency_ms.p99 <= report.latency_ms.max);
+}
+
+/// Every workload, small, against one registry.
+async fn smoke(url: &str) {
+    let size = 100_000;
+    let report = bench(
+        url,
+        &["push", "--count", "6", "--size", "100000", "-c", "3"],
+    )
+    .await;
+    assert_clean(&report, 6, Some(size));
+    let chunked = [
+        "push", "--count", "4", "--size", "100000", "--chunk", "30000", "-c", "2",
+    ];
+    assert_clean(&bench(url, &chunked).await, 4, Some(size));
+    let pull = [
+        "pull", "--count", "8", "--size", "100000", "-c", "4", "--verify",
+    ];
+    assert_clean(&bench(url, &pull).await, 8, Some(size));
+    let put = ["manifest-put", "--requests", "20", "-c", "4"];
+    assert_clean(&bench(url, &put).await, 20, None);
+    let get = ["manifest-get", "--requests", "50", "-c", "8"];
+    let report = bench(url, &get).await;
+    assert_clean(&report, 50, None);
+    assert!(report.bytes > 50 * 100, "manifest bodies were read");
+    let by_digest = [
+        "manifest-get",
+        "--requests",
+        "30",
+        "-c",
+        "4",
+        "--by",
+        "digest",
+        "--head",
+    ];
+    let report = bench(url, &by_digest).await;
+    assert_clean(&report, 30, Some(0));
+    let tags = ["tags", "--requests", "10", "-c", "2", "--tags", "12"];
+    assert_clean(&bench(url, &tags).await, 10, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_workload_runs_against_wharf_serve() {
+    let serve = InProcessServe::start().await.expect("serve");
+    smoke(&serve.base_url()).await;
+    serve.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_workload_runs_against_distribution() {
+    let distribution = Distribution::start().await;
+    smoke(&distribution.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_json_and_fails_on_errors() {
+    let serve = InProcessServe::start().await.expect("serve");
+    let url = serve.base_url();
+    let output = wharf(&[
+        "bench",
+        "--url",
+        &url,
+        "--json",
+        "manifest-get",
+        "--requests",
+        "40",
+        "-c",
+        "4",
+    ])
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    assert_eq!(report["workload"], "manifest-get");
+    assert_eq!(report["ok"], 40);
+    assert_eq!(report["errors"], 0);
+    assert!(report["latency_ms"]["p99"].as_f64().expect("p99") > 0.0);
+    serve.stop().await;
+
+    // Nothing listens on a port just released: every operation fails, and the exit status says so.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let output = wharf(&[
+        "bench",
+        "--url",
+        &format!("http://{closed}"),
+        "--json",
+        "push",
+        "--count",
+        "3",
+        "--size",
+        "1000",
+    ])
+    .await;
+    assert!(!output.status.success(), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    assert_eq!(
+        (report["ok"].as_u64(), report["errors"].as_u64()),
+        (Some(0), Some(3))
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("3 of 3 operations failed"), "{stderr}");
+}
+
+async fn wharf(args: &[&str]) -> std::process::Output {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(120), child)
+        .await
+        .expect("wharf bench ends within 2 minutes")
+        .expect("wharf runs")
+}
+
+/// CNCF Distribution on a temp dir and a port of its own choosing (read from its log).
+struct Distribution {
+    url: String,
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Distribution {
+    async fn start() -> Distribution {
+        let binary = PathBuf::from("/usr/bin/docker-registry");
+        assert!(
+            binary.exists(),
+            "Debian's docker-registry is required (.ci/run installs it: apt-get install docker-registry)"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("config.yml");
+        let data = dir.path().join("data");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\nlog:\n  level: info\n  accesslog:\n    disabled: true\n",
+                data.display()
+            ),
+        )
+        .expect("write config");
+        let log = dir.path().join("log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = tokio::process::Command::new(&binary)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start docker-registry");
+        let log_path = log.clone();
+        wait_until(
+            "docker-registry to log its address",
+            Duration::from_secs(30),
+            || {
+                let found = listening_addr(&log_path).is_some();
+                async move { found }
+            },
+        )
+        .await
+        .expect("docker-registry starts");
+        let addr = listening_addr(&log).expect("address logged");
+        Distribution {
+            url: format!("http://{addr}"),
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        // kill_on_drop sends SIGKILL; reap it here so no zombie outlives the test.
+        let _ = self.child.start_kill();
+        if let Some(pid) = self.child.id() {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child's pid with a valid out-pointer.
+            unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        }
+    }
+}
+
+/// `msg="listening on 127.0.0.1:PORT"` from Distribution's log, once it is there.
+fn listening_addr(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let start = text.find("listening on ")? + "listening on ".len();
+    let addr: String = text[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"')
+        .collect();
+    (!addr.is_empty()).then_some(addr)
+}
