@@ -7,11 +7,12 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use cluster_api::ReplicationPolicy;
 use common::{random_bytes, Registry};
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use test_cluster::{wait_until, InProcessServe};
+use test_cluster::{wait_until, InProcessCluster};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -89,14 +90,18 @@ async fn one_client_request_is_one_trace_across_gateway_meta_and_blob() {
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
     wharf::telemetry::install_propagator();
 
-    let serve = InProcessServe::start().await.expect("serve starts");
-    let registry = Registry::new(serve.base_url());
+    // Separate roles, so the gateway's calls cross gRPC (under `serve` they are in-process).
+    let cluster = InProcessCluster::start(1, 1, 1, ReplicationPolicy::default())
+        .await
+        .expect("the roles start");
+    let base_url = cluster.gateway_url(1);
+    let registry = Registry::new(base_url.clone());
     let data = random_bytes(256 * 1024);
     let digest = registry
         .push_blob_monolithic(REPO, &data)
         .await
         .expect("monolithic push");
-    let url = format!("{}/v2/{REPO}/blobs/{digest}", serve.base_url());
+    let url = format!("{base_url}/v2/{REPO}/blobs/{digest}");
     let pulled = registry
         .http
         .get(&url)
@@ -189,5 +194,5 @@ async fn one_client_request_is_one_trace_across_gateway_meta_and_blob() {
         &["/wharf.v1.Meta/StatBlob"],
         "HEAD with traceparent",
     );
-    serve.stop().await;
+    cluster.shutdown().await;
 }

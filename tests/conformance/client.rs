@@ -4,44 +4,79 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use cluster_api::ReplicationPolicy;
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder};
-use test_cluster::InProcessServe;
+use test_cluster::{InProcessCluster, InProcessServe, Role};
 
-/// One running single-node Wharf and an HTTP client that never follows redirects or proxies.
+/// The registry under test. The suite is built twice (Cargo.toml): as `conformance` it runs
+/// against `wharf serve` (gateway, meta and blob node calling each other in-process), as
+/// `conformance_grpc` against one meta, one blob node and one gateway as separate roles, so every
+/// request and every error also crosses the gRPC services and their status mapping.
+enum Backend {
+    Serve(InProcessServe),
+    Roles(InProcessCluster),
+}
+
+/// One running Wharf and an HTTP client that never follows redirects or proxies.
 pub struct Registry {
-    serve: InProcessServe,
+    backend: Backend,
     http: reqwest::Client,
 }
 
 impl Registry {
     pub async fn start() -> Registry {
-        let serve = InProcessServe::start()
-            .await
-            .expect("the in-process registry starts");
+        let backend = if env!("CARGO_CRATE_NAME") == "conformance_grpc" {
+            let cluster = InProcessCluster::start(1, 1, 1, ReplicationPolicy::default())
+                .await
+                .expect("the in-process roles start");
+            Backend::Roles(cluster)
+        } else {
+            let serve = InProcessServe::start()
+                .await
+                .expect("the in-process registry starts");
+            Backend::Serve(serve)
+        };
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
             .expect("an HTTP client builds");
-        Registry { serve, http }
+        Registry { backend, http }
     }
 
-    /// Stops every role and starts them again on the same data; the HTTP port changes.
+    /// Stops every role and starts them again on the same data; the HTTP port may change.
     pub async fn restart(&mut self) {
-        self.serve
-            .restart()
-            .await
-            .expect("the registry restarts on its data");
+        match &mut self.backend {
+            Backend::Serve(serve) => serve
+                .restart()
+                .await
+                .expect("the registry restarts on its data"),
+            Backend::Roles(cluster) => {
+                for role in [Role::Meta, Role::Blob, Role::Gateway] {
+                    cluster
+                        .restart(role, 1)
+                        .await
+                        .expect("the role restarts on its data");
+                }
+            }
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.serve.http_addr()
+        match &self.backend {
+            Backend::Serve(serve) => serve.http_addr(),
+            Backend::Roles(cluster) => cluster.addrs(Role::Gateway)[0],
+        }
     }
 
     /// The absolute URL of `path` (which starts with `/` and may carry a query).
     pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.serve.base_url(), path)
+        let base = match &self.backend {
+            Backend::Serve(serve) => serve.base_url(),
+            Backend::Roles(cluster) => cluster.gateway_url(1),
+        };
+        format!("{base}{path}")
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
