@@ -9,7 +9,9 @@
 #
 # Environment: RUNS (3), BIG (1GiB: the single-blob push/pull size), TARGETS ("distribution serve
 # cluster"), OUT (a directory for the raw JSON lines; a temp dir by default), WORK (where the
-# registries keep their data; a temp dir under /tmp by default).
+# registries keep their data; a temp dir under /tmp by default), WHARF_SERVER (another wharf binary
+# to measure as serve and cluster, e.g. an older build for before/after figures; the load always
+# comes from this checkout's `wharf bench`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,7 @@ command -v sccache >/dev/null && export RUSTC_WRAPPER=${RUSTC_WRAPPER:-sccache}
 echo "==> building wharf (release)" >&2
 cargo build --release --locked -q
 WHARF="$CARGO_TARGET_DIR/release/wharf"
+SERVER=${WHARF_SERVER:-$WHARF}
 
 PIDS=()        # processes to stop at exit
 URL=""         # the target under test
@@ -79,7 +82,7 @@ YAML
 start_serve() {
   local dir="$WORK/serve"
   mkdir -p "$dir"
-  "$WHARF" serve --listen 127.0.0.1:0 --data "$dir/data" --addr-file "$dir/addr.json" \
+  "$SERVER" serve --listen 127.0.0.1:0 --data "$dir/data" --addr-file "$dir/addr.json" \
     --log warn >"$dir/log" 2>&1 &
   PIDS+=($!)
   WATCH=$!
@@ -89,7 +92,7 @@ start_serve() {
 
 start_cluster() {
   local dir="$WORK/cluster"
-  WHARF_LOG=warn "$WHARF" dev cluster --meta 3 --blob 3 --gateways 2 --dir "$dir" >"$WORK/cluster.log" 2>&1 &
+  WHARF_LOG=warn "$SERVER" dev cluster --meta 3 --blob 3 --gateways 2 --dir "$dir" >"$WORK/cluster.log" 2>&1 &
   PIDS+=($!)
   wait_for python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["state"] != "ready")' "$dir/cluster.json"
   read -r URL META WATCH < <(python3 - "$dir/cluster.json" <<'PY'
@@ -100,7 +103,7 @@ pids = ",".join(str(m["pid"]) for m in c["members"] if m["pid"])
 print(c["gateways"][0], meta, pids)
 PY
 )
-  "$WHARF" admin --meta "$META" cluster policy --replicas 2 >/dev/null
+  "$SERVER" admin --meta "$META" cluster policy --replicas 2 >/dev/null
 }
 
 stop_target() {
@@ -115,10 +118,10 @@ bench() {
   local target=$1 case=$2
   shift 2
   local line
-  line=$("$WHARF" bench --url "$URL" --json --quiet "$@")
+  line=$("$WHARF" bench --url "$URL" --json --quiet --watch-pid "$WATCH" "$@")
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["target"]=sys.argv[2]; r["case"]=sys.argv[3]; print(json.dumps(r))' \
     "$line" "$target" "$case" >>"$OUT/results.jsonl"
-  echo "    $case: $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(f"{r[\"mb_per_second\"]:.1f} MB/s, {r[\"ops_per_second\"]:.1f} ops/s, p99 {r[\"latency_ms\"][\"p99\"]:.2f} ms, errors {r[\"errors\"]}" + (f", RSS {r[\"rss_peak_mib\"]:.1f} MiB" if r.get("rss_peak_mib") else ""))' "$line")" >&2
+  echo "    $case: $(python3 benches/report.py --line "$line")" >&2
 }
 
 for target in $TARGETS; do
@@ -130,8 +133,8 @@ for target in $TARGETS; do
     bench "$target" push-big-monolithic push --count 1 --size "$BIG" -c 1
     bench "$target" push-big-chunked push --count 1 --size "$BIG" -c 1 --chunk 16MiB
     bench "$target" pull-big pull --count 1 --size "$BIG" -c 1
-    bench "$target" pull-200x1MiB pull --count 200 --size 1MiB -c 16 --watch-pid "$WATCH"
-    bench "$target" manifest-get-tag manifest-get --requests 20000 -c 64 --watch-pid "$WATCH"
+    bench "$target" pull-200x1MiB pull --count 200 --size 1MiB -c 16
+    bench "$target" manifest-get-tag manifest-get --requests 20000 -c 64
     bench "$target" manifest-put manifest-put --requests 2000 -c 16
   done
   stop_target

@@ -2,6 +2,7 @@
 """Medians of benches/compare.sh results and their ratios to Distribution, as a Markdown table.
 
 Usage: python3 benches/report.py results.jsonl
+       python3 benches/report.py --line '<one wharf bench --json report>'
 """
 import json
 import statistics
@@ -67,5 +68,19 @@ def verdict(ratio, goal, higher):
     return f"{'>=' if higher else '<='} {goal}x {'met' if met else 'NOT met'}"
 
 
+def line(text):
+    r = json.loads(text)
+    summary = (
+        f"{r['mb_per_second']:.1f} MB/s, {r['ops_per_second']:.1f} ops/s, "
+        f"p99 {r['latency_ms']['p99']:.2f} ms, errors {r['errors']}"
+    )
+    if r.get("rss_peak_mib"):
+        summary += f", RSS {r['rss_peak_mib']:.1f} MiB"
+    print(summary)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "--line":
+        line(sys.argv[2])
+    else:
+        main(sys.argv[1])

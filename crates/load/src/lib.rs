@@ -27,36 +27,41 @@ use clap::{Args, Subcommand};
 pub use report::Report;
 pub use size::parse_size;
 
-/// `wharf bench [OPTIONS] <WORKLOAD>`.
+/// `wharf bench [OPTIONS] <WORKLOAD> [OPTIONS]` (the common options go before or after the workload).
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Registry base URL, e.g. `http://127.0.0.1:5000` (plain HTTP).
-    #[arg(long, env = "WHARF_BENCH_URL", default_value = "http://127.0.0.1:5000")]
+    #[arg(
+        long,
+        global = true,
+        env = "WHARF_BENCH_URL",
+        default_value = "http://127.0.0.1:5000"
+    )]
     pub url: String,
     /// Repository the workload writes to and reads from; a run id is appended unless `--exact-repo`.
-    #[arg(long, default_value = "bench")]
+    #[arg(long, global = true, default_value = "bench")]
     pub repo: String,
     /// Use `--repo` as given instead of `<repo>/<run id>`.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub exact_repo: bool,
     /// `user:password` for HTTP basic authentication, or for the token service a 401 points to.
-    #[arg(long, env = "WHARF_BENCH_USER")]
+    #[arg(long, global = true, env = "WHARF_BENCH_USER")]
     pub user: Option<String>,
     /// Print the summary as one JSON object instead of a table.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
     /// No progress bar.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub quiet: bool,
     /// Sample the resident memory (VmRSS) of these processes during the timed phase and report
     /// the peak of their sum.
-    #[arg(long = "watch-pid", value_delimiter = ',')]
+    #[arg(long = "watch-pid", global = true, value_delimiter = ',')]
     pub watch_pids: Vec<u32>,
     /// Exit with an error when more operations than this fail.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, global = true, default_value_t = 0)]
     pub max_errors: u64,
     /// Per-request timeout in seconds (a whole blob transfer counts as one request).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, global = true, default_value_t = 300)]
     pub timeout: u64,
     #[command(subcommand)]
     pub workload: Workload,
