@@ -14,7 +14,7 @@ use test_cluster::{InProcessCluster, InProcessServe, Role};
 /// `conformance_grpc` against one meta, one blob node and one gateway as separate roles, so every
 /// request and every error also crosses the gRPC services and their status mapping.
 enum Backend {
-    Serve(InProcessServe),
+    Serve(Box<InProcessServe>),
     Roles(InProcessCluster),
 }
 
@@ -35,7 +35,7 @@ impl Registry {
             let serve = InProcessServe::start()
                 .await
                 .expect("the in-process registry starts");
-            Backend::Serve(serve)
+            Backend::Serve(Box::new(serve))
         };
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
