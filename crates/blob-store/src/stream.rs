@@ -1,10 +1,11 @@
 //! Moving blob bytes between streams and files with bounded memory and no extra copies.
 //!
 //! Reads: each chunk is read by one `pread` straight into the buffer that becomes the stream's
-//! `Bytes`, on the blocking pool, one chunk ahead of the consumer. Writes: the network side keeps
+//! `Bytes`, on the blocking pool, two chunks ahead of the consumer. Writes: the network side keeps
 //! receiving while a blocking task writes and hashes the previous batches, through a channel of
 //! [`PIPELINE_BATCHES`] batches; that bounds an upload's memory to a few MiB.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::ops::Range;
@@ -30,31 +31,37 @@ const WRITE_BATCH_BYTES: usize = 1 << 20;
 /// Batches queued between the network and the writer of one upload.
 const PIPELINE_BATCHES: usize = 2;
 
-/// A stream of bytes `range` of `file`, read one chunk ahead.
+/// Chunks read ahead of the consumer: the reads run on the blocking pool while the consumer sends
+/// the current chunk on, so a pull is not paced by one `pread` at a time.
+const READ_AHEAD: usize = 2;
+
+/// A stream of bytes `range` of `file`, read [`READ_AHEAD`] chunks ahead.
 pub(crate) fn read_file(file: File, path: PathBuf, range: Range<u64>) -> ByteStream {
-    let reader = ChunkReader {
+    let mut reader = ChunkReader {
         file: Arc::new(file),
         path,
         position: range.start,
         end: range.end,
+        pending: VecDeque::with_capacity(READ_AHEAD),
     };
-    let first = reader.next_read();
-    let stream = futures::stream::unfold((reader, first), |(mut reader, pending)| async move {
-        let (pending, len) = pending?;
+    reader.fill();
+    let stream = futures::stream::unfold(reader, |mut reader| async move {
+        let pending = reader.pending.pop_front()?;
         let chunk = match pending.await {
             Ok(Ok(chunk)) => chunk,
             Ok(Err(error)) => {
+                reader.stop();
                 let error = BlobError::Io(format!("read blob {}: {error}", reader.path.display()));
-                return Some((Err(error), (reader, None)));
+                return Some((Err(error), reader));
             }
             Err(error) => {
+                reader.stop();
                 let error = BlobError::Io(format!("blocking file task failed: {error}"));
-                return Some((Err(error), (reader, None)));
+                return Some((Err(error), reader));
             }
         };
-        reader.position += len as u64;
-        let next = reader.next_read();
-        Some((Ok(chunk), (reader, next)))
+        reader.fill();
+        Some((Ok(chunk), reader))
     });
     Box::pin(stream)
 }
@@ -62,20 +69,30 @@ pub(crate) fn read_file(file: File, path: PathBuf, range: Range<u64>) -> ByteStr
 struct ChunkReader {
     file: Arc<File>,
     path: PathBuf,
+    /// Where the next read to start begins.
     position: u64,
     end: u64,
+    /// Reads started, in order.
+    pending: VecDeque<JoinHandle<io::Result<Bytes>>>,
 }
 
 impl ChunkReader {
-    /// Starts reading the chunk at `position`; `None` at the end.
-    fn next_read(&self) -> Option<(JoinHandle<io::Result<Bytes>>, usize)> {
-        if self.position >= self.end {
-            return None;
+    /// Starts reads until [`READ_AHEAD`] are in flight or the range is covered.
+    fn fill(&mut self) {
+        while self.pending.len() < READ_AHEAD && self.position < self.end {
+            let len = (self.end - self.position).min(READ_CHUNK_BYTES as u64) as usize;
+            let (file, position) = (self.file.clone(), self.position);
+            self.pending.push_back(tokio::task::spawn_blocking(move || {
+                read_chunk(&file, position, len)
+            }));
+            self.position += len as u64;
         }
-        let len = (self.end - self.position).min(READ_CHUNK_BYTES as u64) as usize;
-        let (file, position) = (self.file.clone(), self.position);
-        let task = tokio::task::spawn_blocking(move || read_chunk(&file, position, len));
-        Some((task, len))
+    }
+
+    /// Ends the stream after an error: nothing more is read or yielded.
+    fn stop(&mut self) {
+        self.pending.clear();
+        self.position = self.end;
     }
 }
 
