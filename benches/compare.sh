@@ -118,6 +118,9 @@ bench() {
   local target=$1 case=$2
   shift 2
   local line
+  # Start every workload with no dirty pages: Distribution never fsyncs, so without this the
+  # kernel writes back its gigabytes while the next workload (or the next target) is measured.
+  sync
   line=$("$WHARF" bench --url "$URL" --json --quiet --watch-pid "$WATCH" "$@")
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["target"]=sys.argv[2]; r["case"]=sys.argv[3]; print(json.dumps(r))' \
     "$line" "$target" "$case" >>"$OUT/results.jsonl"

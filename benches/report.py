@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Medians of benches/compare.sh results and their ratios to Distribution, as a Markdown table.
 
-Usage: python3 benches/report.py results.jsonl
+Usage: python3 benches/report.py results.jsonl [more.jsonl ...]   (medians over all the files' runs)
        python3 benches/report.py --line '<one wharf bench --json report>'
 """
 import json
@@ -22,10 +22,11 @@ ROWS = [
 ]
 
 
-def main(path):
+def main(paths):
     values = defaultdict(list)
     errors = defaultdict(int)
-    for line in open(path):
+    lines = [line for path in paths for line in open(path)]
+    for line in lines:
         record = json.loads(line)
         key = (record["target"], record["case"])
         errors[key] += record["errors"]
@@ -48,6 +49,15 @@ def main(path):
             ratio = value / base if value is not None and base else None
             cells += [fmt(value), f"{ratio:.2f}x" if ratio is not None else "-", verdict(ratio, goal, higher)]
         print("| " + " | ".join(cells) + " |")
+    print()
+    print("spread (min - max over the runs):")
+    for case, field, label, _, _, _ in ROWS:
+        cells = []
+        for target in ("distribution", "serve", "cluster"):
+            found = values.get((target, case, field))
+            if found:
+                cells.append(f"{target} {min(found):,.1f} - {max(found):,.1f}")
+        print(f"- {label}: " + "; ".join(cells))
     failed = {key: count for key, count in errors.items() if count}
     if failed:
         print()
@@ -83,4 +93,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "--line":
         line(sys.argv[2])
     else:
-        main(sys.argv[1])
+        main(sys.argv[1:])
