@@ -233,3 +233,142 @@ fn listening_addr(log: &Path) -> Option<String> {
         .collect();
     (!addr.is_empty()).then_some(addr)
 }
+
+/// The Docker token flow: a registry that answers 401 with a Bearer challenge gets a token from
+/// the realm (with the `--user` credentials) and the retried requests carry it. The registry here
+/// is `wharf serve` behind a proxy that demands the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_flow_is_followed() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::extract::{Request, State};
+    use axum::http::{header, HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+
+    #[derive(Clone)]
+    struct Proxy {
+        upstream: String,
+        realm: String,
+        tokens_issued: Arc<AtomicU64>,
+        refused: Arc<AtomicU64>,
+        http: reqwest::Client,
+    }
+
+    async fn token(State(proxy): State<Proxy>, headers: HeaderMap) -> Response {
+        // "u:p" in base64.
+        if headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            != Some("Basic dTpw")
+        {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        proxy.tokens_issued.fetch_add(1, Ordering::SeqCst);
+        axum::Json(serde_json::json!({"token": "t0ken"})).into_response()
+    }
+
+    async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
+        let authorized = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            == Some("Bearer t0ken");
+        if !authorized {
+            proxy.refused.fetch_add(1, Ordering::SeqCst);
+            let challenge = format!(
+                r#"Bearer realm="{}",service="fake",scope="repository:bench:pull,push""#,
+                proxy.realm
+            );
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, challenge)],
+            )
+                .into_response();
+        }
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let body = axum::body::to_bytes(body, 64 << 20)
+            .await
+            .expect("request body");
+        let mut upstream = proxy
+            .http
+            .request(parts.method.clone(), format!("{}{path}", proxy.upstream))
+            .body(body);
+        for (name, value) in &parts.headers {
+            if name != header::HOST && name != header::AUTHORIZATION {
+                upstream = upstream.header(name, value);
+            }
+        }
+        let reply = upstream.send().await.expect("upstream answers");
+        let mut response = Response::builder().status(reply.status());
+        for (name, value) in reply.headers() {
+            response = response.header(name, value);
+        }
+        let bytes = reply.bytes().await.expect("upstream body");
+        response.body(Body::from(bytes)).expect("response")
+    }
+
+    let serve = InProcessServe::start().await.expect("serve");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let proxy = Proxy {
+        upstream: serve.base_url(),
+        realm: format!("http://{addr}/token"),
+        tokens_issued: Arc::default(),
+        refused: Arc::default(),
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+    };
+    let app = axum::Router::new()
+        .route("/token", axum::routing::get(token))
+        .fallback(forward)
+        .with_state(proxy.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let url = format!("http://{addr}");
+    let get = [
+        "--user",
+        "u:p",
+        "manifest-get",
+        "--requests",
+        "20",
+        "-c",
+        "2",
+    ];
+    let report = bench(&url, &get).await;
+    assert_clean(&report, 20, None);
+    assert!(proxy.tokens_issued.load(Ordering::SeqCst) >= 1);
+    assert!(
+        proxy.refused.load(Ordering::SeqCst) >= 1,
+        "the first request was challenged"
+    );
+
+    // Wrong credentials: the token service refuses and the set-up fails with its answer.
+    let cli = Cli::try_parse_from([
+        "bench",
+        "--url",
+        &url,
+        "--quiet",
+        "--user",
+        "u:wrong",
+        "manifest-get",
+        "--requests",
+        "1",
+    ])
+    .expect("arguments");
+    let error = load::run(&cli.bench)
+        .await
+        .expect_err("no token, no set-up");
+    assert!(
+        error.to_string().contains("token service refused"),
+        "{error}"
+    );
+    server.abort();
+    serve.stop().await;
+}
