@@ -158,7 +158,7 @@ async fn wharf(args: &[&str]) -> std::process::Output {
 /// CNCF Distribution on a temp dir and a port of its own choosing (read from its log).
 struct Distribution {
     url: String,
-    child: tokio::process::Child,
+    child: std::process::Child,
     _dir: tempfile::TempDir,
 }
 
@@ -182,13 +182,12 @@ impl Distribution {
         .expect("write config");
         let log = dir.path().join("log");
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = tokio::process::Command::new(&binary)
+        let child = std::process::Command::new(&binary)
             .arg("serve")
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
-            .kill_on_drop(true)
             .spawn()
             .expect("start docker-registry");
         let log_path = log.clone();
@@ -212,14 +211,10 @@ impl Distribution {
 }
 
 impl Drop for Distribution {
+    /// Killed and reaped, so no process outlives the test.
     fn drop(&mut self) {
-        // kill_on_drop sends SIGKILL; reap it here so no zombie outlives the test.
-        let _ = self.child.start_kill();
-        if let Some(pid) = self.child.id() {
-            let mut status = 0;
-            // SAFETY: waitpid on our own child's pid with a valid out-pointer.
-            unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -204,23 +204,10 @@ async fn a_meta_role_serves_raft_gauges_on_metrics_listen() {
         "http://{}/metrics",
         meta.metrics_addr.expect("metrics address")
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let body = reqwest::get(&url)
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("body");
-        if body.contains("wharf_raft_is_leader") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no Raft gauges in /metrics: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    metrics_until(&url, "Raft gauges", |body| {
+        body.contains("wharf_raft_is_leader")
+    })
+    .await;
     meta.stop().await;
 }
 
@@ -235,26 +222,30 @@ async fn the_leader_publishes_replication_lag_per_follower() {
         .await
         .expect("leader");
     let url = format!("{}/metrics", cluster.gateway_url(1));
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    metrics_until(&url, "replication lag for every follower", |body| {
+        followers
+            .iter()
+            .all(|peer| body.contains(&format!("wharf_raft_replication_lag{{peer=\"{peer}\"}}")))
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
+/// Polls `GET url` until its body satisfies `published` (30 s at most); panics with the last body.
+async fn metrics_until(url: &str, what: &str, published: impl Fn(&str) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let body = reqwest::get(&url)
+        let body = reqwest::get(url)
             .await
             .expect("GET /metrics")
             .text()
             .await
             .expect("body");
-        let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
-        let published = followers
-            .iter()
-            .all(|peer| body.contains(&format!("wharf_raft_replication_lag{{peer=\"{peer}\"}}")));
-        if published {
-            break;
+        if published(&body) {
+            return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no replication lag for followers {followers:?}: {body}"
-        );
+        assert!(Instant::now() < deadline, "no {what} in /metrics: {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    cluster.shutdown().await;
 }

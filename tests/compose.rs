@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::Registry;
+use common::{until, Registry};
 
 const COMPOSE: &str = "docker-compose";
 const IMAGE: &str = "wharf:dev";
@@ -154,21 +154,6 @@ fn ephemeral_ports(text: &str) -> (String, usize) {
         })
         .collect();
     (lines.join("\n") + "\n", remapped)
-}
-
-/// Polls `attempt` until it succeeds or `deadline` passes; the last error says why not.
-async fn until<T, F, Fut>(what: &str, deadline: Instant, mut attempt: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    loop {
-        match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(e) if Instant::now() >= deadline => return Err(format!("{what}: {e}")),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
 }
 
 async fn smoke(project: &ComposeProject) -> Result<String, String> {

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{PushedImage, Registry};
+use common::{until, PushedImage, Registry};
 use testcontainers::bollard::models::PortBinding;
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
@@ -361,21 +361,6 @@ async fn admin(run: &DockerRun, cluster_args: &[&str]) -> Result<String, String>
 async fn cluster_status(run: &DockerRun) -> Result<serde_json::Value, String> {
     let text = admin(run, &["status"]).await?;
     serde_json::from_str(&text).map_err(|e| format!("status is not JSON ({e}): {text}"))
-}
-
-/// Polls `attempt` until it succeeds or `deadline` passes; the last error says why not.
-async fn until<T, F, Fut>(what: &str, deadline: Instant, mut attempt: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    loop {
-        match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(e) if Instant::now() >= deadline => return Err(format!("{what}: {e}")),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
 }
 
 /// A leader, 3 voters and 3 blob nodes up, as the leader sees them.

@@ -3,8 +3,26 @@
 
 pub mod dev;
 
+use std::time::{Duration, Instant};
+
 use oci_model::Digest;
 use reqwest::StatusCode;
+
+/// Polls `attempt` until it succeeds or `deadline` passes; the last error says why not (for
+/// attempts that explain their failure, unlike `test_cluster::wait_until`'s boolean condition).
+pub async fn until<T, F, Fut>(what: &str, deadline: Instant, mut attempt: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) if Instant::now() >= deadline => return Err(format!("{what}: {e}")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
 
 /// Random bytes of `len`, distinct per call, so clients never skip a push as already present.
 pub fn random_bytes(len: usize) -> Vec<u8> {

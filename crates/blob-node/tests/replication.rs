@@ -93,15 +93,7 @@ async fn an_unreachable_owner_fails_the_write_quorum() {
 #[tokio::test]
 async fn repair_restores_the_replication_factor_after_a_node_goes_down() {
     let mut cluster = three_zones(rf2(), MANUAL).await;
-    let mut expected = BTreeMap::new();
-    for index in 0..30 {
-        let data = blob_data(index);
-        let blob = cluster
-            .push(1 + u64::from(index % 3), &data)
-            .await
-            .expect("push");
-        expected.insert(blob.digest, data);
-    }
+    let expected = push_round_robin(&mut cluster, 30).await;
     // Settle: copies on staging nodes that are not owners move off.
     cluster.settle(&expected).await;
     cluster.nodes.set_reachable(2, false);
@@ -136,15 +128,7 @@ async fn repair_restores_the_replication_factor_after_a_node_goes_down() {
 #[tokio::test]
 async fn a_join_moves_a_share_to_the_new_node_and_drops_old_copies_only_when_confirmed() {
     let mut cluster = three_zones(rf2(), MANUAL).await;
-    let mut expected = BTreeMap::new();
-    for index in 0..60 {
-        let data = blob_data(index);
-        let blob = cluster
-            .push(1 + u64::from(index % 3), &data)
-            .await
-            .expect("push");
-        expected.insert(blob.digest, data);
-    }
+    let expected = push_round_robin(&mut cluster, 60).await;
     cluster.settle(&expected).await;
     for digest in expected.keys() {
         assert_eq!(
@@ -261,4 +245,18 @@ async fn blobs_meta_does_not_know_are_left_alone() {
         .expect("list")
         .is_empty());
     cluster.stop().await;
+}
+
+/// Pushes `count` distinct blobs through nodes 1, 2, 3 in turn; returns them by digest.
+async fn push_round_robin(cluster: &mut TestCluster, count: u32) -> BTreeMap<Digest, Vec<u8>> {
+    let mut pushed = BTreeMap::new();
+    for index in 0..count {
+        let data = blob_data(index);
+        let blob = cluster
+            .push(1 + u64::from(index % 3), &data)
+            .await
+            .expect("push");
+        pushed.insert(blob.digest, data);
+    }
+    pushed
 }

@@ -284,8 +284,9 @@ impl Client {
                 builder = builder.header(AUTHORIZATION, value);
             }
         }
-        let has_body = request.payload.len() > 0 || request.method == Method::PUT;
-        if has_body || matches!(request.method, Method::POST | Method::PATCH) {
+        // Registries want a length on every write, an empty one included.
+        let writes = matches!(request.method, Method::POST | Method::PUT | Method::PATCH);
+        if writes || request.payload.len() > 0 {
             builder = builder.header(CONTENT_LENGTH, request.payload.len());
         }
         let http_request = builder
