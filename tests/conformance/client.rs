@@ -37,12 +37,10 @@ impl Registry {
                 .expect("the in-process registry starts");
             Backend::Serve(Box::new(serve))
         };
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .expect("an HTTP client builds");
-        Registry { backend, http }
+        Registry {
+            backend,
+            http: http_client(),
+        }
     }
 
     /// Stops every role and starts them again on the same data; the HTTP port may change.
@@ -61,6 +59,9 @@ impl Registry {
                 }
             }
         }
+        // A fresh client: pooled connections went to the stopped process, and the gateway comes
+        // back on the same address, where reusing one fails as "connection closed".
+        self.http = http_client();
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -106,6 +107,15 @@ impl Registry {
     pub fn delete(&self, path: &str) -> RequestBuilder {
         self.request(Method::DELETE, path)
     }
+}
+
+/// An HTTP client that never follows redirects or uses a proxy.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .expect("an HTTP client builds")
 }
 
 /// Sends `request` and reads the whole reply.
