@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = "../../proto";
     let files = [
         "wharf/v1/common.proto",
+        "wharf/v1/auth.proto",
         "wharf/v1/meta.proto",
         "wharf/v1/blob.proto",
         "wharf/v1/raft.proto",

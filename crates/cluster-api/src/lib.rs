@@ -5,6 +5,7 @@
 //! `meta-node` / `blob-node` implement them locally. This crate must not depend on tonic, prost,
 //! openraft, RocksDB or any other backend (STYLE.md rule 4).
 
+mod auth;
 mod blob;
 mod error;
 mod meta;
@@ -13,6 +14,7 @@ mod types;
 #[cfg(feature = "fake")]
 pub mod fake;
 
+pub use auth::*;
 pub use blob::{BlobApi, BlobNodes, ByteStream};
 pub use error::{BlobError, ErrorKind, MetaError};
 pub use meta::MetaApi;

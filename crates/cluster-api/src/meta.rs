@@ -5,6 +5,7 @@ use oci_model::{Digest, Reference, RepositoryName, Tag};
 
 use crate::error::MetaError;
 use crate::types::*;
+use crate::{AuthChange, AuthState};
 
 /// The Raft-replicated metadata service. Every mutating call returns only once its Raft entry is
 /// committed (durable on a quorum) and applied; every read is linearizable.
@@ -145,4 +146,14 @@ pub trait MetaApi: Send + Sync + 'static {
         after: Option<&Digest>,
         n: usize,
     ) -> Result<Vec<BlobInfo>, MetaError>;
+
+    // ---- access control ----
+
+    /// The access-control state, or `None` when its version is still `known_version` (gateways
+    /// poll with the version they hold). Not linearizable: a follower may answer from its own
+    /// applied state, which is at most a heartbeat behind.
+    async fn auth_state(&self, known_version: Option<u64>) -> Result<Option<AuthState>, MetaError>;
+
+    /// Applies one access-control change as one Raft entry; returns the new state version.
+    async fn change_auth(&self, change: AuthChange) -> Result<u64, MetaError>;
 }

@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 use wharf_proto::convert::{self, DecodeError};
+use wharf_proto::convert_auth;
 use wharf_proto::pb;
 use wharf_proto::status::status_to_meta_error;
 
@@ -492,6 +493,25 @@ impl MetaApi for MetaClient {
                 .map(convert::blob_info_from_pb)
                 .collect(),
         )
+    }
+
+    async fn auth_state(&self, known_version: Option<u64>) -> Result<Option<AuthState>, MetaError> {
+        let request = pb::GetAuthStateRequest { known_version };
+        let response = self
+            .call(request, |mut c, r| async move { c.get_auth_state(r).await })
+            .await?;
+        response
+            .state
+            .map(|state| decode(convert_auth::auth_state_from_pb(state)))
+            .transpose()
+    }
+
+    async fn change_auth(&self, change: AuthChange) -> Result<u64, MetaError> {
+        let request = convert_auth::auth_change_to_pb(&change);
+        let response = self
+            .call(request, |mut c, r| async move { c.change_auth(r).await })
+            .await?;
+        Ok(response.version)
     }
 }
 

@@ -7,8 +7,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use cluster_api::{
-    BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, MetaApi, MetaError, NodeState, Page,
-    PutManifest, ReplicationPolicy, StoredManifest, UploadId, UploadSession,
+    AuthChange, AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, MetaApi, MetaError,
+    NodeState, Page, PutManifest, ReplicationPolicy, StoredManifest, UploadId, UploadSession,
 };
 use meta_store::{Command, CommandOutput, StateReader, TypeConfig};
 use oci_model::{Descriptor, Digest, Reference, RepositoryName, Tag};
@@ -375,6 +375,21 @@ impl MetaApi for RaftMeta {
     ) -> Result<Vec<BlobInfo>, MetaError> {
         self.linearize().await?;
         self.reader.list_blobs(after, n)
+    }
+
+    async fn auth_state(&self, known_version: Option<u64>) -> Result<Option<AuthState>, MetaError> {
+        self.linearize().await?;
+        let state = self.reader.auth_state()?;
+        Ok((known_version != Some(state.version)).then_some(state))
+    }
+
+    async fn change_auth(&self, change: AuthChange) -> Result<u64, MetaError> {
+        match self.propose(Command::ChangeAuth(change)).await? {
+            CommandOutput::AuthVersion(version) => Ok(version),
+            other => Err(MetaError::Internal(format!(
+                "access-control change answered {other:?}"
+            ))),
+        }
     }
 }
 

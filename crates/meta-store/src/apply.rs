@@ -2,8 +2,8 @@
 //! command that fails leaves nothing behind; none reads a clock or a random source.
 
 use cluster_api::{
-    BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PutManifest, ReplicationPolicy,
-    UploadId, UploadSession,
+    AuthChange, BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PutManifest,
+    ReplicationPolicy, UploadId, UploadSession,
 };
 use oci_model::{Digest, RepositoryName, Tag};
 
@@ -42,8 +42,18 @@ pub(crate) fn apply_command(
         Command::SetReplicationPolicy(policy) => set_replication_policy(txn, &policy),
         Command::AddBlobReplicas { digest, nodes } => add_blob_replicas(txn, &digest, &nodes),
         Command::RemoveBlobReplicas { digest, nodes } => remove_blob_replicas(txn, &digest, &nodes),
+        Command::ChangeAuth(change) => change_auth(txn, change),
     }?;
     Ok(CommandResponse(outcome))
+}
+
+fn change_auth(txn: &mut Txn<'_>, change: AuthChange) -> Outcome {
+    let mut auth = state::auth(txn)?;
+    if let Err(error) = auth.apply(change) {
+        return Ok(Err(error));
+    }
+    state::put_auth(txn, &auth)?;
+    Ok(Ok(CommandOutput::AuthVersion(auth.version)))
 }
 
 fn create_upload(txn: &mut Txn<'_>, session: &UploadSession) -> Outcome {

@@ -1,9 +1,11 @@
 //! [`Command`]: the Raft log's payload, one variant per `MetaApi` mutation, and
 //! [`CommandResponse`]: its domain outcome, decided inside the state machine.
+//!
+//! [`AuthState::apply`]: cluster_api::AuthState::apply
 
 use cluster_api::{
-    BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PutManifest, ReplicationPolicy,
-    UploadId, UploadSession,
+    AuthChange, BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PutManifest,
+    ReplicationPolicy, UploadId, UploadSession,
 };
 use oci_model::{Digest, RepositoryName, Tag};
 use serde::{Deserialize, Serialize};
@@ -74,6 +76,9 @@ pub enum Command {
         digest: Digest,
         nodes: Vec<BlobNodeId>,
     },
+    /// One access-control change (see [`AuthState::apply`]); answers
+    /// [`CommandOutput::AuthVersion`].
+    ChangeAuth(AuthChange),
 }
 
 /// What a successful command produced.
@@ -82,6 +87,8 @@ pub enum CommandOutput {
     Done,
     /// The answer of [`Command::MountBlob`]: the blob when `from` had it.
     Mounted(Option<BlobInfo>),
+    /// The answer of [`Command::ChangeAuth`]: the new access-control state version.
+    AuthVersion(u64),
 }
 
 /// The outcome of applying one log entry. Blank and membership entries answer `Ok(Done)`.

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use cluster_api::{
-    BlobInfo, BlobNodeInfo, ClusterMap, MetaError, Page, StoredManifest, UploadId, UploadSession,
+    AuthState, BlobInfo, BlobNodeInfo, ClusterMap, MetaError, Page, StoredManifest, UploadId,
+    UploadSession,
 };
 use oci_model::{Descriptor, Digest, Reference, RepositoryName};
 use openraft::LogId;
@@ -146,6 +147,11 @@ impl StateReader {
     /// The cluster map: members by id with their states, the replication policy, the epoch.
     pub fn cluster_map(&self) -> Result<ClusterMap, MetaError> {
         Ok(state::cluster_map(&self.view())?)
+    }
+
+    /// The access-control state.
+    pub fn auth_state(&self) -> Result<AuthState, MetaError> {
+        Ok(state::auth(&self.view())?)
     }
 
     /// The map's epoch alone (cheap: one key).

@@ -2,8 +2,8 @@
 //! writes that both the apply path and the query path use, so each encoding lives here once.
 
 use cluster_api::{
-    BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, ClusterMember, NodeState, ReplicationPolicy,
-    UploadId, UploadSession,
+    AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, ClusterMember, NodeState,
+    ReplicationPolicy, UploadId, UploadSession,
 };
 use oci_model::{Descriptor, Digest, RepositoryName, Tag};
 use openraft::{BasicNode, LogId, StoredMembership};
@@ -18,6 +18,7 @@ const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
 const EPOCH: &[u8] = b"epoch";
 const POLICY: &[u8] = b"policy";
+const AUTH: &[u8] = b"auth";
 
 pub(crate) type Membership = StoredMembership<u64, BasicNode>;
 
@@ -230,6 +231,25 @@ pub(crate) fn policy(kv: &impl KvRead) -> Result<ReplicationPolicy, StoreError> 
         .map(|bytes| decode("replication policy", &bytes))
         .transpose()?
         .unwrap_or_default())
+}
+
+/// The access-control state: one value, rewritten whole by each change (accounts and policies
+/// number in the hundreds, not millions).
+pub(crate) fn auth(kv: &impl KvRead) -> Result<AuthState, StoreError> {
+    Ok(kv
+        .get(Table::ClusterMeta, AUTH)?
+        .map(|bytes| decode("access-control state", &bytes))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+pub(crate) fn put_auth(txn: &mut Txn<'_>, auth: &AuthState) -> Result<(), StoreError> {
+    txn.put(
+        Table::ClusterMeta,
+        AUTH,
+        encode("access-control state", auth)?,
+    );
+    Ok(())
 }
 
 /// The cluster map: every blob node with its state, the policy and the epoch.

@@ -6,6 +6,7 @@
 //! Domain crates never derive prost; only this crate and its callers at the edge see proto types.
 
 pub mod convert;
+pub mod convert_auth;
 pub mod status;
 
 mod blob_service;

@@ -7,6 +7,7 @@ use oci_model::Reference;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{self, DecodeError};
+use crate::convert_auth;
 use crate::pb::{self, meta_server::Meta};
 use crate::status::{invalid, meta_error_to_status};
 
@@ -275,6 +276,25 @@ impl Meta for MetaGrpc {
             pb::ListBlobRecordsResponse {
                 blobs: blobs.iter().map(convert::blob_info_to_pb).collect(),
             }
+        })
+    }
+
+    async fn get_auth_state(
+        &self,
+        request: Request<pb::GetAuthStateRequest>,
+    ) -> Reply<pb::GetAuthStateResponse> {
+        let known = request.into_inner().known_version;
+        reply(self.api.auth_state(known).await, |state| {
+            pb::GetAuthStateResponse {
+                state: state.as_ref().map(convert_auth::auth_state_to_pb),
+            }
+        })
+    }
+
+    async fn change_auth(&self, request: Request<pb::AuthChange>) -> Reply<pb::AuthChangeResponse> {
+        let change = decoded(convert_auth::auth_change_from_pb(request.into_inner()))?;
+        reply(self.api.change_auth(change).await, |version| {
+            pb::AuthChangeResponse { version }
         })
     }
 }

@@ -11,6 +11,7 @@ use super::{lock, page};
 use crate::error::MetaError;
 use crate::meta::MetaApi;
 use crate::types::*;
+use crate::{AuthChange, AuthState};
 
 /// The metadata service, in memory.
 #[derive(Default)]
@@ -29,6 +30,7 @@ struct MetaState {
     epoch: u64,
     policy: ReplicationPolicy,
     uploads_opened: u128,
+    auth: AuthState,
     outage: Option<MetaError>,
 }
 
@@ -526,5 +528,18 @@ impl MetaApi for MemMeta {
             .collect();
         blobs.sort_by_key(|blob| blob.digest.to_string());
         Ok(blobs.into_iter().take(n).cloned().collect())
+    }
+
+    async fn auth_state(&self, known_version: Option<u64>) -> Result<Option<AuthState>, MetaError> {
+        let state = self.state()?;
+        Ok((known_version != Some(state.auth.version)).then(|| state.auth.clone()))
+    }
+
+    async fn change_auth(&self, change: AuthChange) -> Result<u64, MetaError> {
+        let mut state = self.state()?;
+        let mut auth = state.auth.clone();
+        auth.apply(change)?;
+        state.auth = auth;
+        Ok(state.auth.version)
     }
 }

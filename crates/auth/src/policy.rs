@@ -1,0 +1,271 @@
+//! [`Authorizer`]: what a principal may do on a repository, decided from the policies of one
+//! `AuthState`. Built once per state version; a decision is a few glob matches, no I/O.
+//!
+//! Rules add up and nothing subtracts: a policy for `anonymous` applies to everyone (logging in
+//! never loses access), one for `authenticated` to every account, one naming an account to it
+//! alone; an administrator account may do everything. With no matching rule the answer is
+//! nothing (default deny).
+
+use cluster_api::{Action, AuthState, Policy, Subject};
+use globset::{GlobBuilder, GlobMatcher};
+
+/// A set of repository actions (`admin` expands to all three).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ActionSet(u8);
+
+impl ActionSet {
+    pub const NONE: ActionSet = ActionSet(0);
+    pub const PULL: ActionSet = ActionSet(1);
+    pub const PUSH: ActionSet = ActionSet(2);
+    pub const DELETE: ActionSet = ActionSet(4);
+    pub const ALL: ActionSet = ActionSet(7);
+
+    pub fn of(action: Action) -> ActionSet {
+        match action {
+            Action::Pull => ActionSet::PULL,
+            Action::Push => ActionSet::PUSH,
+            Action::Delete => ActionSet::DELETE,
+            Action::Admin => ActionSet::ALL,
+        }
+    }
+
+    /// Docker's action names: `pull`, `push`, `delete`, and `*` for all of them. Unknown names
+    /// add nothing.
+    pub fn parse_docker(name: &str) -> ActionSet {
+        match name {
+            "pull" => ActionSet::PULL,
+            "push" => ActionSet::PUSH,
+            "delete" => ActionSet::DELETE,
+            "*" => ActionSet::ALL,
+            _ => ActionSet::NONE,
+        }
+    }
+
+    pub fn union(self, other: ActionSet) -> ActionSet {
+        ActionSet(self.0 | other.0)
+    }
+
+    pub fn intersection(self, other: ActionSet) -> ActionSet {
+        ActionSet(self.0 & other.0)
+    }
+
+    pub fn contains(self, other: ActionSet) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Docker's names of the actions in the set, in a fixed order.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (ActionSet::PULL, "pull"),
+            (ActionSet::PUSH, "push"),
+            (ActionSet::DELETE, "delete"),
+        ]
+        .into_iter()
+        .filter(|(action, _)| self.contains(*action))
+        .map(|(_, name)| name)
+        .collect()
+    }
+}
+
+/// Who is asking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    Anonymous,
+    Account { name: String, admin: bool },
+}
+
+impl Principal {
+    /// The name in logs and tokens: the account name, or `anonymous`.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::Anonymous => "anonymous",
+            Principal::Account { name, .. } => name,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Principal::Account { admin: true, .. })
+    }
+}
+
+struct Rule {
+    subject: Subject,
+    matcher: GlobMatcher,
+    actions: ActionSet,
+}
+
+/// Compiles a repository glob: `*` and `?` stay within a path segment, `**` crosses segments.
+pub fn compile_glob(pattern: &str) -> Result<GlobMatcher, String> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(false)
+        .build()
+        .map(|glob| glob.compile_matcher())
+        .map_err(|e| format!("repository pattern {pattern:?} is invalid: {e}"))
+}
+
+/// The policies of one state, compiled.
+pub struct Authorizer {
+    rules: Vec<Rule>,
+}
+
+impl Authorizer {
+    /// Compiles every policy of `state`. A policy whose glob does not compile (meta checked the
+    /// characters, not the glob grammar) grants nothing and is reported in the second value.
+    pub fn new(state: &AuthState) -> (Authorizer, Vec<String>) {
+        let mut rules = Vec::new();
+        let mut problems = Vec::new();
+        for policy in &state.policies {
+            match compile_glob(&policy.repositories) {
+                Ok(matcher) => rules.push(Rule {
+                    subject: policy.subject.clone(),
+                    matcher,
+                    actions: actions_of(policy),
+                }),
+                Err(problem) => problems.push(format!("policy {}: {problem}", policy.id)),
+            }
+        }
+        (Authorizer { rules }, problems)
+    }
+
+    /// Everything `principal` may do on repository `repo` (a name the caller has validated).
+    pub fn allowed(&self, principal: &Principal, repo: &str) -> ActionSet {
+        if principal.is_admin() {
+            return ActionSet::ALL;
+        }
+        self.rules
+            .iter()
+            .filter(|rule| applies(&rule.subject, principal))
+            .filter(|rule| rule.matcher.is_match(repo))
+            .fold(ActionSet::NONE, |set, rule| set.union(rule.actions))
+    }
+
+    /// Whether any rule could grant `principal` anything at all (decides whether an anonymous
+    /// caller is worth a token).
+    pub fn grants_anything(&self, principal: &Principal) -> bool {
+        principal.is_admin()
+            || self
+                .rules
+                .iter()
+                .any(|rule| applies(&rule.subject, principal))
+    }
+}
+
+fn actions_of(policy: &Policy) -> ActionSet {
+    policy.actions.iter().fold(ActionSet::NONE, |set, action| {
+        set.union(ActionSet::of(*action))
+    })
+}
+
+fn applies(subject: &Subject, principal: &Principal) -> bool {
+    match (subject, principal) {
+        (Subject::Anonymous, _) => true,
+        (Subject::Authenticated, Principal::Account { .. }) => true,
+        (Subject::Account(name), Principal::Account { name: who, .. }) => name == who,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(subject: Subject, repositories: &str, actions: &[Action]) -> Policy {
+        Policy {
+            id: repositories.replace(['/', '*'], "_"),
+            subject,
+            repositories: repositories.into(),
+            actions: actions.to_vec(),
+        }
+    }
+
+    fn account(name: &str) -> Principal {
+        Principal::Account {
+            name: name.into(),
+            admin: false,
+        }
+    }
+
+    fn authorizer(policies: Vec<Policy>) -> Authorizer {
+        let (authorizer, problems) = Authorizer::new(&AuthState {
+            policies,
+            ..AuthState::default()
+        });
+        assert!(problems.is_empty(), "{problems:?}");
+        authorizer
+    }
+
+    #[test]
+    fn single_star_stays_in_its_segment_and_double_star_crosses() {
+        let ci = Subject::Account("ci".into());
+        let auth = authorizer(vec![
+            policy(ci.clone(), "ci/*", &[Action::Pull, Action::Push]),
+            policy(Subject::Anonymous, "*/public/**", &[Action::Pull]),
+        ]);
+        let robot = account("ci");
+        assert_eq!(
+            auth.allowed(&robot, "ci/app"),
+            ActionSet::PULL.union(ActionSet::PUSH)
+        );
+        assert_eq!(auth.allowed(&robot, "ci/app/sub"), ActionSet::NONE);
+        assert_eq!(auth.allowed(&robot, "prod/app"), ActionSet::NONE);
+        assert_eq!(auth.allowed(&robot, "cix/app"), ActionSet::NONE);
+        // A name that merely looks like it walks up the tree is matched as text, never resolved.
+        assert_eq!(auth.allowed(&robot, "ci/../prod/app"), ActionSet::NONE);
+        for anyone in [Principal::Anonymous, account("bob"), robot] {
+            assert_eq!(auth.allowed(&anyone, "team/public/x/y"), ActionSet::PULL);
+            assert_eq!(auth.allowed(&anyone, "team/private/x"), ActionSet::NONE);
+        }
+    }
+
+    #[test]
+    fn rules_add_up_admin_expands_and_admins_may_do_everything() {
+        let auth = authorizer(vec![
+            policy(Subject::Authenticated, "shared/**", &[Action::Pull]),
+            policy(
+                Subject::Account("ann".into()),
+                "team-a/**",
+                &[Action::Admin],
+            ),
+            policy(Subject::Account("ann".into()), "shared/**", &[Action::Push]),
+        ]);
+        let ann = account("ann");
+        assert_eq!(auth.allowed(&ann, "team-a/x"), ActionSet::ALL);
+        assert_eq!(
+            auth.allowed(&ann, "shared/x"),
+            ActionSet::PULL.union(ActionSet::PUSH)
+        );
+        assert_eq!(auth.allowed(&account("bob"), "shared/x"), ActionSet::PULL);
+        assert_eq!(
+            auth.allowed(&Principal::Anonymous, "shared/x"),
+            ActionSet::NONE
+        );
+        let root = Principal::Account {
+            name: "root".into(),
+            admin: true,
+        };
+        assert_eq!(auth.allowed(&root, "anything/at/all"), ActionSet::ALL);
+        assert!(!auth.grants_anything(&Principal::Anonymous));
+    }
+
+    #[test]
+    fn docker_action_names() {
+        assert_eq!(ActionSet::parse_docker("*"), ActionSet::ALL);
+        assert_eq!(ActionSet::parse_docker("fly"), ActionSet::NONE);
+        assert_eq!(ActionSet::ALL.names(), ["pull", "push", "delete"]);
+    }
+
+    #[test]
+    fn bad_globs_grant_nothing_and_are_reported() {
+        let (auth, problems) = Authorizer::new(&AuthState {
+            policies: vec![policy(Subject::Anonymous, "a[", &[Action::Pull])],
+            ..AuthState::default()
+        });
+        assert_eq!(problems.len(), 1);
+        assert_eq!(auth.allowed(&Principal::Anonymous, "a["), ActionSet::NONE);
+    }
+}
