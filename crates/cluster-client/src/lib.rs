@@ -15,7 +15,7 @@ mod trace;
 
 pub use admin::AdminClient;
 pub use blob::BlobClient;
-pub use channel::{lazy_channel, ChannelError};
+pub use channel::{cluster_endpoint, cluster_tls, lazy_channel, set_cluster_tls, ChannelError};
 pub use meta::{MetaClient, RetryPolicy};
 pub use nodes::GrpcBlobNodes;
 pub use trace::{inject_current_context, traced, InjectTraceContext, TracedChannel};

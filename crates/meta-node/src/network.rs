@@ -28,7 +28,7 @@ use openraft::raft::{
 use openraft::{BasicNode, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 use wharf_proto::pb::raft_client::RaftClient;
 use wharf_proto::pb::RaftPayload;
@@ -62,13 +62,14 @@ impl GrpcNetwork {
         }
     }
 
-    /// The shared channel to `addr`, created (unconnected) on first use.
-    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    /// The shared channel to `addr`, created (unconnected) on first use; over mTLS when the
+    /// process installed cluster TLS (`cluster_client::set_cluster_tls`).
+    fn channel(&self, addr: &str) -> Result<Channel, cluster_client::ChannelError> {
         let mut channels = self.channels.lock().expect("raft channel cache lock");
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let channel = cluster_client::cluster_endpoint(addr)?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .connect_lazy();
