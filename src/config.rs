@@ -41,6 +41,10 @@ pub struct WharfConfig {
     /// exporter runs (trace context is still passed on between nodes).
     pub otlp_endpoint: Option<String>,
     pub gateway: gateway::GatewayConfig,
+    /// `[tls]`: HTTPS on `listen` (gateway and serve), with the certificate reloaded on change.
+    pub tls: wharf_tls::HttpsConfig,
+    /// `[cluster_tls]`: mTLS on every gRPC server and client of this process.
+    pub cluster_tls: wharf_tls::ClusterTlsConfig,
 }
 
 impl Default for WharfConfig {
@@ -60,6 +64,8 @@ impl Default for WharfConfig {
             blob_down_after_ms: None,
             otlp_endpoint: None,
             gateway: gateway::GatewayConfig::default(),
+            tls: wharf_tls::HttpsConfig::default(),
+            cluster_tls: wharf_tls::ClusterTlsConfig::default(),
         }
     }
 }
@@ -103,6 +109,12 @@ impl WharfConfig {
         if self.node_id == 0 {
             return Err(ConfigError::Invalid("node_id must be at least 1".into()));
         }
+        self.tls
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.cluster_tls
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 }
@@ -126,6 +138,41 @@ mod tests {
         assert_eq!(config.listen, "0.0.0.0:5000");
         assert_eq!(config.gateway.default_page_size, 100);
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn tls_sections_parse_and_half_a_pair_is_refused() {
+        let config: WharfConfig = toml::from_str(
+            r#"
+            [tls]
+            cert = "/etc/wharf/tls.pem"
+            key = "/etc/wharf/tls.key"
+            reload_interval_ms = 5000
+            [cluster_tls]
+            ca = "/etc/wharf/ca.pem"
+            cert = "/etc/wharf/node.pem"
+            key = "/etc/wharf/node.key"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.tls.reload_interval_ms, 5000);
+        assert!(config.cluster_tls.is_set());
+        config.validate().unwrap();
+
+        let config: WharfConfig = toml::from_str("[tls]\ncert = \"a.pem\"").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("tls.key"), "{error}");
+        let config: WharfConfig = toml::from_str("[cluster_tls]\nkey = \"a.key\"").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("cluster_tls.ca"), "{error}");
+    }
+
+    #[test]
+    fn the_tls_example_config_parses() {
+        let config: WharfConfig = toml::from_str(include_str!("../deploy/config/tls.toml"))
+            .expect("deploy/config/tls.toml");
+        config.validate().unwrap();
+        assert!(config.tls.cert.is_some() && config.cluster_tls.is_set());
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub enum DevCommand {
     Kill(MemberArgs),
     /// Start one member again with the same arguments and data (SIGKILLs it first if it runs).
     Restart(MemberArgs),
+    /// Write a development CA and a node certificate for TLS and mTLS (`wharf dev certs --help`).
+    Certs(crate::certs::CertsArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -100,6 +102,8 @@ pub enum DevError {
     Invalid(String),
     #[error("the supervisor answered: {0}")]
     Supervisor(String),
+    #[error(transparent)]
+    Certs(#[from] crate::certs::CertsError),
 }
 
 pub(crate) fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DevError {
@@ -209,6 +213,7 @@ pub async fn run(command: DevCommand) -> Result<(), DevError> {
         DevCommand::Cluster(args) => run_cluster(args).await,
         DevCommand::Kill(args) => member_command("kill", args).await,
         DevCommand::Restart(args) => member_command("restart", args).await,
+        DevCommand::Certs(args) => Ok(crate::certs::run(&args)?),
     }
 }
 

@@ -2,6 +2,7 @@
 //! is the CLI over it; `test-cluster` starts the same roles in-process.
 
 pub mod admin_cli;
+pub mod certs;
 pub mod config;
 pub mod dev_cluster;
 pub mod local;

@@ -28,7 +28,7 @@ enum Command {
     /// Run a stateless OCI HTTP gateway.
     Gateway(Options),
     /// Operate a running cluster: `wharf admin --meta ADDR cluster status|add-meta|...`.
-    Admin(wharf::admin_cli::AdminArgs),
+    Admin(Admin),
     /// Local development clusters of separate processes (`wharf dev cluster --help`).
     #[command(subcommand)]
     Dev(wharf::dev_cluster::DevCommand),
@@ -84,6 +84,55 @@ struct Options {
     /// Write the bound addresses as JSON to this file once ready (for scripts and tests).
     #[arg(long, env = "WHARF_ADDR_FILE")]
     addr_file: Option<PathBuf>,
+    /// Serve HTTPS on --listen with this PEM certificate chain (gateway, serve; with --tls-key).
+    #[arg(long, env = "WHARF_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "WHARF_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// How often the HTTPS certificate files are checked for a new certificate [default: 10000].
+    #[arg(long, env = "WHARF_TLS_RELOAD_INTERVAL_MS")]
+    tls_reload_interval_ms: Option<u64>,
+    #[command(flatten)]
+    cluster_tls: ClusterTlsArgs,
+}
+
+/// mTLS between cluster members (roles and `wharf admin`): all three, or none.
+#[derive(Args, Debug, Default)]
+struct ClusterTlsArgs {
+    /// PEM CA bundle that signs every member's certificate (mTLS on every gRPC hop).
+    #[arg(long, env = "WHARF_CLUSTER_TLS_CA")]
+    cluster_tls_ca: Option<PathBuf>,
+    /// This member's (or admin client's) PEM certificate chain, signed by --cluster-tls-ca.
+    #[arg(long, env = "WHARF_CLUSTER_TLS_CERT")]
+    cluster_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --cluster-tls-cert.
+    #[arg(long, env = "WHARF_CLUSTER_TLS_KEY")]
+    cluster_tls_key: Option<PathBuf>,
+}
+
+impl ClusterTlsArgs {
+    /// Overrides the config section's paths with the ones given.
+    fn apply(self, config: &mut wharf_tls::ClusterTlsConfig) {
+        if let Some(ca) = self.cluster_tls_ca {
+            config.ca = Some(ca);
+        }
+        if let Some(cert) = self.cluster_tls_cert {
+            config.cert = Some(cert);
+        }
+        if let Some(key) = self.cluster_tls_key {
+            config.key = Some(key);
+        }
+    }
+}
+
+/// `wharf admin`: the cluster TLS flags, then the admin command.
+#[derive(Args, Debug)]
+struct Admin {
+    #[command(flatten)]
+    cluster_tls: ClusterTlsArgs,
+    #[command(flatten)]
+    args: wharf::admin_cli::AdminArgs,
 }
 
 impl Options {
@@ -125,6 +174,16 @@ impl Options {
         if let Some(otlp_endpoint) = self.otlp_endpoint {
             config.otlp_endpoint = Some(otlp_endpoint);
         }
+        if let Some(cert) = self.tls_cert {
+            config.tls.cert = Some(cert);
+        }
+        if let Some(key) = self.tls_key {
+            config.tls.key = Some(key);
+        }
+        if let Some(interval) = self.tls_reload_interval_ms {
+            config.tls.reload_interval_ms = interval;
+        }
+        self.cluster_tls.apply(&mut config.cluster_tls);
         Ok((config, self.addr_file))
     }
 }
@@ -171,7 +230,12 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         Command::Meta(options) => ("meta", options),
         Command::Blob(options) => ("blob", options),
         Command::Gateway(options) => ("gateway", options),
-        Command::Admin(args) => return wharf::admin_cli::run(args).await,
+        Command::Admin(admin) => {
+            let mut tls = wharf_tls::ClusterTlsConfig::default();
+            admin.cluster_tls.apply(&mut tls);
+            wharf::roles::install_cluster_client_tls(&tls)?;
+            return wharf::admin_cli::run(admin.args).await;
+        }
         Command::Dev(command) => return Ok(wharf::dev_cluster::run(command).await?),
         Command::Bench(args) => return bench(args).await,
     };
@@ -219,7 +283,8 @@ fn announce(
     addr_file: Option<&std::path::Path>,
 ) -> std::io::Result<()> {
     if let Some(http) = running.http_addr {
-        tracing::info!(role, "OCI registry listening on http://{http}");
+        let scheme = if running.https { "https" } else { "http" };
+        tracing::info!(role, "OCI registry listening on {scheme}://{http}");
     }
     if let Some(grpc) = running.grpc_addr {
         tracing::info!(role, "gRPC listening on {grpc}");

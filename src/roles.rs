@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wharf_proto::{BlobGrpc, MetaGrpc};
+use wharf_tls::ReloadingCertResolver;
 
 use crate::config::WharfConfig;
 use crate::local::LocalFirstBlobNodes;
@@ -33,6 +34,10 @@ pub enum StartError {
     Gateway(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("TLS: {0}")]
+    Tls(#[from] wharf_tls::TlsError),
+    #[error("gRPC server TLS: {0}")]
+    GrpcTls(String),
 }
 
 /// Running roles: their bound addresses and the means to stop them.
@@ -43,6 +48,8 @@ pub struct Running {
     pub grpc_addr: Option<SocketAddr>,
     /// The separate Prometheus address, when `metrics_listen` is set.
     pub metrics_addr: Option<SocketAddr>,
+    /// Whether `http_addr` serves HTTPS (`[tls]`).
+    pub https: bool,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     meta: Option<meta_node::MetaNode>,
@@ -95,6 +102,7 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
 /// `serve`: one meta voter, one blob node and a gateway, all in this process.
 pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
     config.validate()?;
+    let tls = RoleTls::load(config)?;
     let grpc_listener = bind(&config.grpc_listen).await?;
     let grpc_addr = local_addr(&grpc_listener)?;
     let http_listener = bind(&config.listen).await?;
@@ -115,7 +123,8 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
         open_blob(config, &config.data.join("blob"), &advertise, &meta_api).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let grpc = crate::trace::grpc_server()
+    let grpc = tls
+        .grpc_server()?
         .add_service(MetaGrpc::new(meta.api()).into_server())
         .add_service(meta.raft_service())
         .add_service(meta.admin_service())
@@ -130,14 +139,14 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
     spawn_gateway(
         &mut tasks,
         config,
-        meta_api,
-        blobs,
-        http_listener,
+        (meta_api, blobs),
+        (http_listener, tls.https.clone()),
         shutdown.clone(),
-    )?;
+    );
     let metrics_addr = spawn_metrics(&mut tasks, config, shutdown.clone()).await?;
     Ok(Running {
         metrics_addr,
+        https: tls.https.is_some(),
         http_addr: Some(http_addr),
         grpc_addr: Some(grpc_addr),
         shutdown,
@@ -150,6 +159,7 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
 /// `meta`: one meta voter serving Raft and the Meta service over gRPC.
 pub async fn start_meta(config: &WharfConfig) -> Result<Running, StartError> {
     config.validate()?;
+    let tls = RoleTls::load(config)?;
     let listener = bind(&config.grpc_listen).await?;
     let grpc_addr = local_addr(&listener)?;
     let advertise = config
@@ -159,7 +169,8 @@ pub async fn start_meta(config: &WharfConfig) -> Result<Running, StartError> {
     let meta = open_meta(config, &config.data, &advertise).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let grpc = crate::trace::grpc_server()
+    let grpc = tls
+        .grpc_server()?
         .add_service(MetaGrpc::new(meta.api()).into_server())
         .add_service(meta.raft_service())
         .add_service(meta.admin_service());
@@ -167,6 +178,7 @@ pub async fn start_meta(config: &WharfConfig) -> Result<Running, StartError> {
     let metrics_addr = spawn_metrics(&mut tasks, config, shutdown.clone()).await?;
     Ok(Running {
         metrics_addr,
+        https: false,
         http_addr: None,
         grpc_addr: Some(grpc_addr),
         shutdown,
@@ -179,6 +191,7 @@ pub async fn start_meta(config: &WharfConfig) -> Result<Running, StartError> {
 /// `blob`: one blob node serving the Blob service, registered in the cluster map.
 pub async fn start_blob(config: &WharfConfig) -> Result<Running, StartError> {
     config.validate()?;
+    let tls = RoleTls::load(config)?;
     let listener = bind(&config.grpc_listen).await?;
     let grpc_addr = local_addr(&listener)?;
     let advertise = config
@@ -189,13 +202,15 @@ pub async fn start_blob(config: &WharfConfig) -> Result<Running, StartError> {
     let (blob, blob_tasks) = open_blob(config, &config.data, &advertise, &meta).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let grpc =
-        crate::trace::grpc_server().add_service(BlobGrpc::new(blob.node.clone()).into_server());
+    let grpc = tls
+        .grpc_server()?
+        .add_service(BlobGrpc::new(blob.node.clone()).into_server());
     spawn_grpc(&mut tasks, grpc, listener, shutdown.clone());
     register_blob_node(&*meta, &blob).await?;
     let metrics_addr = spawn_metrics(&mut tasks, config, shutdown.clone()).await?;
     Ok(Running {
         metrics_addr,
+        https: false,
         http_addr: None,
         grpc_addr: Some(grpc_addr),
         shutdown,
@@ -208,16 +223,24 @@ pub async fn start_blob(config: &WharfConfig) -> Result<Running, StartError> {
 /// `gateway`: the OCI HTTP API over the meta nodes in `config.meta`.
 pub async fn start_gateway(config: &WharfConfig) -> Result<Running, StartError> {
     config.validate()?;
+    let tls = RoleTls::load(config)?;
     let listener = bind(&config.listen).await?;
     let http_addr = local_addr(&listener)?;
     let meta: Arc<dyn MetaApi> = Arc::new(meta_client(&config.meta)?);
     let blobs = Arc::new(GrpcBlobNodes::new(meta.clone()));
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    spawn_gateway(&mut tasks, config, meta, blobs, listener, shutdown.clone())?;
+    spawn_gateway(
+        &mut tasks,
+        config,
+        (meta, blobs),
+        (listener, tls.https.clone()),
+        shutdown.clone(),
+    );
     let metrics_addr = spawn_metrics(&mut tasks, config, shutdown.clone()).await?;
     Ok(Running {
         metrics_addr,
+        https: tls.https.is_some(),
         http_addr: Some(http_addr),
         grpc_addr: None,
         shutdown,
@@ -348,22 +371,84 @@ fn spawn_grpc(
     });
 }
 
+/// Serves the gateway on `listener`: HTTPS with the certificate from `resolver` (reloaded every
+/// `tls.reload_interval_ms` until `shutdown`) when `[tls]` is set, plain HTTP otherwise.
 fn spawn_gateway(
     tasks: &mut JoinSet<()>,
     config: &WharfConfig,
-    meta: Arc<dyn MetaApi>,
-    blobs: Arc<dyn BlobNodes>,
-    listener: TcpListener,
+    (meta, blobs): (Arc<dyn MetaApi>, Arc<dyn BlobNodes>),
+    (listener, resolver): (TcpListener, Option<Arc<ReloadingCertResolver>>),
     shutdown: CancellationToken,
-) -> Result<(), StartError> {
+) {
     let gateway = gateway::Gateway::new(config.gateway.clone(), meta, blobs);
     let router = crate::trace::with_http_trace_parent(crate::telemetry::with_metrics_route(
         gateway.router(),
     ));
+    let https = resolver.map(|resolver| {
+        wharf_tls::spawn_reloader(&resolver, config.tls.reload_interval(), shutdown.clone());
+        wharf_tls::https_server_config(resolver)
+    });
     tasks.spawn(async move {
-        if let Err(error) = gateway::serve(listener, router, shutdown.cancelled_owned()).await {
+        let signal = shutdown.cancelled_owned();
+        let served = match https {
+            Some(Ok(tls)) => wharf_tls::serve_https(listener, router, tls, signal).await,
+            Some(Err(error)) => Err(std::io::Error::other(error)),
+            None => gateway::serve(listener, router, signal).await,
+        };
+        if let Err(error) = served {
             tracing::error!(%error, "gateway server failed");
         }
     });
-    Ok(())
+}
+
+/// A role's TLS, loaded (and checked) before anything starts, so a bad file fails the start-up
+/// with its path.
+struct RoleTls {
+    /// `[cluster_tls]`: the gRPC servers' settings (the clients' are installed process-wide).
+    cluster: Option<wharf_tls::ClusterTls>,
+    /// `[tls]`: the gateway's certificate.
+    https: Option<Arc<ReloadingCertResolver>>,
+}
+
+impl RoleTls {
+    fn load(config: &WharfConfig) -> Result<RoleTls, StartError> {
+        let cluster = install_cluster_client_tls(&config.cluster_tls)?;
+        let https = match config.tls.paths()? {
+            Some((cert, key)) => {
+                let resolver = ReloadingCertResolver::load(&cert, &key)?;
+                if let Some(summary) = resolver.current_summary() {
+                    tracing::info!(cert = %cert.display(), %summary, "HTTPS certificate loaded");
+                }
+                Some(Arc::new(resolver))
+            }
+            None => None,
+        };
+        Ok(RoleTls { cluster, https })
+    }
+
+    /// The traced gRPC server builder, requiring client certificates under `[cluster_tls]`.
+    fn grpc_server(&self) -> Result<crate::trace::TracedServer, StartError> {
+        let server = crate::trace::grpc_server();
+        match &self.cluster {
+            Some(cluster) => server
+                .tls_config(cluster.server_tls_config())
+                .map_err(|error| StartError::GrpcTls(error.to_string())),
+            None => Ok(server),
+        }
+    }
+}
+
+/// Loads `[cluster_tls]` and, when it is set, makes every gRPC client this process creates from
+/// now on (meta, admin and blob clients, the Raft transport) use mTLS with it. Call it before
+/// creating any client (`wharf admin` does, with its `--cluster-tls-*` flags). Returns the
+/// loaded material (for servers), `None` when the section is empty (and installs nothing).
+pub fn install_cluster_client_tls(
+    config: &wharf_tls::ClusterTlsConfig,
+) -> Result<Option<wharf_tls::ClusterTls>, StartError> {
+    let Some(cluster) = wharf_tls::ClusterTls::from_config(config)? else {
+        return Ok(None);
+    };
+    tracing::info!(summary = %cluster.summary(), "cluster mTLS enabled");
+    cluster_client::set_cluster_tls(Some(cluster.client_tls_config()));
+    Ok(Some(cluster))
 }
