@@ -1,4 +1,7 @@
-//! `wharf admin cluster ...`: operate a running cluster through the meta nodes' Admin service.
+//! `wharf admin ...`: operate a running cluster through the meta nodes: `cluster ...` through
+//! their Admin service; `user`, `robot`, `accounts`, `policy`, `key` (access control) through
+//! the Meta service, each change one Raft entry. Passwords are hashed here (argon2id), so they
+//! never cross the network; a robot's secret is generated here and printed once.
 
 use clap::{Args, Subcommand, ValueEnum};
 use cluster_api::{NodeState, ReplicationPolicy};
@@ -18,6 +21,86 @@ pub enum AdminCommand {
     /// Cluster membership and placement.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Users: people who log in with a password.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Robot accounts: random secrets for CI, shown once, optionally expiring, revocable.
+    #[command(subcommand)]
+    Robot(RobotCommand),
+    /// List users and robots (JSON; never their secrets).
+    Accounts,
+    /// Access policies: who may pull, push, delete or administer which repositories.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Token signing keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user. Without --password-stdin a random password is generated and printed.
+    Add {
+        name: String,
+        /// A registry administrator: every action everywhere, and the admin API.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password (tokens issued before stop working).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user and the policies naming it.
+    Rm { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RobotCommand {
+    /// Create a robot account and print its secret (the only time it is shown).
+    Add {
+        name: String,
+        /// Expire after this long: `90d`, `12h`, `30m`, `3600s` or seconds.
+        #[arg(long)]
+        expires: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Revoke a robot: its secret and every token it holds stop working at once.
+    Rm { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Grant actions on repositories matching a glob (`*` within a segment, `**` across).
+    Add {
+        /// `anonymous`, `authenticated`, or an account name.
+        #[arg(long)]
+        subject: String,
+        /// Repository glob, e.g. `ci/**`, `team-a/*`, `*/public/**`.
+        #[arg(long)]
+        repos: String,
+        /// Comma-separated: pull, push, delete, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        actions: Vec<String>,
+        /// Policy id (replaces the policy with this id) [default: from subject and glob].
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Remove a policy.
+    Rm { id: String },
+    /// List policies (JSON).
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Start signing tokens with a new key; tokens signed by the previous two keep verifying.
+    Rotate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -66,8 +149,11 @@ impl From<StateArg> for NodeState {
 
 /// Runs one admin command and prints its result.
 pub async fn run(args: AdminArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let command = match args.command {
+        AdminCommand::Cluster(command) => command,
+        other => return run_access(&args.meta, other).await,
+    };
     let admin = AdminClient::new(&args.meta, RetryPolicy::default())?;
-    let AdminCommand::Cluster(command) = args.command;
     match command {
         ClusterCommand::Status => {
             let status = admin.cluster_status().await?;
@@ -105,4 +191,206 @@ pub async fn run(args: AdminArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// `90d`, `12h`, `30m`, `3600s` or plain seconds.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let (number, unit) = match text.char_indices().last() {
+        Some((index, unit)) if unit.is_ascii_alphabetic() => (&text[..index], unit),
+        _ => (text, 's'),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90d, 12h, 30m or 3600s"))?;
+    let unit = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    number
+        .checked_mul(unit)
+        .filter(|secs| *secs > 0)
+        .ok_or_else(|| format!("{text:?} is not a positive duration"))
+}
+
+/// The password from stdin's first line, or a generated one (printed).
+fn password(from_stdin: bool) -> Result<String, Box<dyn std::error::Error>> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let generated = auth::generate_robot_secret()
+        .trim_start_matches("wharf_")
+        .chars()
+        .take(24)
+        .collect::<String>();
+    println!("password: {generated}");
+    Ok(generated)
+}
+
+async fn run_access(meta: &[String], command: AdminCommand) -> CliResult {
+    use cluster_api::{AuthChange, MetaApi};
+    let client = cluster_client::MetaClient::new(meta, RetryPolicy::default())?;
+    let state = || async {
+        client
+            .auth_state(None)
+            .await?
+            .ok_or_else(|| "meta sent no access-control state".into())
+            .map_err(|e: Box<dyn std::error::Error>| e)
+    };
+    let change = |change: AuthChange| async { client.change_auth(change).await };
+    match command {
+        AdminCommand::Cluster(_) => unreachable!("handled by run"),
+        AdminCommand::User(UserCommand::Add {
+            name,
+            admin,
+            password_stdin,
+        }) => {
+            let password = password(password_stdin)?;
+            let account = auth::new_user(&name, &password, admin, now_unix())?;
+            change(AuthChange::PutAccount {
+                account,
+                replace: false,
+            })
+            .await?;
+            println!(
+                "user {name} created{}",
+                if admin { " (administrator)" } else { "" }
+            );
+        }
+        AdminCommand::User(UserCommand::Passwd {
+            name,
+            password_stdin,
+        }) => {
+            let current = state().await?;
+            let existing = current
+                .account(&name)
+                .filter(|account| account.kind == cluster_api::AccountKind::User)
+                .ok_or_else(|| format!("user {name} does not exist"))?;
+            let password = password(password_stdin)?;
+            let account = auth::new_user(&name, &password, existing.admin, existing.created_at)?;
+            change(AuthChange::PutAccount {
+                account,
+                replace: true,
+            })
+            .await?;
+            println!("password of {name} changed");
+        }
+        AdminCommand::User(UserCommand::Rm { name })
+        | AdminCommand::Robot(RobotCommand::Rm { name }) => {
+            change(AuthChange::DeleteAccount { name: name.clone() }).await?;
+            println!("account {name} removed; its tokens no longer work");
+        }
+        AdminCommand::Robot(RobotCommand::Add {
+            name,
+            expires,
+            description,
+        }) => {
+            let now = now_unix();
+            let expires_at = expires
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?
+                .map(|secs| now.saturating_add(secs));
+            let (account, secret) = auth::new_robot(&name, expires_at, &description, now)?;
+            change(AuthChange::PutAccount {
+                account,
+                replace: false,
+            })
+            .await?;
+            println!("robot {name} created; its secret (shown only now):");
+            println!("{secret}");
+        }
+        AdminCommand::Accounts => {
+            let current = state().await?;
+            let accounts: Vec<_> = current
+                .accounts
+                .iter()
+                .map(|account| {
+                    serde_json::json!({
+                        "name": account.name,
+                        "kind": account.kind.as_str(),
+                        "admin": account.admin,
+                        "created_at": account.created_at,
+                        "expires_at": account.expires_at,
+                        "description": account.description,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&accounts)?);
+        }
+        AdminCommand::Policy(PolicyCommand::Add {
+            subject,
+            repos,
+            actions,
+            id,
+        }) => {
+            let policy = auth::policy_from_parts(id, &subject, &repos, &actions)?;
+            let id = policy.id.clone();
+            change(AuthChange::PutPolicy(policy)).await?;
+            println!(
+                "policy {id}: {subject} may {} on {repos}",
+                actions.join(",")
+            );
+        }
+        AdminCommand::Policy(PolicyCommand::Rm { id }) => {
+            change(AuthChange::DeletePolicy { id: id.clone() }).await?;
+            println!("policy {id} removed");
+        }
+        AdminCommand::Policy(PolicyCommand::List) => {
+            let current = state().await?;
+            let policies: Vec<_> = current
+                .policies
+                .iter()
+                .map(|policy| {
+                    serde_json::json!({
+                        "id": policy.id,
+                        "subject": policy.subject.to_string(),
+                        "repositories": policy.repositories,
+                        "actions": policy.actions.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&policies)?);
+        }
+        AdminCommand::Key(KeyCommand::Rotate) => {
+            let key = auth::generate_signing_key(now_unix());
+            let kid = key.kid.clone();
+            change(AuthChange::AddSigningKey {
+                key,
+                only_if_none: false,
+            })
+            .await?;
+            println!("signing key {kid} is now in use");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90d"), Ok(90 * 86_400));
+        assert_eq!(parse_duration("12h"), Ok(12 * 3600));
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(parse_duration("3600s"), Ok(3600));
+        assert_eq!(parse_duration("42"), Ok(42));
+        for bad in ["", "d", "0", "5w", "-1h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 }

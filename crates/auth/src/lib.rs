@@ -20,9 +20,10 @@ mod secret;
 mod token;
 
 pub use limiter::FailureLimiter;
-pub use policy::{compile_glob, ActionSet, Authorizer, Principal};
+pub use policy::{compile_glob, policy_from_parts, ActionSet, Authorizer, Principal};
 pub use scope::{Scope, ScopeError};
 pub use secret::{
-    generate_robot_secret, hash_password, hash_robot_secret, verify_secret, SecretError,
+    generate_robot_secret, hash_password, hash_robot_secret, new_robot, new_user, verify_secret,
+    SecretError,
 };
 pub use token::{generate_signing_key, Claims, ResourceAccess, TokenError, TokenKeys, TokenUse};

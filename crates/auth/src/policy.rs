@@ -7,6 +7,7 @@
 //! nothing (default deny).
 
 use cluster_api::{Action, AuthState, Policy, Subject};
+
 use globset::{GlobBuilder, GlobMatcher};
 
 /// A set of repository actions (`admin` expands to all three).
@@ -168,6 +169,47 @@ fn applies(subject: &Subject, principal: &Principal) -> bool {
         (Subject::Account(name), Principal::Account { name: who, .. }) => name == who,
         _ => false,
     }
+}
+
+/// Builds a policy from the API's (or the CLI's) fields, checking the glob compiles.
+pub fn policy_from_parts(
+    id: Option<String>,
+    subject: &str,
+    repositories: &str,
+    actions: &[String],
+) -> Result<Policy, String> {
+    let subject = Subject::parse(subject).map_err(|e| e.to_string())?;
+    compile_glob(repositories)?;
+    let actions = actions
+        .iter()
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|action| !action.is_empty())
+        .map(|action| {
+            Action::parse(action)
+                .ok_or_else(|| format!("{action:?} is not one of pull, push, delete, admin"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let id = id.unwrap_or_else(|| {
+        let mut id = format!("{subject}-{repositories}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>();
+        id.truncate(64);
+        id
+    });
+    Ok(Policy {
+        id,
+        subject,
+        repositories: repositories.to_owned(),
+        actions,
+    })
 }
 
 #[cfg(test)]

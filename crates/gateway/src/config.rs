@@ -1,5 +1,6 @@
 //! [`GatewayConfig`]: the gateway's settings, with serde defaults and [`GatewayConfig::validate`].
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use oci_model::MAX_MANIFEST_BYTES;
@@ -26,6 +27,60 @@ pub struct GatewayConfig {
     /// cache is sharded (about four shards per core) and a manifest larger than one shard's
     /// share is not kept, only served.
     pub manifest_cache_bytes: usize,
+    /// Appends one JSON line per audited event (push, pull, delete, login, denial, admin change)
+    /// to this file. Events are also logged under the `wharf::audit` target either way.
+    pub audit_log: Option<PathBuf>,
+    /// Access control: off by default (every client may do everything, as on a fresh
+    /// Distribution); see [`AuthConfig`].
+    pub auth: AuthConfig,
+}
+
+/// Authentication and authorization at the gateway. With `enabled`, every request is checked
+/// against the accounts and policies kept in meta (default deny), tokens are issued at
+/// `/auth/token` and the admin API is served under `/admin/v1/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub enabled: bool,
+    /// The token endpoint's URL given in `WWW-Authenticate` challenges. Unset: built from the
+    /// request's `Host` as `<scheme>://<host>/auth/token`.
+    pub realm: Option<String>,
+    /// `service` in challenges, and the audience of tokens.
+    pub service: String,
+    /// Issuer of tokens. Every gateway of a cluster must use the same one.
+    pub issuer: String,
+    /// Lifetime of access tokens, in seconds.
+    pub token_ttl_secs: u64,
+    /// Lifetime of refresh tokens (docker's and podman's stored logins), in seconds.
+    pub refresh_token_ttl_secs: u64,
+    /// How often the gateway asks meta whether accounts, policies or keys changed, in
+    /// milliseconds. A failed login also triggers a check (at most one per second).
+    pub refresh_interval_ms: u64,
+    /// Failed logins allowed in a row per client address and per account before further
+    /// attempts get 429.
+    pub login_burst: u32,
+    /// After the burst, one more attempt per this many seconds.
+    pub login_refill_secs: u64,
+    /// The scheme used in a realm built from `Host`; the binary sets it when it serves HTTPS.
+    #[serde(skip)]
+    pub https: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            enabled: false,
+            realm: None,
+            service: "wharf".to_owned(),
+            issuer: "wharf".to_owned(),
+            token_ttl_secs: 300,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            refresh_interval_ms: 1_000,
+            login_burst: 10,
+            login_refill_secs: 6,
+            https: false,
+        }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -36,6 +91,8 @@ impl Default for GatewayConfig {
             max_page_size: 10_000,
             manifest_cache_ttl_ms: 2_000,
             manifest_cache_bytes: 32 * 1024 * 1024,
+            audit_log: None,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -79,6 +136,36 @@ impl GatewayConfig {
                 reason: "must be at least 1 (set manifest_cache_ttl_ms to 0 to turn the cache off)"
                     .to_owned(),
             });
+        }
+        let auth = &self.auth;
+        let invalid = |field: &'static str, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if auth.service.is_empty() || auth.issuer.is_empty() {
+            return invalid("auth.service", "service and issuer must not be empty");
+        }
+        if auth.token_ttl_secs == 0 || auth.token_ttl_secs > 24 * 3600 {
+            return invalid("auth.token_ttl_secs", "must be between 1 and 86400");
+        }
+        if auth.refresh_token_ttl_secs < auth.token_ttl_secs {
+            return invalid(
+                "auth.refresh_token_ttl_secs",
+                "must be at least token_ttl_secs",
+            );
+        }
+        if auth.refresh_interval_ms == 0 || auth.login_burst == 0 || auth.login_refill_secs == 0 {
+            return invalid(
+                "auth",
+                "refresh_interval_ms, login_burst and login_refill_secs must be at least 1",
+            );
+        }
+        if let Some(realm) = &auth.realm {
+            if !(realm.starts_with("http://") || realm.starts_with("https://")) {
+                return invalid("auth.realm", "must be an http:// or https:// URL");
+            }
         }
         Ok(())
     }

@@ -1,8 +1,11 @@
 //! The one handler behind every path: it parses the route, checks the method, validates the path
 //! and query parameters (the "decode" of STYLE rule 1) and calls the endpoint's module.
 
+use std::net::{IpAddr, SocketAddr};
+
+use auth::ActionSet;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
@@ -10,14 +13,17 @@ use axum::Json;
 use cluster_api::UploadId;
 use oci_model::{Digest, ErrorCode, Reference, RepositoryName, Tag};
 
+use crate::access::{AuthGate, Caller, Need};
+use crate::audit::Event;
 use crate::error::ApiError;
 use crate::listing::PageRequest;
 use crate::observe::RouteKind;
 use crate::route::Route;
 use crate::uploads::StartRequest;
-use crate::{blobs, listing, manifests, referrers, uploads, Gateway};
+use crate::{admin_api, blobs, listing, manifests, referrers, token_endpoint, uploads, Gateway};
 
 pub(crate) async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
+    let client = client_ip(&request);
     let (parts, body) = request.into_parts();
     let Some(route) = Route::parse(parts.uri.path()) else {
         return ApiError::unknown_path(parts.uri.path()).into_response();
@@ -28,18 +34,151 @@ pub(crate) async fn handle(State(gateway): State<Gateway>, request: Request) -> 
         span.record("repo", name);
     }
     let kind = RouteKind(route.kind());
-    let mut response = call(&gateway, route, &parts, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response);
+    let audited = audited(&route, &parts.method);
+    let (result, actor) = match &gateway.auth {
+        None => (call(&gateway, route, &parts, body, None).await, None),
+        Some(gate) => match gate.authenticate(&parts.headers, client).await {
+            Ok(caller) => {
+                let actor = caller.principal.name().to_owned();
+                let result = call(&gateway, route, &parts, body, Some((gate, &caller))).await;
+                (result, Some(actor))
+            }
+            Err(error) => (Err(error), None),
+        },
+    };
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    let status = response.status().as_u16();
+    if let Some((action, repository, target)) = audited {
+        let refused = status == 401 || status == 403;
+        if response.status().is_success() || refused {
+            gateway.audit.record(Event {
+                actor: actor.as_deref().unwrap_or("anonymous"),
+                client,
+                action: if refused { "denied" } else { action },
+                repository: &repository,
+                target: &target,
+                status,
+            });
+        }
+    }
     response.extensions_mut().insert(kind);
     response
 }
+
+/// `/auth/token`; 404 when auth is off.
+pub(crate) async fn token(State(gateway): State<Gateway>, request: Request) -> Response {
+    let client = client_ip(&request);
+    let (parts, body) = request.into_parts();
+    let Some(gate) = gateway.auth.clone() else {
+        return ApiError::unknown_path(parts.uri.path()).into_response();
+    };
+    token_endpoint::handle(
+        &gateway,
+        &gate,
+        &parts.method,
+        parts.uri.query(),
+        &parts.headers,
+        body,
+        client,
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `/admin/v1/...`; 404 when auth is off.
+pub(crate) async fn admin(State(gateway): State<Gateway>, request: Request) -> Response {
+    let client = client_ip(&request);
+    let (parts, body) = request.into_parts();
+    let Some(gate) = gateway.auth.clone() else {
+        return ApiError::unknown_path(parts.uri.path()).into_response();
+    };
+    admin_api::handle(
+        &gateway,
+        &gate,
+        &parts.method,
+        parts.uri.path(),
+        &parts.headers,
+        body,
+        client,
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The client's address, when the server recorded it.
+fn client_ip(request: &Request) -> Option<IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
+/// What an audited request is: (action, repository, target). Pulls are audited per manifest
+/// GET (an image pull), not per blob.
+fn audited(route: &Route, method: &Method) -> Option<(&'static str, String, String)> {
+    match (route, method) {
+        (Route::Manifest { name, reference }, &Method::GET) => {
+            Some(("pull", name.clone(), reference.clone()))
+        }
+        (Route::Manifest { name, reference }, &Method::PUT) => {
+            Some(("push", name.clone(), reference.clone()))
+        }
+        (Route::Manifest { name, reference }, &Method::DELETE)
+        | (
+            Route::Blob {
+                name,
+                digest: reference,
+            },
+            &Method::DELETE,
+        ) => Some(("delete", name.clone(), reference.clone())),
+        (Route::UploadStart { name }, &Method::POST) => {
+            Some(("push", name.clone(), "blob upload".to_owned()))
+        }
+        (Route::Upload { name, .. }, &Method::PUT) => {
+            Some(("push", name.clone(), "blob".to_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// What `route` needs of the caller under `method`.
+fn need(route: &Route, method: &Method) -> Need {
+    let repository = |name: &String, actions| Need::Repository {
+        name: name.clone(),
+        actions,
+    };
+    let read_or = |name: &String, write| {
+        if *method == Method::GET || *method == Method::HEAD {
+            repository(name, ActionSet::PULL)
+        } else {
+            repository(name, write)
+        }
+    };
+    match route {
+        Route::Base => Need::Login,
+        Route::Catalog => Need::Catalog,
+        Route::Tags { name } | Route::Referrers { name, .. } => repository(name, ActionSet::PULL),
+        Route::Blob { name, .. } | Route::Manifest { name, .. } => {
+            if *method == Method::PUT {
+                repository(name, ActionSet::PUSH)
+            } else {
+                read_or(name, ActionSet::DELETE)
+            }
+        }
+        Route::UploadStart { name } | Route::Upload { name, .. } => {
+            repository(name, ActionSet::PUSH)
+        }
+    }
+}
+
+type Checked<'a> = Option<(&'a AuthGate, &'a Caller)>;
 
 async fn call(
     gateway: &Gateway,
     route: Route,
     parts: &Parts,
     body: Body,
+    auth: Checked<'_>,
 ) -> Result<Response, ApiError> {
     let method = &parts.method;
     if !route.allows(method) {
@@ -51,9 +190,18 @@ async fn call(
     let query = Query::parse(parts.uri.query());
     let headers = &parts.headers;
     let head = method == Method::HEAD;
+    if let Some((gate, caller)) = auth {
+        gate.authorize(headers, caller, &need(&route, method))?;
+    }
     match route {
         Route::Base => Ok(Json(serde_json::json!({})).into_response()),
-        Route::Catalog => listing::catalog(gateway, query.page()?).await,
+        Route::Catalog => match auth {
+            Some((_, caller)) if !caller.principal.is_admin() => {
+                let visible = |name: &str| caller.allowed(name).contains(ActionSet::PULL);
+                listing::catalog(gateway, query.page()?, Some(&visible)).await
+            }
+            _ => listing::catalog(gateway, query.page()?, None).await,
+        },
         Route::Tags { name } => listing::tags(gateway, repository(&name)?, query.page()?).await,
         Route::Referrers { name, digest } => {
             let artifact_type = query.get("artifactType").map(str::to_owned);
@@ -73,7 +221,16 @@ async fn call(
             }
         }
         Route::UploadStart { name } => {
-            uploads::start(gateway, repository(&name)?, query.start()?, headers, body).await
+            let mut start = query.start()?;
+            // A mount needs pull on the source; without it the upload proceeds unmounted (the
+            // spec's fallback), so nothing about the source leaks.
+            if let (Some((_, caller)), Some(from)) = (auth, &start.from) {
+                if !caller.allowed(from.as_str()).contains(ActionSet::PULL) {
+                    start.mount = None;
+                    start.from = None;
+                }
+            }
+            uploads::start(gateway, repository(&name)?, start, headers, body).await
         }
         Route::Upload { name, id } => {
             let (repo, id) = (repository(&name)?, upload_id(&id)?);

@@ -52,6 +52,13 @@ impl ApiError {
         self
     }
 
+    /// Replaces the table's status (for errors outside the registry API: the token endpoint and
+    /// the admin API answer a malformed request with 400, an unknown account with 404).
+    pub fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.0.status = Some(status);
+        self
+    }
+
     pub fn code(&self) -> ErrorCode {
         self.0.error.code
     }

@@ -27,6 +27,9 @@
 //! This crate must not depend on tonic, openraft or RocksDB (CI checks `cargo tree -p gateway`):
 //! it sees the cluster only through `cluster-api`.
 
+mod access;
+mod admin_api;
+mod audit;
 mod blobs;
 mod body;
 mod config;
@@ -39,6 +42,7 @@ mod manifests;
 mod observe;
 mod referrers;
 mod route;
+mod token_endpoint;
 mod uploads;
 
 use std::future::Future;
@@ -50,9 +54,11 @@ use axum::Router;
 use cluster_api::{BlobNodes, MetaApi};
 use tokio::net::TcpListener;
 
+use crate::access::AuthGate;
+use crate::audit::Audit;
 use crate::manifest_cache::ManifestCache;
 
-pub use config::{ConfigError, GatewayConfig};
+pub use config::{AuthConfig, ConfigError, GatewayConfig};
 // Public only so the root package's `benches/` can measure the path grammar.
 pub use route::Route;
 
@@ -63,6 +69,9 @@ pub struct Gateway {
     meta: Arc<dyn MetaApi>,
     blobs: Arc<dyn BlobNodes>,
     manifest_cache: Arc<ManifestCache>,
+    /// Access control; `None` when auth is off.
+    auth: Option<Arc<AuthGate>>,
+    audit: Audit,
 }
 
 impl Gateway {
@@ -74,7 +83,14 @@ impl Gateway {
     ) -> Gateway {
         let manifest_cache =
             ManifestCache::new(config.manifest_cache_ttl(), config.manifest_cache_bytes);
+        let auth = config.auth.enabled.then(|| {
+            let gate = Arc::new(AuthGate::new(config.auth.clone(), meta.clone()));
+            AuthGate::spawn_refresher(&gate);
+            gate
+        });
         Gateway {
+            auth,
+            audit: Audit::new(config.audit_log.clone()),
             manifest_cache: Arc::new(manifest_cache),
             config: Arc::new(config),
             meta,
@@ -89,6 +105,8 @@ impl Gateway {
         Router::new()
             .route("/v2/", any(dispatch::handle))
             .route("/v2/{*rest}", any(dispatch::handle))
+            .route("/auth/token", any(dispatch::token))
+            .route("/admin/v1/{*rest}", any(dispatch::admin))
             .fallback(dispatch::handle)
             .with_state(self.clone())
             .layer(DefaultBodyLimit::disable())
@@ -111,7 +129,11 @@ pub async fn serve(
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // Handlers see the peer address (`ConnectInfo`): failed logins are limited per client.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

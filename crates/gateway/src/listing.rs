@@ -62,13 +62,41 @@ pub(crate) async fn tags(
 }
 
 /// `GET /v2/_catalog`.
-pub(crate) async fn catalog(gateway: &Gateway, request: PageRequest) -> Result<Response, ApiError> {
+/// `filter`, when auth is on, keeps the repositories the caller may pull: pages are read from
+/// meta until `size` visible names are found or the catalog ends, so paging stays exact.
+pub(crate) async fn catalog(
+    gateway: &Gateway,
+    request: PageRequest,
+    filter: Option<&(dyn Fn(&str) -> bool + Sync)>,
+) -> Result<Response, ApiError> {
     let size = request.size(gateway);
-    let page = gateway
-        .meta
-        .list_repositories(request.last.as_deref(), size)
-        .await
-        .map_err(invalid_paging)?;
+    let page = match filter {
+        None => gateway
+            .meta
+            .list_repositories(request.last.as_deref(), size)
+            .await
+            .map_err(invalid_paging)?,
+        Some(visible) => {
+            // One visible name beyond the page tells whether another page follows.
+            let mut items = Vec::new();
+            let mut last = request.last.clone();
+            while items.len() <= size {
+                let batch = gateway
+                    .meta
+                    .list_repositories(last.as_deref(), size.clamp(100, 1000))
+                    .await
+                    .map_err(invalid_paging)?;
+                last = batch.items.last().cloned();
+                items.extend(batch.items.into_iter().filter(|name| visible(name)));
+                if !batch.more || last.is_none() {
+                    break;
+                }
+            }
+            let more = items.len() > size;
+            items.truncate(size);
+            Page { items, more }
+        }
+    };
     let link = next_link("/v2/_catalog", size, &page);
     let body = Catalog {
         repositories: page.items,

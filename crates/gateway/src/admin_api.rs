@@ -1,0 +1,308 @@
+//! The admin HTTP API, under `/admin/v1/`, for registry administrators (accounts with `admin`),
+//! authenticated like any request (Basic or a Bearer token). JSON in and out; errors in the OCI
+//! shape. Served only when auth is enabled.
+//!
+//! ```text
+//! GET    /admin/v1/accounts                    users and robots (never their secrets)
+//! POST   /admin/v1/users                       {"name", "password", "admin"?}
+//! PUT    /admin/v1/users/<name>/password       {"password"}
+//! POST   /admin/v1/robots                      {"name", "expires_in_secs"?, "description"?}
+//!                                              -> {"name", "secret"}: the secret, shown once
+//! DELETE /admin/v1/accounts/<name>             removes a user, revokes a robot
+//! GET    /admin/v1/policies
+//! POST   /admin/v1/policies                    {"id"?, "subject", "repositories", "actions"}
+//! DELETE /admin/v1/policies/<id>
+//! POST   /admin/v1/keys/rotate                 a new token signing key
+//! ```
+
+use std::net::IpAddr;
+
+use axum::body::{to_bytes, Body};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cluster_api::{Account, AuthChange, MetaError, Policy};
+use oci_model::ErrorCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::access::{now_unix, AuthGate};
+use crate::audit::Event;
+use crate::error::ApiError;
+use crate::token_endpoint::bad_request;
+use crate::Gateway;
+
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    password: String,
+    #[serde(default)]
+    admin: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPassword {
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRobot {
+    name: String,
+    expires_in_secs: Option<u64>,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPolicy {
+    id: Option<String>,
+    subject: String,
+    repositories: String,
+    actions: Vec<String>,
+}
+
+/// The public view of an account.
+pub(crate) fn account_json(account: &Account) -> serde_json::Value {
+    json!({
+        "name": account.name,
+        "kind": account.kind.as_str(),
+        "admin": account.admin,
+        "created_at": account.created_at,
+        "expires_at": account.expires_at,
+        "description": account.description,
+    })
+}
+
+pub(crate) fn policy_json(policy: &Policy) -> serde_json::Value {
+    json!({
+        "id": policy.id,
+        "subject": policy.subject.to_string(),
+        "repositories": policy.repositories,
+        "actions": policy.actions.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+    })
+}
+
+pub(crate) async fn handle(
+    gateway: &Gateway,
+    gate: &AuthGate,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Body,
+    client: Option<IpAddr>,
+) -> Result<Response, ApiError> {
+    let caller = gate.authenticate(headers, client).await?;
+    if !caller.principal.is_admin() {
+        if caller.is_account() {
+            return Err(ApiError::new(
+                ErrorCode::Denied,
+                "the admin API is for registry administrators",
+            ));
+        }
+        return Err(gate.unauthorized(headers, "authentication required", None, None));
+    }
+    let actor = caller.principal.name().to_owned();
+    let rest = path.strip_prefix("/admin/v1/").unwrap_or("");
+    let segments: Vec<&str> = rest.split('/').collect();
+    let body = || async {
+        to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|_| bad_request(format!("the body exceeds {MAX_BODY_BYTES} bytes")))
+    };
+    let (response, audit_target) = match (method.clone(), segments.as_slice()) {
+        (Method::GET, ["accounts"]) => {
+            let accounts: Vec<_> = caller
+                .snapshot
+                .state
+                .accounts
+                .iter()
+                .map(account_json)
+                .collect();
+            (Json(json!({ "accounts": accounts })).into_response(), None)
+        }
+        (Method::GET, ["policies"]) => {
+            let policies: Vec<_> = caller
+                .snapshot
+                .state
+                .policies
+                .iter()
+                .map(policy_json)
+                .collect();
+            (Json(json!({ "policies": policies })).into_response(), None)
+        }
+        (Method::POST, ["users"]) => {
+            let new: NewUser = parse(&body().await?)?;
+            let password = new.password;
+            let (name, admin) = (new.name.clone(), new.admin);
+            let account = tokio::task::spawn_blocking(move || {
+                auth::new_user(&name, &password, admin, now_unix())
+            })
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(bad_request)?;
+            let view = account_json(&account);
+            change(
+                gate,
+                AuthChange::PutAccount {
+                    account,
+                    replace: false,
+                },
+            )
+            .await?;
+            (created(view), Some(format!("user {} created", new.name)))
+        }
+        (Method::PUT, ["users", name, "password"]) => {
+            let new: NewPassword = parse(&body().await?)?;
+            let existing = caller
+                .snapshot
+                .state
+                .account(name)
+                .filter(|account| account.kind == cluster_api::AccountKind::User)
+                .cloned()
+                .ok_or_else(|| not_found(format!("user {name} does not exist")))?;
+            let password = new.password;
+            let account = tokio::task::spawn_blocking(move || {
+                auth::new_user(
+                    &existing.name,
+                    &password,
+                    existing.admin,
+                    existing.created_at,
+                )
+            })
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(bad_request)?;
+            change(
+                gate,
+                AuthChange::PutAccount {
+                    account,
+                    replace: true,
+                },
+            )
+            .await?;
+            (
+                StatusCode::NO_CONTENT.into_response(),
+                Some(format!("user {name} password changed")),
+            )
+        }
+        (Method::POST, ["robots"]) => {
+            let new: NewRobot = parse(&body().await?)?;
+            let now = now_unix();
+            let expires_at = new.expires_in_secs.map(|secs| now.saturating_add(secs));
+            let (account, secret) = auth::new_robot(&new.name, expires_at, &new.description, now)
+                .map_err(bad_request)?;
+            let mut view = account_json(&account);
+            change(
+                gate,
+                AuthChange::PutAccount {
+                    account,
+                    replace: false,
+                },
+            )
+            .await?;
+            view["secret"] = json!(secret);
+            (created(view), Some(format!("robot {} created", new.name)))
+        }
+        (Method::DELETE, ["accounts", name]) => {
+            change(
+                gate,
+                AuthChange::DeleteAccount {
+                    name: (*name).to_owned(),
+                },
+            )
+            .await?;
+            (
+                StatusCode::NO_CONTENT.into_response(),
+                Some(format!("account {name} removed")),
+            )
+        }
+        (Method::POST, ["policies"]) => {
+            let new: NewPolicy = parse(&body().await?)?;
+            let policy = policy_from(new)?;
+            let view = policy_json(&policy);
+            let id = policy.id.clone();
+            change(gate, AuthChange::PutPolicy(policy)).await?;
+            (created(view), Some(format!("policy {id} set")))
+        }
+        (Method::DELETE, ["policies", id]) => {
+            change(
+                gate,
+                AuthChange::DeletePolicy {
+                    id: (*id).to_owned(),
+                },
+            )
+            .await?;
+            (
+                StatusCode::NO_CONTENT.into_response(),
+                Some(format!("policy {id} removed")),
+            )
+        }
+        (Method::POST, ["keys", "rotate"]) => {
+            let key = auth::generate_signing_key(now_unix());
+            let kid = key.kid.clone();
+            change(
+                gate,
+                AuthChange::AddSigningKey {
+                    key,
+                    only_if_none: false,
+                },
+            )
+            .await?;
+            (
+                created(json!({ "kid": kid })),
+                Some(format!("signing key {kid} added")),
+            )
+        }
+        _ => return Err(ApiError::unknown_path(path)),
+    };
+    if let Some(target) = audit_target {
+        gateway.audit.record(Event {
+            actor: &actor,
+            client,
+            action: "admin",
+            repository: "",
+            target: &target,
+            status: response.status().as_u16(),
+        });
+    }
+    Ok(response)
+}
+
+fn policy_from(new: NewPolicy) -> Result<Policy, ApiError> {
+    auth::policy_from_parts(new.id, &new.subject, &new.repositories, &new.actions)
+        .map_err(bad_request)
+}
+
+async fn change(gate: &AuthGate, change: AuthChange) -> Result<u64, ApiError> {
+    let version = gate
+        .meta()
+        .change_auth(change)
+        .await
+        .map_err(|error| match error {
+            MetaError::Invalid(message) => bad_request(message),
+            other => ApiError::from_meta(other),
+        })?;
+    // Make the change visible through this gateway at once.
+    if let Err(error) = gate.refresh().await {
+        tracing::warn!(%error, "could not refresh the access-control state");
+    }
+    Ok(version)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn created(body: serde_json::Value) -> Response {
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+fn not_found(message: String) -> ApiError {
+    ApiError::new(ErrorCode::Unsupported, message).with_status(StatusCode::NOT_FOUND)
+}
