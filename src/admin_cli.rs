@@ -70,7 +70,8 @@ pub enum RobotCommand {
         #[arg(long, default_value = "")]
         description: String,
     },
-    /// Revoke a robot: its secret and every token it holds stop working at once.
+    /// Revoke a robot: its secret and tokens stop working on every gateway within the state
+    /// refresh interval (1 s by default).
     Rm { name: String },
 }
 
@@ -290,7 +291,9 @@ async fn run_access(meta: &[String], command: AdminCommand) -> CliResult {
         AdminCommand::User(UserCommand::Rm { name })
         | AdminCommand::Robot(RobotCommand::Rm { name }) => {
             change(AuthChange::DeleteAccount { name: name.clone() }).await?;
-            println!("account {name} removed; its tokens no longer work");
+            println!(
+                "account {name} removed; every gateway refuses it and its tokens within a second"
+            );
         }
         AdminCommand::Robot(RobotCommand::Add {
             name,

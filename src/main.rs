@@ -81,6 +81,13 @@ struct Options {
     /// [default: OTEL_EXPORTER_OTLP_ENDPOINT when set, else no export].
     #[arg(long, env = "WHARF_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// Turn access control on (gateway, serve): accounts and policies from meta, default deny,
+    /// the Docker token flow at /auth/token [default: off, or `[gateway.auth] enabled`].
+    #[arg(long, env = "WHARF_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    auth: Option<bool>,
+    /// Append audit events (push, pull, delete, login, denial, admin) as JSON lines to this file.
+    #[arg(long, env = "WHARF_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
     /// Write the bound addresses as JSON to this file once ready (for scripts and tests).
     #[arg(long, env = "WHARF_ADDR_FILE")]
     addr_file: Option<PathBuf>,
@@ -170,6 +177,12 @@ impl Options {
         }
         if let Some(log) = self.log {
             config.log = log;
+        }
+        if let Some(auth) = self.auth {
+            config.gateway.auth.enabled = auth;
+        }
+        if let Some(audit_log) = self.audit_log {
+            config.gateway.audit_log = Some(audit_log);
         }
         if let Some(otlp_endpoint) = self.otlp_endpoint {
             config.otlp_endpoint = Some(otlp_endpoint);

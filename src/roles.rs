@@ -380,7 +380,10 @@ fn spawn_gateway(
     (listener, resolver): (TcpListener, Option<Arc<ReloadingCertResolver>>),
     shutdown: CancellationToken,
 ) {
-    let gateway = gateway::Gateway::new(config.gateway.clone(), meta, blobs);
+    let mut gateway_config = config.gateway.clone();
+    // Challenges name the token endpoint with the scheme clients reach this listener by.
+    gateway_config.auth.https = resolver.is_some();
+    let gateway = gateway::Gateway::new(gateway_config, meta, blobs);
     let router = crate::trace::with_http_trace_parent(crate::telemetry::with_metrics_route(
         gateway.router(),
     ));

@@ -84,6 +84,44 @@ pub fn verify_secret(account: &Account, presented: &str) -> bool {
     }
 }
 
+/// A new user record for `name` with `password` (hashed here), created at `now`.
+pub fn new_user(name: &str, password: &str, admin: bool, now: u64) -> Result<Account, String> {
+    cluster_api::validate_account_name(name).map_err(|e| e.to_string())?;
+    let secret_hash = hash_password(password).map_err(|e| e.to_string())?;
+    Ok(Account {
+        name: name.to_owned(),
+        kind: AccountKind::User,
+        secret_hash,
+        admin,
+        created_at: now,
+        expires_at: None,
+        generation: 0,
+        description: String::new(),
+    })
+}
+
+/// A new robot record for `name` and its secret, which only the caller ever sees.
+pub fn new_robot(
+    name: &str,
+    expires_at: Option<u64>,
+    description: &str,
+    now: u64,
+) -> Result<(Account, String), String> {
+    cluster_api::validate_account_name(name).map_err(|e| e.to_string())?;
+    let secret = generate_robot_secret();
+    let account = Account {
+        name: name.to_owned(),
+        kind: AccountKind::Robot,
+        secret_hash: hash_robot_secret(&secret),
+        admin: false,
+        created_at: now,
+        expires_at,
+        generation: 0,
+        description: description.to_owned(),
+    };
+    Ok((account, secret))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,42 +162,4 @@ mod tests {
         let garbage = account(AccountKind::User, "not a phc string".into());
         assert!(!verify_secret(&garbage, "whatever1"));
     }
-}
-
-/// A new user record for `name` with `password` (hashed here), created at `now`.
-pub fn new_user(name: &str, password: &str, admin: bool, now: u64) -> Result<Account, String> {
-    cluster_api::validate_account_name(name).map_err(|e| e.to_string())?;
-    let secret_hash = hash_password(password).map_err(|e| e.to_string())?;
-    Ok(Account {
-        name: name.to_owned(),
-        kind: AccountKind::User,
-        secret_hash,
-        admin,
-        created_at: now,
-        expires_at: None,
-        generation: 0,
-        description: String::new(),
-    })
-}
-
-/// A new robot record for `name` and its secret, which only the caller ever sees.
-pub fn new_robot(
-    name: &str,
-    expires_at: Option<u64>,
-    description: &str,
-    now: u64,
-) -> Result<(Account, String), String> {
-    cluster_api::validate_account_name(name).map_err(|e| e.to_string())?;
-    let secret = generate_robot_secret();
-    let account = Account {
-        name: name.to_owned(),
-        kind: AccountKind::Robot,
-        secret_hash: hash_robot_secret(&secret),
-        admin: false,
-        created_at: now,
-        expires_at,
-        generation: 0,
-        description: description.to_owned(),
-    };
-    Ok((account, secret))
 }
