@@ -1084,3 +1084,269 @@ async fn an_expiring_robot_stops_working() {
     .await
     .expect("expiry");
 }
+
+/// Runs a client tool with a deadline; returns (success, stdout + stderr).
+async fn tool(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &std::path::Path)],
+    stdin: Option<&str>,
+) -> (bool, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .kill_on_drop(true)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} (.ci/run installs it): {e}"));
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.expect("stdin");
+    }
+    drop(input);
+    let output = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} {args:?} timed out"))
+        .expect("tool runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+async fn must(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &std::path::Path)],
+    stdin: Option<&str>,
+) -> String {
+    let (ok, text) = tool(program, args, env, stdin).await;
+    assert!(ok, "{program} {args:?} failed: {text}");
+    text
+}
+
+/// docker login/push/pull as a robot, skopeo --creds across repositories, podman login, pull
+/// and push as a user: the real clients through the token flow; anonymous and out-of-scope
+/// attempts refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_podman_and_skopeo_log_in_push_and_pull() {
+    let serve = AuthServe::start(&[]).await;
+    let host = serve.base.trim_start_matches("http://").to_owned();
+    serve.user("dev", "dev-password", false);
+    serve.admin(
+        &[
+            "policy",
+            "add",
+            "--subject",
+            "dev",
+            "--repos",
+            "team/**",
+            "--actions",
+            "pull,push",
+        ],
+        None,
+    );
+    serve.admin(
+        &[
+            "policy",
+            "add",
+            "--subject",
+            "dev",
+            "--repos",
+            "ci/**",
+            "--actions",
+            "pull",
+        ],
+        None,
+    );
+    let ci = serve.robot("ci", "ci/*", "pull,push");
+    let work = tempfile::tempdir().expect("temp dir");
+    let docker_config = work.path().join("docker");
+    std::fs::create_dir_all(&docker_config).expect("docker config");
+    let docker_env = [("DOCKER_CONFIG", docker_config.as_path())];
+
+    // docker: build, log in as the robot, push; pull it back; anonymous and prod/* refused.
+    let payload = common::random_bytes(100_000);
+    std::fs::write(work.path().join("payload"), &payload).expect("payload");
+    std::fs::write(
+        work.path().join("Dockerfile"),
+        "FROM scratch\nCOPY payload /payload\n",
+    )
+    .expect("Dockerfile");
+    let nonce = common::hex_of(&common::random_bytes(6));
+    let image = format!("{host}/ci/app-{nonce}:v1");
+    let context = work.path().to_str().expect("utf-8");
+    must(
+        "docker",
+        &["build", "--quiet", "-t", &image, context],
+        &docker_env,
+        None,
+    )
+    .await;
+    let login = must(
+        "docker",
+        &["login", &host, "-u", "ci", "--password-stdin"],
+        &docker_env,
+        Some(&ci),
+    )
+    .await;
+    assert!(login.contains("Login Succeeded"), "{login}");
+    must("docker", &["push", &image], &docker_env, None).await;
+    let prod = format!("{host}/prod/app-{nonce}:v1");
+    must("docker", &["tag", &image, &prod], &docker_env, None).await;
+    let (ok, text) = tool("docker", &["push", &prod], &docker_env, None).await;
+    assert!(
+        !ok && text.contains("denied"),
+        "a robot for ci/* cannot push to prod/*: {text}"
+    );
+    must("docker", &["rmi", &image, &prod], &docker_env, None).await;
+    must("docker", &["pull", &image], &docker_env, None).await;
+    must("docker", &["logout", &host], &docker_env, None).await;
+    must("docker", &["rmi", &image], &docker_env, None).await;
+    let (ok, text) = tool("docker", &["pull", &image], &docker_env, None).await;
+    assert!(!ok, "an anonymous pull is refused: {text}");
+
+    // skopeo with --creds: copy ci/app (dev may pull it) to team/app (dev may push there).
+    let auth_file = work.path().join("auth.json");
+    std::fs::write(&auth_file, "{}").expect("auth file");
+    let runtime = work.path().join("xdg");
+    std::fs::create_dir_all(&runtime).expect("runtime dir");
+    let env = [
+        ("REGISTRY_AUTH_FILE", auth_file.as_path()),
+        ("XDG_RUNTIME_DIR", runtime.as_path()),
+    ];
+    let source = format!("docker://{image}");
+    let copy = format!("docker://{host}/team/app-{nonce}:v1");
+    must(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--src-creds",
+            "dev:dev-password",
+            "--dest-creds",
+            "dev:dev-password",
+            &source,
+            &copy,
+        ],
+        &env,
+        None,
+    )
+    .await;
+    let inspect = |reference: String, creds: Option<&'static str>| {
+        let env = env;
+        async move {
+            let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
+            if let Some(creds) = creds {
+                args.extend(["--creds", creds]);
+            }
+            args.push(&reference);
+            tool("skopeo", &args, &env, None).await
+        }
+    };
+    let (ok, original) = inspect(source.clone(), Some("dev:dev-password")).await;
+    assert!(ok, "{original}");
+    let (ok, copied) = inspect(copy.clone(), Some("dev:dev-password")).await;
+    assert!(ok, "{copied}");
+    assert_eq!(original, copied, "the copy carries the same manifest");
+    let (ok, text) = inspect(copy.clone(), None).await;
+    assert!(!ok, "skopeo without credentials is refused: {text}");
+    let (ok, text) = inspect(copy.clone(), Some("dev:wrong-password")).await;
+    assert!(!ok, "skopeo with a wrong password is refused: {text}");
+
+    // podman: log in as dev, pull team/app, push it under a new tag; out of scope refused.
+    let storage = [
+        format!("--root={}", work.path().join("root").display()),
+        format!("--runroot={}", work.path().join("run").display()),
+        "--storage-driver=vfs".to_owned(),
+    ];
+    let podman = |args: &[&str]| {
+        let mut all: Vec<String> = storage.to_vec();
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        all
+    };
+    let run_podman = |args: Vec<String>, stdin: Option<&'static str>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tool("podman", &args, &env, stdin).await
+    };
+    let (ok, text) = run_podman(
+        podman(&[
+            "login",
+            "--tls-verify=false",
+            "-u",
+            "dev",
+            "--password-stdin",
+            &host,
+        ]),
+        Some("dev-password\n"),
+    )
+    .await;
+    assert!(ok && text.contains("Login Succeeded"), "{text}");
+    let pulled = format!("{host}/team/app-{nonce}:v1");
+    let (ok, text) = run_podman(podman(&["pull", "--tls-verify=false", &pulled]), None).await;
+    assert!(ok, "podman pull: {text}");
+    let pushed = format!("{host}/team/app-{nonce}:v2");
+    let (ok, text) = run_podman(
+        podman(&[
+            "push",
+            "--tls-verify=false",
+            &pulled,
+            &format!("docker://{pushed}"),
+        ]),
+        None,
+    )
+    .await;
+    assert!(ok, "podman push: {text}");
+    let (ok, text) = run_podman(
+        podman(&[
+            "push",
+            "--tls-verify=false",
+            &pulled,
+            &format!("docker://{host}/prod/app-{nonce}:v1"),
+        ]),
+        None,
+    )
+    .await;
+    assert!(!ok, "dev cannot push to prod/*: {text}");
+    // podman may convert and recompress what it pushes; the uncompressed layers (the config's
+    // diff_ids) are the same bytes.
+    let diff_ids = |reference: String| {
+        let env = env;
+        async move {
+            let text = must(
+                "skopeo",
+                &[
+                    "inspect",
+                    "--config",
+                    "--tls-verify=false",
+                    "--creds",
+                    "dev:dev-password",
+                    &reference,
+                ],
+                &env,
+                None,
+            )
+            .await;
+            let config: Value = serde_json::from_str(&text).expect("config JSON");
+            config["rootfs"]["diff_ids"].clone()
+        }
+    };
+    let original_layers = diff_ids(source.clone()).await;
+    assert!(original_layers
+        .as_array()
+        .is_some_and(|ids| !ids.is_empty()));
+    assert_eq!(
+        diff_ids(format!("docker://{pushed}")).await,
+        original_layers
+    );
+}
