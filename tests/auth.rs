@@ -1243,16 +1243,13 @@ async fn docker_podman_and_skopeo_log_in_push_and_pull() {
         None,
     )
     .await;
-    let inspect = |reference: String, creds: Option<&'static str>| {
-        let env = env;
-        async move {
-            let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
-            if let Some(creds) = creds {
-                args.extend(["--creds", creds]);
-            }
-            args.push(&reference);
-            tool("skopeo", &args, &env, None).await
+    let inspect = move |reference: String, creds: Option<&'static str>| async move {
+        let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
+        if let Some(creds) = creds {
+            args.extend(["--creds", creds]);
         }
+        args.push(&reference);
+        tool("skopeo", &args, &env, None).await
     };
     let (ok, original) = inspect(source.clone(), Some("dev:dev-password")).await;
     assert!(ok, "{original}");
@@ -1320,26 +1317,23 @@ async fn docker_podman_and_skopeo_log_in_push_and_pull() {
     assert!(!ok, "dev cannot push to prod/*: {text}");
     // podman may convert and recompress what it pushes; the uncompressed layers (the config's
     // diff_ids) are the same bytes.
-    let diff_ids = |reference: String| {
-        let env = env;
-        async move {
-            let text = must(
-                "skopeo",
-                &[
-                    "inspect",
-                    "--config",
-                    "--tls-verify=false",
-                    "--creds",
-                    "dev:dev-password",
-                    &reference,
-                ],
-                &env,
-                None,
-            )
-            .await;
-            let config: Value = serde_json::from_str(&text).expect("config JSON");
-            config["rootfs"]["diff_ids"].clone()
-        }
+    let diff_ids = move |reference: String| async move {
+        let text = must(
+            "skopeo",
+            &[
+                "inspect",
+                "--config",
+                "--tls-verify=false",
+                "--creds",
+                "dev:dev-password",
+                &reference,
+            ],
+            &env,
+            None,
+        )
+        .await;
+        let config: Value = serde_json::from_str(&text).expect("config JSON");
+        config["rootfs"]["diff_ids"].clone()
     };
     let original_layers = diff_ids(source.clone()).await;
     assert!(original_layers
