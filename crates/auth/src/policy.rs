@@ -191,14 +191,14 @@ pub fn policy_from_parts(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let id = id.unwrap_or_else(|| {
-        let mut id = format!("{subject}-{repositories}")
+        // `ci` on `ci/**` is `ci.ci.all`; `anonymous` on `*/public/**` is `anonymous.any.public.all`.
+        let glob = repositories.replace("**", "all").replace('*', "any");
+        let mut id = format!("{subject}.{glob}")
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
+            .map(|c| match c {
+                '/' => '.',
+                c if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' => c,
+                _ => '_',
             })
             .collect::<String>();
         id.truncate(64);

@@ -343,7 +343,15 @@ impl AuthGate {
         user: &str,
         secret: &str,
     ) -> Option<Principal> {
-        let account = snapshot.state.account(user)?;
+        let Some(account) = snapshot.state.account(user) else {
+            // As slow as a real check, so response times do not tell which names exist.
+            let presented = secret.to_owned();
+            let _ = tokio::task::spawn_blocking(move || {
+                auth::verify_secret(unknown_account(), &presented)
+            })
+            .await;
+            return None;
+        };
         if !account.active_at(now_unix()) {
             return None;
         }
@@ -524,6 +532,21 @@ impl LoginFailure {
     }
 }
 
+/// A user record no password matches, checked for names that do not exist.
+fn unknown_account() -> &'static Account {
+    static UNKNOWN: std::sync::OnceLock<Account> = std::sync::OnceLock::new();
+    UNKNOWN.get_or_init(|| Account {
+        name: String::new(),
+        kind: cluster_api::AccountKind::User,
+        secret_hash: auth::hash_password(&auth::generate_robot_secret()).unwrap_or_default(),
+        admin: false,
+        created_at: 0,
+        expires_at: None,
+        generation: 0,
+        description: String::new(),
+    })
+}
+
 fn principal_of(account: &Account) -> Principal {
     Principal::Account {
         name: account.name.clone(),
@@ -548,4 +571,81 @@ fn verified_key(user: &str, secret: &str) -> [u8; 32] {
     hasher.update([0]);
     hasher.update(secret.as_bytes());
     hasher.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+    use cluster_api::fake::MemMeta;
+
+    use super::*;
+
+    fn headers(pairs: &[(axum::http::HeaderName, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn authorization_headers_parse_or_are_refused() {
+        assert!(matches!(credentials(&headers(&[])), Ok(Credentials::None)));
+        let basic = headers(&[(AUTHORIZATION, "Basic Y2k6czpl")]); // "ci:s:e"
+        match credentials(&basic) {
+            Ok(Credentials::Basic { user, secret }) => {
+                assert_eq!((user.as_str(), secret.as_str()), ("ci", "s:e"))
+            }
+            _ => panic!("basic credentials"),
+        }
+        assert!(matches!(
+            credentials(&headers(&[(AUTHORIZATION, "bearer abc")])),
+            Ok(Credentials::Bearer(token)) if token == "abc"
+        ));
+        for bad in ["Basic !!!", "Basic Y2k=", "Digest x", "Bearer", "Bearer   "] {
+            assert!(
+                credentials(&headers(&[(AUTHORIZATION, bad)])).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn realms_come_from_config_or_a_sane_host() {
+        let meta: Arc<dyn MetaApi> = Arc::new(MemMeta::new());
+        let mut config = AuthConfig::default();
+        let gate = AuthGate::new(config.clone(), meta.clone());
+        let host = |value: &str| headers(&[(HOST, value)]);
+        assert_eq!(
+            gate.realm(&host("reg.example:5000")),
+            "http://reg.example:5000/auth/token"
+        );
+        // A Host that could inject into the challenge header falls back.
+        assert_eq!(
+            gate.realm(&host("evil\",x=\"y")),
+            "http://localhost/auth/token"
+        );
+        config.https = true;
+        let gate = AuthGate::new(config.clone(), meta.clone());
+        assert_eq!(
+            gate.realm(&host("[::1]:443")),
+            "https://[::1]:443/auth/token"
+        );
+        config.realm = Some("https://auth.example/token".into());
+        let gate = AuthGate::new(config, meta);
+        assert_eq!(gate.realm(&host("x")), "https://auth.example/token");
+    }
+
+    #[tokio::test]
+    async fn the_first_refresh_creates_one_signing_key() {
+        let meta: Arc<dyn MetaApi> = Arc::new(MemMeta::new());
+        let first = AuthGate::new(AuthConfig::default(), meta.clone());
+        let second = AuthGate::new(AuthConfig::default(), meta.clone());
+        first.refresh().await.unwrap();
+        second.refresh().await.unwrap();
+        let state = meta.auth_state(None).await.unwrap().unwrap();
+        assert_eq!(state.keys.len(), 1, "two gateways agree on one key");
+        assert!(first.snapshot().unwrap().keys.can_sign());
+        assert!(second.snapshot().unwrap().keys.can_sign());
+    }
 }
