@@ -278,8 +278,53 @@ fn routes(c: &mut Criterion) {
     group.finish();
 }
 
+/// Per-request costs of access control: verifying a Bearer token (EdDSA) and evaluating the
+/// policies for one repository (100 rules, the caller matching a few).
+fn access_control(c: &mut Criterion) {
+    use auth::{Authorizer, Claims, Principal, ResourceAccess, TokenKeys, TokenUse};
+    use cluster_api::{Action, AuthState, Policy, Subject};
+
+    let mut group = c.benchmark_group("auth");
+    let keys = TokenKeys::new(&[auth::generate_signing_key(0)]);
+    let now = 1_800_000_000;
+    let mut claims = Claims::new("wharf", "ci", "wharf", now, 300, TokenUse::Access);
+    claims.access.push(ResourceAccess {
+        resource_type: "repository".into(),
+        name: "team/app".into(),
+        actions: vec!["pull".into(), "push".into()],
+    });
+    let token = keys.sign(&claims).expect("sign");
+    group.bench_function("token-verify", |b| {
+        b.iter(|| {
+            keys.verify(black_box(&token), "wharf", "wharf", TokenUse::Access, now)
+                .expect("valid")
+        })
+    });
+    let policies = (0..100)
+        .map(|i| Policy {
+            id: format!("p{i}"),
+            subject: Subject::Account(format!("user{}", i % 10)),
+            repositories: format!("team-{i}/**"),
+            actions: vec![Action::Pull, Action::Push],
+        })
+        .collect();
+    let (authorizer, _) = Authorizer::new(&AuthState {
+        policies,
+        ..AuthState::default()
+    });
+    let principal = Principal::Account {
+        name: "user3".into(),
+        admin: false,
+    };
+    group.bench_function("policy-100-rules", |b| {
+        b.iter(|| authorizer.allowed(black_box(&principal), black_box("team-43/app/x")))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    access_control,
     digest_streaming,
     digest_small,
     manifests,
