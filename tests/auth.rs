@@ -286,7 +286,7 @@ async fn readme_flow_admin_robot_and_boundaries() {
     push_image(&with_token, "ci/tool", "v1").await;
 
     // ... and cannot touch prod/*, nor ci/* one level down.
-    push_image(&registry(&base, Some(&alice)), "prod/app", "v1").await;
+    let alice_image = push_image(&registry(&base, Some(&alice)), "prod/app", "v1").await;
     for repo in ["prod/app", "ci/app/nested"] {
         let (status, code, _) = attempt(
             reqwest::Client::new()
@@ -307,6 +307,25 @@ async fn readme_flow_admin_robot_and_boundaries() {
     )
     .await;
     assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "DENIED"));
+    // A cross-repository mount needs pull on `from`: from ci/app it mounts (201); from prod/app,
+    // which the robot may not read, it falls back to a plain upload session (202), revealing
+    // nothing about prod/app.
+    let prod_blob = alice_image.blobs[0].0.clone();
+    let ci_blob = image.blobs[0].0.clone();
+    for (from, digest, expected) in [
+        ("ci/app", &ci_blob, StatusCode::CREATED),
+        ("prod/app", &prod_blob, StatusCode::ACCEPTED),
+    ] {
+        let response = reqwest::Client::new()
+            .post(format!(
+                "{base}/v2/ci/mounted/blobs/uploads/?mount={digest}&from={from}"
+            ))
+            .header(AUTHORIZATION, basic("ci", &ci))
+            .send()
+            .await
+            .expect("mount");
+        assert_eq!(response.status(), expected, "mount from {from}");
+    }
     // A token asked for prod/app carries nothing for it.
     let asked = token(&base, Some(("ci", &ci)), &["repository:prod/app:pull,push"]).await;
     assert_eq!(claims_of(&asked)["access"], serde_json::json!([]));
