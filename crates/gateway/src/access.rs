@@ -136,7 +136,14 @@ pub(crate) struct AuthGate {
     /// sha256(name, NUL, secret) -> generation it was verified at: argon2 runs once per login.
     verified: Mutex<std::collections::HashMap<[u8; 32], (String, u64)>>,
     last_forced_refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// Bounds concurrent argon2 checks: each holds 19 MiB and a core for tens of milliseconds,
+    /// so a flood of logins (from many addresses, past the limiter) queues instead of exhausting
+    /// memory and the blocking pool.
+    password_checks: tokio::sync::Semaphore,
 }
+
+/// Concurrent password checks per gateway.
+const PASSWORD_CHECKS: usize = 4;
 
 /// Logins remembered at most (then forgotten all at once; each costs one more argon2 run).
 const MAX_VERIFIED: usize = 10_000;
@@ -154,6 +161,7 @@ impl AuthGate {
             limiter,
             verified: Mutex::new(std::collections::HashMap::new()),
             last_forced_refresh: tokio::sync::Mutex::new(None),
+            password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
         }
     }
 
@@ -345,6 +353,7 @@ impl AuthGate {
     ) -> Option<Principal> {
         let Some(account) = snapshot.state.account(user) else {
             // As slow as a real check, so response times do not tell which names exist.
+            let _permit = self.password_checks.acquire().await.ok()?;
             let presented = secret.to_owned();
             let _ = tokio::task::spawn_blocking(move || {
                 auth::verify_secret(unknown_account(), &presented)
@@ -364,9 +373,11 @@ impl AuthGate {
         }
         let record = account.clone();
         let presented = secret.to_owned();
+        let permit = self.password_checks.acquire().await.ok()?;
         let ok = tokio::task::spawn_blocking(move || auth::verify_secret(&record, &presented))
             .await
             .unwrap_or(false);
+        drop(permit);
         if !ok {
             return None;
         }
