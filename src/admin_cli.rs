@@ -35,6 +35,29 @@ pub enum AdminCommand {
     /// Token signing keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Immutable tags: rules under which an existing tag can neither move nor be deleted.
+    #[command(subcommand)]
+    Immutable(ImmutableCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImmutableCommand {
+    /// Protect tags matching `--tags` in repositories matching `--repos` (globs).
+    Add {
+        /// Repository glob, e.g. `prod/**`.
+        #[arg(long)]
+        repos: String,
+        /// Tag glob, e.g. `v*` (`*` protects every tag).
+        #[arg(long)]
+        tags: String,
+        /// Rule id (replaces the rule with this id) [default: from the globs].
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Remove a rule.
+    Rm { id: String },
+    /// List rules (JSON).
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -366,6 +389,48 @@ async fn run_access(meta: &[String], command: AdminCommand) -> CliResult {
                 })
                 .collect();
             println!("{}", serde_json::to_string_pretty(&policies)?);
+        }
+        AdminCommand::Immutable(ImmutableCommand::Add { repos, tags, id }) => {
+            let id = id.unwrap_or_else(|| {
+                let mut id = format!("{repos}.{tags}")
+                    .replace("**", "all")
+                    .replace('*', "any")
+                    .chars()
+                    .map(|c| match c {
+                        '/' => '.',
+                        c if c.is_ascii_alphanumeric() || "-._".contains(c) => c,
+                        _ => '_',
+                    })
+                    .collect::<String>();
+                id.truncate(64);
+                id
+            });
+            let rule = cluster_api::ImmutableTagRule {
+                id: id.clone(),
+                repositories: repos.clone(),
+                tags: tags.clone(),
+            };
+            change(AuthChange::PutImmutableTagRule(rule)).await?;
+            println!("rule {id}: tags {tags} in {repos} are immutable");
+        }
+        AdminCommand::Immutable(ImmutableCommand::Rm { id }) => {
+            change(AuthChange::DeleteImmutableTagRule { id: id.clone() }).await?;
+            println!("rule {id} removed");
+        }
+        AdminCommand::Immutable(ImmutableCommand::List) => {
+            let current = state().await?;
+            let rules: Vec<_> = current
+                .immutable_tags
+                .iter()
+                .map(|rule| {
+                    serde_json::json!({
+                        "id": rule.id,
+                        "repositories": rule.repositories,
+                        "tags": rule.tags,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rules)?);
         }
         AdminCommand::Key(KeyCommand::Rotate) => {
             let key = auth::generate_signing_key(now_unix());

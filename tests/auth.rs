@@ -1363,3 +1363,121 @@ async fn docker_podman_and_skopeo_log_in_push_and_pull() {
         original_layers
     );
 }
+
+/// Immutable tags (issue 6): a protected tag neither moves nor goes away, re-pushing the same
+/// manifest is fine, unprotected tags move freely, and of two pushers racing to a new protected
+/// tag exactly one wins, decided in the Raft state machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immutable_tags_neither_move_nor_disappear() {
+    let serve = AuthServe::start(&[]).await;
+    let base = serve.base.clone();
+    serve.user("root", "root-password", true);
+    let root = basic("root", "root-password");
+    let registry = registry(&base, Some(&root));
+    let first = push_image(&registry, "prod/app", "v1").await;
+    let second = push_image(&registry, "prod/app", "latest").await;
+    let rule = serve.admin(
+        &["immutable", "add", "--repos", "prod/**", "--tags", "v*"],
+        None,
+    );
+    assert!(rule.contains("immutable"), "{rule}");
+    let listed = serve.admin(&["immutable", "list"], None);
+    assert!(listed.contains("\"tags\": \"v*\""), "{listed}");
+
+    let http = reqwest::Client::new();
+    let put = |tag: &str, image: &PushedImage| {
+        http.put(format!("{base}/v2/prod/app/manifests/{tag}"))
+            .header(AUTHORIZATION, root.clone())
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(image.manifest.clone())
+            .send()
+    };
+    let status_of = |tag: &'static str, image: &'static PushedImage| {
+        let put = &put;
+        async move { put(tag, image).await.expect("PUT").status() }
+    };
+    let first: &'static PushedImage = Box::leak(Box::new(first));
+    let second: &'static PushedImage = Box::leak(Box::new(second));
+    let tag_digest = |tag: &'static str| {
+        let http = http.clone();
+        let base = base.clone();
+        let root = root.clone();
+        async move {
+            let response = http
+                .head(format!("{base}/v2/prod/app/manifests/{tag}"))
+                .header(AUTHORIZATION, root)
+                .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+                .send()
+                .await
+                .expect("HEAD");
+            response
+                .headers()
+                .get("docker-content-digest")
+                .map(|value| value.to_str().unwrap().to_owned())
+        }
+    };
+    // The rule reaches the state machine at once (it is one Raft entry, not gateway state).
+    let response = put("v1", second).await.expect("PUT");
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["errors"][0]["code"], "DENIED");
+    assert_eq!(
+        tag_digest("v1").await,
+        Some(first.manifest_digest.to_string())
+    );
+    assert_eq!(
+        status_of("v1", first).await,
+        StatusCode::CREATED,
+        "same manifest again"
+    );
+    assert_eq!(
+        status_of("latest", first).await,
+        StatusCode::CREATED,
+        "unprotected tags move"
+    );
+
+    for url in [
+        format!("{base}/v2/prod/app/manifests/v1"),
+        format!("{base}/v2/prod/app/manifests/{}", first.manifest_digest),
+    ] {
+        let (status, code, _) =
+            attempt(http.delete(&url).header(AUTHORIZATION, root.clone())).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::FORBIDDEN, "DENIED"),
+            "{url}"
+        );
+    }
+    assert_eq!(
+        tag_digest("v1").await,
+        Some(first.manifest_digest.to_string())
+    );
+
+    // Two pushers race to the new protected tag v2: one wins, the other is refused.
+    let (a, b) = tokio::join!(status_of("v2", first), status_of("v2", second));
+    let mut statuses = [a, b];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::CREATED, StatusCode::FORBIDDEN]);
+    let winner = if a == StatusCode::CREATED {
+        first
+    } else {
+        second
+    };
+    assert_eq!(
+        tag_digest("v2").await,
+        Some(winner.manifest_digest.to_string())
+    );
+
+    // Without the rule the tag moves again.
+    let id = serde_json::from_str::<Value>(&listed).expect("JSON")[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    serve.admin(&["immutable", "rm", &id], None);
+    let loser = if a == StatusCode::CREATED {
+        second
+    } else {
+        first
+    };
+    assert_eq!(status_of("v2", loser).await, StatusCode::CREATED);
+}

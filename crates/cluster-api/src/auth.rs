@@ -134,6 +134,30 @@ pub struct Policy {
     pub actions: Vec<Action>,
 }
 
+/// An immutable-tag rule: in repositories matching `repositories`, a tag matching `tags` (same
+/// glob syntax; `*` alone is every tag), once it exists, can neither move to another manifest nor
+/// be deleted. Decided inside the state machine, so two pushers cannot race past it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImmutableTagRule {
+    pub id: String,
+    pub repositories: String,
+    pub tags: String,
+}
+
+impl ImmutableTagRule {
+    /// Whether the rule protects `tag` in `repo`. A pattern that does not compile protects
+    /// nothing (patterns are checked when a rule is added).
+    pub fn protects(&self, repo: &str, tag: &str) -> bool {
+        let matches = |pattern: &str, text: &str| {
+            globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .is_ok_and(|glob| glob.compile_matcher().is_match(text))
+        };
+        matches(&self.repositories, repo) && matches(&self.tags, tag)
+    }
+}
+
 /// A token signing key (Ed25519).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SigningKey {
@@ -167,6 +191,9 @@ pub struct AuthState {
     pub policies: Vec<Policy>,
     /// Newest first: the first one signs, all of them verify.
     pub keys: Vec<SigningKey>,
+    /// By id.
+    #[serde(default)]
+    pub immutable_tags: Vec<ImmutableTagRule>,
 }
 
 /// One change to the [`AuthState`], proposed as one Raft entry.
@@ -185,6 +212,10 @@ pub enum AuthChange {
     /// `only_if_none`, does nothing when a key exists: how gateways create the first key without
     /// racing each other.
     AddSigningKey { key: SigningKey, only_if_none: bool },
+    /// Adds or replaces the immutable-tag rule with this id.
+    PutImmutableTagRule(ImmutableTagRule),
+    /// Removes an immutable-tag rule; `Invalid` if unknown.
+    DeleteImmutableTagRule { id: String },
 }
 
 /// Account names: lowercase letters, digits, `.`, `_`, `-`; 1 to 64 characters, starting with a
@@ -208,6 +239,37 @@ pub fn validate_account_name(name: &str) -> Result<(), MetaError> {
         return Err(MetaError::Invalid(format!(
             "{name:?} is reserved as a policy subject"
         )));
+    }
+    Ok(())
+}
+
+fn validate_id(what: &str, id: &str) -> Result<(), MetaError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(MetaError::Invalid(format!(
+            "{what} id {id:?} must be 1-64 characters of letters, digits, '.', '_', '-'"
+        )))
+    }
+}
+
+fn validate_rule(rule: &ImmutableTagRule) -> Result<(), MetaError> {
+    validate_id("rule", &rule.id)?;
+    for pattern in [&rule.repositories, &rule.tags] {
+        let compiles = globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .is_ok();
+        if pattern.is_empty() || pattern.len() > 255 || !compiles {
+            return Err(MetaError::Invalid(format!(
+                "pattern {pattern:?} is not a valid glob"
+            )));
+        }
     }
     Ok(())
 }
@@ -309,6 +371,20 @@ impl AuthState {
                     .binary_search_by(|p| p.id.as_str().cmp(&id))
                     .map_err(|_| MetaError::Invalid(format!("policy {id} does not exist")))?;
                 self.policies.remove(index);
+            }
+            AuthChange::PutImmutableTagRule(rule) => {
+                validate_rule(&rule)?;
+                match self.immutable_tags.binary_search_by(|r| r.id.cmp(&rule.id)) {
+                    Ok(index) => self.immutable_tags[index] = rule,
+                    Err(index) => self.immutable_tags.insert(index, rule),
+                }
+            }
+            AuthChange::DeleteImmutableTagRule { id } => {
+                let index = self
+                    .immutable_tags
+                    .binary_search_by(|r| r.id.as_str().cmp(&id))
+                    .map_err(|_| MetaError::Invalid(format!("rule {id} does not exist")))?;
+                self.immutable_tags.remove(index);
             }
             AuthChange::AddSigningKey { key, only_if_none } => {
                 if only_if_none && !self.keys.is_empty() {
@@ -431,6 +507,34 @@ mod tests {
         bad.repositories = "team/{a,b}".into();
         assert!(state.apply(AuthChange::PutPolicy(bad)).is_err());
         assert_eq!(state.version, 0);
+    }
+
+    #[test]
+    fn immutable_rules_match_repositories_and_tags() {
+        let rule = ImmutableTagRule {
+            id: "releases".into(),
+            repositories: "prod/**".into(),
+            tags: "v*".into(),
+        };
+        assert!(rule.protects("prod/app", "v1.2"));
+        assert!(rule.protects("prod/a/b", "v1"));
+        assert!(!rule.protects("prod/app", "latest"));
+        assert!(!rule.protects("dev/app", "v1"));
+        let mut state = AuthState::default();
+        state
+            .apply(AuthChange::PutImmutableTagRule(rule.clone()))
+            .unwrap();
+        let bad = ImmutableTagRule {
+            tags: "v[".into(),
+            ..rule
+        };
+        assert!(state.apply(AuthChange::PutImmutableTagRule(bad)).is_err());
+        state
+            .apply(AuthChange::DeleteImmutableTagRule {
+                id: "releases".into(),
+            })
+            .unwrap();
+        assert!(state.immutable_tags.is_empty());
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum MetaError {
     ManifestBlobUnknown(Digest),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A rule forbids the change (an immutable tag); nothing changed.
+    #[error("denied: {0}")]
+    Denied(String),
     #[error("no blob node is available")]
     NoBlobNodes,
     #[error("metadata service unavailable{}", .leader.as_ref().map(|l| format!(" (leader at {l})")).unwrap_or_default())]
@@ -45,6 +48,7 @@ impl MetaError {
             | MetaError::UploadUnknown(_) => ErrorKind::NotFound,
             MetaError::ManifestBlobUnknown(_) => ErrorKind::FailedPrecondition,
             MetaError::Invalid(_) => ErrorKind::InvalidArgument,
+            MetaError::Denied(_) => ErrorKind::FailedPrecondition,
             MetaError::NoBlobNodes | MetaError::Unavailable { .. } => ErrorKind::Unavailable,
             MetaError::Internal(_) => ErrorKind::Internal,
         }

@@ -107,6 +107,7 @@ impl ApiError {
             // Meta refuses what the gateway forwarded unchanged from the client; the caller knows
             // the request kind and may pick a more precise code (see `manifests`, `listing`).
             MetaError::Invalid(_) => ApiError::new(ErrorCode::BlobUploadInvalid, message),
+            MetaError::Denied(_) => ApiError::new(ErrorCode::Denied, message),
             MetaError::NoBlobNodes | MetaError::Unavailable { .. } => {
                 ApiError::unavailable(message)
             }
@@ -206,6 +207,11 @@ mod tests {
                 ErrorCode::ManifestBlobUnknown,
             ),
             (MetaError::NoBlobNodes, 503, ErrorCode::Unavailable),
+            (
+                MetaError::Denied("tag v1 is immutable".into()),
+                403,
+                ErrorCode::Denied,
+            ),
             (
                 MetaError::Unavailable { leader: None },
                 503,

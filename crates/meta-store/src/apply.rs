@@ -47,12 +47,25 @@ pub(crate) fn apply_command(
     Ok(CommandResponse(outcome))
 }
 
+/// The id of an immutable-tag rule protecting `tag` in `repo`, if any.
+fn protecting_rule(
+    txn: &Txn<'_>,
+    repo: &RepositoryName,
+    tag: &Tag,
+) -> Result<Option<String>, StoreError> {
+    Ok(state::immutable_tag_rules(txn)?
+        .into_iter()
+        .find(|rule| rule.protects(repo.as_str(), tag.as_str()))
+        .map(|rule| rule.id))
+}
+
 fn change_auth(txn: &mut Txn<'_>, change: AuthChange) -> Outcome {
     let mut auth = state::auth(txn)?;
     if let Err(error) = auth.apply(change) {
         return Ok(Err(error));
     }
     state::put_auth(txn, &auth)?;
+    state::put_immutable_tag_rules(txn, &auth.immutable_tags)?;
     Ok(Ok(CommandOutput::AuthVersion(auth.version)))
 }
 
@@ -159,6 +172,16 @@ fn put_manifest(txn: &mut Txn<'_>, put: PutManifest) -> Outcome {
             return Ok(Err(MetaError::Invalid(reason.to_owned())));
         }
     };
+    if let Some(tag) = &put.tag {
+        let current = state::tag(txn, repo, tag)?;
+        if current.as_ref().is_some_and(|digest| *digest != put.digest) {
+            if let Some(rule) = protecting_rule(txn, repo, tag)? {
+                return Ok(Err(MetaError::Denied(format!(
+                    "tag {tag} of {repo} is immutable (rule {rule}); push under a new tag"
+                ))));
+            }
+        }
+    }
     if let Some((subject, descriptor)) = referrer {
         state::put_referrer(txn, repo, subject, descriptor)?;
     }
@@ -182,7 +205,15 @@ fn delete_manifest(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) ->
     if !state::manifest_linked(txn, repo, digest)? {
         return Ok(Err(MetaError::ManifestUnknown(digest.to_string())));
     }
-    for tag in state::tags_pointing_at(txn, repo, digest)? {
+    let tags = state::tags_pointing_at(txn, repo, digest)?;
+    for tag in &tags {
+        if let Some(rule) = protecting_rule(txn, repo, tag)? {
+            return Ok(Err(MetaError::Denied(format!(
+                "manifest {digest} carries the immutable tag {tag} (rule {rule})"
+            ))));
+        }
+    }
+    for tag in tags {
         state::delete_tag(txn, repo, &tag);
     }
     if let Some(subject) = state::manifest(txn, digest)?.and_then(|record| record.subject) {
@@ -195,6 +226,11 @@ fn delete_manifest(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) ->
 fn delete_tag(txn: &mut Txn<'_>, repo: &RepositoryName, tag: &Tag) -> Outcome {
     if state::tag(txn, repo, tag)?.is_none() {
         return Ok(Err(MetaError::ManifestUnknown(tag.to_string())));
+    }
+    if let Some(rule) = protecting_rule(txn, repo, tag)? {
+        return Ok(Err(MetaError::Denied(format!(
+            "tag {tag} of {repo} is immutable (rule {rule})"
+        ))));
     }
     state::delete_tag(txn, repo, tag);
     Ok(DONE)

@@ -2,8 +2,8 @@
 //! writes that both the apply path and the query path use, so each encoding lives here once.
 
 use cluster_api::{
-    AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, ClusterMember, NodeState,
-    ReplicationPolicy, UploadId, UploadSession,
+    AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, ClusterMember, ImmutableTagRule,
+    NodeState, ReplicationPolicy, UploadId, UploadSession,
 };
 use oci_model::{Descriptor, Digest, RepositoryName, Tag};
 use openraft::{BasicNode, LogId, StoredMembership};
@@ -19,6 +19,9 @@ const MEMBERSHIP: &[u8] = b"membership";
 const EPOCH: &[u8] = b"epoch";
 const POLICY: &[u8] = b"policy";
 const AUTH: &[u8] = b"auth";
+/// The immutable-tag rules alone (also in the auth state), so a tagged manifest PUT reads a few
+/// bytes, not every account.
+const IMMUTABLE_TAGS: &[u8] = b"immutable_tags";
 
 pub(crate) type Membership = StoredMembership<u64, BasicNode>;
 
@@ -248,6 +251,26 @@ pub(crate) fn put_auth(txn: &mut Txn<'_>, auth: &AuthState) -> Result<(), StoreE
         Table::ClusterMeta,
         AUTH,
         encode("access-control state", auth)?,
+    );
+    Ok(())
+}
+
+pub(crate) fn immutable_tag_rules(kv: &impl KvRead) -> Result<Vec<ImmutableTagRule>, StoreError> {
+    Ok(kv
+        .get(Table::ClusterMeta, IMMUTABLE_TAGS)?
+        .map(|bytes| decode("immutable-tag rules", &bytes))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+pub(crate) fn put_immutable_tag_rules(
+    txn: &mut Txn<'_>,
+    rules: &[ImmutableTagRule],
+) -> Result<(), StoreError> {
+    txn.put(
+        Table::ClusterMeta,
+        IMMUTABLE_TAGS,
+        encode("immutable-tag rules", &rules)?,
     );
     Ok(())
 }

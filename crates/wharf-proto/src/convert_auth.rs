@@ -2,7 +2,8 @@
 //! action, like `convert` does for the rest.
 
 use cluster_api::{
-    Account, AccountKind, Action, AuthChange, AuthState, Policy, SigningKey, Subject,
+    Account, AccountKind, Action, AuthChange, AuthState, ImmutableTagRule, Policy, SigningKey,
+    Subject,
 };
 
 use crate::convert::DecodeError;
@@ -103,12 +104,29 @@ pub fn key_from_pb(key: pb::SigningKey) -> SigningKey {
     }
 }
 
+fn rule_to_pb(rule: &ImmutableTagRule) -> pb::ImmutableTagRule {
+    pb::ImmutableTagRule {
+        id: rule.id.clone(),
+        repositories: rule.repositories.clone(),
+        tags: rule.tags.clone(),
+    }
+}
+
+fn rule_from_pb(rule: pb::ImmutableTagRule) -> ImmutableTagRule {
+    ImmutableTagRule {
+        id: rule.id,
+        repositories: rule.repositories,
+        tags: rule.tags,
+    }
+}
+
 pub fn auth_state_to_pb(state: &AuthState) -> pb::AuthState {
     pb::AuthState {
         version: state.version,
         accounts: state.accounts.iter().map(account_to_pb).collect(),
         policies: state.policies.iter().map(policy_to_pb).collect(),
         keys: state.keys.iter().map(key_to_pb).collect(),
+        immutable_tags: state.immutable_tags.iter().map(rule_to_pb).collect(),
     }
 }
 
@@ -126,6 +144,7 @@ pub fn auth_state_from_pb(state: pb::AuthState) -> Result<AuthState, DecodeError
             .map(policy_from_pb)
             .collect::<Result<_, _>>()?,
         keys: state.keys.into_iter().map(key_from_pb).collect(),
+        immutable_tags: state.immutable_tags.into_iter().map(rule_from_pb).collect(),
     })
 }
 
@@ -145,6 +164,8 @@ pub fn auth_change_to_pb(change: &AuthChange) -> pb::AuthChange {
                 only_if_none: *only_if_none,
             })
         }
+        AuthChange::PutImmutableTagRule(rule) => Change::PutImmutableTagRule(rule_to_pb(rule)),
+        AuthChange::DeleteImmutableTagRule { id } => Change::DeleteImmutableTagRule(id.clone()),
     };
     pb::AuthChange {
         change: Some(change),
@@ -165,6 +186,10 @@ pub fn auth_change_from_pb(change: pb::AuthChange) -> Result<AuthChange, DecodeE
             key: key_from_pb(add.key.ok_or_else(|| bad("key", "missing"))?),
             only_if_none: add.only_if_none,
         }),
+        Some(Change::PutImmutableTagRule(rule)) => {
+            Ok(AuthChange::PutImmutableTagRule(rule_from_pb(rule)))
+        }
+        Some(Change::DeleteImmutableTagRule(id)) => Ok(AuthChange::DeleteImmutableTagRule { id }),
         None => Err(bad("change", "missing")),
     }
 }
@@ -198,6 +223,11 @@ mod tests {
                 pkcs8: vec![1, 2],
                 public: vec![3],
                 created_at: 4,
+            }],
+            immutable_tags: vec![ImmutableTagRule {
+                id: "releases".into(),
+                repositories: "prod/**".into(),
+                tags: "v*".into(),
             }],
         };
         assert_eq!(auth_state_from_pb(auth_state_to_pb(&state)).unwrap(), state);

@@ -115,6 +115,22 @@ fn unix_now() -> u64 {
 }
 
 impl MetaState {
+    /// `Denied` when an immutable-tag rule protects `tag` in `repo`.
+    fn refuse_if_immutable(&self, repo: &RepositoryName, tag: &str) -> Result<(), MetaError> {
+        match self
+            .auth
+            .immutable_tags
+            .iter()
+            .find(|rule| rule.protects(repo.as_str(), tag))
+        {
+            Some(rule) => Err(MetaError::Denied(format!(
+                "tag {tag} of {repo} is immutable (rule {})",
+                rule.id
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn link_blob(&mut self, repo: &RepositoryName, blob: BlobInfo) {
         self.repos
             .entry(repo.clone())
@@ -299,6 +315,15 @@ impl MetaApi for MemMeta {
         if let Some(digest) = missing {
             return Err(MetaError::ManifestBlobUnknown(digest));
         }
+        if let Some(tag) = &manifest.tag {
+            let current = state
+                .repos
+                .get(&manifest.repo)
+                .and_then(|repo_state| repo_state.tags.get(tag.as_str()));
+            if current.is_some_and(|digest| *digest != manifest.digest) {
+                state.refuse_if_immutable(&manifest.repo, tag.as_str())?;
+            }
+        }
         let repo_state = state.repos.entry(manifest.repo.clone()).or_default();
         if let Some(tag) = &manifest.tag {
             repo_state
@@ -346,6 +371,21 @@ impl MetaApi for MemMeta {
         digest: &Digest,
     ) -> Result<(), MetaError> {
         let mut state = self.state()?;
+        let tags: Vec<String> = state
+            .repos
+            .get(repo)
+            .map(|repo_state| {
+                repo_state
+                    .tags
+                    .iter()
+                    .filter(|(_, tagged)| *tagged == digest)
+                    .map(|(tag, _)| tag.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for tag in &tags {
+            state.refuse_if_immutable(repo, tag)?;
+        }
         let repo_state = state
             .repos
             .get_mut(repo)
@@ -359,6 +399,13 @@ impl MetaApi for MemMeta {
 
     async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag) -> Result<(), MetaError> {
         let mut state = self.state()?;
+        let exists = state
+            .repos
+            .get(repo)
+            .is_some_and(|repo_state| repo_state.tags.contains_key(tag.as_str()));
+        if exists {
+            state.refuse_if_immutable(repo, tag.as_str())?;
+        }
         let removed = state
             .repos
             .get_mut(repo)
