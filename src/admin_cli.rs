@@ -340,20 +340,7 @@ async fn run_access(meta: &[String], command: AdminCommand) -> CliResult {
         }
         AdminCommand::Accounts => {
             let current = state().await?;
-            let accounts: Vec<_> = current
-                .accounts
-                .iter()
-                .map(|account| {
-                    serde_json::json!({
-                        "name": account.name,
-                        "kind": account.kind.as_str(),
-                        "admin": account.admin,
-                        "created_at": account.created_at,
-                        "expires_at": account.expires_at,
-                        "description": account.description,
-                    })
-                })
-                .collect();
+            let accounts: Vec<_> = current.accounts.iter().map(auth::account_view).collect();
             println!("{}", serde_json::to_string_pretty(&accounts)?);
         }
         AdminCommand::Policy(PolicyCommand::Add {
@@ -376,35 +363,11 @@ async fn run_access(meta: &[String], command: AdminCommand) -> CliResult {
         }
         AdminCommand::Policy(PolicyCommand::List) => {
             let current = state().await?;
-            let policies: Vec<_> = current
-                .policies
-                .iter()
-                .map(|policy| {
-                    serde_json::json!({
-                        "id": policy.id,
-                        "subject": policy.subject.to_string(),
-                        "repositories": policy.repositories,
-                        "actions": policy.actions.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
+            let policies: Vec<_> = current.policies.iter().map(auth::policy_view).collect();
             println!("{}", serde_json::to_string_pretty(&policies)?);
         }
         AdminCommand::Immutable(ImmutableCommand::Add { repos, tags, id }) => {
-            let id = id.unwrap_or_else(|| {
-                let mut id = format!("{repos}.{tags}")
-                    .replace("**", "all")
-                    .replace('*', "any")
-                    .chars()
-                    .map(|c| match c {
-                        '/' => '.',
-                        c if c.is_ascii_alphanumeric() || "-._".contains(c) => c,
-                        _ => '_',
-                    })
-                    .collect::<String>();
-                id.truncate(64);
-                id
-            });
+            let id = id.unwrap_or_else(|| auth::rule_id(&[&repos, &tags]));
             let rule = cluster_api::ImmutableTagRule {
                 id: id.clone(),
                 repositories: repos.clone(),
@@ -422,13 +385,7 @@ async fn run_access(meta: &[String], command: AdminCommand) -> CliResult {
             let rules: Vec<_> = current
                 .immutable_tags
                 .iter()
-                .map(|rule| {
-                    serde_json::json!({
-                        "id": rule.id,
-                        "repositories": rule.repositories,
-                        "tags": rule.tags,
-                    })
-                })
+                .map(auth::immutable_rule_view)
                 .collect();
             println!("{}", serde_json::to_string_pretty(&rules)?);
         }

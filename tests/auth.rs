@@ -117,17 +117,23 @@ impl AuthServe {
         child.wait_with_output().expect("wharf admin runs")
     }
 
-    /// A robot with `policy` on `repos`; returns its secret.
+    /// A robot that may do `actions` on `repos`; returns its secret.
     fn robot(&self, name: &str, repos: &str, actions: &str) -> String {
         let out = self.admin(&["robot", "add", name], None);
         let secret = out.lines().last().expect("secret line").trim().to_owned();
         assert!(secret.starts_with("wharf_"), "{out}");
+        self.policy(name, repos, actions);
+        secret
+    }
+
+    /// `wharf admin policy add`: `subject` may do `actions` (comma-separated) on `repos`.
+    fn policy(&self, subject: &str, repos: &str, actions: &str) {
         self.admin(
             &[
                 "policy",
                 "add",
                 "--subject",
-                name,
+                subject,
                 "--repos",
                 repos,
                 "--actions",
@@ -135,7 +141,6 @@ impl AuthServe {
             ],
             None,
         );
-        secret
     }
 
     fn user(&self, name: &str, password: &str, admin: bool) {
@@ -348,19 +353,7 @@ async fn adversarial_matrix_answers_401_or_403_and_changes_nothing() {
     let base = serve.base.clone();
     serve.user("root", "root-password", true);
     serve.user("dev", "dev-password", false);
-    serve.admin(
-        &[
-            "policy",
-            "add",
-            "--subject",
-            "dev",
-            "--repos",
-            "team/**",
-            "--actions",
-            "pull,push",
-        ],
-        None,
-    );
+    serve.policy("dev", "team/**", "pull,push");
     let ci = serve.robot("ci", "ci/**", "pull,push");
     let root = basic("root", "root-password");
     let dev = basic("dev", "dev-password");
@@ -824,19 +817,7 @@ async fn oauth_form_refresh_tokens_and_password_change() {
     let serve = AuthServe::start(&[]).await;
     let base = serve.base.clone();
     serve.user("carol", "carol-password", false);
-    serve.admin(
-        &[
-            "policy",
-            "add",
-            "--subject",
-            "carol",
-            "--repos",
-            "carol/**",
-            "--actions",
-            "pull,push",
-        ],
-        None,
-    );
+    serve.policy("carol", "carol/**", "pull,push");
     let http = reqwest::Client::new();
     let form =
         |fields: &[(&str, &str)]| http.post(format!("{base}/auth/token")).form(fields).send();
@@ -1071,19 +1052,7 @@ async fn an_expiring_robot_stops_working() {
     let base = serve.base.clone();
     let out = serve.admin(&["robot", "add", "brief", "--expires", "2s"], None);
     let secret = out.lines().last().unwrap().trim().to_owned();
-    serve.admin(
-        &[
-            "policy",
-            "add",
-            "--subject",
-            "brief",
-            "--repos",
-            "tmp/**",
-            "--actions",
-            "pull,push",
-        ],
-        None,
-    );
+    serve.policy("brief", "tmp/**", "pull,push");
     let http = reqwest::Client::new();
     let attempt_push = || {
         http.post(format!("{base}/v2/tmp/x/blobs/uploads/"))
@@ -1161,32 +1130,8 @@ async fn docker_podman_and_skopeo_log_in_push_and_pull() {
     let serve = AuthServe::start(&[]).await;
     let host = serve.base.trim_start_matches("http://").to_owned();
     serve.user("dev", "dev-password", false);
-    serve.admin(
-        &[
-            "policy",
-            "add",
-            "--subject",
-            "dev",
-            "--repos",
-            "team/**",
-            "--actions",
-            "pull,push",
-        ],
-        None,
-    );
-    serve.admin(
-        &[
-            "policy",
-            "add",
-            "--subject",
-            "dev",
-            "--repos",
-            "ci/**",
-            "--actions",
-            "pull",
-        ],
-        None,
-    );
+    serve.policy("dev", "team/**", "pull,push");
+    serve.policy("dev", "ci/**", "pull");
     let ci = serve.robot("ci", "ci/*", "pull,push");
     let work = tempfile::tempdir().expect("temp dir");
     let docker_config = work.path().join("docker");

@@ -210,27 +210,32 @@ fn oci_layout(dir: &Path) -> Vec<(Digest, Vec<u8>)> {
     vec![(config_digest, config.to_vec()), (layer_digest, layer)]
 }
 
+/// `wharf serve` over HTTPS with the `node.pem`/`node.key` of `certs`, plus `extra` flags.
+fn https_serve(dir: &Path, certs: &Path, extra: &[&str]) -> Member {
+    let data = dir.join("data");
+    let cert = certs.join("node.pem");
+    let key = certs.join("node.key");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().expect("utf-8"),
+        "--tls-cert",
+        cert.to_str().expect("utf-8"),
+        "--tls-key",
+        key.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    Member::start("serve", dir, &args)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_speaks_https_and_skopeo_pushes_and_pulls() {
     let temp = tempfile::tempdir().expect("temp dir");
     let certs = temp.path().join("certs");
     dev_certs(&certs, &[]);
-    let data = temp.path().join("data");
-    let mut serve = Member::start(
-        "serve",
-        temp.path(),
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().expect("utf-8"),
-            "--tls-cert",
-            certs.join("node.pem").to_str().expect("utf-8"),
-            "--tls-key",
-            certs.join("node.key").to_str().expect("utf-8"),
-        ],
-    );
+    let mut serve = https_serve(temp.path(), &certs, &[]);
     let addr = serve.addr("http").await;
     let ca = certs.join("ca.pem");
     let ca = ca.to_str().expect("utf-8");
@@ -339,24 +344,7 @@ async fn a_replaced_certificate_is_served_without_a_restart() {
     dev_certs(&certs, &["--name", "first"]);
     let ca = certs.join("ca.pem");
     let cert = certs.join("node.pem");
-    let data = temp.path().join("data");
-    let mut serve = Member::start(
-        "serve",
-        temp.path(),
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().expect("utf-8"),
-            "--tls-cert",
-            cert.to_str().expect("utf-8"),
-            "--tls-key",
-            certs.join("node.key").to_str().expect("utf-8"),
-            "--tls-reload-interval-ms",
-            "100",
-        ],
-    );
+    let mut serve = https_serve(temp.path(), &certs, &["--tls-reload-interval-ms", "100"]);
     let addr = serve.addr("http").await;
     let first = pem_cert(&cert);
     assert_eq!(

@@ -9,6 +9,7 @@
 //! token     Ed25519 (EdDSA) JWTs: access tokens with `access` claims, refresh tokens; signing
 //!           keys from the meta state, verification that admits nothing but EdDSA
 //! limiter   failed-login throttling by client address and by account
+//! views     accounts (without secrets), policies and rules as operators see them
 //! ```
 //!
 //! The gateway puts these together; meta only stores the state (`cluster_api::AuthState`).
@@ -18,6 +19,7 @@ mod policy;
 mod scope;
 mod secret;
 mod token;
+mod views;
 
 pub use limiter::FailureLimiter;
 pub use policy::{compile_glob, policy_from_parts, ActionSet, Authorizer, Principal};
@@ -27,3 +29,4 @@ pub use secret::{
     SecretError,
 };
 pub use token::{generate_signing_key, Claims, ResourceAccess, TokenError, TokenKeys, TokenUse};
+pub use views::{account_view, immutable_rule_view, policy_view, rule_id};

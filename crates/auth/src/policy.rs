@@ -42,6 +42,13 @@ impl ActionSet {
         }
     }
 
+    /// The union of [`parse_docker`](ActionSet::parse_docker) over `names`.
+    pub fn parse_docker_all<'a>(names: impl IntoIterator<Item = &'a str>) -> ActionSet {
+        names.into_iter().fold(ActionSet::NONE, |set, name| {
+            set.union(ActionSet::parse_docker(name))
+        })
+    }
+
     pub fn union(self, other: ActionSet) -> ActionSet {
         ActionSet(self.0 | other.0)
     }
@@ -190,20 +197,7 @@ pub fn policy_from_parts(
                 .ok_or_else(|| format!("{action:?} is not one of pull, push, delete, admin"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let id = id.unwrap_or_else(|| {
-        // `ci` on `ci/**` is `ci.ci.all`; `anonymous` on `*/public/**` is `anonymous.any.public.all`.
-        let glob = repositories.replace("**", "all").replace('*', "any");
-        let mut id = format!("{subject}.{glob}")
-            .chars()
-            .map(|c| match c {
-                '/' => '.',
-                c if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' => c,
-                _ => '_',
-            })
-            .collect::<String>();
-        id.truncate(64);
-        id
-    });
+    let id = id.unwrap_or_else(|| crate::views::rule_id(&[&subject.to_string(), repositories]));
     Ok(Policy {
         id,
         subject,

@@ -83,13 +83,12 @@ impl Claims {
 
     /// The actions granted on `resource_type` `name` (none when it is not listed).
     pub fn granted(&self, resource_type: &str, name: &str) -> ActionSet {
-        self.access
-            .iter()
-            .filter(|entry| entry.resource_type == resource_type && entry.name == name)
-            .flat_map(|entry| entry.actions.iter())
-            .fold(ActionSet::NONE, |set, action| {
-                set.union(ActionSet::parse_docker(action))
-            })
+        ActionSet::parse_docker_all(
+            self.access
+                .iter()
+                .filter(|entry| entry.resource_type == resource_type && entry.name == name)
+                .flat_map(|entry| entry.actions.iter().map(String::as_str)),
+        )
     }
 }
 

@@ -18,10 +18,11 @@
 use std::net::IpAddr;
 
 use axum::body::{to_bytes, Body};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cluster_api::{Account, AuthChange, MetaError, Policy};
+use cluster_api::{AuthChange, MetaError, Policy};
 use oci_model::ErrorCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -67,36 +68,14 @@ struct NewPolicy {
     actions: Vec<String>,
 }
 
-/// The public view of an account.
-pub(crate) fn account_json(account: &Account) -> serde_json::Value {
-    json!({
-        "name": account.name,
-        "kind": account.kind.as_str(),
-        "admin": account.admin,
-        "created_at": account.created_at,
-        "expires_at": account.expires_at,
-        "description": account.description,
-    })
-}
-
-pub(crate) fn policy_json(policy: &Policy) -> serde_json::Value {
-    json!({
-        "id": policy.id,
-        "subject": policy.subject.to_string(),
-        "repositories": policy.repositories,
-        "actions": policy.actions.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
-    })
-}
-
 pub(crate) async fn handle(
     gateway: &Gateway,
     gate: &AuthGate,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
+    parts: &Parts,
     body: Body,
     client: Option<IpAddr>,
 ) -> Result<Response, ApiError> {
+    let (method, path, headers) = (&parts.method, parts.uri.path(), &parts.headers);
     let caller = gate.authenticate(headers, client).await?;
     if !caller.principal.is_admin() {
         if caller.is_account() {
@@ -122,7 +101,7 @@ pub(crate) async fn handle(
                 .state
                 .accounts
                 .iter()
-                .map(account_json)
+                .map(auth::account_view)
                 .collect();
             (Json(json!({ "accounts": accounts })).into_response(), None)
         }
@@ -132,7 +111,7 @@ pub(crate) async fn handle(
                 .state
                 .policies
                 .iter()
-                .map(policy_json)
+                .map(auth::policy_view)
                 .collect();
             (Json(json!({ "policies": policies })).into_response(), None)
         }
@@ -146,7 +125,7 @@ pub(crate) async fn handle(
             .await
             .map_err(ApiError::internal)?
             .map_err(bad_request)?;
-            let view = account_json(&account);
+            let view = auth::account_view(&account);
             change(
                 gate,
                 AuthChange::PutAccount {
@@ -197,7 +176,7 @@ pub(crate) async fn handle(
             let expires_at = new.expires_in_secs.map(|secs| now.saturating_add(secs));
             let (account, secret) = auth::new_robot(&new.name, expires_at, &new.description, now)
                 .map_err(bad_request)?;
-            let mut view = account_json(&account);
+            let mut view = auth::account_view(&account);
             change(
                 gate,
                 AuthChange::PutAccount {
@@ -225,7 +204,7 @@ pub(crate) async fn handle(
         (Method::POST, ["policies"]) => {
             let new: NewPolicy = parse(&body().await?)?;
             let policy = policy_from(new)?;
-            let view = policy_json(&policy);
+            let view = auth::policy_view(&policy);
             let id = policy.id.clone();
             change(gate, AuthChange::PutPolicy(policy)).await?;
             (created(view), Some(format!("policy {id} set")))

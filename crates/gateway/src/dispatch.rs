@@ -67,42 +67,27 @@ pub(crate) async fn handle(State(gateway): State<Gateway>, request: Request) -> 
 
 /// `/auth/token`; 404 when auth is off.
 pub(crate) async fn token(State(gateway): State<Gateway>, request: Request) -> Response {
-    let client = client_ip(&request);
-    let (parts, body) = request.into_parts();
-    let Some(gate) = gateway.auth.clone() else {
-        return ApiError::unknown_path(parts.uri.path()).into_response();
-    };
-    token_endpoint::handle(
-        &gateway,
-        &gate,
-        &parts.method,
-        parts.uri.query(),
-        &parts.headers,
-        body,
-        client,
-    )
-    .await
-    .unwrap_or_else(IntoResponse::into_response)
+    outside_v2(gateway, request, true).await
 }
 
 /// `/admin/v1/...`; 404 when auth is off.
 pub(crate) async fn admin(State(gateway): State<Gateway>, request: Request) -> Response {
+    outside_v2(gateway, request, false).await
+}
+
+/// The endpoints that exist only with auth on: the token endpoint, or the admin API.
+async fn outside_v2(gateway: Gateway, request: Request, token: bool) -> Response {
     let client = client_ip(&request);
     let (parts, body) = request.into_parts();
     let Some(gate) = gateway.auth.clone() else {
         return ApiError::unknown_path(parts.uri.path()).into_response();
     };
-    admin_api::handle(
-        &gateway,
-        &gate,
-        &parts.method,
-        parts.uri.path(),
-        &parts.headers,
-        body,
-        client,
-    )
-    .await
-    .unwrap_or_else(IntoResponse::into_response)
+    let answered = if token {
+        token_endpoint::handle(&gateway, &gate, &parts, body, client).await
+    } else {
+        admin_api::handle(&gateway, &gate, &parts, body, client).await
+    };
+    answered.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The client's address, when the server recorded it.

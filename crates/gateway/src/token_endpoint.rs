@@ -15,7 +15,8 @@ use std::net::IpAddr;
 
 use auth::{ActionSet, Claims, Principal, ResourceAccess, Scope, TokenUse};
 use axum::body::{to_bytes, Body};
-use axum::http::{HeaderMap, Method};
+use axum::http::request::Parts;
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use oci_model::{ErrorCode, RepositoryName};
@@ -32,14 +33,13 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 pub(crate) async fn handle(
     gateway: &Gateway,
     gate: &AuthGate,
-    method: &Method,
-    query: Option<&str>,
-    headers: &HeaderMap,
+    parts: &Parts,
     body: Body,
     client: Option<IpAddr>,
 ) -> Result<Response, ApiError> {
+    let (method, headers) = (&parts.method, &parts.headers);
     let form: Vec<(String, String)> = match *method {
-        Method::GET => parse_form(query.unwrap_or("").as_bytes()),
+        Method::GET => parse_form(parts.uri.query().unwrap_or("").as_bytes()),
         Method::POST => {
             let bytes = to_bytes(body, MAX_FORM_BYTES).await.map_err(|_| {
                 bad_request(format!(
@@ -232,48 +232,41 @@ fn refresh_principal(
 
 /// The granted subset of `scopes`.
 fn grant(snapshot: &Snapshot, principal: &Principal, scopes: &[Scope]) -> Vec<ResourceAccess> {
-    let mut access: Vec<ResourceAccess> = Vec::new();
+    let is_account = matches!(principal, Principal::Account { .. });
+    let mut repositories: Vec<(&str, ActionSet)> = Vec::new();
+    let mut catalog = false;
     for scope in scopes {
-        let requested = scope.actions.iter().fold(ActionSet::NONE, |set, action| {
-            set.union(ActionSet::parse_docker(action))
-        });
-        let granted = match scope.resource_type.as_str() {
+        let requested = ActionSet::parse_docker_all(scope.actions.iter().map(String::as_str));
+        match scope.resource_type.as_str() {
             "repository" if RepositoryName::parse(&scope.name).is_ok() => {
-                requested.intersection(snapshot.authorizer.allowed(principal, &scope.name))
+                let granted =
+                    requested.intersection(snapshot.authorizer.allowed(principal, &scope.name));
+                match repositories
+                    .iter_mut()
+                    .find(|(name, _)| *name == scope.name)
+                {
+                    Some((_, actions)) => *actions = actions.union(granted),
+                    None => repositories.push((&scope.name, granted)),
+                }
             }
             "registry" if scope.name == "catalog" => {
-                if matches!(principal, Principal::Account { .. })
-                    && scope.actions.iter().any(|a| a == "*")
-                {
-                    access.push(ResourceAccess {
-                        resource_type: "registry".into(),
-                        name: "catalog".into(),
-                        actions: vec!["*".into()],
-                    });
-                }
-                continue;
+                catalog |= is_account && scope.actions.iter().any(|a| a == "*");
             }
-            _ => continue,
-        };
-        if granted.is_empty() {
-            continue;
+            _ => {}
         }
-        match access
-            .iter_mut()
-            .find(|entry| entry.resource_type == "repository" && entry.name == scope.name)
-        {
-            Some(entry) => {
-                let merged = granted.union(entry.actions.iter().fold(ActionSet::NONE, |set, a| {
-                    set.union(ActionSet::parse_docker(a))
-                }));
-                entry.actions = merged.names().into_iter().map(str::to_owned).collect();
-            }
-            None => access.push(ResourceAccess {
-                resource_type: "repository".into(),
-                name: scope.name.clone(),
-                actions: granted.names().into_iter().map(str::to_owned).collect(),
-            }),
-        }
+    }
+    let entry = |resource_type: &str, name: &str, actions: Vec<&str>| ResourceAccess {
+        resource_type: resource_type.to_owned(),
+        name: name.to_owned(),
+        actions: actions.into_iter().map(str::to_owned).collect(),
+    };
+    let mut access: Vec<ResourceAccess> = repositories
+        .into_iter()
+        .filter(|(_, actions)| !actions.is_empty())
+        .map(|(name, actions)| entry("repository", name, actions.names()))
+        .collect();
+    if catalog {
+        access.push(entry("registry", "catalog", vec!["*"]));
     }
     access
 }
@@ -286,23 +279,16 @@ pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::Unsupported, message).with_status(axum::http::StatusCode::BAD_REQUEST)
 }
 
-/// `2026-11-27T12:00:00Z` for unix seconds `secs`.
+/// `2026-11-27T12:05:06Z` for unix seconds `secs`.
 fn rfc3339(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (hour, minute, second) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{hour:02}:{minute:02}:{second:02}Z")
+    i64::try_from(secs)
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
