@@ -33,6 +33,10 @@ pub enum MetaError {
     Denied(String),
     #[error("no blob node is available")]
     NoBlobNodes,
+    /// The change raced with garbage collection (a blob deleted on a node while this upload was
+    /// in flight); nothing changed and the client should push again.
+    #[error("conflict with garbage collection, push again: {0}")]
+    Retry(String),
     #[error("metadata service unavailable{}", .leader.as_ref().map(|l| format!(" (leader at {l})")).unwrap_or_default())]
     Unavailable { leader: Option<String> },
     #[error("metadata service internal error: {0}")]
@@ -50,6 +54,9 @@ impl MetaError {
             MetaError::Invalid(_) => ErrorKind::InvalidArgument,
             MetaError::Denied(_) => ErrorKind::FailedPrecondition,
             MetaError::NoBlobNodes | MetaError::Unavailable { .. } => ErrorKind::Unavailable,
+            // Not `Unavailable`: clients of meta retry that at once, and this one stays refused;
+            // the registry client has to push again.
+            MetaError::Retry(_) => ErrorKind::FailedPrecondition,
             MetaError::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -147,6 +147,31 @@ pub trait MetaApi: Send + Sync + 'static {
         n: usize,
     ) -> Result<Vec<BlobInfo>, MetaError>;
 
+    // ---- garbage collection ----
+
+    /// Blobs collected from the registry whose copy on `node` is still to be deleted, in digest
+    /// order strictly after `after`, at most `n`.
+    async fn doomed_blobs(
+        &self,
+        node: BlobNodeId,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<DoomedBlob>, MetaError>;
+
+    /// `node` has set its copies of `blobs` (digest, generation) aside and asks to delete them.
+    /// Answers, for each in order, `true` when the blob is still collected in that generation:
+    /// meta no longer counts the node's copy and the node deletes it for good; `false` when the
+    /// blob was pushed again (or collected anew) since: the node puts its copy back.
+    async fn confirm_blob_deletions(
+        &self,
+        node: BlobNodeId,
+        blobs: &[(Digest, u64)],
+    ) -> Result<Vec<bool>, MetaError>;
+
+    /// Those of `ids` that are open upload sessions, in the order given; a blob node removes the
+    /// staging files of the others.
+    async fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError>;
+
     // ---- access control ----
 
     /// The access-control state, or `None` when its version is still `known_version` (gateways

@@ -78,6 +78,51 @@ pub struct PutManifest {
     pub referrer: Option<Descriptor>,
 }
 
+/// A blob garbage collection took out of the registry (no repository links it any more) whose
+/// copy on some node is still to be deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoomedBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// Which collection of this digest it is: a blob pushed again and collected again gets a new
+    /// generation, so a node's late answer about an earlier one is never taken for this one.
+    pub generation: u64,
+}
+
+/// One namespace's storage (a namespace is a repository name's first component: `team` for
+/// `team/app`), kept exact by the metadata service with every push and delete.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceUsage {
+    pub namespace: String,
+    /// What was pushed: every blob and manifest link counted, so a layer in two repositories
+    /// counts twice.
+    pub logical_bytes: u64,
+    /// What is stored for it: each distinct blob and manifest of the namespace counted once.
+    /// Quotas apply to this figure.
+    pub physical_bytes: u64,
+    /// Distinct blobs and manifests.
+    pub blobs: u64,
+    pub manifests: u64,
+    /// The namespace's quota on physical bytes, if one is set.
+    pub quota_bytes: Option<u64>,
+}
+
+/// What one garbage-collection sweep of the metadata state did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// Blob links removed: unreferenced by any manifest of their repository for longer than the
+    /// upload grace.
+    pub links_removed: u64,
+    /// Blobs whose last link went: their copies are now deleted by the nodes holding them.
+    pub blobs_doomed: u64,
+    /// Upload sessions older than the upload expiry, closed.
+    pub uploads_expired: u64,
+    /// Deletion fences old enough that no upload they guard can still commit, dropped.
+    pub fences_expired: u64,
+    /// True when the sweep stopped at its limit and more is due.
+    pub more: bool,
+}
+
 /// A stored manifest as served to clients.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredManifest {

@@ -495,6 +495,80 @@ impl MetaApi for MetaClient {
         )
     }
 
+    async fn doomed_blobs(
+        &self,
+        node: BlobNodeId,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<DoomedBlob>, MetaError> {
+        let request = pb::ListDoomedBlobsRequest {
+            node,
+            after: after.map(Digest::to_string),
+            n: n as u64,
+        };
+        let response = self
+            .call(
+                request,
+                |mut c, r| async move { c.list_doomed_blobs(r).await },
+            )
+            .await?;
+        response
+            .blobs
+            .into_iter()
+            .map(|blob| {
+                Ok(DoomedBlob {
+                    digest: decode(convert::digest("digest", &blob.digest))?,
+                    size: blob.size,
+                    generation: blob.generation,
+                })
+            })
+            .collect()
+    }
+
+    async fn confirm_blob_deletions(
+        &self,
+        node: BlobNodeId,
+        blobs: &[(Digest, u64)],
+    ) -> Result<Vec<bool>, MetaError> {
+        let request = pb::ConfirmBlobDeletionsRequest {
+            node,
+            blobs: blobs
+                .iter()
+                .map(|(digest, generation)| pb::BlobGeneration {
+                    digest: digest.to_string(),
+                    generation: *generation,
+                })
+                .collect(),
+        };
+        let response = self
+            .call(request, |mut c, r| async move {
+                c.confirm_blob_deletions(r).await
+            })
+            .await?;
+        if response.confirmed.len() != blobs.len() {
+            return Err(MetaError::Internal(format!(
+                "{} verdicts for {} blobs",
+                response.confirmed.len(),
+                blobs.len()
+            )));
+        }
+        Ok(response.confirmed)
+    }
+
+    async fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError> {
+        let request = pb::OpenUploadsRequest {
+            ids: ids.iter().map(ToString::to_string).collect(),
+        };
+        let response = self
+            .call(request, |mut c, r| async move { c.open_uploads(r).await })
+            .await?;
+        response
+            .ids
+            .iter()
+            .map(|id| decode(convert::upload_id("ids", id)))
+            .collect()
+    }
+
     async fn auth_state(&self, known_version: Option<u64>) -> Result<Option<AuthState>, MetaError> {
         let request = pb::GetAuthStateRequest { known_version };
         let response = self

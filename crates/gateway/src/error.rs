@@ -108,7 +108,7 @@ impl ApiError {
             // the request kind and may pick a more precise code (see `manifests`, `listing`).
             MetaError::Invalid(_) => ApiError::new(ErrorCode::BlobUploadInvalid, message),
             MetaError::Denied(_) => ApiError::new(ErrorCode::Denied, message),
-            MetaError::NoBlobNodes | MetaError::Unavailable { .. } => {
+            MetaError::NoBlobNodes | MetaError::Unavailable { .. } | MetaError::Retry(_) => {
                 ApiError::unavailable(message)
             }
             MetaError::Internal(_) => ApiError::internal(message),

@@ -253,11 +253,20 @@ async fn commit(
         size: committed.size,
         replicas: committed.replicas,
     };
-    gateway
+    match gateway
         .meta
         .commit_blob(&session.repo, blob, Some(session.id.clone()))
-        .await?;
-    Ok(())
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(error @ MetaError::Retry(_)) => {
+            // A copy of this blob was garbage-collected while the upload ran, so the node's
+            // claim cannot be trusted: this session can never commit; the client pushes again.
+            abandon(gateway, session).await;
+            Err(error.into())
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Closes a session that failed for good: staging file and meta record, both best effort.

@@ -7,8 +7,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use cluster_api::{
-    AuthChange, AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, MetaApi, MetaError,
-    NodeState, Page, PutManifest, ReplicationPolicy, StoredManifest, UploadId, UploadSession,
+    AuthChange, AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, DoomedBlob, MetaApi,
+    MetaError, NodeState, Page, PutManifest, ReplicationPolicy, StoredManifest, UploadId,
+    UploadSession,
 };
 use meta_store::{Command, CommandOutput, StateReader, TypeConfig};
 use oci_model::{Descriptor, Digest, Reference, RepositoryName, Tag};
@@ -53,6 +54,15 @@ pub(crate) fn write_error(error: RaftError<u64, ClientWriteError<u64, BasicNode>
         }
         RaftError::Fatal(fatal) => stopped(fatal),
     }
+}
+
+/// This node's wall clock in unix milliseconds: commands carry the proposer's time, so applying
+/// them stays deterministic.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
 }
 
 /// Chooses the staging node for upload `id`: a weighted pick from the nodes sorted by id, keyed on
@@ -197,8 +207,13 @@ impl MetaApi for RaftMeta {
         upload: Option<UploadId>,
     ) -> Result<(), MetaError> {
         let repo = repo.clone();
-        self.propose_done(Command::CommitBlob { repo, blob, upload })
-            .await
+        self.propose_done(Command::CommitBlob {
+            repo,
+            blob,
+            upload,
+            now_ms: unix_ms(),
+        })
+        .await
     }
 
     async fn stat_blob(
@@ -220,6 +235,7 @@ impl MetaApi for RaftMeta {
             repo: repo.clone(),
             digest: digest.clone(),
             from: from.clone(),
+            now_ms: unix_ms(),
         };
         match self.propose(command).await? {
             CommandOutput::Mounted(mounted) => Ok(mounted),
@@ -232,13 +248,20 @@ impl MetaApi for RaftMeta {
     async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<(), MetaError> {
         let repo = repo.clone();
         let digest = digest.clone();
-        self.propose_done(Command::UnlinkBlob { repo, digest })
-            .await
+        self.propose_done(Command::UnlinkBlob {
+            repo,
+            digest,
+            now_ms: unix_ms(),
+        })
+        .await
     }
 
     async fn put_manifest(&self, manifest: PutManifest) -> Result<(), MetaError> {
-        self.propose_done(Command::PutManifest(Box::new(manifest)))
-            .await
+        self.propose_done(Command::PutManifest {
+            put: Box::new(manifest),
+            now_ms: unix_ms(),
+        })
+        .await
     }
 
     async fn get_manifest(
@@ -375,6 +398,42 @@ impl MetaApi for RaftMeta {
     ) -> Result<Vec<BlobInfo>, MetaError> {
         self.linearize().await?;
         self.reader.list_blobs(after, n)
+    }
+
+    async fn doomed_blobs(
+        &self,
+        node: BlobNodeId,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<DoomedBlob>, MetaError> {
+        self.linearize().await?;
+        self.reader.doomed_blobs(node, after, n)
+    }
+
+    async fn confirm_blob_deletions(
+        &self,
+        node: BlobNodeId,
+        blobs: &[(Digest, u64)],
+    ) -> Result<Vec<bool>, MetaError> {
+        if blobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let command = Command::ConfirmBlobDeletions {
+            node,
+            blobs: blobs.to_vec(),
+            now_ms: unix_ms(),
+        };
+        match self.propose(command).await? {
+            CommandOutput::Confirmed(verdicts) if verdicts.len() == blobs.len() => Ok(verdicts),
+            other => Err(MetaError::Internal(format!(
+                "deletion confirmation answered {other:?}"
+            ))),
+        }
+    }
+
+    async fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError> {
+        self.linearize().await?;
+        self.reader.open_uploads(ids)
     }
 
     async fn auth_state(&self, known_version: Option<u64>) -> Result<Option<AuthState>, MetaError> {

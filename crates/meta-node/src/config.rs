@@ -36,6 +36,15 @@ pub struct MetaConfig {
     pub election_timeout_max_ms: u64,
     /// Build a snapshot (and purge the log before it) every this many applied entries.
     pub snapshot_every_logs: u64,
+    /// How often the leader sweeps for garbage (expired unreferenced blob links, expired upload
+    /// sessions, old deletion fences).
+    pub gc_interval_ms: u64,
+    /// How long a blob uploaded or mounted into a repository stays there with no manifest
+    /// referring to it: the window a client has between pushing layers and pushing the manifest.
+    pub upload_grace_ms: u64,
+    /// Upload sessions older than this (from their start) are closed; the staging node then
+    /// removes their files.
+    pub upload_expiry_ms: u64,
 }
 
 impl Default for MetaConfig {
@@ -52,6 +61,9 @@ impl Default for MetaConfig {
             election_timeout_min_ms: 1_000,
             election_timeout_max_ms: 2_000,
             snapshot_every_logs: 10_000,
+            gc_interval_ms: 5_000,
+            upload_grace_ms: 3_600_000,
+            upload_expiry_ms: 86_400_000,
         }
     }
 }
@@ -107,6 +119,9 @@ impl MetaConfig {
         if self.snapshot_every_logs == 0 {
             return fail("snapshot_every_logs must be positive".to_owned());
         }
+        if self.gc_interval_ms == 0 || self.upload_expiry_ms == 0 {
+            return fail("gc_interval_ms and upload_expiry_ms must be positive".to_owned());
+        }
         Ok(())
     }
 
@@ -130,6 +145,14 @@ impl MetaConfig {
 
     pub(crate) fn blob_down_after(&self) -> Duration {
         Duration::from_millis(self.blob_down_after_ms)
+    }
+
+    pub(crate) fn gc_settings(&self) -> crate::gc::GcSettings {
+        crate::gc::GcSettings {
+            interval: Duration::from_millis(self.gc_interval_ms),
+            upload_grace: Duration::from_millis(self.upload_grace_ms),
+            upload_expiry: Duration::from_millis(self.upload_expiry_ms),
+        }
     }
 
     pub(crate) fn join_timeout(&self) -> Duration {

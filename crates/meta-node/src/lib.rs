@@ -9,7 +9,7 @@
 //! `MetaError::Unavailable { leader }` naming the leader's advertised address; clients follow it.
 //!
 //! The leader also keeps blob node heartbeats in memory and runs the failure detector
-//! (`liveness`), and every node publishes Raft and cluster-map gauges (`observe`). A node opened
+//! (`liveness`) and the garbage-collection sweep (`gc`), and every node publishes Raft and cluster-map gauges (`observe`). A node opened
 //! with `join` seeds asks the cluster to add it ([`MetaAdmin::add_meta_node`] on the leader).
 //!
 //! Tests cut voters apart through [`MetaNode::faults`] ([`NetworkFaults`], consulted by both
@@ -22,6 +22,7 @@ mod api;
 mod config;
 mod error;
 mod faults;
+mod gc;
 mod liveness;
 mod network;
 mod node;
@@ -35,6 +36,7 @@ pub use api::RaftMeta;
 pub use config::MetaConfig;
 pub use error::MetaNodeError;
 pub use faults::NetworkFaults;
+pub use gc::GcSettings;
 pub use network::{GrpcNetwork, GrpcRaftClient};
 pub use node::MetaNode;
 pub use probe::{probe_vote, VoteView};

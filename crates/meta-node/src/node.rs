@@ -90,6 +90,7 @@ impl MetaNode {
                 config.blob_down_after(),
             )),
             tokio::spawn(run_metrics(raft.clone(), store.reader)),
+            tokio::spawn(crate::gc::run_collector(raft.clone(), config.gc_settings())),
         ];
         if !config.bootstrap && !initialized && !config.join.is_empty() {
             tasks.push(tokio::spawn(join_cluster(config.clone())));
@@ -104,6 +105,14 @@ impl MetaNode {
             tasks,
             closed: store.closed,
         })
+    }
+
+    /// Runs a garbage-collection sweep now (on the leader; a follower answers `Unavailable`),
+    /// as the background loop does every `gc_interval_ms`.
+    pub async fn collect_garbage(
+        &self,
+    ) -> Result<cluster_api::SweepReport, cluster_api::MetaError> {
+        crate::gc::sweep(&self.raft, self.config.gc_settings()).await
     }
 
     /// `MetaApi` on this node.

@@ -3,14 +3,16 @@
 
 use cluster_api::{
     AuthChange, BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PutManifest,
-    ReplicationPolicy, UploadId, UploadSession,
+    ReplicationPolicy, SweepReport, UploadId, UploadSession,
 };
 use oci_model::{Digest, RepositoryName, Tag};
 
 use crate::command::{Command, CommandOutput, CommandResponse};
+use crate::db::{decode, Table};
 use crate::error::StoreError;
-use crate::kv::Txn;
-use crate::state::{self, BlobRecord, ManifestRecord};
+use crate::kv::{KvRead, Txn};
+use crate::refs;
+use crate::state::{self, BlobRecord, TagRecord};
 
 /// A handler's result: the domain outcome, or a storage failure that stops the state machine.
 type Outcome = Result<Result<CommandOutput, MetaError>, StoreError>;
@@ -24,12 +26,24 @@ pub(crate) fn apply_command(
     let outcome = match command {
         Command::CreateUpload { session } => create_upload(txn, &session),
         Command::DeleteUpload { repo, id } => delete_upload(txn, &repo, &id),
-        Command::CommitBlob { repo, blob, upload } => {
-            commit_blob(txn, &repo, blob, upload.as_ref())
-        }
-        Command::MountBlob { repo, digest, from } => mount_blob(txn, &repo, &digest, &from),
-        Command::UnlinkBlob { repo, digest } => unlink_blob(txn, &repo, &digest),
-        Command::PutManifest(put) => put_manifest(txn, *put),
+        Command::CommitBlob {
+            repo,
+            blob,
+            upload,
+            now_ms,
+        } => commit_blob(txn, &repo, blob, upload.as_ref(), now_ms),
+        Command::MountBlob {
+            repo,
+            digest,
+            from,
+            now_ms,
+        } => mount_blob(txn, &repo, &digest, &from, now_ms),
+        Command::UnlinkBlob {
+            repo,
+            digest,
+            now_ms,
+        } => unlink_blob(txn, &repo, &digest, now_ms),
+        Command::PutManifest { put, now_ms } => put_manifest(txn, *put, now_ms),
         Command::DeleteManifest { repo, digest } => delete_manifest(txn, &repo, &digest),
         Command::DeleteTag { repo, tag } => delete_tag(txn, &repo, &tag),
         Command::RegisterBlobNode(node) => register_blob_node(txn, &node),
@@ -43,6 +57,28 @@ pub(crate) fn apply_command(
         Command::AddBlobReplicas { digest, nodes } => add_blob_replicas(txn, &digest, &nodes),
         Command::RemoveBlobReplicas { digest, nodes } => remove_blob_replicas(txn, &digest, &nodes),
         Command::ChangeAuth(change) => change_auth(txn, change),
+        Command::SetQuota { namespace, bytes } => set_quota(txn, namespace, bytes),
+        Command::Sweep {
+            now_ms,
+            links_pushed_before_ms,
+            uploads_started_before_unix,
+            fences_before_ms,
+            limit,
+        } => sweep(
+            txn,
+            now_ms,
+            (
+                links_pushed_before_ms,
+                uploads_started_before_unix,
+                fences_before_ms,
+            ),
+            limit,
+        ),
+        Command::ConfirmBlobDeletions {
+            node,
+            blobs,
+            now_ms,
+        } => confirm_blob_deletions(txn, node, &blobs, now_ms),
     }?;
     Ok(CommandResponse(outcome))
 }
@@ -69,6 +105,21 @@ fn change_auth(txn: &mut Txn<'_>, change: AuthChange) -> Outcome {
     Ok(Ok(CommandOutput::AuthVersion(auth.version)))
 }
 
+fn set_quota(txn: &mut Txn<'_>, namespace: String, bytes: Option<u64>) -> Outcome {
+    if namespace.is_empty() || namespace.contains('/') {
+        return Ok(Err(MetaError::Invalid(format!(
+            "{namespace:?} is not a namespace (the first component of a repository name)"
+        ))));
+    }
+    let mut quotas = state::quotas(txn)?;
+    match bytes {
+        Some(bytes) => quotas.insert(namespace, bytes),
+        None => quotas.remove(&namespace),
+    };
+    state::put_quotas(txn, &quotas)?;
+    Ok(DONE)
+}
+
 fn create_upload(txn: &mut Txn<'_>, session: &UploadSession) -> Outcome {
     state::put_upload(txn, session)?;
     Ok(DONE)
@@ -89,35 +140,62 @@ fn commit_blob(
     repo: &RepositoryName,
     blob: BlobInfo,
     upload: Option<&UploadId>,
+    now_ms: u64,
 ) -> Outcome {
-    let mut replicas = Vec::new();
-    if let Some(existing) = state::blob(txn, &blob.digest)? {
-        if existing.size != blob.size {
-            let reason = format!(
-                "blob {} is recorded with {} bytes, not {}",
-                blob.digest, existing.size, blob.size
-            );
-            return Ok(Err(MetaError::Invalid(reason)));
-        }
-        replicas = existing.replicas;
+    let session = match upload {
+        Some(id) => state::upload(txn, id)?.filter(|session| session.repo == *repo),
+        None => None,
+    };
+    if let Err(error) = refs::check_fence(
+        txn,
+        &blob.digest,
+        session.as_ref().map(|session| session.started_unix),
+    )? {
+        refs::discard_claim(txn, &blob.digest, blob.size, &blob.replicas, now_ms)?;
+        return Ok(Err(error));
     }
-    // Known replicas keep their place in the read order; new ones are appended.
-    for node in blob.replicas {
-        if !replicas.contains(&node) {
-            replicas.push(node);
+    if !state::blob_linked(txn, repo, &blob.digest)? {
+        if let Err(error) = refs::check_quota(txn, repo, true, &blob.digest, blob.size)? {
+            refs::discard_claim(txn, &blob.digest, blob.size, &blob.replicas, now_ms)?;
+            if let Some(session) = session {
+                state::delete_upload(txn, &session.id);
+            }
+            return Ok(Err(error));
         }
     }
-    let record = BlobRecord {
-        size: blob.size,
-        replicas,
+    let record = match state::blob(txn, &blob.digest)? {
+        Some(mut existing) => {
+            if existing.size != blob.size {
+                let reason = format!(
+                    "blob {} is recorded with {} bytes, not {}",
+                    blob.digest, existing.size, blob.size
+                );
+                return Ok(Err(MetaError::Invalid(reason)));
+            }
+            // Known replicas keep their place in the read order; new ones are appended.
+            for node in blob.replicas {
+                if !existing.replicas.contains(&node) {
+                    existing.replicas.push(node);
+                }
+            }
+            existing
+        }
+        None => {
+            // A doomed blob pushed again comes back with the copies this push wrote; nodes
+            // still holding an old copy are told no when they ask to delete it.
+            refs::resurrect(txn, &blob.digest)?;
+            BlobRecord {
+                size: blob.size,
+                replicas: blob.replicas,
+                links: 0,
+            }
+        }
     };
     state::put_blob(txn, &blob.digest, &record)?;
-    state::put_blob_link(txn, repo, &blob.digest);
+    refs::link_blob(txn, repo, &blob.digest, now_ms)?;
     state::put_repository(txn, repo);
-    if let Some(id) = upload {
-        if state::upload(txn, id)?.is_some_and(|session| session.repo == *repo) {
-            state::delete_upload(txn, id);
-        }
+    if let Some(session) = session {
+        state::delete_upload(txn, &session.id);
     }
     Ok(DONE)
 }
@@ -127,6 +205,7 @@ fn mount_blob(
     repo: &RepositoryName,
     digest: &Digest,
     from: &RepositoryName,
+    now_ms: u64,
 ) -> Outcome {
     if !state::blob_linked(txn, from, digest)? {
         return Ok(Ok(CommandOutput::Mounted(None)));
@@ -134,22 +213,33 @@ fn mount_blob(
     let Some(record) = state::blob(txn, digest)? else {
         return Ok(Ok(CommandOutput::Mounted(None)));
     };
-    state::put_blob_link(txn, repo, digest);
+    if !state::blob_linked(txn, repo, digest)? {
+        if let Err(error) = refs::check_quota(txn, repo, true, digest, record.size)? {
+            return Ok(Err(error));
+        }
+    }
+    refs::link_blob(txn, repo, digest, now_ms)?;
     state::put_repository(txn, repo);
     Ok(Ok(CommandOutput::Mounted(Some(
         record.info(digest.clone()),
     ))))
 }
 
-fn unlink_blob(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) -> Outcome {
-    if !state::blob_linked(txn, repo, digest)? {
+fn unlink_blob(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest, now_ms: u64) -> Outcome {
+    let Some(link) = state::blob_link(txn, repo, digest)? else {
         return Ok(Err(MetaError::BlobUnknown(digest.clone())));
+    };
+    if link.refs > 0 {
+        return Ok(Err(MetaError::Denied(format!(
+            "blob {digest} is used by {} manifest(s) of {repo}; delete them first",
+            link.refs
+        ))));
     }
-    state::delete_blob_link(txn, repo, digest);
+    refs::unlink_blob(txn, repo, digest, link, now_ms)?;
     Ok(DONE)
 }
 
-fn put_manifest(txn: &mut Txn<'_>, put: PutManifest) -> Outcome {
+fn put_manifest(txn: &mut Txn<'_>, put: PutManifest, now_ms: u64) -> Outcome {
     let repo = &put.repo;
     for blob in &put.blobs {
         if !state::blob_linked(txn, repo, blob)? {
@@ -182,44 +272,45 @@ fn put_manifest(txn: &mut Txn<'_>, put: PutManifest) -> Outcome {
             }
         }
     }
+    if !state::manifest_linked(txn, repo, &put.digest)? {
+        let size = put.bytes.len() as u64;
+        if let Err(error) = refs::check_quota(txn, repo, false, &put.digest, size)? {
+            return Ok(Err(error));
+        }
+    }
     if let Some((subject, descriptor)) = referrer {
         state::put_referrer(txn, repo, subject, descriptor)?;
     }
     if let Some(tag) = &put.tag {
-        state::put_tag(txn, repo, tag, &put.digest);
+        let record = TagRecord {
+            digest: put.digest.clone(),
+            pushed_ms: now_ms,
+        };
+        state::put_tag(txn, repo, tag, &record)?;
     }
-    state::put_manifest_link(txn, repo, &put.digest);
+    refs::link_manifest(txn, &put, now_ms)?;
     state::put_repository(txn, repo);
-    let record = ManifestRecord {
-        media_type: put.media_type,
-        bytes: put.bytes,
-        subject: put.subject.clone(),
-        blobs: put.blobs,
-        manifests: put.manifests,
-    };
-    state::put_manifest(txn, &put.digest, &record)?;
     Ok(DONE)
 }
 
 fn delete_manifest(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) -> Outcome {
-    if !state::manifest_linked(txn, repo, digest)? {
+    let Some(link) = state::manifest_link(txn, repo, digest)? else {
         return Ok(Err(MetaError::ManifestUnknown(digest.to_string())));
+    };
+    if link.refs > 0 {
+        return Ok(Err(MetaError::Denied(format!(
+            "manifest {digest} is listed by {} index(es) of {repo}; delete the index first",
+            link.refs
+        ))));
     }
-    let tags = state::tags_pointing_at(txn, repo, digest)?;
-    for tag in &tags {
-        if let Some(rule) = protecting_rule(txn, repo, tag)? {
+    for tag in state::tags_pointing_at(txn, repo, digest)? {
+        if let Some(rule) = protecting_rule(txn, repo, &tag)? {
             return Ok(Err(MetaError::Denied(format!(
                 "manifest {digest} carries the immutable tag {tag} (rule {rule})"
             ))));
         }
     }
-    for tag in tags {
-        state::delete_tag(txn, repo, &tag);
-    }
-    if let Some(subject) = state::manifest(txn, digest)?.and_then(|record| record.subject) {
-        state::delete_referrer(txn, repo, &subject, digest);
-    }
-    state::delete_manifest_link(txn, repo, digest);
+    refs::unlink_manifest(txn, repo, digest)?;
     Ok(DONE)
 }
 
@@ -234,6 +325,105 @@ fn delete_tag(txn: &mut Txn<'_>, repo: &RepositoryName, tag: &Tag) -> Outcome {
     }
     state::delete_tag(txn, repo, tag);
     Ok(DONE)
+}
+
+/// One garbage-collection sweep; see [`Command::Sweep`]. Each part stops at `limit` rows and
+/// reports `more`, so one entry stays small however much is due.
+fn sweep(
+    txn: &mut Txn<'_>,
+    now_ms: u64,
+    (links_before_ms, uploads_before_unix, fences_before_ms): (u64, u64, u64),
+    limit: u32,
+) -> Outcome {
+    let limit = limit.max(1) as usize;
+    let mut report = SweepReport::default();
+
+    let mut expired = Vec::new();
+    txn.scan(Table::Unreferenced, b"", None, &mut |row, _| {
+        let (pushed_ms, repo, digest) = state::parse_unreferenced_key(row)?;
+        if pushed_ms >= links_before_ms {
+            return Ok(false);
+        }
+        expired.push((pushed_ms, repo, digest));
+        Ok(expired.len() <= limit)
+    })?;
+    if expired.len() > limit {
+        expired.truncate(limit);
+        report.more = true;
+    }
+    for (pushed_ms, repo, digest) in expired {
+        match state::blob_link(txn, &repo, &digest)? {
+            Some(link) if link.refs == 0 && link.pushed_ms == pushed_ms => {
+                report.links_removed += 1;
+                if refs::unlink_blob(txn, &repo, &digest, link, now_ms)? {
+                    report.blobs_doomed += 1;
+                }
+            }
+            // Not the link this row was written for: the row is stale.
+            _ => txn.delete(
+                Table::Unreferenced,
+                state::unreferenced_key(pushed_ms, &repo, &digest),
+            ),
+        }
+    }
+
+    let mut sessions = Vec::new();
+    txn.scan(Table::Uploads, b"", None, &mut |_, value| {
+        let session: UploadSession = decode("upload session", value)?;
+        if session.started_unix < uploads_before_unix {
+            sessions.push(session.id);
+        }
+        Ok(sessions.len() <= limit)
+    })?;
+    if sessions.len() > limit {
+        sessions.truncate(limit);
+        report.more = true;
+    }
+    for id in sessions {
+        state::delete_upload(txn, &id);
+        report.uploads_expired += 1;
+    }
+
+    let mut fences = Vec::new();
+    txn.scan(Table::Fences, b"t", None, &mut |row, _| {
+        let (deleted_ms, digest) = refs::parse_fence_time_key(row)?;
+        if deleted_ms >= fences_before_ms {
+            return Ok(false);
+        }
+        fences.push((deleted_ms, digest));
+        Ok(fences.len() <= limit)
+    })?;
+    if fences.len() > limit {
+        fences.truncate(limit);
+        report.more = true;
+    }
+    for (deleted_ms, digest) in fences {
+        txn.delete(Table::Fences, refs::fence_time_key(deleted_ms, &digest));
+        if state::fence(txn, &digest)? == Some(deleted_ms) {
+            state::delete_fence(txn, &digest);
+        }
+        report.fences_expired += 1;
+    }
+    Ok(Ok(CommandOutput::Swept(report)))
+}
+
+fn confirm_blob_deletions(
+    txn: &mut Txn<'_>,
+    node: BlobNodeId,
+    blobs: &[(Digest, u64)],
+    now_ms: u64,
+) -> Outcome {
+    let mut verdicts = Vec::with_capacity(blobs.len());
+    for (digest, generation) in blobs {
+        verdicts.push(refs::confirm_deletion(
+            txn,
+            node,
+            digest,
+            *generation,
+            now_ms,
+        )?);
+    }
+    Ok(Ok(CommandOutput::Confirmed(verdicts)))
 }
 
 fn register_blob_node(txn: &mut Txn<'_>, node: &BlobNodeInfo) -> Outcome {

@@ -5,7 +5,7 @@
 
 use cluster_api::{
     AuthChange, BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PutManifest,
-    ReplicationPolicy, UploadId, UploadSession,
+    ReplicationPolicy, SweepReport, UploadId, UploadSession,
 };
 use oci_model::{Digest, RepositoryName, Tag};
 use serde::{Deserialize, Serialize};
@@ -18,28 +18,42 @@ pub enum Command {
     CreateUpload { session: UploadSession },
     /// Closes a session of `repo`; `UploadUnknown` if absent or of another repository.
     DeleteUpload { repo: RepositoryName, id: UploadId },
-    /// Records a durable blob, links it into `repo` and closes `upload` if it is a session of
-    /// `repo`. A missing `upload` is not an error (the commit may be a retry).
+    /// Records a durable blob, links it into `repo` (pushed at `now_ms`) and closes `upload` if
+    /// it is a session of `repo`. A missing `upload` is not an error (the commit may be a retry).
+    /// A doomed blob comes back; `Retry` when a copy of it was deleted after the upload started.
     CommitBlob {
         repo: RepositoryName,
         blob: BlobInfo,
         upload: Option<UploadId>,
+        #[serde(default)]
+        now_ms: u64,
     },
     /// Links `digest` into `repo` if it is linked in `from`; answers [`CommandOutput::Mounted`].
     MountBlob {
         repo: RepositoryName,
         digest: Digest,
         from: RepositoryName,
+        #[serde(default)]
+        now_ms: u64,
     },
-    /// Removes the link of `digest` from `repo`; `BlobUnknown` if not linked.
+    /// Removes the link of `digest` from `repo`, dooming the blob if it was the last;
+    /// `BlobUnknown` if not linked, `Denied` while a manifest of `repo` uses it.
     UnlinkBlob {
         repo: RepositoryName,
         digest: Digest,
+        #[serde(default)]
+        now_ms: u64,
     },
     /// Stores a manifest with its links, tag and referrer entry, after checking that every
     /// referenced blob and child manifest is in the repository (`ManifestBlobUnknown`).
-    PutManifest(#[serde(with = "put_manifest_wire")] Box<PutManifest>),
-    /// Removes manifest `digest` from `repo` with its tags and referrer entry.
+    PutManifest {
+        #[serde(with = "put_manifest_wire")]
+        put: Box<PutManifest>,
+        #[serde(default)]
+        now_ms: u64,
+    },
+    /// Removes manifest `digest` from `repo` with its tags and referrer entry, and whatever lived
+    /// only through it (see `refs::unlink_manifest`); `Denied` while an index of `repo` lists it.
     DeleteManifest {
         repo: RepositoryName,
         digest: Digest,
@@ -79,6 +93,31 @@ pub enum Command {
     /// One access-control change (see [`AuthState::apply`]); answers
     /// [`CommandOutput::AuthVersion`].
     ChangeAuth(AuthChange),
+    /// Sets (or with `None` removes) the quota on `namespace`'s physical bytes. Usage already
+    /// over a new quota stays; only growth is refused.
+    SetQuota {
+        namespace: String,
+        bytes: Option<u64>,
+    },
+    /// One garbage-collection sweep, its cut-offs chosen by the proposing leader: removes blob
+    /// links unreferenced since before `links_pushed_before_ms` (dooming blobs that lose their
+    /// last link), closes upload sessions started before `uploads_started_before_unix`, drops
+    /// deletion fences older than `fences_before_ms`; at most `limit` of each. Answers
+    /// [`CommandOutput::Swept`].
+    Sweep {
+        now_ms: u64,
+        links_pushed_before_ms: u64,
+        uploads_started_before_unix: u64,
+        fences_before_ms: u64,
+        limit: u32,
+    },
+    /// `node` asks to delete its copies of doomed blobs (digest, generation); answers
+    /// [`CommandOutput::Confirmed`] (see `refs::confirm_deletion`).
+    ConfirmBlobDeletions {
+        node: BlobNodeId,
+        blobs: Vec<(Digest, u64)>,
+        now_ms: u64,
+    },
 }
 
 /// What a successful command produced.
@@ -89,6 +128,10 @@ pub enum CommandOutput {
     Mounted(Option<BlobInfo>),
     /// The answer of [`Command::ChangeAuth`]: the new access-control state version.
     AuthVersion(u64),
+    /// The answer of [`Command::ConfirmBlobDeletions`], one verdict per blob in order.
+    Confirmed(Vec<bool>),
+    /// The answer of [`Command::Sweep`].
+    Swept(SweepReport),
 }
 
 /// The outcome of applying one log entry. Blank and membership entries answer `Ok(Done)`.
@@ -234,17 +277,20 @@ mod tests {
 
     fn put(bytes: Vec<u8>) -> Command {
         let repo = RepositoryName::parse("a/b").expect("valid name");
-        Command::PutManifest(Box::new(PutManifest {
-            repo,
-            digest: Digest::sha256_of(&bytes),
-            media_type: oci_model::media_type::OCI_MANIFEST.to_owned(),
-            bytes,
-            tag: Some(Tag::parse("v1").expect("valid tag")),
-            blobs: vec![Digest::sha256_of(b"layer")],
-            manifests: vec![],
-            subject: None,
-            referrer: None,
-        }))
+        Command::PutManifest {
+            put: Box::new(PutManifest {
+                repo,
+                digest: Digest::sha256_of(&bytes),
+                media_type: oci_model::media_type::OCI_MANIFEST.to_owned(),
+                bytes,
+                tag: Some(Tag::parse("v1").expect("valid tag")),
+                blobs: vec![Digest::sha256_of(b"layer")],
+                manifests: vec![],
+                subject: None,
+                referrer: None,
+            }),
+            now_ms: 1,
+        }
     }
 
     #[test]

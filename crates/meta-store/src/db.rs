@@ -30,10 +30,15 @@ pub(crate) enum Table {
     BlobNodes,
     NodeStates,
     ClusterMeta,
+    Unreferenced,
+    Doomed,
+    Fences,
+    NamespaceRefs,
+    Usage,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 15] = [
+    pub(crate) const ALL: [Table; 20] = [
         Table::Log,
         Table::Raft,
         Table::SmMeta,
@@ -49,10 +54,15 @@ impl Table {
         Table::BlobNodes,
         Table::NodeStates,
         Table::ClusterMeta,
+        Table::Unreferenced,
+        Table::Doomed,
+        Table::Fences,
+        Table::NamespaceRefs,
+        Table::Usage,
     ];
 
     /// The tables that make up the registry state (what a snapshot carries).
-    pub(crate) const STATE: [Table; 11] = [
+    pub(crate) const STATE: [Table; 16] = [
         Table::Repositories,
         Table::Tags,
         Table::Manifests,
@@ -64,6 +74,11 @@ impl Table {
         Table::BlobNodes,
         Table::NodeStates,
         Table::ClusterMeta,
+        Table::Unreferenced,
+        Table::Doomed,
+        Table::Fences,
+        Table::NamespaceRefs,
+        Table::Usage,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -83,6 +98,11 @@ impl Table {
             Table::BlobNodes => "blob_nodes",
             Table::NodeStates => "node_states",
             Table::ClusterMeta => "cluster",
+            Table::Unreferenced => "unreferenced",
+            Table::Doomed => "doomed",
+            Table::Fences => "fences",
+            Table::NamespaceRefs => "namespace_refs",
+            Table::Usage => "usage",
         }
     }
 }
@@ -124,7 +144,7 @@ const WRITE_BUFFER_BYTES: usize = 8 << 20;
 /// Opens (creating if needed) the database and every column family.
 ///
 /// Tuned for a registry's metadata: small values, point reads, a steady trickle of writes. RocksDB's
-/// defaults give each of the 15 column families its own block cache and a 64 MiB memtable, which lets
+/// defaults give each of the 20 column families its own block cache and a 64 MiB memtable, which lets
 /// a long-running node grow towards a gigabyte; here one 32 MiB LRU cache serves every family and all
 /// memtables together stay within 32 MiB, charged to that cache.
 pub(crate) fn open(path: &Path) -> Result<(Database, StoreClosed), StoreError> {

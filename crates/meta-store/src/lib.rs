@@ -49,12 +49,14 @@
 //! links.
 
 mod apply;
+mod check;
 mod command;
 mod db;
 mod error;
 mod kv;
 mod log_store;
 mod reader;
+mod refs;
 mod snapshot;
 mod state;
 mod state_machine;

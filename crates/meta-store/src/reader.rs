@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use cluster_api::{
-    AuthState, BlobInfo, BlobNodeInfo, ClusterMap, MetaError, Page, StoredManifest, UploadId,
-    UploadSession,
+    AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, DoomedBlob, MetaError,
+    NamespaceUsage, Page, StoredManifest, UploadId, UploadSession,
 };
 use oci_model::{Descriptor, Digest, Reference, RepositoryName};
 use openraft::LogId;
@@ -14,7 +14,7 @@ use openraft::LogId;
 use crate::db::{decode, Database, Table};
 use crate::error::StoreError;
 use crate::kv::{DbView, KvRead};
-use crate::state::{self, parse_digest, prefix, split_key, BlobRecord};
+use crate::state::{self, parse_digest, prefix, split_key, BlobRecord, DoomedRecord};
 
 /// A cheap, clone-able read handle on the state machine's tables.
 #[derive(Clone)]
@@ -55,6 +55,84 @@ impl StateReader {
     }
 
     /// Blob `digest` if it is linked in `repo`; else `BlobUnknown`.
+    /// Recomputes every reference count and the namespace usage from the graph and lists each
+    /// disagreement with the kept figures (empty when consistent). Reads the whole state.
+    pub fn check_consistency(&self) -> Result<Vec<String>, MetaError> {
+        Ok(crate::check::check(&DbView::frozen(&self.db))?)
+    }
+
+    /// Usage of `namespace`, or of every namespace that holds something or has a quota (in name
+    /// order) when `None`.
+    pub fn usage(&self, namespace: Option<&str>) -> Result<Vec<NamespaceUsage>, MetaError> {
+        let view = self.view();
+        let quotas = state::quotas(&view)?;
+        let mut names: std::collections::BTreeSet<String> = quotas.keys().cloned().collect();
+        match namespace {
+            Some(namespace) => {
+                names.clear();
+                names.insert(namespace.to_owned());
+            }
+            None => view.scan(Table::Usage, b"", None, &mut |key, _| {
+                let [name] = split_key::<1>("usage key", key)?;
+                names.insert(name.to_owned());
+                Ok(true)
+            })?,
+        }
+        let mut usage = Vec::with_capacity(names.len());
+        for name in names {
+            let record = state::usage(&view, &name)?;
+            usage.push(NamespaceUsage {
+                quota_bytes: quotas.get(&name).copied(),
+                namespace: name,
+                logical_bytes: record.logical_bytes,
+                physical_bytes: record.physical_bytes,
+                blobs: record.blobs,
+                manifests: record.manifests,
+            });
+        }
+        Ok(usage)
+    }
+
+    /// Those of `ids` that are open upload sessions, in the order given.
+    pub fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError> {
+        let view = self.view();
+        let mut open = Vec::new();
+        for id in ids {
+            if state::upload(&view, id)?.is_some() {
+                open.push(id.clone());
+            }
+        }
+        Ok(open)
+    }
+
+    /// Doomed blobs whose copy on `node` is still to be deleted, in digest order after `after`,
+    /// at most `n`.
+    pub fn doomed_blobs(
+        &self,
+        node: BlobNodeId,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<DoomedBlob>, MetaError> {
+        let mut doomed = Vec::new();
+        if n == 0 {
+            return Ok(doomed);
+        }
+        let after = after.map(|digest| digest.to_string().into_bytes());
+        self.view()
+            .scan(Table::Doomed, b"", after.as_deref(), &mut |key, value| {
+                let record: DoomedRecord = decode("doomed blob", value)?;
+                if record.pending.contains(&node) {
+                    doomed.push(DoomedBlob {
+                        digest: parse_digest("doomed blob key", key)?,
+                        size: record.size,
+                        generation: record.generation,
+                    });
+                }
+                Ok(doomed.len() < n)
+            })?;
+        Ok(doomed)
+    }
+
     pub fn stat_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobInfo, MetaError> {
         let view = self.view();
         if !state::blob_linked(&view, repo, digest)? {

@@ -1,190 +1,174 @@
-//! The snapshot format: every state table as typed rows plus `last_applied` and membership, as
-//! one JSON document. Building reads a RocksDB snapshot (a consistent point in time); installing
+//! The snapshot format: every row of every state table, as stored, plus `last_applied` and the
+//! membership. Building reads a RocksDB snapshot (a consistent point in time); installing
 //! replaces every state table in one write.
+//!
+//! The rows are copied as raw bytes, so a table added to [`Table::STATE`] travels in snapshots
+//! with no change here (format 1 listed typed fields per table, and a table it did not name, such
+//! as the access-control state in `cluster`, was silently left out).
+//!
+//! ```text
+//! "WHARFSNAP2\n"
+//! u32 BE header length, header (json: last_applied, membership)
+//! repeated: u8 table (index in Table::STATE), u32 BE key length, key, u32 BE value length, value
+//! ```
 
-use cluster_api::{BlobNodeId, BlobNodeInfo, NodeState, ReplicationPolicy, UploadSession};
-use oci_model::{Descriptor, Digest, RepositoryName, Tag};
 use openraft::LogId;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{decode, encode, Table};
 use crate::error::StoreError;
 use crate::kv::{KvRead, Txn};
-use crate::state::{
-    self, parse_digest, parse_repo, parse_tag, split_key, BlobRecord, ManifestRecord, Membership,
-};
+use crate::state::{self, Membership};
 
-const FORMAT: u32 = 1;
+const MAGIC: &[u8] = b"WHARFSNAP2\n";
 
 /// The whole registry state at `last_applied`.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default)]
 pub(crate) struct SnapshotBody {
-    pub format: u32,
     pub last_applied: Option<LogId<u64>>,
     pub membership: Membership,
-    pub repositories: Vec<RepositoryName>,
-    pub tags: Vec<(RepositoryName, Tag, Digest)>,
-    pub manifests: Vec<(Digest, ManifestRecord)>,
-    pub manifest_links: Vec<(RepositoryName, Digest)>,
-    pub blobs: Vec<(Digest, BlobRecord)>,
-    pub blob_links: Vec<(RepositoryName, Digest)>,
-    pub referrers: Vec<(RepositoryName, Digest, Descriptor)>,
-    pub uploads: Vec<UploadSession>,
-    pub blob_nodes: Vec<BlobNodeInfo>,
-    // The cluster-map fields came after format 1 shipped; older snapshots decode with defaults.
-    #[serde(default)]
-    pub node_states: Vec<(BlobNodeId, NodeState)>,
-    #[serde(default)]
-    pub epoch: u64,
-    #[serde(default)]
-    pub policy: ReplicationPolicy,
+    /// (table, key, value), table by table in key order.
+    pub rows: Vec<(Table, Vec<u8>, Vec<u8>)>,
 }
 
-/// Calls `row` on every row of `table`.
-fn each_row(
-    kv: &impl KvRead,
-    table: Table,
-    mut row: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    kv.scan(table, b"", None, &mut |key, value| {
-        row(key, value)?;
-        Ok(true)
-    })
-}
-
-fn repo_and_digest(what: &'static str, key: &[u8]) -> Result<(RepositoryName, Digest), StoreError> {
-    let [repo, digest] = split_key::<2>(what, key)?;
-    Ok((
-        parse_repo(what, repo)?,
-        parse_digest(what, digest.as_bytes())?,
-    ))
+#[derive(Serialize, Deserialize)]
+struct Header {
+    last_applied: Option<LogId<u64>>,
+    membership: Membership,
 }
 
 /// Reads the whole state from `kv`, which should be a point-in-time view.
 pub(crate) fn dump(kv: &impl KvRead) -> Result<SnapshotBody, StoreError> {
     let mut body = SnapshotBody {
-        format: FORMAT,
         last_applied: state::last_applied(kv)?,
         membership: state::membership(kv)?,
-        ..SnapshotBody::default()
+        rows: Vec::new(),
     };
-    each_row(kv, Table::Repositories, |key, _| {
-        let [repo] = split_key::<1>("repository key", key)?;
-        body.repositories.push(parse_repo("repository key", repo)?);
-        Ok(())
-    })?;
-    each_row(kv, Table::Tags, |key, value| {
-        let [repo, tag] = split_key::<2>("tag key", key)?;
-        let row = (
-            parse_repo("tag key", repo)?,
-            parse_tag("tag key", tag)?,
-            parse_digest("tag target", value)?,
-        );
-        body.tags.push(row);
-        Ok(())
-    })?;
-    each_row(kv, Table::Manifests, |key, value| {
-        body.manifests.push((
-            parse_digest("manifest key", key)?,
-            decode("manifest record", value)?,
-        ));
-        Ok(())
-    })?;
-    each_row(kv, Table::ManifestLinks, |key, _| {
-        body.manifest_links
-            .push(repo_and_digest("manifest link", key)?);
-        Ok(())
-    })?;
-    each_row(kv, Table::Blobs, |key, value| {
-        body.blobs.push((
-            parse_digest("blob key", key)?,
-            decode("blob record", value)?,
-        ));
-        Ok(())
-    })?;
-    each_row(kv, Table::BlobLinks, |key, _| {
-        body.blob_links.push(repo_and_digest("blob link", key)?);
-        Ok(())
-    })?;
-    each_row(kv, Table::Referrers, |key, value| {
-        let [repo, subject, _] = split_key::<3>("referrer key", key)?;
-        let row = (
-            parse_repo("referrer key", repo)?,
-            parse_digest("referrer key", subject.as_bytes())?,
-            decode("referrer descriptor", value)?,
-        );
-        body.referrers.push(row);
-        Ok(())
-    })?;
-    each_row(kv, Table::Uploads, |_, value| {
-        body.uploads.push(decode("upload session", value)?);
-        Ok(())
-    })?;
-    body.blob_nodes = state::blob_nodes(kv)?;
-    body.node_states = state::node_states(kv)?;
-    body.epoch = state::epoch(kv)?;
-    body.policy = state::policy(kv)?;
+    for table in Table::STATE {
+        kv.scan(table, b"", None, &mut |key, value| {
+            body.rows.push((table, key.to_vec(), value.to_vec()));
+            Ok(true)
+        })?;
+    }
     Ok(body)
 }
 
 pub(crate) fn encode_body(body: &SnapshotBody) -> Result<Vec<u8>, StoreError> {
-    encode("snapshot", body)
+    let header = encode(
+        "snapshot header",
+        &Header {
+            last_applied: body.last_applied,
+            membership: body.membership.clone(),
+        },
+    )?;
+    let rows: usize = body
+        .rows
+        .iter()
+        .map(|(_, key, value)| 9 + key.len() + value.len())
+        .sum();
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + rows);
+    out.extend_from_slice(MAGIC);
+    put_len(&mut out, header.len())?;
+    out.extend_from_slice(&header);
+    for (table, key, value) in &body.rows {
+        let index = Table::STATE
+            .iter()
+            .position(|state_table| state_table == table)
+            .ok_or_else(|| {
+                StoreError::corrupt("snapshot", format!("{table:?} is no state table"))
+            })?;
+        out.push(index as u8);
+        put_len(&mut out, key.len())?;
+        out.extend_from_slice(key);
+        put_len(&mut out, value.len())?;
+        out.extend_from_slice(value);
+    }
+    Ok(out)
 }
 
+fn put_len(out: &mut Vec<u8>, len: usize) -> Result<(), StoreError> {
+    let len = u32::try_from(len)
+        .map_err(|_| StoreError::corrupt("snapshot", format!("a field of {len} bytes")))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Reads what [`encode_body`] wrote; anything else (another format, a truncated body, an unknown
+/// table) is refused as corrupt.
 pub(crate) fn decode_body(bytes: &[u8]) -> Result<SnapshotBody, StoreError> {
-    let body: SnapshotBody = decode("snapshot", bytes)?;
-    if body.format != FORMAT {
-        return Err(StoreError::corrupt(
-            "snapshot",
-            format!("unknown format {}", body.format),
-        ));
+    let mut rest = bytes
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| StoreError::corrupt("snapshot", "not a format 2 snapshot"))?;
+    let header: Header = decode("snapshot header", take_field(&mut rest)?)?;
+    let mut body = SnapshotBody {
+        last_applied: header.last_applied,
+        membership: header.membership,
+        rows: Vec::new(),
+    };
+    while let Some((&index, after)) = rest.split_first() {
+        rest = after;
+        let table = *Table::STATE
+            .get(usize::from(index))
+            .ok_or_else(|| StoreError::corrupt("snapshot", format!("unknown table {index}")))?;
+        let key = take_field(&mut rest)?.to_vec();
+        let value = take_field(&mut rest)?.to_vec();
+        body.rows.push((table, key, value));
     }
     Ok(body)
+}
+
+fn take_field<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], StoreError> {
+    let truncated = || StoreError::corrupt("snapshot", "truncated");
+    let (len, after) = rest.split_first_chunk::<4>().ok_or_else(truncated)?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if after.len() < len {
+        return Err(truncated());
+    }
+    let (field, after) = after.split_at(len);
+    *rest = after;
+    Ok(field)
 }
 
 /// Stages, in `txn`, the replacement of every state table by `body`'s rows.
 pub(crate) fn restore(txn: &mut Txn<'_>, body: SnapshotBody) -> Result<(), StoreError> {
     for table in Table::STATE {
         let mut keys = Vec::new();
-        each_row(txn, table, |key, _| {
+        txn.scan(table, b"", None, &mut |key, _| {
             keys.push(key.to_vec());
-            Ok(())
+            Ok(true)
         })?;
         for key in keys {
             txn.delete(table, key);
         }
     }
-    for repo in &body.repositories {
-        state::put_repository(txn, repo);
+    for (table, key, value) in body.rows {
+        txn.put(table, key, value);
     }
-    for (repo, tag, digest) in &body.tags {
-        state::put_tag(txn, repo, tag, digest);
-    }
-    for (digest, record) in &body.manifests {
-        state::put_manifest(txn, digest, record)?;
-    }
-    for (repo, digest) in &body.manifest_links {
-        state::put_manifest_link(txn, repo, digest);
-    }
-    for (digest, record) in &body.blobs {
-        state::put_blob(txn, digest, record)?;
-    }
-    for (repo, digest) in &body.blob_links {
-        state::put_blob_link(txn, repo, digest);
-    }
-    for (repo, subject, descriptor) in &body.referrers {
-        state::put_referrer(txn, repo, subject, descriptor)?;
-    }
-    for session in &body.uploads {
-        state::put_upload(txn, session)?;
-    }
-    for node in &body.blob_nodes {
-        state::put_blob_node(txn, node)?;
-    }
-    for (id, node_state) in &body.node_states {
-        state::put_node_state(txn, *id, *node_state)?;
-    }
-    state::put_epoch(txn, body.epoch)?;
-    state::put_policy(txn, &body.policy)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_round_trips_and_damage_is_refused() {
+        let body = SnapshotBody {
+            last_applied: None,
+            membership: Membership::default(),
+            rows: vec![
+                (Table::Tags, b"a\0v1".to_vec(), b"{}".to_vec()),
+                (Table::ClusterMeta, b"auth".to_vec(), vec![0, 255, 1]),
+                (Table::Fences, Vec::new(), Vec::new()),
+            ],
+        };
+        let bytes = encode_body(&body).expect("encodes");
+        let back = decode_body(&bytes).expect("decodes");
+        assert_eq!(back.rows, body.rows);
+        assert!(decode_body(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_body(b"{\"format\":1}").is_err());
+        let mut unknown = bytes.clone();
+        unknown.extend_from_slice(&[200, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(decode_body(&unknown).is_err());
+    }
 }

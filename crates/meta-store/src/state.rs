@@ -5,6 +5,8 @@ use cluster_api::{
     AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, ClusterMember, ImmutableTagRule,
     NodeState, ReplicationPolicy, UploadId, UploadSession,
 };
+use std::collections::BTreeMap;
+
 use oci_model::{Descriptor, Digest, RepositoryName, Tag};
 use openraft::{BasicNode, LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,7 @@ const MEMBERSHIP: &[u8] = b"membership";
 const EPOCH: &[u8] = b"epoch";
 const POLICY: &[u8] = b"policy";
 const AUTH: &[u8] = b"auth";
+const QUOTAS: &[u8] = b"quotas";
 /// The immutable-tag rules alone (also in the auth state), so a tagged manifest PUT reads a few
 /// bytes, not every account.
 const IMMUTABLE_TAGS: &[u8] = b"immutable_tags";
@@ -36,6 +39,30 @@ pub(crate) struct ManifestRecord {
     pub blobs: Vec<Digest>,
     /// Index children.
     pub manifests: Vec<Digest>,
+    /// Repositories linking this manifest; the record goes when the last link does.
+    pub links: u32,
+}
+
+impl ManifestRecord {
+    /// Config and layers, each once (a manifest may list the same blob twice).
+    pub(crate) fn distinct_blobs(&self) -> Vec<Digest> {
+        distinct(&self.blobs)
+    }
+
+    /// Index children, each once.
+    pub(crate) fn distinct_children(&self) -> Vec<Digest> {
+        distinct(&self.manifests)
+    }
+}
+
+fn distinct(digests: &[Digest]) -> Vec<Digest> {
+    let mut seen = Vec::with_capacity(digests.len());
+    for digest in digests {
+        if !seen.contains(digest) {
+            seen.push(digest.clone());
+        }
+    }
+    seen
 }
 
 /// A blob, stored once per digest whichever repositories link it.
@@ -43,6 +70,57 @@ pub(crate) struct ManifestRecord {
 pub(crate) struct BlobRecord {
     pub size: u64,
     pub replicas: Vec<BlobNodeId>,
+    /// Repositories linking this blob; at zero the blob is doomed (see [`DoomedRecord`]).
+    pub links: u32,
+}
+
+/// A blob's link into one repository (`blob_links`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BlobLinkRecord {
+    /// Manifests linked in the same repository that list this blob (config or layer).
+    pub refs: u32,
+    /// When the blob was last uploaded or mounted into the repository (unix ms, proposer's
+    /// clock). An unreferenced link lives for the upload grace period after this.
+    pub pushed_ms: u64,
+}
+
+/// A manifest's link into one repository (`manifest_links`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ManifestLinkRecord {
+    /// Indexes linked in the same repository that list this manifest as a child.
+    pub refs: u32,
+    /// When the manifest was last pushed to the repository (unix ms).
+    pub pushed_ms: u64,
+}
+
+/// A tag (`tags`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TagRecord {
+    pub digest: Digest,
+    /// When the tag was last pushed (moved or re-pushed), unix ms: retention keeps the newest.
+    pub pushed_ms: u64,
+}
+
+/// A blob no repository links any more, whose copies the nodes in `pending` still hold
+/// (`doomed`). Each node sets its copy aside, asks meta to confirm (the generation must still
+/// match), and deletes it; a push of the same digest in the meantime brings the blob back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DoomedRecord {
+    pub size: u64,
+    pub pending: Vec<BlobNodeId>,
+    pub generation: u64,
+    pub doomed_ms: u64,
+}
+
+/// One namespace's usage (`usage`), kept exact by every link change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UsageRecord {
+    /// Every link counted: a blob or manifest in two repositories counts twice.
+    pub logical_bytes: u64,
+    /// Each distinct blob and manifest of the namespace counted once.
+    pub physical_bytes: u64,
+    pub blobs: u64,
+    pub manifests: u64,
 }
 
 impl BlobRecord {
@@ -53,6 +131,12 @@ impl BlobRecord {
             replicas: self.replicas,
         }
     }
+}
+
+/// The namespace of a repository: its first path component (`team` for `team/app/api`).
+pub(crate) fn namespace(repo: &RepositoryName) -> &str {
+    let name = repo.as_str();
+    name.split_once('/').map_or(name, |(first, _)| first)
 }
 
 /// `a \0 b \0 ...`: a key whose parts sort in order and whose prefixes select one group.
@@ -135,8 +219,16 @@ pub(crate) fn tag(
     repo: &RepositoryName,
     tag: &Tag,
 ) -> Result<Option<Digest>, StoreError> {
+    Ok(tag_record(kv, repo, tag)?.map(|record| record.digest))
+}
+
+pub(crate) fn tag_record(
+    kv: &impl KvRead,
+    repo: &RepositoryName,
+    tag: &Tag,
+) -> Result<Option<TagRecord>, StoreError> {
     kv.get(Table::Tags, &key(&[repo.as_str(), tag.as_str()]))?
-        .map(|bytes| parse_digest("tag target", &bytes))
+        .map(|bytes| decode("tag", &bytes))
         .transpose()
 }
 
@@ -154,8 +246,20 @@ pub(crate) fn manifest_linked(
     repo: &RepositoryName,
     digest: &Digest,
 ) -> Result<bool, StoreError> {
-    let link = key(&[repo.as_str(), &digest.to_string()]);
-    Ok(kv.get(Table::ManifestLinks, &link)?.is_some())
+    Ok(manifest_link(kv, repo, digest)?.is_some())
+}
+
+pub(crate) fn manifest_link(
+    kv: &impl KvRead,
+    repo: &RepositoryName,
+    digest: &Digest,
+) -> Result<Option<ManifestLinkRecord>, StoreError> {
+    kv.get(
+        Table::ManifestLinks,
+        &key(&[repo.as_str(), &digest.to_string()]),
+    )?
+    .map(|bytes| decode("manifest link", &bytes))
+    .transpose()
 }
 
 pub(crate) fn blob(kv: &impl KvRead, digest: &Digest) -> Result<Option<BlobRecord>, StoreError> {
@@ -169,8 +273,44 @@ pub(crate) fn blob_linked(
     repo: &RepositoryName,
     digest: &Digest,
 ) -> Result<bool, StoreError> {
-    let link = key(&[repo.as_str(), &digest.to_string()]);
-    Ok(kv.get(Table::BlobLinks, &link)?.is_some())
+    Ok(blob_link(kv, repo, digest)?.is_some())
+}
+
+pub(crate) fn blob_link(
+    kv: &impl KvRead,
+    repo: &RepositoryName,
+    digest: &Digest,
+) -> Result<Option<BlobLinkRecord>, StoreError> {
+    kv.get(
+        Table::BlobLinks,
+        &key(&[repo.as_str(), &digest.to_string()]),
+    )?
+    .map(|bytes| decode("blob link", &bytes))
+    .transpose()
+}
+
+pub(crate) fn doomed(
+    kv: &impl KvRead,
+    digest: &Digest,
+) -> Result<Option<DoomedRecord>, StoreError> {
+    kv.get(Table::Doomed, &digest_key(digest))?
+        .map(|bytes| decode("doomed blob", &bytes))
+        .transpose()
+}
+
+/// When a node last deleted its copy of `digest` (unix ms), while that is remembered.
+pub(crate) fn fence(kv: &impl KvRead, digest: &Digest) -> Result<Option<u64>, StoreError> {
+    kv.get(Table::Fences, &fence_key(digest))?
+        .map(|bytes| decode("deletion fence", &bytes))
+        .transpose()
+}
+
+pub(crate) fn usage(kv: &impl KvRead, namespace: &str) -> Result<UsageRecord, StoreError> {
+    Ok(kv
+        .get(Table::Usage, namespace.as_bytes())?
+        .map(|bytes| decode("namespace usage", &bytes))
+        .transpose()?
+        .unwrap_or_default())
 }
 
 pub(crate) fn upload(kv: &impl KvRead, id: &UploadId) -> Result<Option<UploadSession>, StoreError> {
@@ -207,19 +347,6 @@ pub(crate) fn node_state(kv: &impl KvRead, id: BlobNodeId) -> Result<NodeState, 
         .unwrap_or(NodeState::Up))
 }
 
-/// The explicit state rows, by node id.
-pub(crate) fn node_states(kv: &impl KvRead) -> Result<Vec<(BlobNodeId, NodeState)>, StoreError> {
-    let mut states = Vec::new();
-    kv.scan(Table::NodeStates, b"", None, &mut |key, value| {
-        states.push((
-            u64_from_key("node state key", key)?,
-            decode("node state", value)?,
-        ));
-        Ok(true)
-    })?;
-    Ok(states)
-}
-
 pub(crate) fn epoch(kv: &impl KvRead) -> Result<u64, StoreError> {
     Ok(kv
         .get(Table::ClusterMeta, EPOCH)?
@@ -244,6 +371,23 @@ pub(crate) fn auth(kv: &impl KvRead) -> Result<AuthState, StoreError> {
         .map(|bytes| decode("access-control state", &bytes))
         .transpose()?
         .unwrap_or_default())
+}
+
+/// Quotas on physical bytes, by namespace.
+pub(crate) fn quotas(kv: &impl KvRead) -> Result<BTreeMap<String, u64>, StoreError> {
+    Ok(kv
+        .get(Table::ClusterMeta, QUOTAS)?
+        .map(|bytes| decode("quotas", &bytes))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+pub(crate) fn put_quotas(
+    txn: &mut Txn<'_>,
+    quotas: &BTreeMap<String, u64>,
+) -> Result<(), StoreError> {
+    txn.put(Table::ClusterMeta, QUOTAS, encode("quotas", quotas)?);
+    Ok(())
 }
 
 pub(crate) fn put_auth(txn: &mut Txn<'_>, auth: &AuthState) -> Result<(), StoreError> {
@@ -295,14 +439,14 @@ pub(crate) fn tags_pointing_at(
     repo: &RepositoryName,
     digest: &Digest,
 ) -> Result<Vec<Tag>, StoreError> {
-    let target = digest.to_string();
     let mut tags = Vec::new();
     kv.scan(
         Table::Tags,
         &prefix(&[repo.as_str()]),
         None,
         &mut |key, value| {
-            if value == target.as_bytes() {
+            let record: TagRecord = decode("tag", value)?;
+            if record.digest == *digest {
                 let [_, tag] = split_key::<2>("tag key", key)?;
                 tags.push(parse_tag("tag key", tag)?);
             }
@@ -310,6 +454,26 @@ pub(crate) fn tags_pointing_at(
         },
     )?;
     Ok(tags)
+}
+
+/// The digests of the manifests in `repo` whose subject is `subject`.
+pub(crate) fn referrers_of(
+    kv: &impl KvRead,
+    repo: &RepositoryName,
+    subject: &Digest,
+) -> Result<Vec<Digest>, StoreError> {
+    let mut referrers = Vec::new();
+    kv.scan(
+        Table::Referrers,
+        &prefix(&[repo.as_str(), &subject.to_string()]),
+        None,
+        &mut |key, _| {
+            let [_, _, referrer] = split_key::<3>("referrer key", key)?;
+            referrers.push(parse_digest("referrer key", referrer.as_bytes())?);
+            Ok(true)
+        },
+    )?;
+    Ok(referrers)
 }
 
 // ---- writes ------------------------------------------------------------------------------------
@@ -335,12 +499,18 @@ pub(crate) fn put_repository(txn: &mut Txn<'_>, repo: &RepositoryName) {
     txn.put(Table::Repositories, repo.as_str().as_bytes(), Vec::new());
 }
 
-pub(crate) fn put_tag(txn: &mut Txn<'_>, repo: &RepositoryName, tag: &Tag, digest: &Digest) {
+pub(crate) fn put_tag(
+    txn: &mut Txn<'_>,
+    repo: &RepositoryName,
+    tag: &Tag,
+    record: &TagRecord,
+) -> Result<(), StoreError> {
     txn.put(
         Table::Tags,
         key(&[repo.as_str(), tag.as_str()]),
-        digest_key(digest),
+        encode("tag", record)?,
     );
+    Ok(())
 }
 
 pub(crate) fn delete_tag(txn: &mut Txn<'_>, repo: &RepositoryName, tag: &Tag) {
@@ -360,12 +530,18 @@ pub(crate) fn put_manifest(
     Ok(())
 }
 
-pub(crate) fn put_manifest_link(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) {
+pub(crate) fn put_manifest_link(
+    txn: &mut Txn<'_>,
+    repo: &RepositoryName,
+    digest: &Digest,
+    link: &ManifestLinkRecord,
+) -> Result<(), StoreError> {
     txn.put(
         Table::ManifestLinks,
         key(&[repo.as_str(), &digest.to_string()]),
-        Vec::new(),
+        encode("manifest link", link)?,
     );
+    Ok(())
 }
 
 pub(crate) fn delete_manifest_link(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) {
@@ -388,12 +564,108 @@ pub(crate) fn put_blob(
     Ok(())
 }
 
-pub(crate) fn put_blob_link(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) {
+pub(crate) fn put_blob_link(
+    txn: &mut Txn<'_>,
+    repo: &RepositoryName,
+    digest: &Digest,
+    link: &BlobLinkRecord,
+) -> Result<(), StoreError> {
     txn.put(
         Table::BlobLinks,
         key(&[repo.as_str(), &digest.to_string()]),
-        Vec::new(),
+        encode("blob link", link)?,
     );
+    Ok(())
+}
+
+pub(crate) fn delete_blob(txn: &mut Txn<'_>, digest: &Digest) {
+    txn.delete(Table::Blobs, digest_key(digest));
+}
+
+pub(crate) fn delete_manifest(txn: &mut Txn<'_>, digest: &Digest) {
+    txn.delete(Table::Manifests, digest_key(digest));
+}
+
+pub(crate) fn put_doomed(
+    txn: &mut Txn<'_>,
+    digest: &Digest,
+    record: &DoomedRecord,
+) -> Result<(), StoreError> {
+    txn.put(
+        Table::Doomed,
+        digest_key(digest),
+        encode("doomed blob", record)?,
+    );
+    Ok(())
+}
+
+pub(crate) fn delete_doomed(txn: &mut Txn<'_>, digest: &Digest) {
+    txn.delete(Table::Doomed, digest_key(digest));
+}
+
+pub(crate) fn put_fence(
+    txn: &mut Txn<'_>,
+    digest: &Digest,
+    deleted_ms: u64,
+) -> Result<(), StoreError> {
+    txn.put(
+        Table::Fences,
+        fence_key(digest),
+        encode("deletion fence", &deleted_ms)?,
+    );
+    Ok(())
+}
+
+pub(crate) fn delete_fence(txn: &mut Txn<'_>, digest: &Digest) {
+    txn.delete(Table::Fences, fence_key(digest));
+}
+
+/// A fence row: `d` + digest (its time-ordered twin starts with `t`).
+fn fence_key(digest: &Digest) -> Vec<u8> {
+    [b"d".as_slice(), digest.to_string().as_bytes()].concat()
+}
+
+pub(crate) fn put_usage(
+    txn: &mut Txn<'_>,
+    namespace: &str,
+    usage: &UsageRecord,
+) -> Result<(), StoreError> {
+    if *usage == UsageRecord::default() {
+        txn.delete(Table::Usage, namespace.as_bytes());
+    } else {
+        txn.put(
+            Table::Usage,
+            namespace.as_bytes(),
+            encode("namespace usage", usage)?,
+        );
+    }
+    Ok(())
+}
+
+/// The `unreferenced` row of a blob link with no manifest referring to it: `pushed_ms` first (big
+/// endian), so the garbage collector finds the expired ones by scanning from the start.
+pub(crate) fn unreferenced_key(pushed_ms: u64, repo: &RepositoryName, digest: &Digest) -> Vec<u8> {
+    let mut row = u64_key(pushed_ms).to_vec();
+    row.extend_from_slice(&key(&[repo.as_str(), &digest.to_string()]));
+    row
+}
+
+/// Splits an `unreferenced` row back into (pushed_ms, repository, digest).
+pub(crate) fn parse_unreferenced_key(
+    row: &[u8],
+) -> Result<(u64, RepositoryName, Digest), StoreError> {
+    const WHAT: &str = "unreferenced link key";
+    if row.len() < 8 {
+        return Err(StoreError::corrupt(WHAT, "shorter than its timestamp"));
+    }
+    let (time, rest) = row.split_at(8);
+    let pushed_ms = u64_from_key(WHAT, time)?;
+    let [repo, digest] = split_key::<2>(WHAT, rest)?;
+    Ok((
+        pushed_ms,
+        parse_repo(WHAT, repo)?,
+        parse_digest(WHAT, digest.as_bytes())?,
+    ))
 }
 
 pub(crate) fn delete_blob_link(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) {

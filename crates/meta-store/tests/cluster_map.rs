@@ -116,6 +116,7 @@ async fn replicas_are_added_and_removed_but_never_the_last() {
     let layer = blob("layer", &[1]);
     store
         .apply(Command::CommitBlob {
+            now_ms: 1,
             repo: repo("app"),
             blob: layer.clone(),
             upload: None,
@@ -171,6 +172,7 @@ async fn blobs_list_in_digest_order_by_pages() {
     for blob in &blobs {
         store
             .apply(Command::CommitBlob {
+                now_ms: 1,
                 repo: repo("app"),
                 blob: blob.clone(),
                 upload: None,

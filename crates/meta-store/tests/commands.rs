@@ -73,6 +73,7 @@ async fn blob_commit_mount_unlink() {
         .await
         .expect("create upload");
     let commit = |replicas: &[u64], upload| Command::CommitBlob {
+        now_ms: 1,
         repo: repo("a"),
         blob: blob("layer", replicas),
         upload,
@@ -102,6 +103,7 @@ async fn blob_commit_mount_unlink() {
         Ok(vec![1, 2, 3])
     );
     let wrong_size = Command::CommitBlob {
+        now_ms: 1,
         repo: repo("a"),
         blob: cluster_api::BlobInfo {
             size: 999,
@@ -115,6 +117,7 @@ async fn blob_commit_mount_unlink() {
     ));
 
     let mount = |to: &str, from: &str| Command::MountBlob {
+        now_ms: 1,
         repo: repo(to),
         digest: layer.digest.clone(),
         from: repo(from),
@@ -134,6 +137,7 @@ async fn blob_commit_mount_unlink() {
     );
 
     let unlink = Command::UnlinkBlob {
+        now_ms: 1,
         repo: repo("a"),
         digest: layer.digest.clone(),
     };
@@ -158,7 +162,10 @@ async fn manifests_tags_and_referrers() {
 
     // Nothing is stored when a referenced blob is not in the repository.
     let refused = store
-        .apply(Command::PutManifest(Box::new(image.clone())))
+        .apply(Command::PutManifest {
+            put: Box::new(image.clone()),
+            now_ms: 1,
+        })
         .await;
     assert_eq!(
         refused,
@@ -171,11 +178,15 @@ async fn manifests_tags_and_referrers() {
     let outcomes = store
         .apply_all(vec![
             Command::CommitBlob {
+                now_ms: 1,
                 repo: repo("app"),
                 blob: config.clone(),
                 upload: None,
             },
-            Command::PutManifest(Box::new(image.clone())),
+            Command::PutManifest {
+                put: Box::new(image.clone()),
+                now_ms: 1,
+            },
         ])
         .await;
     assert_eq!(outcomes, vec![DONE, DONE]);
@@ -198,7 +209,10 @@ async fn manifests_tags_and_referrers() {
     let mut index = manifest("app", "index", Some("multi"), &[], None);
     index.manifests = vec![image.digest.clone(), digest("absent child")];
     let refused = store
-        .apply(Command::PutManifest(Box::new(index.clone())))
+        .apply(Command::PutManifest {
+            put: Box::new(index.clone()),
+            now_ms: 1,
+        })
         .await;
     assert_eq!(
         refused,
@@ -207,7 +221,10 @@ async fn manifests_tags_and_referrers() {
     index.manifests.pop();
     assert_eq!(
         store
-            .apply(Command::PutManifest(Box::new(index.clone())))
+            .apply(Command::PutManifest {
+                put: Box::new(index.clone()),
+                now_ms: 1
+            })
             .await,
         DONE
     );
@@ -229,13 +246,19 @@ async fn manifests_tags_and_referrers() {
     );
     assert_eq!(
         store
-            .apply(Command::PutManifest(Box::new(signature.clone())))
+            .apply(Command::PutManifest {
+                put: Box::new(signature.clone()),
+                now_ms: 1
+            })
             .await,
         DONE
     );
     assert_eq!(
         store
-            .apply(Command::PutManifest(Box::new(sbom.clone())))
+            .apply(Command::PutManifest {
+                put: Box::new(sbom.clone()),
+                now_ms: 1
+            })
             .await,
         DONE
     );
@@ -264,7 +287,12 @@ async fn manifests_tags_and_referrers() {
     let mut broken = manifest("app", "broken", None, &[], None);
     broken.subject = Some(image.digest.clone());
     assert!(matches!(
-        store.apply(Command::PutManifest(Box::new(broken))).await,
+        store
+            .apply(Command::PutManifest {
+                put: Box::new(broken),
+                now_ms: 1
+            })
+            .await,
         Err(MetaError::Invalid(_))
     ));
 
@@ -275,7 +303,12 @@ async fn manifests_tags_and_referrers() {
     };
     let retag = manifest("app", "image", Some("latest"), &[&config.digest], None);
     assert_eq!(
-        store.apply(Command::PutManifest(Box::new(retag))).await,
+        store
+            .apply(Command::PutManifest {
+                put: Box::new(retag),
+                now_ms: 1
+            })
+            .await,
         DONE
     );
     assert_eq!(store.apply(delete_tag("v1")).await, DONE);
@@ -295,22 +328,42 @@ async fn manifests_tags_and_referrers() {
         repo: repo("app"),
         digest: put.digest.clone(),
     };
-    assert_eq!(store.apply(delete_manifest(&image)).await, DONE);
-    assert_eq!(
-        reader.list_tags(&repo("app"), None, 10),
-        Ok(page(&["multi"], false))
-    );
-    assert!(reader
-        .get_manifest(&repo("app"), &Reference::Digest(image.digest.clone()))
-        .is_err());
-    let gone = Err(MetaError::ManifestUnknown(image.digest.to_string()));
-    assert_eq!(store.apply(delete_manifest(&image)).await, gone);
+    // A child of a linked index cannot go on its own.
+    assert!(matches!(
+        store.apply(delete_manifest(&image)).await,
+        Err(MetaError::Denied(_))
+    ));
+    // A referrer deleted on its own drops its row; the others stay.
     assert_eq!(store.apply(delete_manifest(&signature)).await, DONE);
     let remaining = reader
         .list_referrers(&repo("app"), &image.digest, None)
         .expect("referrers");
     assert_eq!(remaining.len(), 1);
     assert_eq!(remaining[0].digest, sbom.digest);
+    // The index goes; its child stays, being tagged.
+    assert_eq!(store.apply(delete_manifest(&index)).await, DONE);
+    assert_eq!(
+        reader.list_tags(&repo("app"), None, 10),
+        Ok(page(&["latest"], false))
+    );
+    // Now the image goes with its tags, and its untagged referrer with it.
+    assert_eq!(store.apply(delete_manifest(&image)).await, DONE);
+    assert_eq!(
+        reader.list_tags(&repo("app"), None, 10),
+        Ok(page(&[], false))
+    );
+    assert!(reader
+        .get_manifest(&repo("app"), &Reference::Digest(image.digest.clone()))
+        .is_err());
+    let gone = Err(MetaError::ManifestUnknown(image.digest.to_string()));
+    assert_eq!(store.apply(delete_manifest(&image)).await, gone);
+    assert_eq!(
+        reader.list_referrers(&repo("app"), &image.digest, None),
+        Ok(vec![])
+    );
+    assert!(reader
+        .get_manifest(&repo("app"), &Reference::Digest(sbom.digest.clone()))
+        .is_err());
 }
 
 #[tokio::test]
@@ -321,6 +374,7 @@ async fn listings_page_in_lexical_order() {
     let mut commands = Vec::new();
     for name in ["b", "a/x", "a", "c"] {
         commands.push(Command::CommitBlob {
+            now_ms: 1,
             repo: repo(name),
             blob: config.clone(),
             upload: None,
@@ -328,11 +382,17 @@ async fn listings_page_in_lexical_order() {
     }
     for tag_name in ["v2", "latest", "v10", "V1"] {
         let put = manifest("a", tag_name, Some(tag_name), &[&config.digest], None);
-        commands.push(Command::PutManifest(Box::new(put)));
+        commands.push(Command::PutManifest {
+            put: Box::new(put),
+            now_ms: 1,
+        });
     }
     // A tag in a repository whose name extends "a" must not leak into "a"'s listing.
     let nested = manifest("a/x", "x", Some("zzz"), &[&config.digest], None);
-    commands.push(Command::PutManifest(Box::new(nested)));
+    commands.push(Command::PutManifest {
+        put: Box::new(nested),
+        now_ms: 1,
+    });
     assert!(store.apply_all(commands).await.iter().all(Result::is_ok));
 
     let reader = &store.store.reader;
@@ -414,23 +474,35 @@ pub fn scenario() -> Vec<Command> {
             session: session(2, "app"),
         },
         Command::CommitBlob {
+            now_ms: 1,
             repo: repo("app"),
             blob: config.clone(),
             upload: Some(upload_id(1)),
         },
         Command::MountBlob {
+            now_ms: 1,
             repo: repo("mirror"),
             digest: config.digest.clone(),
             from: repo("app"),
         },
-        Command::PutManifest(Box::new(image.clone())),
-        Command::PutManifest(Box::new(signature)),
-        Command::PutManifest(Box::new(other)),
+        Command::PutManifest {
+            put: Box::new(image.clone()),
+            now_ms: 1,
+        },
+        Command::PutManifest {
+            put: Box::new(signature),
+            now_ms: 1,
+        },
+        Command::PutManifest {
+            put: Box::new(other),
+            now_ms: 1,
+        },
         Command::DeleteTag {
             repo: repo("app"),
             tag: tag("v2"),
         },
         Command::UnlinkBlob {
+            now_ms: 1,
             repo: repo("mirror"),
             digest: config.digest,
         },

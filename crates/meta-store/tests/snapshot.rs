@@ -26,17 +26,25 @@ fn commands() -> Vec<Command> {
             session: session(1, "app"),
         },
         Command::CommitBlob {
+            now_ms: 1,
             repo: repo("app"),
             blob: config.clone(),
             upload: None,
         },
         Command::MountBlob {
+            now_ms: 1,
             repo: repo("mirror"),
             digest: config.digest,
             from: repo("app"),
         },
-        Command::PutManifest(Box::new(image)),
-        Command::PutManifest(Box::new(signature)),
+        Command::PutManifest {
+            put: Box::new(image),
+            now_ms: 1,
+        },
+        Command::PutManifest {
+            put: Box::new(signature),
+            now_ms: 1,
+        },
         Command::SetBlobNodeState {
             id: 2,
             state: cluster_api::NodeState::Draining,
@@ -46,6 +54,29 @@ fn commands() -> Vec<Command> {
             replicas: 2,
             write_quorum: 2,
         }),
+        // Access control, quotas and a doomed blob travel too.
+        Command::ChangeAuth(cluster_api::AuthChange::PutImmutableTagRule(
+            cluster_api::ImmutableTagRule {
+                id: "release".to_owned(),
+                repositories: "app".to_owned(),
+                tags: "v*".to_owned(),
+            },
+        )),
+        Command::SetQuota {
+            namespace: "app".to_owned(),
+            bytes: Some(1 << 20),
+        },
+        Command::CommitBlob {
+            now_ms: 1,
+            repo: repo("app"),
+            blob: blob("doomed", &[1]),
+            upload: None,
+        },
+        Command::UnlinkBlob {
+            now_ms: 2,
+            repo: repo("app"),
+            digest: digest("doomed"),
+        },
     ]
 }
 
@@ -88,6 +119,7 @@ async fn build_then_install_round_trips() {
     {
         let mut follower = Applier::new(open(&follower_dir));
         let stale = Command::CommitBlob {
+            now_ms: 1,
             repo: repo("stale"),
             blob: blob("stale", &[9]),
             upload: None,

@@ -279,6 +279,65 @@ impl Meta for MetaGrpc {
         })
     }
 
+    async fn list_doomed_blobs(
+        &self,
+        request: Request<pb::ListDoomedBlobsRequest>,
+    ) -> Reply<pb::ListDoomedBlobsResponse> {
+        let request = request.into_inner();
+        let after = request
+            .after
+            .map(|after| decoded(convert::digest("after", &after)))
+            .transpose()?;
+        let n = usize::try_from(request.n).unwrap_or(usize::MAX);
+        let result = self.api.doomed_blobs(request.node, after.as_ref(), n).await;
+        reply(result, |blobs| pb::ListDoomedBlobsResponse {
+            blobs: blobs
+                .iter()
+                .map(|blob| pb::DoomedBlob {
+                    digest: blob.digest.to_string(),
+                    size: blob.size,
+                    generation: blob.generation,
+                })
+                .collect(),
+        })
+    }
+
+    async fn confirm_blob_deletions(
+        &self,
+        request: Request<pb::ConfirmBlobDeletionsRequest>,
+    ) -> Reply<pb::ConfirmBlobDeletionsResponse> {
+        let request = request.into_inner();
+        let blobs = request
+            .blobs
+            .iter()
+            .map(|blob| {
+                decoded(convert::digest("digest", &blob.digest))
+                    .map(|digest| (digest, blob.generation))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let result = self.api.confirm_blob_deletions(request.node, &blobs).await;
+        reply(result, |confirmed| pb::ConfirmBlobDeletionsResponse {
+            confirmed,
+        })
+    }
+
+    async fn open_uploads(
+        &self,
+        request: Request<pb::OpenUploadsRequest>,
+    ) -> Reply<pb::OpenUploadsResponse> {
+        let ids = request
+            .into_inner()
+            .ids
+            .iter()
+            .map(|id| decoded(convert::upload_id("ids", id)))
+            .collect::<Result<Vec<_>, _>>()?;
+        reply(self.api.open_uploads(&ids).await, |open| {
+            pb::OpenUploadsResponse {
+                ids: open.iter().map(ToString::to_string).collect(),
+            }
+        })
+    }
+
     async fn get_auth_state(
         &self,
         request: Request<pb::GetAuthStateRequest>,

@@ -577,6 +577,36 @@ impl MetaApi for MemMeta {
         Ok(blobs.into_iter().take(n).cloned().collect())
     }
 
+    /// The fake never collects garbage, so no blob is ever doomed.
+    async fn doomed_blobs(
+        &self,
+        _node: BlobNodeId,
+        _after: Option<&Digest>,
+        _n: usize,
+    ) -> Result<Vec<DoomedBlob>, MetaError> {
+        drop(self.state()?);
+        Ok(Vec::new())
+    }
+
+    /// Nothing is ever doomed here, so no deletion is ever confirmed: every copy stays.
+    async fn confirm_blob_deletions(
+        &self,
+        _node: BlobNodeId,
+        blobs: &[(Digest, u64)],
+    ) -> Result<Vec<bool>, MetaError> {
+        drop(self.state()?);
+        Ok(vec![false; blobs.len()])
+    }
+
+    async fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError> {
+        let state = self.state()?;
+        Ok(ids
+            .iter()
+            .filter(|id| state.uploads.contains_key(*id))
+            .cloned()
+            .collect())
+    }
+
     async fn auth_state(&self, known_version: Option<u64>) -> Result<Option<AuthState>, MetaError> {
         let state = self.state()?;
         Ok((known_version != Some(state.auth.version)).then(|| state.auth.clone()))

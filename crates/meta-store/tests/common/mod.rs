@@ -160,6 +160,10 @@ pub fn observe(reader: &meta_store::StateReader, repos: &[&str], digests: &[&Dig
     out += &format!("nodes {:?}\n", reader.blob_nodes());
     out += &format!("map {:?}\n", reader.cluster_map());
     out += &format!("blobs {:?}\n", reader.list_blobs(None, 1000));
+    out += &format!("auth {:?}\n", reader.auth_state());
+    out += &format!("usage {:?}\n", reader.usage(None));
+    out += &format!("doomed {:?}\n", reader.doomed_blobs(1, None, 1000));
+    out += &format!("consistency {:?}\n", reader.check_consistency());
     for name in repos {
         let repo = repo(name);
         let tags = reader.list_tags(&repo, None, 1000);

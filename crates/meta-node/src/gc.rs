@@ -1,0 +1,97 @@
+//! The leader's garbage-collection sweep: every `interval`, while this node leads, it proposes
+//! [`Command::Sweep`] with cut-offs from its own clock, again at once while the state machine
+//! reports more due. What a sweep dooms, the blob nodes delete (their collector asks meta which
+//! blobs to drop and confirms each deletion).
+
+use std::time::Duration;
+
+use cluster_api::{MetaError, SweepReport};
+use meta_store::{Command, CommandOutput, TypeConfig};
+use openraft::{Raft, ServerState};
+
+use crate::api::{unix_ms, write_error};
+
+/// Rows of each kind one sweep entry handles at most, so an entry stays small.
+const SWEEP_LIMIT: u32 = 1_000;
+/// Entries one sweep round proposes at most before yielding to the next interval.
+const MAX_ENTRIES_PER_ROUND: usize = 100;
+
+/// How the leader collects garbage (from `MetaConfig`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcSettings {
+    pub interval: Duration,
+    pub upload_grace: Duration,
+    pub upload_expiry: Duration,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Proposes sweeps until nothing more is due (or a bounded number of entries), adding up what
+/// they did. Fails with the proposal's error on a node that is not (or no longer) the leader.
+pub(crate) async fn sweep(
+    raft: &Raft<TypeConfig>,
+    settings: GcSettings,
+) -> Result<SweepReport, MetaError> {
+    let mut total = SweepReport::default();
+    for _ in 0..MAX_ENTRIES_PER_ROUND {
+        let now_ms = unix_ms();
+        let command = Command::Sweep {
+            now_ms,
+            links_pushed_before_ms: now_ms.saturating_sub(millis(settings.upload_grace)),
+            uploads_started_before_unix: now_ms.saturating_sub(millis(settings.upload_expiry))
+                / 1000,
+            // A fence guards commits of uploads that started before it; once every such session
+            // has expired, it guards nothing.
+            fences_before_ms: now_ms
+                .saturating_sub(millis(settings.upload_expiry) + 2 * millis(settings.interval)),
+            limit: SWEEP_LIMIT,
+        };
+        let report = match raft.client_write(command).await {
+            Ok(response) => match response.data.into_result()? {
+                CommandOutput::Swept(report) => report,
+                other => return Err(MetaError::Internal(format!("sweep answered {other:?}"))),
+            },
+            Err(error) => return Err(write_error(error)),
+        };
+        total.links_removed += report.links_removed;
+        total.blobs_doomed += report.blobs_doomed;
+        total.uploads_expired += report.uploads_expired;
+        total.fences_expired += report.fences_expired;
+        total.more = report.more;
+        if !report.more {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// The sweep loop of one meta node: sweeps while it leads.
+pub(crate) async fn run_collector(raft: Raft<TypeConfig>, settings: GcSettings) {
+    let mut ticks = tokio::time::interval(settings.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if raft.metrics().borrow().state != ServerState::Leader {
+            continue;
+        }
+        match sweep(&raft, settings).await {
+            Ok(report) if report != SweepReport::default() => {
+                metrics::counter!("wharf_gc_links_removed_total").increment(report.links_removed);
+                metrics::counter!("wharf_gc_blobs_doomed_total").increment(report.blobs_doomed);
+                metrics::counter!("wharf_gc_uploads_expired_total")
+                    .increment(report.uploads_expired);
+                tracing::info!(
+                    links_removed = report.links_removed,
+                    blobs_doomed = report.blobs_doomed,
+                    uploads_expired = report.uploads_expired,
+                    fences_expired = report.fences_expired,
+                    "garbage-collection sweep"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "garbage-collection sweep did not run"),
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! Reference counts, garbage collection, quotas and usage, applied through the state machine.
+//! After every step the kept counts are recomputed from the graph (`check_consistency`) and must
+//! agree.
+
+mod common;
+
+use cluster_api::{DoomedBlob, MetaError, NamespaceUsage, PutManifest, SweepReport};
+use common::*;
+use meta_store::{Command, CommandOutput, StateReader};
+use oci_model::{Digest, Reference};
+use tempfile::TempDir;
+
+const DONE: Result<CommandOutput, MetaError> = Ok(CommandOutput::Done);
+const NODE: u64 = 7;
+/// Sessions start at 1_700_000_000 s (see `common::session`); pushes happen around then.
+const T0_MS: u64 = 1_700_000_000_000;
+
+fn commit(repo_name: &str, content: &str, upload: Option<u8>, now_ms: u64) -> Command {
+    Command::CommitBlob {
+        repo: repo(repo_name),
+        blob: blob(content, &[NODE]),
+        upload: upload.map(upload_id),
+        now_ms,
+    }
+}
+
+fn put(manifest: &PutManifest, now_ms: u64) -> Command {
+    Command::PutManifest {
+        put: Box::new(manifest.clone()),
+        now_ms,
+    }
+}
+
+fn delete(repo_name: &str, digest: &Digest) -> Command {
+    Command::DeleteManifest {
+        repo: repo(repo_name),
+        digest: digest.clone(),
+    }
+}
+
+fn sweep(links_before_ms: u64, uploads_before_unix: u64) -> Command {
+    Command::Sweep {
+        now_ms: links_before_ms,
+        links_pushed_before_ms: links_before_ms,
+        uploads_started_before_unix: uploads_before_unix,
+        fences_before_ms: 0,
+        limit: 100,
+    }
+}
+
+fn swept(outcome: Result<CommandOutput, MetaError>) -> SweepReport {
+    match outcome {
+        Ok(CommandOutput::Swept(report)) => report,
+        other => panic!("a sweep answered {other:?}"),
+    }
+}
+
+fn consistent(reader: &StateReader) {
+    let problems = reader.check_consistency().expect("check");
+    assert!(problems.is_empty(), "inconsistent state: {problems:#?}");
+}
+
+fn usage(reader: &StateReader, namespace: &str) -> NamespaceUsage {
+    reader
+        .usage(Some(namespace))
+        .expect("usage")
+        .pop()
+        .expect("one namespace")
+}
+
+fn doomed(reader: &StateReader) -> Vec<DoomedBlob> {
+    reader.doomed_blobs(NODE, None, 100).expect("doomed blobs")
+}
+
+#[tokio::test]
+async fn counts_follow_pushes_and_deletes_and_gc_waits_for_the_grace() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Applier::new(open(&dir));
+    let reader = store.store.reader.clone();
+    let image = manifest(
+        "team/a",
+        "image",
+        Some("v1"),
+        &[&digest("config"), &digest("layer")],
+        None,
+    );
+    let mut image_b = image.clone();
+    image_b.repo = repo("team/b");
+    let outcomes = store
+        .apply_all(vec![
+            commit("team/a", "config", None, T0_MS),
+            commit("team/a", "layer", None, T0_MS),
+            put(&image, T0_MS),
+            Command::MountBlob {
+                repo: repo("team/b"),
+                digest: digest("config"),
+                from: repo("team/a"),
+                now_ms: T0_MS,
+            },
+            Command::MountBlob {
+                repo: repo("team/b"),
+                digest: digest("layer"),
+                from: repo("team/a"),
+                now_ms: T0_MS,
+            },
+            put(&image_b, T0_MS),
+        ])
+        .await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    consistent(&reader);
+    let blobs = ("config".len() + "layer".len()) as u64;
+    let manifest_bytes = image.bytes.len() as u64;
+    let team = usage(&reader, "team");
+    assert_eq!(team.logical_bytes, 2 * (blobs + manifest_bytes));
+    assert_eq!(team.physical_bytes, blobs + manifest_bytes);
+    assert_eq!((team.blobs, team.manifests), (2, 1));
+
+    // A blob a manifest uses cannot be deleted on its own.
+    let unlink = |repo_name: &str| Command::UnlinkBlob {
+        repo: repo(repo_name),
+        digest: digest("layer"),
+        now_ms: T0_MS,
+    };
+    assert!(matches!(
+        store.apply(unlink("team/a")).await,
+        Err(MetaError::Denied(_))
+    ));
+
+    // Deleting the manifest in team/a leaves its blob links unreferenced: gone only after the
+    // grace, and the blobs stay while team/b links them.
+    assert_eq!(store.apply(delete("team/a", &image.digest)).await, DONE);
+    consistent(&reader);
+    let early = swept(store.apply(sweep(T0_MS, 0)).await);
+    assert_eq!(early, SweepReport::default());
+    assert!(reader.stat_blob(&repo("team/a"), &digest("layer")).is_ok());
+    let later = swept(store.apply(sweep(T0_MS + 1, 0)).await);
+    assert_eq!((later.links_removed, later.blobs_doomed), (2, 0));
+    assert!(reader.stat_blob(&repo("team/a"), &digest("layer")).is_err());
+    assert!(reader.stat_blob(&repo("team/b"), &digest("layer")).is_ok());
+    assert!(doomed(&reader).is_empty());
+    consistent(&reader);
+    let team = usage(&reader, "team");
+    assert_eq!(team.logical_bytes, blobs + manifest_bytes);
+    assert_eq!(team.physical_bytes, blobs + manifest_bytes);
+
+    // The last links go: both blobs are doomed, the manifest record is gone, usage is zero.
+    assert_eq!(store.apply(delete("team/b", &image.digest)).await, DONE);
+    let last = swept(store.apply(sweep(T0_MS + 1, 0)).await);
+    assert_eq!((last.links_removed, last.blobs_doomed), (2, 2));
+    consistent(&reader);
+    let mut doomed_digests: Vec<Digest> = doomed(&reader).into_iter().map(|d| d.digest).collect();
+    doomed_digests.sort();
+    let mut expected = vec![digest("config"), digest("layer")];
+    expected.sort();
+    assert_eq!(doomed_digests, expected);
+    assert_eq!(
+        usage(&reader, "team"),
+        NamespaceUsage {
+            namespace: "team".to_owned(),
+            ..NamespaceUsage::default()
+        }
+    );
+    assert!(reader.list_blobs(None, 10).expect("list").is_empty());
+    assert_eq!(reader.usage(None).expect("usage"), vec![]);
+}
+
+#[tokio::test]
+async fn deletion_is_confirmed_per_generation_and_a_push_brings_a_blob_back() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Applier::new(open(&dir));
+    let reader = store.store.reader.clone();
+    let unlink = |content: &str| Command::UnlinkBlob {
+        repo: repo("a"),
+        digest: digest(content),
+        now_ms: T0_MS,
+    };
+    let confirm = |blobs: Vec<(Digest, u64)>| Command::ConfirmBlobDeletions {
+        node: NODE,
+        blobs,
+        now_ms: T0_MS + 10_000,
+    };
+    store
+        .apply(commit("a", "one", None, T0_MS))
+        .await
+        .expect("commit");
+    store
+        .apply(commit("a", "two", None, T0_MS))
+        .await
+        .expect("commit");
+    assert_eq!(store.apply(unlink("one")).await, DONE);
+    assert_eq!(store.apply(unlink("two")).await, DONE);
+    let mut listed = doomed(&reader);
+    listed.sort_by(|a, b| a.digest.cmp(&b.digest));
+    assert_eq!(listed.len(), 2);
+    assert!(reader
+        .doomed_blobs(NODE + 1, None, 10)
+        .expect("other node")
+        .is_empty());
+    let generation = |content: &str| {
+        listed
+            .iter()
+            .find(|blob| blob.digest == digest(content))
+            .expect("doomed")
+            .generation
+    };
+
+    // "two" is pushed again before the node asks: it comes back, and the old generation's
+    // deletion is refused. A wrong generation is refused too.
+    store
+        .apply(commit("a", "two", None, T0_MS + 5_000))
+        .await
+        .expect("re-push");
+    assert!(reader.stat_blob(&repo("a"), &digest("two")).is_ok());
+    let verdicts = store
+        .apply(confirm(vec![
+            (digest("one"), generation("one") + 100),
+            (digest("one"), generation("one")),
+            (digest("two"), generation("two")),
+        ]))
+        .await;
+    assert_eq!(
+        verdicts,
+        Ok(CommandOutput::Confirmed(vec![false, true, false]))
+    );
+    assert!(doomed(&reader).is_empty());
+    consistent(&reader);
+
+    // "one" was deleted on the node at T0+10s. An upload that started before that cannot vouch
+    // for its copy: the commit is refused, and its copy is doomed so the node removes it.
+    store
+        .apply(Command::CreateUpload {
+            session: session(1, "a"),
+        })
+        .await
+        .expect("session");
+    let refused = store
+        .apply(commit("a", "one", Some(1), T0_MS + 20_000))
+        .await;
+    assert!(matches!(refused, Err(MetaError::Retry(_))), "{refused:?}");
+    assert!(reader.stat_blob(&repo("a"), &digest("one")).is_err());
+    let again = doomed(&reader);
+    assert_eq!(again.len(), 1);
+    assert!(again[0].generation > generation("one"));
+    // An upload that started after the deletion (and its margin) is trusted.
+    let mut late = session(2, "a");
+    late.started_unix = (T0_MS + 20_000) / 1000;
+    store
+        .apply(Command::CreateUpload { session: late })
+        .await
+        .expect("session");
+    assert_eq!(
+        store
+            .apply(commit("a", "one", Some(2), T0_MS + 21_000))
+            .await,
+        DONE
+    );
+    assert!(reader.stat_blob(&repo("a"), &digest("one")).is_ok());
+    assert!(doomed(&reader).is_empty());
+    assert!(reader
+        .open_uploads(&[upload_id(2)])
+        .expect("open")
+        .is_empty());
+    consistent(&reader);
+}
+
+#[tokio::test]
+async fn an_index_keeps_its_children_and_takes_them_when_it_goes() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Applier::new(open(&dir));
+    let reader = store.store.reader.clone();
+    let amd64 = manifest("app", "amd64", None, &[&digest("layer-amd64")], None);
+    let arm64 = manifest("app", "arm64", None, &[&digest("layer-arm64")], None);
+    let tagged_child = manifest(
+        "app",
+        "tagged",
+        Some("solo"),
+        &[&digest("layer-amd64")],
+        None,
+    );
+    let mut index = manifest("app", "index", Some("latest"), &[], None);
+    index.manifests = vec![
+        amd64.digest.clone(),
+        arm64.digest.clone(),
+        tagged_child.digest.clone(),
+    ];
+    let signature = manifest(
+        "app",
+        "sig",
+        None,
+        &[],
+        Some((&index.digest, "application/sig")),
+    );
+    let mut sbom = manifest(
+        "app",
+        "sbom",
+        Some("sbom"),
+        &[],
+        Some((&index.digest, "application/sbom")),
+    );
+    sbom.tag = Some(tag("sbom"));
+    let outcomes = store
+        .apply_all(vec![
+            commit("app", "layer-amd64", None, T0_MS),
+            commit("app", "layer-arm64", None, T0_MS),
+            put(&amd64, T0_MS),
+            put(&arm64, T0_MS),
+            put(&tagged_child, T0_MS),
+            put(&index, T0_MS),
+            put(&signature, T0_MS),
+            put(&sbom, T0_MS),
+        ])
+        .await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    consistent(&reader);
+
+    // Garbage collection and retention never take a child of a live index; neither can a delete.
+    assert!(matches!(
+        store.apply(delete("app", &amd64.digest)).await,
+        Err(MetaError::Denied(_))
+    ));
+    let report = swept(store.apply(sweep(u64::MAX, 0)).await);
+    assert_eq!(report.links_removed, 0);
+    for child in [&amd64, &arm64] {
+        assert!(reader
+            .get_manifest(&repo("app"), &Reference::Digest(child.digest.clone()))
+            .is_ok());
+    }
+
+    // The index goes: its untagged children and untagged referrer go with it in the same entry;
+    // the tagged child and the tagged referrer stay.
+    assert_eq!(store.apply(delete("app", &index.digest)).await, DONE);
+    consistent(&reader);
+    let present = |digest: &Digest| {
+        reader
+            .get_manifest(&repo("app"), &Reference::Digest(digest.clone()))
+            .is_ok()
+    };
+    assert!(!present(&amd64.digest) && !present(&arm64.digest) && !present(&signature.digest));
+    assert!(present(&tagged_child.digest) && present(&sbom.digest));
+    let referrers = reader
+        .list_referrers(&repo("app"), &index.digest, None)
+        .expect("referrers");
+    assert_eq!(referrers.len(), 1, "the tagged sbom stays listed");
+    // layer-arm64 lost its only manifest; layer-amd64 is still used by the tagged child.
+    let report = swept(store.apply(sweep(u64::MAX, 0)).await);
+    assert_eq!((report.links_removed, report.blobs_doomed), (1, 1));
+    assert_eq!(doomed(&reader)[0].digest, digest("layer-arm64"));
+    consistent(&reader);
+}
+
+#[tokio::test]
+async fn quotas_refuse_growth_at_commit_and_never_what_the_namespace_holds() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Applier::new(open(&dir));
+    let reader = store.store.reader.clone();
+    let quota = |bytes: Option<u64>| Command::SetQuota {
+        namespace: "team".to_owned(),
+        bytes,
+    };
+    assert!(matches!(
+        store
+            .apply(Command::SetQuota {
+                namespace: "team/app".to_owned(),
+                bytes: Some(1),
+            })
+            .await,
+        Err(MetaError::Invalid(_))
+    ));
+    assert_eq!(store.apply(quota(Some(10))).await, DONE);
+    // Exactly at the quota is fine; one byte over is not.
+    assert_eq!(
+        store
+            .apply(commit("team/a", "0123456789", None, T0_MS))
+            .await,
+        DONE
+    );
+    store
+        .apply(Command::CreateUpload {
+            session: session(1, "team/a"),
+        })
+        .await
+        .expect("session");
+    let refused = store.apply(commit("team/a", "x", Some(1), T0_MS)).await;
+    assert!(
+        matches!(&refused, Err(MetaError::Denied(message)) if message.contains("quota")),
+        "{refused:?}"
+    );
+    // The refused blob's copy is doomed (the node deletes it) and its session is closed.
+    assert_eq!(doomed(&reader)[0].digest, digest("x"));
+    assert!(reader
+        .open_uploads(&[upload_id(1)])
+        .expect("open")
+        .is_empty());
+    // What the namespace already holds costs nothing: a second repository, the same blob.
+    assert_eq!(
+        store
+            .apply(commit("team/b", "0123456789", None, T0_MS))
+            .await,
+        DONE
+    );
+    // Another namespace is not limited.
+    assert_eq!(store.apply(commit("other/a", "x", None, T0_MS)).await, DONE);
+    let team = usage(&reader, "team");
+    assert_eq!(
+        (team.physical_bytes, team.logical_bytes, team.quota_bytes),
+        (10, 20, Some(10))
+    );
+    // Mounting a new blob in counts too.
+    assert!(matches!(
+        store
+            .apply(Command::MountBlob {
+                repo: repo("team/a"),
+                digest: digest("x"),
+                from: repo("other/a"),
+                now_ms: T0_MS,
+            })
+            .await,
+        Err(MetaError::Denied(_))
+    ));
+    assert_eq!(store.apply(quota(None)).await, DONE);
+    assert_eq!(usage(&reader, "team").quota_bytes, None);
+    consistent(&reader);
+}
+
+#[tokio::test]
+async fn expired_upload_sessions_are_closed() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Applier::new(open(&dir));
+    let reader = store.store.reader.clone();
+    let mut fresh = session(2, "a");
+    fresh.started_unix += 100;
+    for session in [session(1, "a"), fresh] {
+        store
+            .apply(Command::CreateUpload { session })
+            .await
+            .expect("session");
+    }
+    let report = swept(store.apply(sweep(0, 1_700_000_050)).await);
+    assert_eq!(report.uploads_expired, 1);
+    assert_eq!(
+        reader
+            .open_uploads(&[upload_id(1), upload_id(2)])
+            .expect("open"),
+        vec![upload_id(2)]
+    );
+}
