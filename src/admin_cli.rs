@@ -38,6 +38,28 @@ pub enum AdminCommand {
     /// Immutable tags: rules under which an existing tag can neither move nor be deleted.
     #[command(subcommand)]
     Immutable(ImmutableCommand),
+    /// Storage per namespace: logical and physical bytes, blobs, manifests, quota (JSON).
+    Usage {
+        /// One namespace (a repository name's first component) [default: all].
+        namespace: Option<String>,
+    },
+    /// Quotas on a namespace's physical bytes.
+    #[command(subcommand)]
+    Quota(crate::lifecycle_cli::QuotaCommand),
+    /// Retention rules: keep the newest N tags, keep tags by pattern, delete old untagged
+    /// manifests; with a dry run.
+    #[command(subcommand)]
+    Retention(crate::lifecycle_cli::RetentionCommand),
+    /// Run a garbage-collection sweep now (the leader also runs one every gc interval).
+    Gc,
+    /// Compare meta's counts and every blob node's files with meta's records; report orphans,
+    /// missing replicas and lost blobs.
+    Fsck {
+        /// Doom orphans (their node deletes them) and drop missing replicas from the records
+        /// (repair copies the blob again from a replica that holds it).
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,9 +195,16 @@ impl From<StateArg> for NodeState {
 
 /// Runs one admin command and prints its result.
 pub async fn run(args: AdminArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use crate::lifecycle_cli as lifecycle;
+    let meta = &args.meta;
     let command = match args.command {
         AdminCommand::Cluster(command) => command,
-        other => return run_access(&args.meta, other).await,
+        AdminCommand::Usage { namespace } => return lifecycle::usage(meta, namespace).await,
+        AdminCommand::Quota(command) => return lifecycle::quota(meta, command).await,
+        AdminCommand::Retention(command) => return lifecycle::retention(meta, command).await,
+        AdminCommand::Gc => return lifecycle::gc(meta).await,
+        AdminCommand::Fsck { repair } => return lifecycle::fsck(meta, repair).await,
+        other => return run_access(meta, other).await,
     };
     let admin = AdminClient::new(&args.meta, RetryPolicy::default())?;
     match command {
@@ -226,7 +255,7 @@ fn now_unix() -> u64 {
 }
 
 /// `90d`, `12h`, `30m`, `3600s` or plain seconds.
-fn parse_duration(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
     let (number, unit) = match text.char_indices().last() {
         Some((index, unit)) if unit.is_ascii_alphabetic() => (&text[..index], unit),
         _ => (text, 's'),
@@ -275,7 +304,12 @@ async fn run_access(meta: &[String], command: AdminCommand) -> CliResult {
     };
     let change = |change: AuthChange| async { client.change_auth(change).await };
     match command {
-        AdminCommand::Cluster(_) => unreachable!("handled by run"),
+        AdminCommand::Cluster(_)
+        | AdminCommand::Usage { .. }
+        | AdminCommand::Quota(_)
+        | AdminCommand::Retention(_)
+        | AdminCommand::Gc
+        | AdminCommand::Fsck { .. } => unreachable!("handled by run"),
         AdminCommand::User(UserCommand::Add {
             name,
             admin,

@@ -45,6 +45,35 @@ pub struct WharfConfig {
     pub tls: wharf_tls::HttpsConfig,
     /// `[cluster_tls]`: mTLS on every gRPC server and client of this process.
     pub cluster_tls: wharf_tls::ClusterTlsConfig,
+    /// `[gc]`: garbage collection (meta's sweep and each blob node's collector).
+    pub gc: GcConfig,
+}
+
+/// `[gc]`: how garbage is found (by the meta leader) and deleted (by each blob node).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// How often the meta leader sweeps and each blob node deletes what was collected.
+    pub interval_ms: u64,
+    /// How long an uploaded blob stays in its repository with no manifest using it: the
+    /// window between pushing layers and pushing their manifest.
+    pub upload_grace_ms: u64,
+    /// Upload sessions older than this (from their start) are closed; Distribution's default
+    /// purge age is 7 days, Wharf's 1.
+    pub upload_expiry_ms: u64,
+    /// A staging file with no open session, untouched this long, is removed by its blob node.
+    pub stale_upload_after_ms: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval_ms: 5_000,
+            upload_grace_ms: 3_600_000,
+            upload_expiry_ms: 86_400_000,
+            stale_upload_after_ms: 600_000,
+        }
+    }
 }
 
 impl Default for WharfConfig {
@@ -66,6 +95,7 @@ impl Default for WharfConfig {
             gateway: gateway::GatewayConfig::default(),
             tls: wharf_tls::HttpsConfig::default(),
             cluster_tls: wharf_tls::ClusterTlsConfig::default(),
+            gc: GcConfig::default(),
         }
     }
 }
@@ -115,6 +145,11 @@ impl WharfConfig {
         self.cluster_tls
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.gc.interval_ms == 0 || self.gc.upload_expiry_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "gc.interval_ms and gc.upload_expiry_ms must be positive".into(),
+            ));
+        }
         Ok(())
     }
 }

@@ -102,6 +102,16 @@ struct Options {
     tls_reload_interval_ms: Option<u64>,
     #[command(flatten)]
     cluster_tls: ClusterTlsArgs,
+    /// How often garbage is swept (meta leader) and deleted (blob nodes), ms [default: 5000].
+    #[arg(long, env = "WHARF_GC_INTERVAL_MS")]
+    gc_interval_ms: Option<u64>,
+    /// How long an uploaded blob no manifest uses stays in its repository, ms [default: 3600000].
+    #[arg(long, env = "WHARF_UPLOAD_GRACE_MS")]
+    upload_grace_ms: Option<u64>,
+    /// Upload sessions older than this are closed and their staging files removed, ms
+    /// [default: 86400000].
+    #[arg(long, env = "WHARF_UPLOAD_EXPIRY_MS")]
+    upload_expiry_ms: Option<u64>,
 }
 
 /// mTLS between cluster members (roles and `wharf admin`): all three, or none.
@@ -197,6 +207,15 @@ impl Options {
             config.tls.reload_interval_ms = interval;
         }
         self.cluster_tls.apply(&mut config.cluster_tls);
+        if let Some(interval) = self.gc_interval_ms {
+            config.gc.interval_ms = interval;
+        }
+        if let Some(grace) = self.upload_grace_ms {
+            config.gc.upload_grace_ms = grace;
+        }
+        if let Some(expiry) = self.upload_expiry_ms {
+            config.gc.upload_expiry_ms = expiry;
+        }
         Ok((config, self.addr_file))
     }
 }

@@ -265,6 +265,9 @@ async fn open_meta(
         blob_down_after_ms: config
             .blob_down_after_ms
             .unwrap_or(defaults.blob_down_after_ms),
+        gc_interval_ms: config.gc.interval_ms,
+        upload_grace_ms: config.gc.upload_grace_ms,
+        upload_expiry_ms: config.gc.upload_expiry_ms,
         ..defaults
     };
     meta_node::MetaNode::open(meta_config)
@@ -287,6 +290,8 @@ async fn open_blob(
     let mut blob_config = blob_node::BlobNodeConfig::new(dir, advertise);
     blob_config.node_id = config.node_id;
     blob_config.zone = config.zone.clone();
+    blob_config.gc_interval_ms = config.gc.interval_ms;
+    blob_config.stale_upload_after_ms = config.gc.stale_upload_after_ms;
     let nodes = Arc::new(GrpcBlobNodes::new(meta.clone()));
     let (node, tasks) = blob_node::BlobNode::open_clustered(&blob_config, meta.clone(), nodes)
         .await

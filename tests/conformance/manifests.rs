@@ -106,12 +106,18 @@ async fn oci_image_index_round_trips_by_tag_and_by_digest() {
         push_manifest(&registry, REPO, &child.digest.to_string(), &child).await;
         children.push(child);
     }
+    // The first child also carries a tag of its own.
+    push_manifest(&registry, REPO, "amd64", &children[0]).await;
     let index = index_of(OCI_INDEX, &[&children[0], &children[1]]);
     round_trip(&registry, "multi", &index).await;
-    // Deleting the index leaves its children.
-    for child in &children {
-        expect_served(&registry, &child.digest.to_string(), child).await;
-    }
+    // Deleting the index takes the child that lived only through it; the tagged one stays.
+    expect_served(&registry, &children[0].digest.to_string(), &children[0]).await;
+    expect_unknown(
+        &registry,
+        &children[1].digest.to_string(),
+        &children[1].media_type,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

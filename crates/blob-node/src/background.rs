@@ -1,5 +1,5 @@
-//! [`BackgroundTasks`]: a clustered node's heartbeat loop and repair/rebalance loop, and the
-//! handle that stops them.
+//! [`BackgroundTasks`]: a clustered node's heartbeat loop, repair/rebalance loop and garbage
+//! collection loop, and the handle that stops them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::ClusterView;
+use crate::collector::{CollectReport, Collector};
 use crate::repair::{RepairReport, Repairer};
 
 /// The loops of one clustered blob node. They stop on [`stop`](BackgroundTasks::stop), when
@@ -21,6 +22,7 @@ pub struct BackgroundTasks {
     tasks: Vec<JoinHandle<()>>,
     view: Arc<ClusterView>,
     repairer: Arc<Repairer>,
+    collector: Arc<Collector>,
 }
 
 /// How often each loop runs.
@@ -28,14 +30,16 @@ pub struct BackgroundTasks {
 pub(crate) struct Intervals {
     pub heartbeat: Duration,
     pub repair: Duration,
+    pub gc: Duration,
 }
 
 impl BackgroundTasks {
-    /// Spawns both loops on the current tokio runtime.
+    /// Spawns the three loops on the current tokio runtime.
     pub(crate) fn spawn(
         local: BlobNodeId,
         view: Arc<ClusterView>,
         repairer: Arc<Repairer>,
+        collector: Arc<Collector>,
         intervals: Intervals,
     ) -> BackgroundTasks {
         let shutdown = CancellationToken::new();
@@ -54,11 +58,18 @@ impl BackgroundTasks {
             map_changed,
             shutdown.clone(),
         ));
+        let collect = tokio::spawn(collect_loop(
+            local,
+            Arc::clone(&collector),
+            intervals.gc,
+            shutdown.clone(),
+        ));
         BackgroundTasks {
             shutdown,
-            tasks: vec![heartbeat, repair],
+            tasks: vec![heartbeat, repair, collect],
             view,
             repairer,
+            collector,
         }
     }
 
@@ -78,14 +89,31 @@ impl BackgroundTasks {
         self.repairer.last_report()
     }
 
+    /// Runs one garbage collection pass now (waiting for a running one to finish first), for
+    /// tests and operators; the loop keeps its own schedule.
+    pub async fn collect_pass(&self) -> Result<CollectReport, BlobError> {
+        self.collector.run_pass().await
+    }
+
+    /// The report of the last garbage collection pass that finished without error.
+    pub fn last_collect_report(&self) -> CollectReport {
+        self.collector.last_report()
+    }
+
+    /// Everything garbage collection did since the node started.
+    pub fn collect_totals(&self) -> CollectReport {
+        self.collector.totals()
+    }
+
     /// Cancelling this token stops the loops, as [`stop`](BackgroundTasks::stop) does.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 
-    /// Stops both loops and waits for them to end. A pass cut short leaves nothing half done
-    /// that matters: a push in flight is abandoned (the owner keeps nothing partial), and a copy
-    /// is only deleted after meta stopped listing it.
+    /// Stops the loops and waits for them to end. A pass cut short leaves nothing half done
+    /// that matters: a push in flight is abandoned (the owner keeps nothing partial), a copy
+    /// is only deleted after meta stopped listing it, and a copy garbage collection had set
+    /// aside is put back by its next pass or when the store is next opened.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         for task in std::mem::take(&mut self.tasks) {
@@ -167,6 +195,29 @@ async fn repair_loop(
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(node = local, %error, "repair pass failed"),
+        }
+    }
+}
+
+/// Runs a garbage collection pass every `interval`.
+async fn collect_loop(
+    local: BlobNodeId,
+    collector: Arc<Collector>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        // Dropping a pass half-way is safe: the collector remembers what it set aside.
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            outcome = collector.run_pass() => outcome,
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(node = local, %error, "garbage collection pass failed");
         }
     }
 }

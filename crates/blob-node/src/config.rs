@@ -36,6 +36,15 @@ pub struct BlobNodeConfig {
     /// continues where this one stopped.
     #[serde(default = "default_repair_batch")]
     pub repair_batch: usize,
+    /// How often the garbage collector runs a pass: deleting the copies meta has collected and
+    /// the staging files of uploads meta no longer knows.
+    #[serde(default = "default_gc_interval_ms")]
+    pub gc_interval_ms: u64,
+    /// How long a staging file must have gone unchanged before the collector asks meta whether
+    /// its upload is still open. Only a file without an open session is ever removed, so this
+    /// bounds how often meta is asked about live uploads, not correctness.
+    #[serde(default = "default_stale_upload_after_ms")]
+    pub stale_upload_after_ms: u64,
 }
 
 fn default_node_id() -> BlobNodeId {
@@ -62,6 +71,14 @@ fn default_repair_batch() -> usize {
     1000
 }
 
+fn default_gc_interval_ms() -> u64 {
+    2000
+}
+
+fn default_stale_upload_after_ms() -> u64 {
+    600_000
+}
+
 impl BlobNodeConfig {
     /// A config with the given directory and address and every other field at its default.
     pub fn new(data_dir: impl Into<PathBuf>, advertise_addr: impl Into<String>) -> BlobNodeConfig {
@@ -74,6 +91,8 @@ impl BlobNodeConfig {
             heartbeat_interval_ms: default_heartbeat_interval_ms(),
             repair_interval_ms: default_repair_interval_ms(),
             repair_batch: default_repair_batch(),
+            gc_interval_ms: default_gc_interval_ms(),
+            stale_upload_after_ms: default_stale_upload_after_ms(),
         }
     }
 
@@ -111,6 +130,12 @@ impl BlobNodeConfig {
         }
         if self.repair_batch == 0 {
             return invalid("repair_batch", "must be at least 1");
+        }
+        if self.gc_interval_ms == 0 {
+            return invalid("gc_interval_ms", "must be at least 1");
+        }
+        if self.stale_upload_after_ms == 0 {
+            return invalid("stale_upload_after_ms", "must be at least 1");
         }
         Ok(())
     }
@@ -165,6 +190,22 @@ mod tests {
         assert_eq!(config.weight, 100);
         assert_eq!(config.heartbeat_interval_ms, 1000);
         assert_eq!(config.repair_interval_ms, 5000);
+        assert_eq!(config.gc_interval_ms, 2000);
+        assert_eq!(config.stale_upload_after_ms, 600_000);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn gc_settings_parse() {
+        let config = parse(
+            r#"{"data_dir": "d", "advertise_addr": "h:1",
+                "gc_interval_ms": 250, "stale_upload_after_ms": 90000}"#,
+        )
+        .expect("a config with gc settings");
+        assert_eq!(
+            (config.gc_interval_ms, config.stale_upload_after_ms),
+            (250, 90_000)
+        );
         assert!(config.validate().is_ok());
     }
 
@@ -263,6 +304,20 @@ mod tests {
                 "repair_batch",
                 BlobNodeConfig {
                     repair_batch: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "gc_interval_ms",
+                BlobNodeConfig {
+                    gc_interval_ms: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "stale_upload_after_ms",
+                BlobNodeConfig {
+                    stale_upload_after_ms: 0,
                     ..base.clone()
                 },
             ),

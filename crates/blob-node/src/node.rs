@@ -12,6 +12,7 @@ use oci_model::Digest;
 
 use crate::background::{BackgroundTasks, Intervals};
 use crate::cluster::ClusterView;
+use crate::collector::Collector;
 use crate::config::BlobNodeConfig;
 use crate::error::BlobNodeError;
 use crate::repair::Repairer;
@@ -51,9 +52,10 @@ impl BlobNode {
 
     /// Validates `config` and opens its node on an [`FsBlobStore`] in `data_dir` as a member of
     /// a cluster: commits replicate to the ring owners ([`RingReplicator`]), and the returned
-    /// [`BackgroundTasks`] heartbeat to `meta` and repair and rebalance this node's blobs,
-    /// reaching other nodes through `nodes`. Must be called within a tokio runtime. The node
-    /// must also be registered in the cluster map (`MetaApi::register_blob_node`).
+    /// [`BackgroundTasks`] heartbeat to `meta`, repair and rebalance this node's blobs (reaching
+    /// other nodes through `nodes`) and collect its garbage. Must be called within a tokio
+    /// runtime. The node must also be registered in the cluster map
+    /// (`MetaApi::register_blob_node`).
     pub async fn open_clustered(
         config: &BlobNodeConfig,
         meta: Arc<dyn MetaApi>,
@@ -81,11 +83,24 @@ impl BlobNode {
             nodes,
             config.repair_batch,
         );
+        let collector = Collector::new(
+            config.node_id,
+            Arc::clone(&store),
+            Arc::clone(view.meta()),
+            Duration::from_millis(config.stale_upload_after_ms),
+        );
         let intervals = Intervals {
             heartbeat: Duration::from_millis(config.heartbeat_interval_ms),
             repair: Duration::from_millis(config.repair_interval_ms),
+            gc: Duration::from_millis(config.gc_interval_ms),
         };
-        let tasks = BackgroundTasks::spawn(config.node_id, view, Arc::new(repairer), intervals);
+        let tasks = BackgroundTasks::spawn(
+            config.node_id,
+            view,
+            Arc::new(repairer),
+            Arc::new(collector),
+            intervals,
+        );
         let node = BlobNode::new(config.node_id, store, Arc::new(replicator));
         (node, tasks)
     }
@@ -94,8 +109,7 @@ impl BlobNode {
         self.id
     }
 
-    /// The store underneath, for work beside the API such as garbage collection of abandoned
-    /// uploads.
+    /// The store underneath, for work beside the API (tools, tests).
     pub fn store(&self) -> &Arc<dyn BlobStore> {
         &self.store
     }

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use crate::replica::{self, ReplicaWriter};
 use crate::staging::{self, blocking, io_error, DurableDirs, StagingWriter};
 use crate::stream::copy_stream;
+use crate::trash;
 use crate::upload_locks::{RunningHash, UploadLocks};
 use crate::{BlobStore, UploadInfo};
 
@@ -33,20 +34,26 @@ struct Inner {
 
 impl FsBlobStore {
     /// Opens the store rooted at `root`, creating its directories if needed. Committed blobs and
-    /// open uploads found there are kept, so reopening after a restart continues where it stopped.
+    /// open uploads found there are kept, so reopening after a restart continues where it stopped;
+    /// blobs found set aside are put back (see [`BlobStore::set_aside`]).
     pub async fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore, BlobError> {
         let root = root.into();
-        let layout_root = root.clone();
-        blocking(move || {
+        let durable_dirs = Arc::new(DurableDirs::default());
+        let (layout_root, layout_dirs) = (root.clone(), Arc::clone(&durable_dirs));
+        let restored = blocking(move || {
             staging::create_layout(&layout_root)?;
-            replica::clear_staging(&layout_root.join("replicas"))
+            replica::clear_staging(&layout_root.join("replicas"))?;
+            trash::restore_all(&layout_root, &layout_dirs)
         })
         .await?;
+        if restored > 0 {
+            tracing::info!(root = %root.display(), restored, "put back blobs left set aside");
+        }
         Ok(FsBlobStore {
             inner: Arc::new(Inner {
                 root,
                 uploads: UploadLocks::default(),
-                durable_dirs: Arc::default(),
+                durable_dirs,
                 replica_counter: AtomicU64::new(0),
             }),
         })
@@ -68,15 +75,8 @@ impl Inner {
         Ok(self.root.join("uploads").join(valid.as_str()))
     }
 
-    /// The final path of `digest`: `Digest` is validated on construction (known algorithm,
-    /// lowercase hex of the right length), so it is safe in a path.
     fn blob_path(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.hex();
-        self.root
-            .join("blobs")
-            .join(digest.algorithm().as_str())
-            .join(&hex[..2])
-            .join(hex)
+        blob_path(&self.root, digest)
     }
 
     async fn start_upload(&self, id: &UploadId) -> Result<(), BlobError> {
@@ -306,6 +306,16 @@ impl Inner {
     }
 }
 
+/// The final path of `digest` under `root`: `Digest` is validated on construction (known
+/// algorithm, lowercase hex of the right length), so it is safe in a path.
+pub(crate) fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
+    let hex = digest.hex();
+    root.join("blobs")
+        .join(digest.algorithm().as_str())
+        .join(&hex[..2])
+        .join(hex)
+}
+
 /// The size of the blob file at `path`, `None` when absent.
 async fn blob_size(path: &Path) -> Result<Option<u64>, BlobError> {
     match tokio::fs::metadata(path).await {
@@ -394,5 +404,28 @@ impl BlobStore for FsBlobStore {
         let blobs_dir = self.inner.root.join("blobs");
         let after = after.cloned();
         blocking(move || replica::list_blobs(&blobs_dir, after.as_ref(), n)).await
+    }
+
+    async fn set_aside(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
+        let blob = self.inner.blob_path(digest);
+        let aside = trash::aside_path(&self.inner.root, digest);
+        let size = blocking(move || trash::set_aside(&blob, &aside)).await?;
+        tracing::debug!(%digest, ?size, "blob set aside");
+        Ok(size)
+    }
+
+    async fn put_back(&self, digest: &Digest) -> Result<(), BlobError> {
+        let blob = self.inner.blob_path(digest);
+        let aside = trash::aside_path(&self.inner.root, digest);
+        let durable_dirs = Arc::clone(&self.inner.durable_dirs);
+        if blocking(move || trash::put_back(&aside, &blob, &durable_dirs)).await? {
+            tracing::debug!(%digest, "blob put back");
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, digest: &Digest) -> Result<(), BlobError> {
+        let aside = trash::aside_path(&self.inner.root, digest);
+        blocking(move || trash::purge(&aside)).await
     }
 }

@@ -21,16 +21,21 @@
 //!     0123456789abcdef0123456789abcdef   named by the UploadId (32 lowercase hex)
 //!   replicas/                   staging of replicas pushed by other nodes; emptied at open
 //!     sha256-ab12...ef-7        <algorithm>-<hex>-<per-process counter>
+//!   trash/                      blobs set aside by garbage collection, awaiting meta's answer;
+//!     sha256-ab12...ef          <algorithm>-<hex>; everything here is put back at open
 //! ```
 //!
 //! A blob reaches `blobs/` only by `rename` of a verified, fsynced staging file, and the
 //! directory entry is fsynced before the commit returns, so a crash never leaves a partial file
-//! at a final path and a reader never sees one.
+//! at a final path and a reader never sees one. Garbage collection moves a whole blob between
+//! `blobs/` and `trash/` by `rename` too (both directories fsynced), and unlinks it only from
+//! `trash/`, once the metadata service has confirmed it may go.
 
 mod fs;
 mod replica;
 mod staging;
 mod stream;
+mod trash;
 mod upload_locks;
 
 #[cfg(feature = "testsuite")]
@@ -128,4 +133,29 @@ pub trait BlobStore: Send + Sync + 'static {
         after: Option<&Digest>,
         n: usize,
     ) -> Result<Vec<(Digest, u64)>, BlobError>;
+
+    // ---- garbage collection: set aside, then purge or put back ----
+
+    /// Takes blob `digest` out of service without deleting it, ahead of asking the metadata
+    /// service whether it may really go, and returns the size it had; `None` when the blob is not
+    /// held (nothing changes then). Atomic and durable: afterwards `stat` says `None`, `read` says
+    /// `NotFound` and `list_blobs` skips it, until [`put_back`] or a new commit or replica of the
+    /// same digest; reads already streaming it may finish. The set-aside copy stays on disk until
+    /// [`purge`] or [`put_back`]; reopening the store puts back every copy still set aside, since
+    /// nobody waits for a decision about it any more (a copy kept by mistake is an orphan, one
+    /// deleted by mistake a lost replica). A copy already set aside for `digest` is replaced.
+    ///
+    /// [`put_back`]: BlobStore::put_back
+    /// [`purge`]: BlobStore::purge
+    async fn set_aside(&self, digest: &Digest) -> Result<Option<u64>, BlobError>;
+
+    /// Returns the set-aside copy of `digest` to service, durably; `stat` and `read` see it again.
+    /// A copy of `digest` committed or replicated meanwhile is replaced, which changes nothing a
+    /// reader can see: both are the bytes of `digest`. Idempotent: nothing set aside, nothing done.
+    async fn put_back(&self, digest: &Digest) -> Result<(), BlobError>;
+
+    /// Deletes the set-aside copy of `digest` for good, durably. Never touches a copy in service
+    /// (one committed or replicated after the set-aside stays). Idempotent: nothing set aside,
+    /// nothing done.
+    async fn purge(&self, digest: &Digest) -> Result<(), BlobError>;
 }

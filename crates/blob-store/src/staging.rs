@@ -227,7 +227,7 @@ pub(crate) struct DurableDirs {
 
 impl DurableDirs {
     /// Makes sure `dir` exists and its entry in its parent is on disk.
-    fn ensure(&self, dir: &Path) -> Result<(), BlobError> {
+    pub(crate) fn ensure(&self, dir: &Path) -> Result<(), BlobError> {
         if self
             .known
             .lock()
@@ -341,6 +341,7 @@ pub(crate) fn create_layout(root: &Path) -> Result<(), BlobError> {
         blobs.join(Algorithm::Sha512.as_str()),
         root.join("uploads"),
         root.join("replicas"),
+        root.join("trash"),
     ];
     for dir in &dirs {
         fs::create_dir_all(dir).map_err(|error| io_error("create directory", dir, error))?;

@@ -158,3 +158,37 @@ fn commit_trusts_the_running_hash_and_rehashes_after_a_restart() {
         ));
     });
 }
+
+#[test]
+fn set_aside_moves_the_file_to_trash_and_reopen_skips_foreign_names() {
+    run(async {
+        let factory = FsFactory::new();
+        let store = factory.open().await;
+        let digest = put_blob(&store, b"collected").await;
+        let hex = digest.hex();
+        let final_path = store.root().join("blobs/sha256").join(&hex[..2]).join(hex);
+        let aside = store.root().join("trash").join(format!("sha256-{hex}"));
+        assert_eq!(store.set_aside(&digest).await, Ok(Some(9)));
+        assert!(!final_path.exists());
+        assert_eq!(std::fs::read(&aside).expect("set-aside file"), b"collected");
+
+        // Files this store never wrote: none may become a blob, or steer a path anywhere.
+        let trash = store.root().join("trash");
+        let foreign = [
+            "junk".to_owned(),
+            format!("md5-{hex}"),
+            format!("sha256-{}", hex.to_uppercase()),
+            format!("sha256-{hex}.tmp"),
+        ];
+        for name in &foreign {
+            std::fs::write(trash.join(name), b"foreign").expect("write foreign file");
+        }
+        let store = factory.open().await;
+        assert_eq!(std::fs::read(&final_path).expect("put back"), b"collected");
+        assert!(!aside.exists());
+        for name in &foreign {
+            assert!(trash.join(name).is_file(), "{name} is left alone");
+        }
+        assert_eq!(store.list_blobs(None, 10).await, Ok(vec![(digest, 9)]));
+    });
+}

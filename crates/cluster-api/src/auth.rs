@@ -148,13 +148,7 @@ impl ImmutableTagRule {
     /// Whether the rule protects `tag` in `repo`. A pattern that does not compile protects
     /// nothing (patterns are checked when a rule is added).
     pub fn protects(&self, repo: &str, tag: &str) -> bool {
-        let matches = |pattern: &str, text: &str| {
-            globset::GlobBuilder::new(pattern)
-                .literal_separator(true)
-                .build()
-                .is_ok_and(|glob| glob.compile_matcher().is_match(text))
-        };
-        matches(&self.repositories, repo) && matches(&self.tags, tag)
+        glob_matches(&self.repositories, repo) && glob_matches(&self.tags, tag)
     }
 }
 
@@ -243,7 +237,29 @@ pub fn validate_account_name(name: &str) -> Result<(), MetaError> {
     Ok(())
 }
 
-fn validate_id(what: &str, id: &str) -> Result<(), MetaError> {
+/// Whether `text` matches the glob `pattern` (`*` within a path segment, `**` across); a
+/// pattern that does not compile matches nothing (patterns are checked when they are stored).
+pub(crate) fn glob_matches(pattern: &str, text: &str) -> bool {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .is_ok_and(|glob| glob.compile_matcher().is_match(text))
+}
+
+pub(crate) fn validate_glob(pattern: &str) -> Result<(), MetaError> {
+    let compiles = globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .is_ok();
+    if pattern.is_empty() || pattern.len() > 255 || !compiles {
+        return Err(MetaError::Invalid(format!(
+            "pattern {pattern:?} is not a valid glob"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_id(what: &str, id: &str) -> Result<(), MetaError> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
@@ -261,15 +277,7 @@ fn validate_id(what: &str, id: &str) -> Result<(), MetaError> {
 fn validate_rule(rule: &ImmutableTagRule) -> Result<(), MetaError> {
     validate_id("rule", &rule.id)?;
     for pattern in [&rule.repositories, &rule.tags] {
-        let compiles = globset::GlobBuilder::new(pattern)
-            .literal_separator(true)
-            .build()
-            .is_ok();
-        if pattern.is_empty() || pattern.len() > 255 || !compiles {
-            return Err(MetaError::Invalid(format!(
-                "pattern {pattern:?} is not a valid glob"
-            )));
-        }
+        validate_glob(pattern)?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 mod auth;
 mod blob;
 mod error;
+mod lifecycle;
 mod meta;
 mod types;
 
@@ -17,5 +18,6 @@ pub mod fake;
 pub use auth::*;
 pub use blob::{BlobApi, BlobNodes, ByteStream};
 pub use error::{BlobError, ErrorKind, MetaError};
+pub use lifecycle::{RetentionAction, RetentionRule};
 pub use meta::MetaApi;
 pub use types::*;

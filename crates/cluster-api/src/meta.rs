@@ -5,7 +5,7 @@ use oci_model::{Digest, Reference, RepositoryName, Tag};
 
 use crate::error::MetaError;
 use crate::types::*;
-use crate::{AuthChange, AuthState};
+use crate::{AuthChange, AuthState, RetentionAction, RetentionRule};
 
 /// The Raft-replicated metadata service. Every mutating call returns only once its Raft entry is
 /// committed (durable on a quorum) and applied; every read is linearizable.
@@ -171,6 +171,46 @@ pub trait MetaApi: Send + Sync + 'static {
     /// Those of `ids` that are open upload sessions, in the order given; a blob node removes the
     /// staging files of the others.
     async fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError>;
+
+    /// Runs a garbage-collection sweep now on the leader (the leader also runs one every
+    /// interval), returning what it did.
+    async fn collect_garbage(&self) -> Result<SweepReport, MetaError>;
+
+    /// Recomputes every reference count and namespace usage from the graph and lists each
+    /// disagreement with the kept figures; empty when consistent (the meta half of fsck).
+    async fn check_consistency(&self) -> Result<Vec<String>, MetaError>;
+
+    /// fsck found `blobs` (digest, size) on `node` with no live record in meta: dooms each that
+    /// is still unknown, so the node deletes it through the usual confirmation. Returns how many.
+    async fn discard_orphans(
+        &self,
+        node: BlobNodeId,
+        blobs: &[(Digest, u64)],
+    ) -> Result<u64, MetaError>;
+
+    // ---- usage, quotas and retention ----
+
+    /// The usage of `namespace`, or of every namespace holding something or with a quota.
+    async fn usage(&self, namespace: Option<&str>) -> Result<Vec<NamespaceUsage>, MetaError>;
+
+    /// Sets (`Some`) or removes (`None`) the quota on `namespace`'s physical bytes.
+    async fn set_quota(&self, namespace: &str, bytes: Option<u64>) -> Result<(), MetaError>;
+
+    /// The retention rules, by id.
+    async fn retention_rules(&self) -> Result<Vec<RetentionRule>, MetaError>;
+
+    /// Adds or replaces a retention rule; `Invalid` when it does not validate.
+    async fn put_retention_rule(&self, rule: RetentionRule) -> Result<(), MetaError>;
+
+    /// Removes a retention rule; `Invalid` if unknown.
+    async fn delete_retention_rule(&self, id: &str) -> Result<(), MetaError>;
+
+    /// What the retention rules would remove now (the dry run), `dry_run` rules included when
+    /// `include_dry_run`.
+    async fn retention_plan(
+        &self,
+        include_dry_run: bool,
+    ) -> Result<Vec<RetentionAction>, MetaError>;
 
     // ---- access control ----
 

@@ -10,9 +10,9 @@ use parking_lot::Mutex;
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 use wharf_proto::convert::{self, DecodeError};
-use wharf_proto::convert_auth;
 use wharf_proto::pb;
 use wharf_proto::status::status_to_meta_error;
+use wharf_proto::{convert_auth, convert_lifecycle};
 
 type PbMetaClient = pb::meta_client::MetaClient<crate::TracedChannel>;
 
@@ -566,6 +566,119 @@ impl MetaApi for MetaClient {
             .ids
             .iter()
             .map(|id| decode(convert::upload_id("ids", id)))
+            .collect()
+    }
+
+    async fn collect_garbage(&self) -> Result<SweepReport, MetaError> {
+        let response = self
+            .call(pb::Empty {}, |mut c, r| async move {
+                c.collect_garbage(r).await
+            })
+            .await?;
+        Ok(convert_lifecycle::sweep_from_pb(response))
+    }
+
+    async fn check_consistency(&self) -> Result<Vec<String>, MetaError> {
+        let response = self
+            .call(pb::Empty {}, |mut c, r| async move {
+                c.check_consistency(r).await
+            })
+            .await?;
+        Ok(response.problems)
+    }
+
+    async fn discard_orphans(
+        &self,
+        node: BlobNodeId,
+        blobs: &[(Digest, u64)],
+    ) -> Result<u64, MetaError> {
+        let request = pb::DiscardOrphansRequest {
+            node,
+            blobs: blobs
+                .iter()
+                .map(|(digest, size)| pb::OrphanBlob {
+                    digest: digest.to_string(),
+                    size: *size,
+                })
+                .collect(),
+        };
+        let response = self
+            .call(
+                request,
+                |mut c, r| async move { c.discard_orphans(r).await },
+            )
+            .await?;
+        Ok(response.doomed)
+    }
+
+    async fn usage(&self, namespace: Option<&str>) -> Result<Vec<NamespaceUsage>, MetaError> {
+        let request = pb::GetUsageRequest {
+            namespace: namespace.map(str::to_owned),
+        };
+        let response = self
+            .call(request, |mut c, r| async move { c.get_usage(r).await })
+            .await?;
+        Ok(response
+            .namespaces
+            .into_iter()
+            .map(convert_lifecycle::usage_from_pb)
+            .collect())
+    }
+
+    async fn set_quota(&self, namespace: &str, bytes: Option<u64>) -> Result<(), MetaError> {
+        let request = pb::SetQuotaRequest {
+            namespace: namespace.to_owned(),
+            bytes,
+        };
+        self.call(request, |mut c, r| async move { c.set_quota(r).await })
+            .await?;
+        Ok(())
+    }
+
+    async fn retention_rules(&self) -> Result<Vec<RetentionRule>, MetaError> {
+        let response = self
+            .call(pb::Empty {}, |mut c, r| async move {
+                c.list_retention_rules(r).await
+            })
+            .await?;
+        Ok(response
+            .rules
+            .into_iter()
+            .map(convert_lifecycle::rule_from_pb)
+            .collect())
+    }
+
+    async fn put_retention_rule(&self, rule: RetentionRule) -> Result<(), MetaError> {
+        let request = convert_lifecycle::rule_to_pb(&rule);
+        self.call(
+            request,
+            |mut c, r| async move { c.put_retention_rule(r).await },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_retention_rule(&self, id: &str) -> Result<(), MetaError> {
+        let request = pb::DeleteRetentionRuleRequest { id: id.to_owned() };
+        self.call(request, |mut c, r| async move {
+            c.delete_retention_rule(r).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn retention_plan(
+        &self,
+        include_dry_run: bool,
+    ) -> Result<Vec<RetentionAction>, MetaError> {
+        let request = pb::PlanRetentionRequest { include_dry_run };
+        let response = self
+            .call(request, |mut c, r| async move { c.plan_retention(r).await })
+            .await?;
+        response
+            .actions
+            .into_iter()
+            .map(|action| decode(convert_lifecycle::action_from_pb(action)))
             .collect()
     }
 

@@ -61,6 +61,12 @@ struct NewRobot {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct NewQuota {
+    bytes: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewPolicy {
     id: Option<String>,
     subject: String,
@@ -237,6 +243,37 @@ pub(crate) async fn handle(
                 created(json!({ "kid": kid })),
                 Some(format!("signing key {kid} added")),
             )
+        }
+        (Method::GET, ["usage"]) => {
+            let usage = gateway.meta.usage(None).await?;
+            (Json(json!({ "namespaces": usage })).into_response(), None)
+        }
+        (Method::GET, ["usage", namespace]) => {
+            let usage = gateway.meta.usage(Some(namespace)).await?;
+            (Json(json!({ "namespaces": usage })).into_response(), None)
+        }
+        (Method::PUT, ["quotas", namespace]) => {
+            let quota: NewQuota = parse(&body().await?)?;
+            gateway.meta.set_quota(namespace, Some(quota.bytes)).await?;
+            (
+                StatusCode::NO_CONTENT.into_response(),
+                Some(format!("quota of {namespace} set to {} bytes", quota.bytes)),
+            )
+        }
+        (Method::DELETE, ["quotas", namespace]) => {
+            gateway.meta.set_quota(namespace, None).await?;
+            (
+                StatusCode::NO_CONTENT.into_response(),
+                Some(format!("quota of {namespace} removed")),
+            )
+        }
+        (Method::GET, ["retention"]) => {
+            let rules = gateway.meta.retention_rules().await?;
+            (Json(json!({ "rules": rules })).into_response(), None)
+        }
+        (Method::GET, ["retention", "plan"]) => {
+            let plan = gateway.meta.retention_plan(true).await?;
+            (Json(json!({ "actions": plan })).into_response(), None)
         }
         _ => return Err(ApiError::unknown_path(path)),
     };

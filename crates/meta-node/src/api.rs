@@ -8,8 +8,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use cluster_api::{
     AuthChange, AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, DoomedBlob, MetaApi,
-    MetaError, NodeState, Page, PutManifest, ReplicationPolicy, StoredManifest, UploadId,
-    UploadSession,
+    MetaError, NamespaceUsage, NodeState, Page, PutManifest, ReplicationPolicy, RetentionAction,
+    RetentionRule, StoredManifest, SweepReport, UploadId, UploadSession,
 };
 use meta_store::{Command, CommandOutput, StateReader, TypeConfig};
 use oci_model::{Descriptor, Digest, Reference, RepositoryName, Tag};
@@ -27,6 +27,7 @@ pub struct RaftMeta {
     reader: StateReader,
     liveness: Arc<Liveness>,
     reads: ReadBarrier<Option<LogId<u64>>, MetaError>,
+    gc: crate::gc::GcSettings,
 }
 
 pub(crate) fn redirect(forward: ForwardToLeader<u64, BasicNode>) -> MetaError {
@@ -90,12 +91,14 @@ impl RaftMeta {
         raft: Raft<TypeConfig>,
         reader: StateReader,
         liveness: Arc<Liveness>,
+        gc: crate::gc::GcSettings,
     ) -> RaftMeta {
         RaftMeta {
             raft,
             reader,
             liveness,
             reads: ReadBarrier::new(),
+            gc,
         }
     }
 
@@ -434,6 +437,71 @@ impl MetaApi for RaftMeta {
     async fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError> {
         self.linearize().await?;
         self.reader.open_uploads(ids)
+    }
+
+    async fn collect_garbage(&self) -> Result<SweepReport, MetaError> {
+        crate::gc::sweep(&self.raft, self.gc).await
+    }
+
+    async fn check_consistency(&self) -> Result<Vec<String>, MetaError> {
+        self.linearize().await?;
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || reader.check_consistency())
+            .await
+            .map_err(|error| MetaError::Internal(error.to_string()))?
+    }
+
+    async fn discard_orphans(
+        &self,
+        node: BlobNodeId,
+        blobs: &[(Digest, u64)],
+    ) -> Result<u64, MetaError> {
+        let command = Command::DiscardOrphans {
+            node,
+            blobs: blobs.to_vec(),
+            now_ms: unix_ms(),
+        };
+        match self.propose(command).await? {
+            CommandOutput::Retained(count) => Ok(count),
+            other => Err(MetaError::Internal(format!(
+                "orphan discard answered {other:?}"
+            ))),
+        }
+    }
+
+    async fn usage(&self, namespace: Option<&str>) -> Result<Vec<NamespaceUsage>, MetaError> {
+        self.linearize().await?;
+        self.reader.usage(namespace)
+    }
+
+    async fn set_quota(&self, namespace: &str, bytes: Option<u64>) -> Result<(), MetaError> {
+        self.propose_done(Command::SetQuota {
+            namespace: namespace.to_owned(),
+            bytes,
+        })
+        .await
+    }
+
+    async fn retention_rules(&self) -> Result<Vec<RetentionRule>, MetaError> {
+        self.linearize().await?;
+        self.reader.retention_rules()
+    }
+
+    async fn put_retention_rule(&self, rule: RetentionRule) -> Result<(), MetaError> {
+        self.propose_done(Command::PutRetentionRule(rule)).await
+    }
+
+    async fn delete_retention_rule(&self, id: &str) -> Result<(), MetaError> {
+        self.propose_done(Command::DeleteRetentionRule { id: id.to_owned() })
+            .await
+    }
+
+    async fn retention_plan(
+        &self,
+        include_dry_run: bool,
+    ) -> Result<Vec<RetentionAction>, MetaError> {
+        self.linearize().await?;
+        self.reader.retention_plan(unix_ms(), include_dry_run)
     }
 
     async fn auth_state(&self, known_version: Option<u64>) -> Result<Option<AuthState>, MetaError> {

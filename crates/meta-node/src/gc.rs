@@ -6,10 +6,13 @@
 use std::time::Duration;
 
 use cluster_api::{MetaError, SweepReport};
-use meta_store::{Command, CommandOutput, TypeConfig};
+use meta_store::{Command, CommandOutput, StateReader, TypeConfig};
 use openraft::{Raft, ServerState};
 
 use crate::api::{unix_ms, write_error};
+
+/// Retention actions one entry carries at most.
+const RETENTION_CHUNK: usize = 500;
 
 /// Rows of each kind one sweep entry handles at most, so an entry stays small.
 const SWEEP_LIMIT: u32 = 1_000;
@@ -67,14 +70,54 @@ pub(crate) async fn sweep(
     Ok(total)
 }
 
-/// The sweep loop of one meta node: sweeps while it leads.
-pub(crate) async fn run_collector(raft: Raft<TypeConfig>, settings: GcSettings) {
+/// Enforces the retention rules once: plans from this node's state, then proposes the actions
+/// in chunks; the state machine re-checks each, so a push racing the pass wins. Returns how many
+/// were applied.
+pub(crate) async fn enforce_retention(
+    raft: &Raft<TypeConfig>,
+    reader: &StateReader,
+) -> Result<u64, MetaError> {
+    let planner = reader.clone();
+    let plan = tokio::task::spawn_blocking(move || planner.retention_plan(unix_ms(), false))
+        .await
+        .map_err(|error| MetaError::Internal(error.to_string()))??;
+    let mut applied = 0;
+    for chunk in plan.chunks(RETENTION_CHUNK) {
+        let command = Command::ApplyRetention {
+            actions: chunk.to_vec(),
+        };
+        match raft.client_write(command).await {
+            Ok(response) => match response.data.into_result()? {
+                CommandOutput::Retained(count) => applied += count,
+                other => return Err(MetaError::Internal(format!("retention answered {other:?}"))),
+            },
+            Err(error) => return Err(write_error(error)),
+        }
+    }
+    Ok(applied)
+}
+
+/// The loop of one meta node: while it leads, enforces retention, then sweeps (so what
+/// retention released is collected in the same round once its grace has passed).
+pub(crate) async fn run_collector(
+    raft: Raft<TypeConfig>,
+    reader: StateReader,
+    settings: GcSettings,
+) {
     let mut ticks = tokio::time::interval(settings.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         if raft.metrics().borrow().state != ServerState::Leader {
             continue;
+        }
+        match enforce_retention(&raft, &reader).await {
+            Ok(0) => {}
+            Ok(applied) => {
+                metrics::counter!("wharf_retention_actions_total").increment(applied);
+                tracing::info!(applied, "retention rules enforced");
+            }
+            Err(error) => tracing::debug!(%error, "retention pass did not run"),
         }
         match sweep(&raft, settings).await {
             Ok(report) if report != SweepReport::default() => {

@@ -81,6 +81,7 @@ impl MetaNode {
             raft.clone(),
             store.reader.clone(),
             liveness.clone(),
+            config.gc_settings(),
         ));
         let mut tasks = vec![
             tokio::spawn(run_detector(
@@ -89,8 +90,12 @@ impl MetaNode {
                 liveness,
                 config.blob_down_after(),
             )),
-            tokio::spawn(run_metrics(raft.clone(), store.reader)),
-            tokio::spawn(crate::gc::run_collector(raft.clone(), config.gc_settings())),
+            tokio::spawn(run_metrics(raft.clone(), store.reader.clone())),
+            tokio::spawn(crate::gc::run_collector(
+                raft.clone(),
+                store.reader.clone(),
+                config.gc_settings(),
+            )),
         ];
         if !config.bootstrap && !initialized && !config.join.is_empty() {
             tasks.push(tokio::spawn(join_cluster(config.clone())));

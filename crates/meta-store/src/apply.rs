@@ -3,7 +3,7 @@
 
 use cluster_api::{
     AuthChange, BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PutManifest,
-    ReplicationPolicy, SweepReport, UploadId, UploadSession,
+    ReplicationPolicy, RetentionRule, SweepReport, UploadId, UploadSession,
 };
 use oci_model::{Digest, RepositoryName, Tag};
 
@@ -58,6 +58,25 @@ pub(crate) fn apply_command(
         Command::RemoveBlobReplicas { digest, nodes } => remove_blob_replicas(txn, &digest, &nodes),
         Command::ChangeAuth(change) => change_auth(txn, change),
         Command::SetQuota { namespace, bytes } => set_quota(txn, namespace, bytes),
+        Command::PutRetentionRule(rule) => put_retention_rule(txn, rule),
+        Command::DeleteRetentionRule { id } => delete_retention_rule(txn, &id),
+        Command::DiscardOrphans {
+            node,
+            blobs,
+            now_ms,
+        } => {
+            let mut doomed = 0;
+            for (digest, size) in &blobs {
+                if state::blob(txn, digest)?.is_none() {
+                    refs::discard_claim(txn, digest, *size, &[node], now_ms)?;
+                    doomed += 1;
+                }
+            }
+            Ok(Ok(CommandOutput::Retained(doomed)))
+        }
+        Command::ApplyRetention { actions } => Ok(Ok(CommandOutput::Retained(
+            crate::retention::apply(txn, &actions)?,
+        ))),
         Command::Sweep {
             now_ms,
             links_pushed_before_ms,
@@ -117,6 +136,32 @@ fn set_quota(txn: &mut Txn<'_>, namespace: String, bytes: Option<u64>) -> Outcom
         None => quotas.remove(&namespace),
     };
     state::put_quotas(txn, &quotas)?;
+    Ok(DONE)
+}
+
+fn put_retention_rule(txn: &mut Txn<'_>, rule: RetentionRule) -> Outcome {
+    if let Err(error) = rule.validate() {
+        return Ok(Err(error));
+    }
+    let mut rules = state::retention_rules(txn)?;
+    match rules.binary_search_by(|known| known.id.cmp(&rule.id)) {
+        Ok(at) => rules[at] = rule,
+        Err(at) => rules.insert(at, rule),
+    }
+    state::put_retention_rules(txn, &rules)?;
+    Ok(DONE)
+}
+
+fn delete_retention_rule(txn: &mut Txn<'_>, id: &str) -> Outcome {
+    let mut rules = state::retention_rules(txn)?;
+    let before = rules.len();
+    rules.retain(|rule| rule.id != id);
+    if rules.len() == before {
+        return Ok(Err(MetaError::Invalid(format!(
+            "retention rule {id} does not exist"
+        ))));
+    }
+    state::put_retention_rules(txn, &rules)?;
     Ok(DONE)
 }
 

@@ -5,7 +5,7 @@
 
 use cluster_api::{
     AuthChange, BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PutManifest,
-    ReplicationPolicy, SweepReport, UploadId, UploadSession,
+    ReplicationPolicy, RetentionAction, RetentionRule, SweepReport, UploadId, UploadSession,
 };
 use oci_model::{Digest, RepositoryName, Tag};
 use serde::{Deserialize, Serialize};
@@ -99,6 +99,22 @@ pub enum Command {
         namespace: String,
         bytes: Option<u64>,
     },
+    /// Adds or replaces a retention rule (by id); `Invalid` when it does not validate.
+    PutRetentionRule(RetentionRule),
+    /// Removes a retention rule; `Invalid` if unknown.
+    DeleteRetentionRule { id: String },
+    /// Applies the actions of a retention pass, each only if what it saw still holds; answers
+    /// [`CommandOutput::Retained`] with how many were applied.
+    ApplyRetention { actions: Vec<RetentionAction> },
+    /// fsck found copies on `node` that meta does not know: each (digest, size) with no live
+    /// record is doomed (or added to its doomed copies), so the node deletes it through the usual
+    /// confirmation; one that is live again is left alone. Answers [`CommandOutput::Retained`]
+    /// with how many were doomed.
+    DiscardOrphans {
+        node: BlobNodeId,
+        blobs: Vec<(Digest, u64)>,
+        now_ms: u64,
+    },
     /// One garbage-collection sweep, its cut-offs chosen by the proposing leader: removes blob
     /// links unreferenced since before `links_pushed_before_ms` (dooming blobs that lose their
     /// last link), closes upload sessions started before `uploads_started_before_unix`, drops
@@ -132,6 +148,8 @@ pub enum CommandOutput {
     Confirmed(Vec<bool>),
     /// The answer of [`Command::Sweep`].
     Swept(SweepReport),
+    /// The answer of [`Command::ApplyRetention`].
+    Retained(u64),
 }
 
 /// The outcome of applying one log entry. Blank and membership entries answer `Ok(Done)`.

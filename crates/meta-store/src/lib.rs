@@ -57,6 +57,7 @@ mod kv;
 mod log_store;
 mod reader;
 mod refs;
+mod retention;
 mod snapshot;
 mod state;
 mod state_machine;

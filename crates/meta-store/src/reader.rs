@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cluster_api::{
     AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, DoomedBlob, MetaError,
-    NamespaceUsage, Page, StoredManifest, UploadId, UploadSession,
+    NamespaceUsage, Page, RetentionAction, RetentionRule, StoredManifest, UploadId, UploadSession,
 };
 use oci_model::{Descriptor, Digest, Reference, RepositoryName};
 use openraft::LogId;
@@ -59,6 +59,25 @@ impl StateReader {
     /// disagreement with the kept figures (empty when consistent). Reads the whole state.
     pub fn check_consistency(&self) -> Result<Vec<String>, MetaError> {
         Ok(crate::check::check(&DbView::frozen(&self.db))?)
+    }
+
+    /// The retention rules, by id.
+    pub fn retention_rules(&self) -> Result<Vec<RetentionRule>, MetaError> {
+        Ok(state::retention_rules(&self.view())?)
+    }
+
+    /// What the retention rules would remove at `now_ms` (with `dry_run` rules when
+    /// `include_dry_run`), read from one point-in-time view.
+    pub fn retention_plan(
+        &self,
+        now_ms: u64,
+        include_dry_run: bool,
+    ) -> Result<Vec<RetentionAction>, MetaError> {
+        Ok(crate::retention::plan(
+            &DbView::frozen(&self.db),
+            now_ms,
+            include_dry_run,
+        )?)
     }
 
     /// Usage of `namespace`, or of every namespace that holds something or has a quota (in name

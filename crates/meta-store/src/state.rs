@@ -3,7 +3,7 @@
 
 use cluster_api::{
     AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, ClusterMember, ImmutableTagRule,
-    NodeState, ReplicationPolicy, UploadId, UploadSession,
+    NodeState, ReplicationPolicy, RetentionRule, UploadId, UploadSession,
 };
 use std::collections::BTreeMap;
 
@@ -22,6 +22,7 @@ const EPOCH: &[u8] = b"epoch";
 const POLICY: &[u8] = b"policy";
 const AUTH: &[u8] = b"auth";
 const QUOTAS: &[u8] = b"quotas";
+const RETENTION: &[u8] = b"retention";
 /// The immutable-tag rules alone (also in the auth state), so a tagged manifest PUT reads a few
 /// bytes, not every account.
 const IMMUTABLE_TAGS: &[u8] = b"immutable_tags";
@@ -388,6 +389,68 @@ pub(crate) fn put_quotas(
 ) -> Result<(), StoreError> {
     txn.put(Table::ClusterMeta, QUOTAS, encode("quotas", quotas)?);
     Ok(())
+}
+
+/// Retention rules, by id.
+pub(crate) fn retention_rules(kv: &impl KvRead) -> Result<Vec<RetentionRule>, StoreError> {
+    Ok(kv
+        .get(Table::ClusterMeta, RETENTION)?
+        .map(|bytes| decode("retention rules", &bytes))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+pub(crate) fn put_retention_rules(
+    txn: &mut Txn<'_>,
+    rules: &[RetentionRule],
+) -> Result<(), StoreError> {
+    txn.put(
+        Table::ClusterMeta,
+        RETENTION,
+        encode("retention rules", &rules)?,
+    );
+    Ok(())
+}
+
+/// Every tag of `repo` with its record, in tag order.
+pub(crate) fn tag_records(
+    kv: &impl KvRead,
+    repo: &RepositoryName,
+) -> Result<Vec<(Tag, TagRecord)>, StoreError> {
+    let mut tags = Vec::new();
+    kv.scan(
+        Table::Tags,
+        &prefix(&[repo.as_str()]),
+        None,
+        &mut |key, value| {
+            let [_, tag] = split_key::<2>("tag key", key)?;
+            tags.push((parse_tag("tag key", tag)?, decode("tag", value)?));
+            Ok(true)
+        },
+    )?;
+    Ok(tags)
+}
+
+/// Every manifest link of `repo`, in digest order.
+pub(crate) fn manifest_links_of(
+    kv: &impl KvRead,
+    repo: &RepositoryName,
+) -> Result<Vec<(Digest, ManifestLinkRecord)>, StoreError> {
+    let mut links = Vec::new();
+    kv.scan(
+        Table::ManifestLinks,
+        &prefix(&[repo.as_str()]),
+        None,
+        &mut |key, value| {
+            let [_, digest] = split_key::<2>("manifest link key", key)?;
+            links.push((
+                parse_digest("manifest link key", digest.as_bytes())?,
+                decode("manifest link", value)?,
+            ));
+            Ok(true)
+        },
+    )?;
+    Ok(links)
 }
 
 pub(crate) fn put_auth(txn: &mut Txn<'_>, auth: &AuthState) -> Result<(), StoreError> {

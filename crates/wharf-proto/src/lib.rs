@@ -7,6 +7,7 @@
 
 pub mod convert;
 pub mod convert_auth;
+pub mod convert_lifecycle;
 pub mod status;
 
 mod blob_service;

@@ -7,9 +7,9 @@ use oci_model::Reference;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{self, DecodeError};
-use crate::convert_auth;
 use crate::pb::{self, meta_server::Meta};
 use crate::status::{invalid, meta_error_to_status};
+use crate::{convert_auth, convert_lifecycle};
 
 /// Serves a `MetaApi` implementation over gRPC.
 #[derive(Clone)]
@@ -334,6 +334,94 @@ impl Meta for MetaGrpc {
         reply(self.api.open_uploads(&ids).await, |open| {
             pb::OpenUploadsResponse {
                 ids: open.iter().map(ToString::to_string).collect(),
+            }
+        })
+    }
+
+    async fn collect_garbage(&self, _request: Request<pb::Empty>) -> Reply<pb::SweepReport> {
+        reply(self.api.collect_garbage().await, |report| {
+            convert_lifecycle::sweep_to_pb(&report)
+        })
+    }
+
+    async fn check_consistency(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Reply<pb::CheckConsistencyResponse> {
+        reply(self.api.check_consistency().await, |problems| {
+            pb::CheckConsistencyResponse {
+                problems: problems.clone(),
+            }
+        })
+    }
+
+    async fn discard_orphans(
+        &self,
+        request: Request<pb::DiscardOrphansRequest>,
+    ) -> Reply<pb::DiscardOrphansResponse> {
+        let request = request.into_inner();
+        let blobs = request
+            .blobs
+            .iter()
+            .map(|blob| decoded(convert::digest("digest", &blob.digest)).map(|d| (d, blob.size)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let result = self.api.discard_orphans(request.node, &blobs).await;
+        reply(result, |doomed| pb::DiscardOrphansResponse { doomed })
+    }
+
+    async fn get_usage(
+        &self,
+        request: Request<pb::GetUsageRequest>,
+    ) -> Reply<pb::GetUsageResponse> {
+        let namespace = request.into_inner().namespace;
+        reply(self.api.usage(namespace.as_deref()).await, |usage| {
+            pb::GetUsageResponse {
+                namespaces: usage.iter().map(convert_lifecycle::usage_to_pb).collect(),
+            }
+        })
+    }
+
+    async fn set_quota(&self, request: Request<pb::SetQuotaRequest>) -> Reply<pb::Empty> {
+        let request = request.into_inner();
+        let result = self.api.set_quota(&request.namespace, request.bytes).await;
+        reply(result, |_| pb::Empty {})
+    }
+
+    async fn list_retention_rules(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Reply<pb::ListRetentionRulesResponse> {
+        reply(self.api.retention_rules().await, |rules| {
+            pb::ListRetentionRulesResponse {
+                rules: rules.iter().map(convert_lifecycle::rule_to_pb).collect(),
+            }
+        })
+    }
+
+    async fn put_retention_rule(&self, request: Request<pb::RetentionRule>) -> Reply<pb::Empty> {
+        let rule = convert_lifecycle::rule_from_pb(request.into_inner());
+        reply(self.api.put_retention_rule(rule).await, |_| pb::Empty {})
+    }
+
+    async fn delete_retention_rule(
+        &self,
+        request: Request<pb::DeleteRetentionRuleRequest>,
+    ) -> Reply<pb::Empty> {
+        let id = request.into_inner().id;
+        reply(self.api.delete_retention_rule(&id).await, |_| pb::Empty {})
+    }
+
+    async fn plan_retention(
+        &self,
+        request: Request<pb::PlanRetentionRequest>,
+    ) -> Reply<pb::PlanRetentionResponse> {
+        let include_dry_run = request.into_inner().include_dry_run;
+        reply(self.api.retention_plan(include_dry_run).await, |actions| {
+            pb::PlanRetentionResponse {
+                actions: actions
+                    .iter()
+                    .map(convert_lifecycle::action_to_pb)
+                    .collect(),
             }
         })
     }

@@ -11,6 +11,7 @@
 mod cases;
 mod chunkings;
 mod replicas;
+mod set_aside;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,7 @@ use crate::BlobStore;
 pub use cases::*;
 pub use chunkings::random_chunkings_commit_to_their_digest;
 pub use replicas::*;
+pub use set_aside::*;
 
 /// Opens stores over one backing storage (a directory, a bucket, a shared map).
 #[async_trait]
@@ -65,6 +67,10 @@ macro_rules! blob_store_testsuite {
             failed_replica_leaves_nothing,
             abandoned_replica_leaves_nothing,
             list_blobs_pages_in_digest_order,
+            set_aside_hides_a_blob_until_put_back,
+            purge_deletes_the_set_aside_copy_for_good,
+            a_copy_stored_while_set_aside_is_kept,
+            reopen_puts_set_aside_blobs_back,
         );
 
         #[test]

@@ -11,7 +11,7 @@ use super::{lock, page};
 use crate::error::MetaError;
 use crate::meta::MetaApi;
 use crate::types::*;
-use crate::{AuthChange, AuthState};
+use crate::{AuthChange, AuthState, RetentionAction, RetentionRule};
 
 /// The metadata service, in memory.
 #[derive(Default)]
@@ -105,6 +105,12 @@ fn fake_node_info(id: BlobNodeId) -> BlobNodeInfo {
         zone: "mem".to_owned(),
         weight: 1,
     }
+}
+
+/// The lifecycle features live in the real state machine only (`meta-store`); the fake says so
+/// instead of pretending.
+fn unsupported(what: &str) -> MetaError {
+    MetaError::Invalid(format!("{what} is not implemented by the in-memory fake"))
 }
 
 fn unix_now() -> u64 {
@@ -605,6 +611,49 @@ impl MetaApi for MemMeta {
             .filter(|id| state.uploads.contains_key(*id))
             .cloned()
             .collect())
+    }
+
+    async fn collect_garbage(&self) -> Result<SweepReport, MetaError> {
+        Err(unsupported("garbage collection"))
+    }
+
+    async fn check_consistency(&self) -> Result<Vec<String>, MetaError> {
+        Err(unsupported("consistency checks"))
+    }
+
+    async fn discard_orphans(
+        &self,
+        _node: BlobNodeId,
+        _blobs: &[(Digest, u64)],
+    ) -> Result<u64, MetaError> {
+        Err(unsupported("fsck"))
+    }
+
+    async fn usage(&self, _namespace: Option<&str>) -> Result<Vec<NamespaceUsage>, MetaError> {
+        Err(unsupported("usage accounting"))
+    }
+
+    async fn set_quota(&self, _namespace: &str, _bytes: Option<u64>) -> Result<(), MetaError> {
+        Err(unsupported("quotas"))
+    }
+
+    async fn retention_rules(&self) -> Result<Vec<RetentionRule>, MetaError> {
+        Err(unsupported("retention"))
+    }
+
+    async fn put_retention_rule(&self, _rule: RetentionRule) -> Result<(), MetaError> {
+        Err(unsupported("retention"))
+    }
+
+    async fn delete_retention_rule(&self, _id: &str) -> Result<(), MetaError> {
+        Err(unsupported("retention"))
+    }
+
+    async fn retention_plan(
+        &self,
+        _include_dry_run: bool,
+    ) -> Result<Vec<RetentionAction>, MetaError> {
+        Err(unsupported("retention"))
     }
 
     async fn auth_state(&self, known_version: Option<u64>) -> Result<Option<AuthState>, MetaError> {
