@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod dev;
+pub mod serve;
 
 use std::time::{Duration, Instant};
 

@@ -40,8 +40,8 @@ pub struct UploadSession {
     pub repo: RepositoryName,
     /// The blob node holding the staging file.
     pub staging_node: BlobNodeId,
-    /// Unix seconds when the session opened.
-    pub started_unix: u64,
+    /// When the session opened, unix milliseconds (the proposing leader's clock).
+    pub started_ms: u64,
 }
 
 /// A blob as the metadata service knows it.

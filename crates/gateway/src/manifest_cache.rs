@@ -185,6 +185,15 @@ impl ManifestCache {
         }
     }
 
+    /// Forgets every manifest of `repo` at once: a manifest delete may take others of the
+    /// repository with it (an index's untagged children, untagged referrers).
+    pub(crate) fn invalidate_repo(&self, repo: &RepositoryName) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(entries) = &self.entries {
+            entries.retain(|key, _| key.repo != *repo);
+        }
+    }
+
     fn expired(&self, entry: &CachedManifest) -> bool {
         entry.read_started.elapsed() >= self.ttl
     }
@@ -263,6 +272,20 @@ mod tests {
         assert_eq!(served.bytes.len(), 64 * 1024);
         assert_eq!(weight(&cache), 0);
         assert!(cache.get(&repo("a"), &digest).is_none());
+    }
+
+    #[test]
+    fn invalidating_a_repository_forgets_its_manifests_only() {
+        let cache = ManifestCache::new(HOUR, 1 << 20);
+        let (one, two) = (stored(b"{\"a\":1}".to_vec()), stored(b"{\"a\":2}".to_vec()));
+        let (first, second) = (one.digest.clone(), two.digest.clone());
+        cache.fill(cache.ticket(), &repo("a"), one.clone());
+        cache.fill(cache.ticket(), &repo("a"), two);
+        cache.fill(cache.ticket(), &repo("b"), one);
+        cache.invalidate_repo(&repo("a"));
+        assert!(cache.get(&repo("a"), &first).is_none());
+        assert!(cache.get(&repo("a"), &second).is_none());
+        assert!(cache.get(&repo("b"), &first).is_some());
     }
 
     #[test]

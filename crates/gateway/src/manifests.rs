@@ -175,7 +175,9 @@ pub(crate) async fn delete(
     match &reference {
         Reference::Digest(digest) => {
             let deleted = gateway.meta.delete_manifest(&repo, digest).await;
-            gateway.manifest_cache.invalidate(&repo, digest);
+            // Not just this digest: the delete also removes, in the same entry, manifests that
+            // lived only through it (an index's untagged children, its untagged referrers).
+            gateway.manifest_cache.invalidate_repo(&repo);
             deleted?
         }
         // The manifest stays, so its cache entry does too; by-tag reads never use the cache.

@@ -171,15 +171,12 @@ impl MetaApi for RaftMeta {
             .map(|member| member.node)
             .collect();
         let staging_node = pick_staging_node(&id, &nodes).ok_or(MetaError::NoBlobNodes)?;
-        let started_unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_secs())
-            .unwrap_or_default();
+        let started_ms = unix_ms();
         let session = UploadSession {
             id,
             repo: repo.clone(),
             staging_node,
-            started_unix,
+            started_ms,
         };
         self.propose_done(Command::CreateUpload {
             session: session.clone(),

@@ -43,8 +43,7 @@ pub(crate) async fn sweep(
         let command = Command::Sweep {
             now_ms,
             links_pushed_before_ms: now_ms.saturating_sub(millis(settings.upload_grace)),
-            uploads_started_before_unix: now_ms.saturating_sub(millis(settings.upload_expiry))
-                / 1000,
+            uploads_started_before_ms: now_ms.saturating_sub(millis(settings.upload_expiry)),
             // A fence guards commits of uploads that started before it; once every such session
             // has expired, it guards nothing.
             fences_before_ms: now_ms

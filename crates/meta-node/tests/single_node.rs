@@ -36,7 +36,7 @@ async fn every_call_end_to_end_and_after_restart() {
     let session = api.create_upload(&app).await.expect("create upload");
     assert!(UploadId::parse(session.id.as_str()).is_some());
     assert!([1, 2].contains(&session.staging_node));
-    assert!(session.started_unix > 1_600_000_000);
+    assert!(session.started_ms > 1_600_000_000_000);
     assert_eq!(api.get_upload(&app, &session.id).await, Ok(session.clone()));
     let unknown = MetaError::UploadUnknown(session.id.to_string());
     assert_eq!(

@@ -80,7 +80,7 @@ pub(crate) fn apply_command(
         Command::Sweep {
             now_ms,
             links_pushed_before_ms,
-            uploads_started_before_unix,
+            uploads_started_before_ms,
             fences_before_ms,
             limit,
         } => sweep(
@@ -88,7 +88,7 @@ pub(crate) fn apply_command(
             now_ms,
             (
                 links_pushed_before_ms,
-                uploads_started_before_unix,
+                uploads_started_before_ms,
                 fences_before_ms,
             ),
             limit,
@@ -194,7 +194,7 @@ fn commit_blob(
     if let Err(error) = refs::check_fence(
         txn,
         &blob.digest,
-        session.as_ref().map(|session| session.started_unix),
+        session.as_ref().map(|session| session.started_ms),
     )? {
         refs::discard_claim(txn, &blob.digest, blob.size, &blob.replicas, now_ms)?;
         return Ok(Err(error));
@@ -377,7 +377,7 @@ fn delete_tag(txn: &mut Txn<'_>, repo: &RepositoryName, tag: &Tag) -> Outcome {
 fn sweep(
     txn: &mut Txn<'_>,
     now_ms: u64,
-    (links_before_ms, uploads_before_unix, fences_before_ms): (u64, u64, u64),
+    (links_before_ms, uploads_before_ms, fences_before_ms): (u64, u64, u64),
     limit: u32,
 ) -> Outcome {
     let limit = limit.max(1) as usize;
@@ -415,7 +415,7 @@ fn sweep(
     let mut sessions = Vec::new();
     txn.scan(Table::Uploads, b"", None, &mut |_, value| {
         let session: UploadSession = decode("upload session", value)?;
-        if session.started_unix < uploads_before_unix {
+        if session.started_ms < uploads_before_ms {
             sessions.push(session.id);
         }
         Ok(sessions.len() <= limit)

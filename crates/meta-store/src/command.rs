@@ -117,13 +117,13 @@ pub enum Command {
     },
     /// One garbage-collection sweep, its cut-offs chosen by the proposing leader: removes blob
     /// links unreferenced since before `links_pushed_before_ms` (dooming blobs that lose their
-    /// last link), closes upload sessions started before `uploads_started_before_unix`, drops
+    /// last link), closes upload sessions started before `uploads_started_before_ms`, drops
     /// deletion fences older than `fences_before_ms`; at most `limit` of each. Answers
     /// [`CommandOutput::Swept`].
     Sweep {
         now_ms: u64,
         links_pushed_before_ms: u64,
-        uploads_started_before_unix: u64,
+        uploads_started_before_ms: u64,
         fences_before_ms: u64,
         limit: u32,
     },

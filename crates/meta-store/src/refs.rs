@@ -28,10 +28,12 @@ use crate::state::{
 };
 
 /// How far a commit's upload must have started after the last deletion of the same digest on
-/// some node for its claim ("this node holds the blob") to be trusted, in ms. Both times come
-/// from the proposing leader's clock; the margin covers the session's whole-second start time
-/// and a little skew across a leader change.
-pub(crate) const FENCE_MARGIN_MS: u64 = 2_000;
+/// some node for its claim ("this node holds the blob") to be trusted, in ms. A node sets its
+/// copy aside before it asks meta to confirm the deletion, so a copy written by an upload that
+/// started after the confirmation was never set aside; both times come from the proposing
+/// leader's clock, and the margin covers a small step of that clock or skew across a leader
+/// change.
+pub(crate) const FENCE_MARGIN_MS: u64 = 250;
 
 const GC_GENERATION: &[u8] = b"gc_generation";
 
@@ -353,13 +355,12 @@ pub(crate) fn parse_fence_time_key(row: &[u8]) -> Result<(u64, Digest), StoreErr
 pub(crate) fn check_fence(
     kv: &impl KvRead,
     digest: &Digest,
-    started_unix: Option<u64>,
+    started_ms: Option<u64>,
 ) -> Result<Result<(), MetaError>, StoreError> {
     let Some(deleted_ms) = state::fence(kv, digest)? else {
         return Ok(Ok(()));
     };
-    let trusted = started_unix
-        .is_some_and(|started| started.saturating_mul(1000) > deleted_ms + FENCE_MARGIN_MS);
+    let trusted = started_ms.is_some_and(|started| started > deleted_ms + FENCE_MARGIN_MS);
     if trusted {
         Ok(Ok(()))
     } else {

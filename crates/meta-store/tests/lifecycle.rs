@@ -38,11 +38,11 @@ fn delete(repo_name: &str, digest: &Digest) -> Command {
     }
 }
 
-fn sweep(links_before_ms: u64, uploads_before_unix: u64) -> Command {
+fn sweep(links_before_ms: u64, uploads_before_ms: u64) -> Command {
     Command::Sweep {
         now_ms: links_before_ms,
         links_pushed_before_ms: links_before_ms,
-        uploads_started_before_unix: uploads_before_unix,
+        uploads_started_before_ms: uploads_before_ms,
         fences_before_ms: 0,
         limit: 100,
     }
@@ -243,7 +243,7 @@ async fn deletion_is_confirmed_per_generation_and_a_push_brings_a_blob_back() {
     assert!(again[0].generation > generation("one"));
     // An upload that started after the deletion (and its margin) is trusted.
     let mut late = session(2, "a");
-    late.started_unix = (T0_MS + 20_000) / 1000;
+    late.started_ms = T0_MS + 20_000;
     store
         .apply(Command::CreateUpload { session: late })
         .await
@@ -428,14 +428,14 @@ async fn expired_upload_sessions_are_closed() {
     let mut store = Applier::new(open(&dir));
     let reader = store.store.reader.clone();
     let mut fresh = session(2, "a");
-    fresh.started_unix += 100;
+    fresh.started_ms += 100_000;
     for session in [session(1, "a"), fresh] {
         store
             .apply(Command::CreateUpload { session })
             .await
             .expect("session");
     }
-    let report = swept(store.apply(sweep(0, 1_700_000_050)).await);
+    let report = swept(store.apply(sweep(0, 1_700_000_050_000)).await);
     assert_eq!(report.uploads_expired, 1);
     assert_eq!(
         reader

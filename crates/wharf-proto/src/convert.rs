@@ -104,7 +104,7 @@ pub fn upload_session_to_pb(session: &UploadSession) -> pb::UploadSession {
         id: session.id.to_string(),
         repo: session.repo.to_string(),
         staging_node: session.staging_node,
-        started_unix: session.started_unix,
+        started_ms: session.started_ms,
     }
 }
 
@@ -113,7 +113,7 @@ pub fn upload_session_from_pb(session: pb::UploadSession) -> Result<UploadSessio
         id: upload_id("session.id", &session.id)?,
         repo: repo("session.repo", &session.repo)?,
         staging_node: session.staging_node,
-        started_unix: session.started_unix,
+        started_ms: session.started_ms,
     })
 }
 

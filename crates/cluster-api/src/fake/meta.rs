@@ -232,7 +232,7 @@ impl MetaApi for MemMeta {
             id: UploadId(format!("{opened:032x}")),
             repo: repo.clone(),
             staging_node,
-            started_unix: unix_now(),
+            started_ms: unix_now() * 1000,
         };
         state.uploads.insert(session.id.clone(), session.clone());
         Ok(session)

@@ -51,7 +51,7 @@ pub fn session(n: u8, repo_name: &str) -> UploadSession {
         id: upload_id(n),
         repo: repo(repo_name),
         staging_node: 7,
-        started_unix: 1_700_000_000,
+        started_ms: 1_700_000_000_000,
     }
 }
 
