@@ -20,22 +20,36 @@
 //! sm_meta         "last_applied" | "membership"         LogId / StoredMembership (json)
 //! snapshot        "meta" | "data"                       SnapshotMeta (json) / snapshot body
 //! repositories    repo                                  "" (the repository exists)
-//! tags            repo \0 tag                           digest (text)
+//! tags            repo \0 tag                           TagRecord (json): digest, pushed_ms
 //! manifests       digest                                ManifestRecord (json): bytes, media
-//!                                                       type, subject, blobs, child manifests
-//! manifest_links  repo \0 digest                        "" (manifest is in repo)
-//! blobs           digest                                BlobRecord (json): size, replicas
-//! blob_links      repo \0 digest                        "" (blob is readable in repo)
+//!                                                       type, subject, blobs, children, links
+//! manifest_links  repo \0 digest                        ManifestLinkRecord: refs (indexes of
+//!                                                       the repo listing it), pushed_ms
+//! blobs           digest                                BlobRecord (json): size, replicas, links
+//! blob_links      repo \0 digest                        BlobLinkRecord: refs (manifests of the
+//!                                                       repo using it), pushed_ms
 //! referrers       repo \0 subject \0 referrer digest    Descriptor (json)
 //! uploads         upload id                             UploadSession (json)
 //! blob_nodes      node id: u64 BE                       BlobNodeInfo (json)
 //! node_states     node id: u64 BE                       NodeState (json); no row means Up
-//! cluster         "epoch" | "policy"                    u64 / ReplicationPolicy (json)
+//! cluster         "epoch" | "policy" | "auth" |         u64 / ReplicationPolicy / AuthState /
+//!                 "immutable_tags" | "quotas" |         rules / {namespace: bytes} / rules /
+//!                 "retention" | "gc_generation"         u64 (json)
+//! unreferenced    pushed_ms: u64 BE, repo \0 digest     "" (a blob link no manifest uses)
+//! doomed          digest                                DoomedRecord: size, nodes still holding
+//!                                                       a copy, generation
+//! fences          "d" digest | "t" ms: u64 BE digest    last deletion of a copy (ms) / ""
+//! namespace_refs  namespace \0 "b"|"m" \0 digest        links of the digest in the namespace
+//! usage           namespace                             UsageRecord: logical, physical bytes
 //! ```
 //!
 //! `blob_nodes`, `node_states` and `cluster` together are the cluster map; every command that
 //! changes it (a new or changed node, a state change, a removal, a new policy) bumps `epoch` in
 //! the same batch, so nodes compare epochs to tell a stale map from the current one.
+//!
+//! The reference counts (`links` on records, `refs` on links, `unreferenced`, `namespace_refs`,
+//! `usage`) change in the same batch as the links they count; `refs.rs` is the only writer and
+//! `check.rs` recomputes them all from the graph (fsck, and every lifecycle test).
 //!
 //! Every `apply` call writes one `WriteBatch` holding the state changes of all its entries plus
 //! `last_applied` and `membership`, so the state on disk always matches `last_applied`; after a
@@ -44,9 +58,9 @@
 //! acknowledged; since the whole database shares one write-ahead log, each synced write also makes
 //! every earlier state-machine write durable.
 //!
-//! `manifests` and `blobs` are global (keyed by digest) and outlive their links; a later garbage
-//! collector adds reference counts to `BlobRecord`/`ManifestRecord` and reclaims records without
-//! links.
+//! `manifests` and `blobs` are global (keyed by digest): a manifest record goes with its last
+//! link; a blob record with its last link moves to `doomed` until every node holding a copy has
+//! confirmed deleting it.
 
 mod apply;
 mod check;
