@@ -523,6 +523,10 @@ fn set_replication_policy(txn: &mut Txn<'_>, policy: &ReplicationPolicy) -> Outc
 
 fn add_blob_replicas(txn: &mut Txn<'_>, digest: &Digest, nodes: &[BlobNodeId]) -> Outcome {
     let Some(mut record) = state::blob(txn, digest)? else {
+        // Collected while repair copied it: the new copies are deleted with the others.
+        if let Some(doomed) = state::doomed(txn, digest)? {
+            refs::discard_claim(txn, digest, doomed.size, nodes, doomed.doomed_ms)?;
+        }
         return Ok(Err(MetaError::BlobUnknown(digest.clone())));
     };
     let before = record.replicas.len();

@@ -162,6 +162,19 @@ async fn counts_follow_pushes_and_deletes_and_gc_waits_for_the_grace() {
     );
     assert!(reader.list_blobs(None, 10).expect("list").is_empty());
     assert_eq!(reader.usage(None).expect("usage"), vec![]);
+
+    // A copy repair made while the blob was being collected is deleted with the others.
+    let late_copy = Command::AddBlobReplicas {
+        digest: digest("layer"),
+        nodes: vec![NODE + 1],
+    };
+    assert_eq!(
+        store.apply(late_copy).await,
+        Err(MetaError::BlobUnknown(digest("layer")))
+    );
+    let on_other = reader.doomed_blobs(NODE + 1, None, 10).expect("doomed");
+    assert_eq!(on_other.len(), 1);
+    assert_eq!(on_other[0].digest, digest("layer"));
 }
 
 #[tokio::test]
