@@ -249,3 +249,82 @@ async fn metrics_until(url: &str, what: &str, published: impl Fn(&str) -> bool) 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Garbage collection across a replicated cluster: a deleted image's blobs leave every node that
+/// held a copy (both replicas), blobs still used elsewhere stay readable, and once everything is
+/// deleted no node holds a blob file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gc_removes_every_replica_and_only_what_nothing_uses() {
+    let gc = wharf::config::GcConfig {
+        interval_ms: 100,
+        upload_grace_ms: 300,
+        ..wharf::config::GcConfig::default()
+    };
+    let cluster = InProcessCluster::start_with_gc(3, 3, 1, RF2, gc)
+        .await
+        .expect("cluster starts");
+    let registry = Registry::new(cluster.gateway_url(1));
+    let first = registry
+        .push_image("gc/one", "v1", 150_000)
+        .await
+        .expect("push");
+    let second = registry
+        .push_image("gc/two", "v1", 150_000)
+        .await
+        .expect("push");
+    let blob_dirs: Vec<std::path::PathBuf> = (1..=3)
+        .map(|id| {
+            let member = cluster.member(Role::Blob, id).expect("blob node");
+            test_cluster::data_dir(member).join("blobs")
+        })
+        .collect();
+    let copies_of = |digest: &oci_model::Digest| {
+        let hex = digest.hex();
+        blob_dirs
+            .iter()
+            .filter(|dir| dir.join("sha256").join(&hex[..2]).join(&*hex).exists())
+            .count()
+    };
+    for (digest, _) in first.blobs.iter().chain(&second.blobs) {
+        assert!(copies_of(digest) >= 2, "{digest} has fewer than 2 copies");
+    }
+    let delete = |image: &PushedImage| {
+        let url = format!(
+            "{}/v2/{}/manifests/{}",
+            registry.base, image.repo, image.manifest_digest
+        );
+        let http = registry.http.clone();
+        async move { http.delete(url).send().await.expect("DELETE").status() }
+    };
+    assert_eq!(delete(&first).await, 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while first.blobs.iter().any(|(digest, _)| copies_of(digest) > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the first image's blobs stay on disk"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    registry
+        .verify_image(&second)
+        .await
+        .expect("the other image is intact");
+    for (digest, _) in &second.blobs {
+        assert!(copies_of(digest) >= 2, "{digest} lost a copy");
+    }
+    assert_eq!(delete(&second).await, 202);
+    while second.blobs.iter().any(|(digest, _)| copies_of(digest) > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the second image's blobs stay on disk"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let meta = meta(&cluster);
+    assert!(meta.list_blobs(None, 10).await.expect("list").is_empty());
+    assert_eq!(
+        meta.check_consistency().await.expect("check"),
+        Vec::<String>::new()
+    );
+    cluster.shutdown().await;
+}

@@ -58,6 +58,24 @@ impl InProcessCluster {
         gateways: usize,
         policy: ReplicationPolicy,
     ) -> Result<InProcessCluster, TestClusterError> {
+        Self::start_with_gc(
+            metas,
+            blobs,
+            gateways,
+            policy,
+            wharf::config::GcConfig::default(),
+        )
+        .await
+    }
+
+    /// [`start`](InProcessCluster::start) with `gc` as every member's `[gc]` settings.
+    pub async fn start_with_gc(
+        metas: usize,
+        blobs: usize,
+        gateways: usize,
+        policy: ReplicationPolicy,
+        gc: wharf::config::GcConfig,
+    ) -> Result<InProcessCluster, TestClusterError> {
         let dir = tempfile::tempdir()?;
         let mut cluster = InProcessCluster {
             _dir: dir,
@@ -74,6 +92,7 @@ impl InProcessCluster {
                 data: root.join(format!("meta-{id}")),
                 join: meta_addrs.first().cloned().into_iter().collect(),
                 blob_down_after_ms: Some(1500),
+                gc: gc.clone(),
                 ..wharf::WharfConfig::default()
             };
             let addr = cluster.launch(Role::Meta, id, config).await?;
@@ -87,6 +106,7 @@ impl InProcessCluster {
                 grpc_listen: "127.0.0.1:0".into(),
                 data: root.join(format!("blob-{id}")),
                 meta: meta_addrs.clone(),
+                gc: gc.clone(),
                 ..wharf::WharfConfig::default()
             };
             cluster.launch(Role::Blob, id, config).await?;
