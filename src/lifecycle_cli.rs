@@ -205,8 +205,9 @@ struct NodeFindings {
 /// compared with meta's records. With `--repair`: orphans are handed to meta, which dooms those
 /// still unknown so their node deletes them through the usual confirmation (an upload committing
 /// meanwhile is never hurt); a missing replica is dropped from the record, so repair copies the
-/// blob to its owners again from the replicas that hold it. Exits non-zero when anything is
-/// wrong that was not repaired.
+/// blob to its owners again from the replicas that hold it. Also lists blobs with fewer copies
+/// than the replication policy asks (repair is copying them). Exits non-zero when anything is
+/// wrong that was not repaired, or while blobs are under-replicated.
 pub async fn fsck(meta: &[String], repair: bool) -> CliResult {
     let client: Arc<MetaClient> = Arc::new(client(meta)?);
     let meta_api: Arc<dyn MetaApi> = client.clone();
@@ -277,6 +278,25 @@ pub async fn fsck(meta: &[String], repair: bool) -> CliResult {
         .map(|(digest, _)| digest)
         .collect();
 
+    // Fewer copies than the policy asks for (or than there are nodes to hold them): the repair
+    // loop is (or will be) copying them; reported so an operator can wait for it.
+    let placeable = map
+        .members
+        .iter()
+        .filter(|member| member.state == NodeState::Up)
+        .count();
+    let wanted = (map.policy.replicas as usize).min(placeable.max(1));
+    let under_replicated: Vec<&Digest> = records
+        .iter()
+        .filter(|(_, record)| {
+            let mut copies = record.replicas.clone();
+            copies.sort_unstable();
+            copies.dedup();
+            copies.len() < wanted
+        })
+        .map(|(digest, _)| digest)
+        .collect();
+
     let mut repaired = json!({"orphans_doomed": 0, "replicas_dropped": 0});
     if repair {
         let (mut doomed, mut dropped) = (0u64, 0u64);
@@ -307,6 +327,7 @@ pub async fn fsck(meta: &[String], repair: bool) -> CliResult {
         "blob_records": records.len(),
         "nodes": findings,
         "lost": lost,
+        "under_replicated": under_replicated,
         "repaired": repaired,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -316,7 +337,13 @@ pub async fn fsck(meta: &[String], repair: bool) -> CliResult {
             .iter()
             .any(|found| !found.orphans.is_empty() || !found.missing.is_empty());
     let unreachable = findings.iter().any(|found| found.unreachable.is_some());
-    if !problems.is_empty() || !lost.is_empty() || wrong_sizes || unrepaired_copies || unreachable {
+    if !problems.is_empty()
+        || !lost.is_empty()
+        || !under_replicated.is_empty()
+        || wrong_sizes
+        || unrepaired_copies
+        || unreachable
+    {
         return Err("fsck found problems (see the report above)".into());
     }
     Ok(())

@@ -282,7 +282,7 @@ async fn gc_removes_every_replica_and_only_what_nothing_uses() {
         let hex = digest.hex();
         blob_dirs
             .iter()
-            .filter(|dir| dir.join("sha256").join(&hex[..2]).join(&*hex).exists())
+            .filter(|dir| dir.join("sha256").join(&hex[..2]).join(hex).exists())
             .count()
     };
     for (digest, _) in first.blobs.iter().chain(&second.blobs) {
@@ -326,5 +326,77 @@ async fn gc_removes_every_replica_and_only_what_nothing_uses() {
         meta.check_consistency().await.expect("check"),
         Vec::<String>::new()
     );
+    cluster.shutdown().await;
+}
+
+/// `wharf admin fsck` on a replicated cluster: a replica file removed behind the registry's back
+/// is reported missing (not lost: the other copy is there), `--repair` drops it from the record,
+/// the repair loop copies the blob back to its owners, and fsck comes out clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fsck_repairs_a_missing_replica_from_the_other_copy() {
+    let cluster = cluster().await;
+    let registry = Registry::new(cluster.gateway_url(1));
+    let image = registry
+        .push_image("fsck/app", "v1", 120_000)
+        .await
+        .expect("push");
+    let (layer, _) = &image.blobs[1];
+    let repo = RepositoryName::parse("fsck/app").expect("name");
+    let replicas = meta(&cluster)
+        .stat_blob(&repo, layer)
+        .await
+        .expect("known")
+        .replicas;
+    let victim = replicas[0];
+    let hex = layer.hex();
+    let path = test_cluster::data_dir(cluster.member(Role::Blob, victim).expect("node"))
+        .join("blobs")
+        .join("sha256")
+        .join(&hex[..2])
+        .join(hex);
+    std::fs::remove_file(&path).expect("remove one replica");
+
+    let fsck = |repair: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"));
+        command
+            .args(["admin", "--meta", &cluster.meta_addrs().join(","), "fsck"])
+            .stdin(std::process::Stdio::null());
+        if repair {
+            command.arg("--repair");
+        }
+        let output = command.output().expect("wharf admin fsck runs");
+        let report: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("fsck prints JSON");
+        (output.status.success(), report)
+    };
+    let (clean, report) = fsck(false);
+    assert!(!clean, "{report}");
+    assert_eq!(report["lost"], serde_json::json!([]), "{report}");
+    let missing: Vec<_> = report["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|node| node["missing"] == serde_json::json!([layer.to_string()]))
+        .map(|node| node["node"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(missing, vec![victim], "{report}");
+
+    let (_, repaired) = fsck(true);
+    assert_eq!(repaired["repaired"]["replicas_dropped"], 1, "{repaired}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (clean, report) = fsck(false);
+        if clean {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fsck never came out clean: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let info = meta(&cluster).stat_blob(&repo, layer).await.expect("known");
+    assert!(info.replicas.len() >= 2, "{:?}", info.replicas);
+    registry.verify_image(&image).await.expect("intact");
     cluster.shutdown().await;
 }
