@@ -269,11 +269,15 @@ async fn commit(
     }
 }
 
-/// Closes a session that failed for good: staging file and meta record, both best effort.
+/// Closes a session that failed for good: staging file and meta record, both best effort. A
+/// session already gone (closed by meta itself, or abandoned once already) is what was wanted.
 async fn abandon(gateway: &Gateway, session: &UploadSession) {
     cancel_on_node(gateway, session).await;
-    if let Err(error) = gateway.meta.delete_upload(&session.repo, &session.id).await {
-        tracing::warn!(upload = %session.id, %error, "could not close an abandoned upload session");
+    match gateway.meta.delete_upload(&session.repo, &session.id).await {
+        Ok(()) | Err(MetaError::UploadUnknown(_)) => {}
+        Err(error) => {
+            tracing::warn!(upload = %session.id, %error, "could not close an abandoned upload session")
+        }
     }
 }
 

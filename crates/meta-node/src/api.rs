@@ -280,8 +280,12 @@ impl MetaApi for RaftMeta {
     ) -> Result<(), MetaError> {
         let repo = repo.clone();
         let digest = digest.clone();
-        self.propose_done(Command::DeleteManifest { repo, digest })
-            .await
+        self.propose_done(Command::DeleteManifest {
+            repo,
+            digest,
+            now_ms: unix_ms(),
+        })
+        .await
     }
 
     async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag) -> Result<(), MetaError> {

@@ -84,6 +84,7 @@ pub(crate) async fn enforce_retention(
     for chunk in plan.chunks(RETENTION_CHUNK) {
         let command = Command::ApplyRetention {
             actions: chunk.to_vec(),
+            now_ms: unix_ms(),
         };
         match raft.client_write(command).await {
             Ok(response) => match response.data.into_result()? {

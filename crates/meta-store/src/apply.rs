@@ -44,7 +44,11 @@ pub(crate) fn apply_command(
             now_ms,
         } => unlink_blob(txn, &repo, &digest, now_ms),
         Command::PutManifest { put, now_ms } => put_manifest(txn, *put, now_ms),
-        Command::DeleteManifest { repo, digest } => delete_manifest(txn, &repo, &digest),
+        Command::DeleteManifest {
+            repo,
+            digest,
+            now_ms,
+        } => delete_manifest(txn, &repo, &digest, now_ms),
         Command::DeleteTag { repo, tag } => delete_tag(txn, &repo, &tag),
         Command::RegisterBlobNode(node) => register_blob_node(txn, &node),
         Command::SetBlobNodeState {
@@ -74,8 +78,8 @@ pub(crate) fn apply_command(
             }
             Ok(Ok(CommandOutput::Retained(doomed)))
         }
-        Command::ApplyRetention { actions } => Ok(Ok(CommandOutput::Retained(
-            crate::retention::apply(txn, &actions)?,
+        Command::ApplyRetention { actions, now_ms } => Ok(Ok(CommandOutput::Retained(
+            crate::retention::apply(txn, &actions, now_ms)?,
         ))),
         Command::Sweep {
             now_ms,
@@ -338,7 +342,12 @@ fn put_manifest(txn: &mut Txn<'_>, put: PutManifest, now_ms: u64) -> Outcome {
     Ok(DONE)
 }
 
-fn delete_manifest(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) -> Outcome {
+fn delete_manifest(
+    txn: &mut Txn<'_>,
+    repo: &RepositoryName,
+    digest: &Digest,
+    now_ms: u64,
+) -> Outcome {
     let Some(link) = state::manifest_link(txn, repo, digest)? else {
         return Ok(Err(MetaError::ManifestUnknown(digest.to_string())));
     };
@@ -355,7 +364,7 @@ fn delete_manifest(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) ->
             ))));
         }
     }
-    refs::unlink_manifest(txn, repo, digest)?;
+    refs::unlink_manifest(txn, repo, digest, now_ms)?;
     Ok(DONE)
 }
 

@@ -57,6 +57,8 @@ pub enum Command {
     DeleteManifest {
         repo: RepositoryName,
         digest: Digest,
+        #[serde(default)]
+        now_ms: u64,
     },
     /// Removes one tag; `ManifestUnknown` if absent.
     DeleteTag { repo: RepositoryName, tag: Tag },
@@ -105,7 +107,11 @@ pub enum Command {
     DeleteRetentionRule { id: String },
     /// Applies the actions of a retention pass, each only if what it saw still holds; answers
     /// [`CommandOutput::Retained`] with how many were applied.
-    ApplyRetention { actions: Vec<RetentionAction> },
+    ApplyRetention {
+        actions: Vec<RetentionAction>,
+        #[serde(default)]
+        now_ms: u64,
+    },
     /// fsck found copies on `node` that meta does not know: each (digest, size) with no live
     /// record is doomed (or added to its doomed copies), so the node deletes it through the usual
     /// confirmation; one that is live again is left alone. Answers [`CommandOutput::Retained`]

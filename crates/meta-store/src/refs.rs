@@ -398,16 +398,21 @@ fn add_blob_ref(
     state::put_blob_link(txn, repo, digest, &link)
 }
 
+/// One manifest fewer uses blob `digest` in `repo`. When it was the last, the link's grace starts
+/// again from `now_ms`: a client that has just seen the blob (a `HEAD` before pushing a manifest
+/// that uses it) still finds it for the whole grace.
 fn drop_blob_ref(
     txn: &mut Txn<'_>,
     repo: &RepositoryName,
     digest: &Digest,
+    now_ms: u64,
 ) -> Result<(), StoreError> {
     let Some(mut link) = state::blob_link(txn, repo, digest)? else {
         return Err(missing("blob link", digest));
     };
     link.refs = link.refs.saturating_sub(1);
     if link.refs == 0 {
+        link.pushed_ms = link.pushed_ms.max(now_ms);
         mark_unreferenced(txn, repo, digest, link.pushed_ms);
     }
     state::put_blob_link(txn, repo, digest, &link)
@@ -473,6 +478,7 @@ pub(crate) fn unlink_manifest(
     txn: &mut Txn<'_>,
     repo: &RepositoryName,
     digest: &Digest,
+    now_ms: u64,
 ) -> Result<u64, StoreError> {
     let mut removed = 0;
     let mut pending = vec![digest.clone()];
@@ -489,7 +495,7 @@ pub(crate) fn unlink_manifest(
             state::delete_referrer(txn, repo, subject, &current);
         }
         for blob in record.distinct_blobs() {
-            drop_blob_ref(txn, repo, &blob)?;
+            drop_blob_ref(txn, repo, &blob, now_ms)?;
         }
         for child in record.distinct_children() {
             let Some(mut link) = state::manifest_link(txn, repo, &child)? else {

@@ -135,7 +135,11 @@ fn subject_present(
 }
 
 /// Applies each action whose premise still holds; returns how many were applied.
-pub(crate) fn apply(txn: &mut Txn<'_>, actions: &[RetentionAction]) -> Result<u64, StoreError> {
+pub(crate) fn apply(
+    txn: &mut Txn<'_>,
+    actions: &[RetentionAction],
+    now_ms: u64,
+) -> Result<u64, StoreError> {
     let immutable = state::immutable_tag_rules(txn)?;
     let mut applied = 0;
     for action in actions {
@@ -171,7 +175,7 @@ pub(crate) fn apply(txn: &mut Txn<'_>, actions: &[RetentionAction]) -> Result<u6
                     && state::tags_pointing_at(txn, repo, digest)?.is_empty()
                     && !subject_present(txn, repo, digest)?
                 {
-                    refs::unlink_manifest(txn, repo, digest)?;
+                    refs::unlink_manifest(txn, repo, digest, now_ms)?;
                     applied += 1;
                 }
             }

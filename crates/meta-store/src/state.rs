@@ -80,8 +80,9 @@ pub(crate) struct BlobRecord {
 pub(crate) struct BlobLinkRecord {
     /// Manifests linked in the same repository that list this blob (config or layer).
     pub refs: u32,
-    /// When the blob was last uploaded or mounted into the repository (unix ms, proposer's
-    /// clock). An unreferenced link lives for the upload grace period after this.
+    /// When the blob was last uploaded or mounted into the repository, or last stopped being
+    /// used by a manifest there (unix ms, proposer's clock). An unreferenced link lives for the
+    /// upload grace period after this.
     pub pushed_ms: u64,
 }
 

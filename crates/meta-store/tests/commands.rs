@@ -327,6 +327,7 @@ async fn manifests_tags_and_referrers() {
     let delete_manifest = |put: &cluster_api::PutManifest| Command::DeleteManifest {
         repo: repo("app"),
         digest: put.digest.clone(),
+        now_ms: 1,
     };
     // A child of a linked index cannot go on its own.
     assert!(matches!(

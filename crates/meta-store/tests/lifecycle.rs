@@ -35,6 +35,7 @@ fn delete(repo_name: &str, digest: &Digest) -> Command {
     Command::DeleteManifest {
         repo: repo(repo_name),
         digest: digest.clone(),
+        now_ms: T0_MS,
     }
 }
 
@@ -175,6 +176,34 @@ async fn counts_follow_pushes_and_deletes_and_gc_waits_for_the_grace() {
     let on_other = reader.doomed_blobs(NODE + 1, None, 10).expect("doomed");
     assert_eq!(on_other.len(), 1);
     assert_eq!(on_other[0].digest, digest("layer"));
+}
+
+#[tokio::test]
+async fn a_blob_a_deleted_manifest_used_gets_a_fresh_grace() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Applier::new(open(&dir));
+    let reader = store.store.reader.clone();
+    let image = manifest("a", "image", Some("v1"), &[&digest("layer")], None);
+    store
+        .apply(commit("a", "layer", None, T0_MS))
+        .await
+        .expect("commit");
+    store.apply(put(&image, T0_MS)).await.expect("put");
+    // Deleted an hour after the push: the layer stays another grace from the delete, so a
+    // client that has just seen it (HEAD 200) can still push a manifest using it.
+    let hour = 3_600_000;
+    let delete_late = Command::DeleteManifest {
+        repo: repo("a"),
+        digest: image.digest.clone(),
+        now_ms: T0_MS + hour,
+    };
+    assert_eq!(store.apply(delete_late).await, DONE);
+    let report = swept(store.apply(sweep(T0_MS + hour, 0)).await);
+    assert_eq!(report.links_removed, 0);
+    assert!(reader.stat_blob(&repo("a"), &digest("layer")).is_ok());
+    let report = swept(store.apply(sweep(T0_MS + hour + 1, 0)).await);
+    assert_eq!((report.links_removed, report.blobs_doomed), (1, 1));
+    consistent(&reader);
 }
 
 #[tokio::test]
