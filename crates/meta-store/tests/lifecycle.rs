@@ -486,3 +486,143 @@ async fn expired_upload_sessions_are_closed() {
         vec![upload_id(2)]
     );
 }
+
+fn plan(reader: &StateReader, now_ms: u64, all: bool) -> Vec<cluster_api::RetentionAction> {
+    reader.retention_plan(now_ms, all).expect("plan")
+}
+
+fn untagged_tags(actions: &[cluster_api::RetentionAction]) -> Vec<String> {
+    let mut tags: Vec<String> = actions
+        .iter()
+        .filter_map(|action| match action {
+            cluster_api::RetentionAction::Untag { tag, .. } => Some(tag.to_string()),
+            _ => None,
+        })
+        .collect();
+    tags.sort();
+    tags
+}
+
+#[tokio::test]
+async fn retention_spares_immutable_tags_index_children_and_referrers_and_loses_races() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Applier::new(open(&dir));
+    let reader = store.store.reader.clone();
+    store
+        .apply(commit("ci/app", "layer", None, T0_MS))
+        .await
+        .expect("commit");
+    // Tags pushed a second apart: v1 (immutable), b1, b2, b3; an index over two untagged
+    // children; an untagged signature of b3.
+    let mut images = Vec::new();
+    for (i, tag_name) in ["v1", "b1", "b2", "b3"].iter().enumerate() {
+        let image = manifest(
+            "ci/app",
+            tag_name,
+            Some(tag_name),
+            &[&digest("layer")],
+            None,
+        );
+        store
+            .apply(put(&image, T0_MS + i as u64 * 1000))
+            .await
+            .expect("put");
+        images.push(image);
+    }
+    let children: Vec<PutManifest> = ["amd64", "arm64"]
+        .iter()
+        .map(|label| manifest("ci/app", label, None, &[&digest("layer")], None))
+        .collect();
+    for child in &children {
+        store.apply(put(child, T0_MS)).await.expect("child");
+    }
+    let mut index = manifest("ci/app", "index", None, &[], None);
+    index.manifests = children.iter().map(|child| child.digest.clone()).collect();
+    store.apply(put(&index, T0_MS)).await.expect("index");
+    let signature = manifest(
+        "ci/app",
+        "sig",
+        None,
+        &[],
+        Some((&images[3].digest, "application/sig")),
+    );
+    store
+        .apply(put(&signature, T0_MS))
+        .await
+        .expect("signature");
+    store
+        .apply(Command::ChangeAuth(
+            cluster_api::AuthChange::PutImmutableTagRule(cluster_api::ImmutableTagRule {
+                id: "releases".to_owned(),
+                repositories: "ci/**".to_owned(),
+                tags: "v*".to_owned(),
+            }),
+        ))
+        .await
+        .expect("immutable rule");
+    let rule = cluster_api::RetentionRule {
+        id: "ci".to_owned(),
+        repositories: "ci/**".to_owned(),
+        keep_last: Some(1),
+        keep_tags: None,
+        untagged_older_than_secs: Some(60),
+        dry_run: true,
+    };
+    store
+        .apply(Command::PutRetentionRule(rule.clone()))
+        .await
+        .expect("rule");
+    let later = T0_MS + 3_600_000;
+    assert!(
+        plan(&reader, later, false).is_empty(),
+        "a dry-run rule is not enforced"
+    );
+    let actions = plan(&reader, later, true);
+    // Newest first: b3 is kept by rank; v1 is immutable; b1 and b2 go.
+    assert_eq!(untagged_tags(&actions), ["b1", "b2"]);
+    let deleted: Vec<Digest> = actions
+        .iter()
+        .filter_map(|action| match action {
+            cluster_api::RetentionAction::DeleteUntagged { digest, .. } => Some(digest.clone()),
+            _ => None,
+        })
+        .collect();
+    // The untagged index goes (its children with it, by cascade, not by the plan); the
+    // children are referenced and the signature's subject is present, so neither is planned.
+    for spared in [&children[0].digest, &children[1].digest, &signature.digest] {
+        assert!(!deleted.contains(spared), "{spared} must not be planned");
+    }
+    assert!(deleted.contains(&index.digest));
+    assert!(deleted.contains(&images[1].digest) && deleted.contains(&images[2].digest));
+
+    // b2 is pushed again after the plan was made: that action no longer holds and is skipped.
+    store
+        .apply(put(&images[2], T0_MS + 5_000))
+        .await
+        .expect("re-push b2");
+    let applied = store
+        .apply(Command::ApplyRetention {
+            actions,
+            now_ms: later,
+        })
+        .await;
+    // b1's untag, b1's delete and the index's delete apply; b2's untag and delete do not.
+    assert_eq!(applied, Ok(CommandOutput::Retained(3)));
+    let tags = reader
+        .list_tags(&repo("ci/app"), None, 10)
+        .expect("tags")
+        .items;
+    assert_eq!(tags, ["b2", "b3", "v1"]);
+    for gone in [&images[1].digest, &index.digest, &children[0].digest] {
+        assert!(reader
+            .get_manifest(&repo("ci/app"), &Reference::Digest(gone.clone()))
+            .is_err());
+    }
+    assert!(reader
+        .get_manifest(
+            &repo("ci/app"),
+            &Reference::Digest(signature.digest.clone())
+        )
+        .is_ok());
+    consistent(&reader);
+}
