@@ -187,19 +187,24 @@ async fn gc_reclaims_deleted_images_online_and_keeps_what_is_referenced() {
         delete_manifest(&registry, "team/b", &second.manifest_digest).await,
         202
     );
-    let blobs = serve.blob_dir().join("blobs");
+    // A copy leaves `blobs/` for `trash/` before meta confirms its deletion: wait for both.
+    let (blobs, trash) = (
+        serve.blob_dir().join("blobs"),
+        serve.blob_dir().join("trash"),
+    );
     until("every blob file to go", Instant::now() + DEADLINE, || {
-        let blobs = blobs.clone();
+        let (blobs, trash) = (blobs.clone(), trash.clone());
         async move {
-            match files_under(&blobs) {
-                (0, _) => Ok(()),
-                (count, bytes) => Err(format!("{count} files, {bytes} bytes left")),
+            match (files_under(&blobs), files_under(&trash)) {
+                ((0, _), (0, _)) => Ok(()),
+                ((count, bytes), (set_aside, _)) => Err(format!(
+                    "{count} files, {bytes} bytes left; {set_aside} set aside"
+                )),
             }
         }
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", serve.log()));
-    assert_eq!(files_under(&serve.blob_dir().join("trash")).0, 0);
     let usage = serve.admin_json(&["usage"]);
     assert_eq!(usage, serde_json::json!([]), "no namespace holds anything");
     let report = serve.admin_json(&["fsck"]);
