@@ -15,6 +15,7 @@ const START_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct Serve {
     child: Child,
+    extra: Vec<String>,
     pub dir: tempfile::TempDir,
     /// `http://host:port` of the OCI API.
     pub base: String,
@@ -22,60 +23,80 @@ pub struct Serve {
     pub grpc: String,
 }
 
+/// `wharf serve` over `dir` (its `wharf.toml`, `data/`, `addr.json`, `serve.log`), on port 0.
+fn spawn(dir: &Path, extra: &[String]) -> Child {
+    let _ = std::fs::remove_file(dir.join("addr.json"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("serve.log"))
+        .expect("log file");
+    Command::new(WHARF)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--config")
+        .arg(dir.join("wharf.toml"))
+        .arg("--data")
+        .arg(dir.join("data"))
+        .arg("--addr-file")
+        .arg(dir.join("addr.json"))
+        .args([
+            "--log",
+            "info,wharf=debug,meta_node=debug,blob_node=debug,openraft=warn",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn wharf serve")
+}
+
 impl Serve {
     /// Starts `wharf serve` with `config` (TOML) and `extra` flags; waits for its addresses.
     pub async fn start(config: &str, extra: &[&str]) -> Serve {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addr_file = dir.path().join("addr.json");
-        let config_file = dir.path().join("wharf.toml");
-        std::fs::write(&config_file, config).expect("write config");
-        let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
-        let child = Command::new(WHARF)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--grpc-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--config")
-            .arg(&config_file)
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .arg("--addr-file")
-            .arg(&addr_file)
-            .args([
-                "--log",
-                "info,wharf=debug,meta_node=debug,blob_node=debug,openraft=warn",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn wharf serve");
+        std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
+        let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
+        let child = spawn(dir.path(), &extra);
         let mut serve = Serve {
             child,
+            extra,
             dir,
             base: String::new(),
             grpc: String::new(),
         };
-        let addrs: Value = until(
-            "serve to write its addresses",
-            Instant::now() + START_DEADLINE,
-            || {
-                let file = addr_file.clone();
-                async move {
-                    let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
-                    serde_json::from_str(&text).map_err(|e| e.to_string())
-                }
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", serve.log()));
-        serve.base = format!("http://{}", addrs["http"].as_str().expect("http address"));
-        serve.grpc = addrs["grpc"].as_str().expect("grpc address").to_owned();
+        serve.wait_ready().await;
         serve
+    }
+
+    /// SIGKILL, reaped; then `wharf serve` again over the same config and data (new ports).
+    pub async fn kill9_and_restart(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+        self.child = spawn(self.dir.path(), &self.extra);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let addr_file = self.dir.path().join("addr.json");
+        let deadline = Instant::now() + START_DEADLINE;
+        let addrs: Value = until("serve to write its addresses", deadline, || {
+            let file = addr_file.clone();
+            async move {
+                let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+                serde_json::from_str(&text).map_err(|e| e.to_string())
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
+        self.base = format!("http://{}", addrs["http"].as_str().expect("http address"));
+        self.grpc = addrs["grpc"].as_str().expect("grpc address").to_owned();
     }
 
     pub fn log(&self) -> String {

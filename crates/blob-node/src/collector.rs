@@ -56,6 +56,8 @@ struct Owed {
     confirmed: bool,
     /// The copy's size, once the store reported it.
     size: Option<u64>,
+    /// The collection (generation) meta named, reported back once the copy is purged.
+    generation: u64,
 }
 
 /// Runs garbage collection passes for one node. Passes never overlap: a second caller waits.
@@ -200,10 +202,12 @@ impl Collector {
             let digest = &doomed.digest;
             // Owed before the move, so no set-aside copy is ever unaccounted for; and whatever
             // an earlier pass learned no longer applies: meta is asked afresh.
-            lock(&self.owed)
-                .entry(digest.clone())
-                .or_default()
-                .confirmed = false;
+            {
+                let mut owed = lock(&self.owed);
+                let entry = owed.entry(digest.clone()).or_default();
+                entry.confirmed = false;
+                entry.generation = doomed.generation;
+            }
             match self.store.set_aside(digest).await {
                 Ok(size) => {
                     if let (Some(size), Some(owed)) = (size, lock(&self.owed).get_mut(digest)) {
@@ -237,6 +241,7 @@ impl Collector {
     /// done; a failure keeps it for the next pass.
     async fn settle(&self, digests: &[Digest], report: &mut CollectReport) {
         let mut done = CollectReport::default();
+        let mut purged = Vec::new();
         for digest in digests {
             let Some(owed) = lock(&self.owed).get(digest).copied() else {
                 continue;
@@ -249,6 +254,9 @@ impl Collector {
             match outcome {
                 Ok(()) => {
                     lock(&self.owed).remove(digest);
+                    if owed.confirmed {
+                        purged.push((digest.clone(), owed.generation));
+                    }
                     match (owed.confirmed, owed.size) {
                         (true, Some(size)) => {
                             done.blobs_deleted += 1;
@@ -270,6 +278,14 @@ impl Collector {
             }
         }
         self.tally(report, done);
+        // Until meta hears this it keeps listing the copies as doomed here; a later pass then
+        // finds them gone, asks again and reports again, so a lost report costs only a retry.
+        for chunk in purged.chunks(DOOMED_PAGE) {
+            if let Err(error) = self.meta.blobs_purged(self.local, chunk).await {
+                tracing::warn!(node = self.local, %error, "cannot report purged blobs; retrying next pass");
+                break;
+            }
+        }
     }
 
     /// Cancels the staging files unchanged for `stale_upload_after` whose upload meta does not

@@ -161,12 +161,21 @@ pub trait MetaApi: Send + Sync + 'static {
     /// `node` has set its copies of `blobs` (digest, generation) aside and asks to delete them.
     /// Answers, for each in order, `true` when the blob is still collected in that generation:
     /// meta no longer counts the node's copy and the node deletes it for good; `false` when the
-    /// blob was pushed again (or collected anew) since: the node puts its copy back.
+    /// blob was pushed again (or collected anew) since: the node puts its copy back. The node
+    /// stays listed until it reports the purge ([`blobs_purged`](MetaApi::blobs_purged)).
     async fn confirm_blob_deletions(
         &self,
         node: BlobNodeId,
         blobs: &[(Digest, u64)],
     ) -> Result<Vec<bool>, MetaError>;
+
+    /// `node` purged its copies of `blobs` (digest, generation) after meta confirmed their
+    /// deletion; meta stops listing the node as holding them.
+    async fn blobs_purged(
+        &self,
+        node: BlobNodeId,
+        blobs: &[(Digest, u64)],
+    ) -> Result<(), MetaError>;
 
     /// Those of `ids` that are open upload sessions, in the order given; a blob node removes the
     /// staging files of the others.

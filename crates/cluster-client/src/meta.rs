@@ -555,6 +555,26 @@ impl MetaApi for MetaClient {
         Ok(response.confirmed)
     }
 
+    async fn blobs_purged(
+        &self,
+        node: BlobNodeId,
+        blobs: &[(Digest, u64)],
+    ) -> Result<(), MetaError> {
+        let request = pb::ConfirmBlobDeletionsRequest {
+            node,
+            blobs: blobs
+                .iter()
+                .map(|(digest, generation)| pb::BlobGeneration {
+                    digest: digest.to_string(),
+                    generation: *generation,
+                })
+                .collect(),
+        };
+        self.call(request, |mut c, r| async move { c.blobs_purged(r).await })
+            .await?;
+        Ok(())
+    }
+
     async fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError> {
         let request = pb::OpenUploadsRequest {
             ids: ids.iter().map(ToString::to_string).collect(),

@@ -435,6 +435,21 @@ impl MetaApi for RaftMeta {
         }
     }
 
+    async fn blobs_purged(
+        &self,
+        node: BlobNodeId,
+        blobs: &[(Digest, u64)],
+    ) -> Result<(), MetaError> {
+        if blobs.is_empty() {
+            return Ok(());
+        }
+        self.propose_done(Command::BlobsPurged {
+            node,
+            blobs: blobs.to_vec(),
+        })
+        .await
+    }
+
     async fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError> {
         self.linearize().await?;
         self.reader.open_uploads(ids)

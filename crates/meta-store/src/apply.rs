@@ -64,6 +64,12 @@ pub(crate) fn apply_command(
         Command::SetQuota { namespace, bytes } => set_quota(txn, namespace, bytes),
         Command::PutRetentionRule(rule) => put_retention_rule(txn, rule),
         Command::DeleteRetentionRule { id } => delete_retention_rule(txn, &id),
+        Command::BlobsPurged { node, blobs } => {
+            for (digest, generation) in &blobs {
+                refs::purged(txn, node, digest, *generation)?;
+            }
+            Ok(DONE)
+        }
         Command::DiscardOrphans {
             node,
             blobs,
@@ -98,10 +104,10 @@ pub(crate) fn apply_command(
             limit,
         ),
         Command::ConfirmBlobDeletions {
-            node,
+            node: _,
             blobs,
             now_ms,
-        } => confirm_blob_deletions(txn, node, &blobs, now_ms),
+        } => confirm_blob_deletions(txn, &blobs, now_ms),
     }?;
     Ok(CommandResponse(outcome))
 }
@@ -461,21 +467,12 @@ fn sweep(
     Ok(Ok(CommandOutput::Swept(report)))
 }
 
-fn confirm_blob_deletions(
-    txn: &mut Txn<'_>,
-    node: BlobNodeId,
-    blobs: &[(Digest, u64)],
-    now_ms: u64,
-) -> Outcome {
+/// Any node may delete a copy of a blob still doomed in the generation it names (one meta does
+/// not list is only an extra copy); a node stays listed until it reports the purge.
+fn confirm_blob_deletions(txn: &mut Txn<'_>, blobs: &[(Digest, u64)], now_ms: u64) -> Outcome {
     let mut verdicts = Vec::with_capacity(blobs.len());
     for (digest, generation) in blobs {
-        verdicts.push(refs::confirm_deletion(
-            txn,
-            node,
-            digest,
-            *generation,
-            now_ms,
-        )?);
+        verdicts.push(refs::confirm_deletion(txn, digest, *generation, now_ms)?);
     }
     Ok(Ok(CommandOutput::Confirmed(verdicts)))
 }

@@ -112,6 +112,12 @@ pub enum Command {
         #[serde(default)]
         now_ms: u64,
     },
+    /// `node` purged its copies of `blobs` (digest, generation) after their deletion was
+    /// confirmed: it is no longer listed as holding them.
+    BlobsPurged {
+        node: BlobNodeId,
+        blobs: Vec<(Digest, u64)>,
+    },
     /// fsck found copies on `node` that meta does not know: each (digest, size) with no live
     /// record is doomed (or added to its doomed copies), so the node deletes it through the usual
     /// confirmation; one that is live again is left alone. Answers [`CommandOutput::Retained`]

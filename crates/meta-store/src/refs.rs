@@ -289,30 +289,46 @@ fn next_generation(txn: &mut Txn<'_>) -> Result<u64, StoreError> {
     Ok(next)
 }
 
-/// `node` asks to delete its copy of `digest` collected in `generation`. True (and the
-/// node's copy is no longer counted, and a fence remembers when) when the blob is still
-/// doomed in that generation; false when it was pushed again or doomed anew since.
+/// `node` asks to delete its copy of `digest` collected in `generation`. True (and a fence
+/// remembers when) when the blob is still doomed in that generation; false when it was pushed
+/// again or doomed anew since. The node stays listed until it reports the copy purged
+/// ([`purged`]): a node that dies between the two puts its copy back when it restarts, finds the
+/// blob still doomed on it, and deletes it again, so no copy outlives a crash as an orphan.
 pub(crate) fn confirm_deletion(
     txn: &mut Txn<'_>,
-    node: BlobNodeId,
     digest: &Digest,
     generation: u64,
     now_ms: u64,
 ) -> Result<bool, StoreError> {
+    let confirmed =
+        state::doomed(txn, digest)?.is_some_and(|doomed| doomed.generation == generation);
+    if confirmed {
+        put_fence(txn, digest, now_ms)?;
+    }
+    Ok(confirmed)
+}
+
+/// `node` purged its copy of `digest` (generation `generation`): it is no longer listed, and
+/// the doomed record goes with the last copy. A report for another generation changes nothing.
+pub(crate) fn purged(
+    txn: &mut Txn<'_>,
+    node: BlobNodeId,
+    digest: &Digest,
+    generation: u64,
+) -> Result<(), StoreError> {
     let Some(mut doomed) = state::doomed(txn, digest)? else {
-        return Ok(false);
+        return Ok(());
     };
     if doomed.generation != generation {
-        return Ok(false);
+        return Ok(());
     }
     doomed.pending.retain(|pending| *pending != node);
     if doomed.pending.is_empty() {
         state::delete_doomed(txn, digest);
+        Ok(())
     } else {
-        state::put_doomed(txn, digest, &doomed)?;
+        state::put_doomed(txn, digest, &doomed)
     }
-    put_fence(txn, digest, now_ms)?;
-    Ok(true)
 }
 
 /// Remembers that a copy of `digest` was deleted at `now_ms`, replacing an earlier fence.

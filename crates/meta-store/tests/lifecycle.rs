@@ -264,6 +264,20 @@ async fn deletion_is_confirmed_per_generation_and_a_push_brings_a_blob_back() {
         verdicts,
         Ok(CommandOutput::Confirmed(vec![false, true, false]))
     );
+    // The node stays listed until it reports the purge (so a crash in between cannot leave an
+    // orphan): a report for another generation changes nothing.
+    let listed: Vec<Digest> = doomed(&reader)
+        .into_iter()
+        .map(|blob| blob.digest)
+        .collect();
+    assert_eq!(listed, vec![digest("one")]);
+    let purged = |generation| Command::BlobsPurged {
+        node: NODE,
+        blobs: vec![(digest("one"), generation)],
+    };
+    assert_eq!(store.apply(purged(generation("one") + 100)).await, DONE);
+    assert_eq!(doomed(&reader).len(), 1);
+    assert_eq!(store.apply(purged(generation("one"))).await, DONE);
     assert!(doomed(&reader).is_empty());
     consistent(&reader);
 

@@ -321,6 +321,23 @@ impl Meta for MetaGrpc {
         })
     }
 
+    async fn blobs_purged(
+        &self,
+        request: Request<pb::ConfirmBlobDeletionsRequest>,
+    ) -> Reply<pb::Empty> {
+        let request = request.into_inner();
+        let blobs = request
+            .blobs
+            .iter()
+            .map(|blob| {
+                decoded(convert::digest("digest", &blob.digest))
+                    .map(|digest| (digest, blob.generation))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let result = self.api.blobs_purged(request.node, &blobs).await;
+        reply(result, |_| pb::Empty {})
+    }
+
     async fn open_uploads(
         &self,
         request: Request<pb::OpenUploadsRequest>,

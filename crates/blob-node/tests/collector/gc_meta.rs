@@ -289,6 +289,14 @@ impl MetaApi for GcMeta {
         self.inner.check_consistency().await
     }
 
+    async fn blobs_purged(
+        &self,
+        node: cluster_api::BlobNodeId,
+        blobs: &[(Digest, u64)],
+    ) -> Result<(), MetaError> {
+        self.inner.blobs_purged(node, blobs).await
+    }
+
     async fn discard_orphans(
         &self,
         node: cluster_api::BlobNodeId,

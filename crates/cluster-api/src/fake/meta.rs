@@ -604,6 +604,16 @@ impl MetaApi for MemMeta {
         Ok(vec![false; blobs.len()])
     }
 
+    /// Nothing is ever doomed here, so there is nothing to stop listing.
+    async fn blobs_purged(
+        &self,
+        _node: BlobNodeId,
+        _blobs: &[(Digest, u64)],
+    ) -> Result<(), MetaError> {
+        drop(self.state()?);
+        Ok(())
+    }
+
     async fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError> {
         let state = self.state()?;
         Ok(ids
