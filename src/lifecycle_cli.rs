@@ -212,17 +212,17 @@ pub async fn fsck(meta: &[String], repair: bool) -> CliResult {
     let client: Arc<MetaClient> = Arc::new(client(meta)?);
     let meta_api: Arc<dyn MetaApi> = client.clone();
     let problems = client.check_consistency().await?;
-    let mut records: BTreeMap<Digest, BlobInfo> = BTreeMap::new();
-    let mut after: Option<Digest> = None;
-    loop {
-        let page = client.list_blobs(after.as_ref(), PAGE).await?;
-        let done = page.len() < PAGE;
-        after = page.last().map(|blob| blob.digest.clone());
-        records.extend(page.into_iter().map(|blob| (blob.digest.clone(), blob)));
-        if done {
-            break;
-        }
-    }
+    let records: BTreeMap<Digest, BlobInfo> = {
+        let client = &client;
+        let all = every_page(
+            |after| async move { client.list_blobs(after.as_ref(), PAGE).await },
+            |blob: &BlobInfo| &blob.digest,
+        )
+        .await?;
+        all.into_iter()
+            .map(|blob| (blob.digest.clone(), blob))
+            .collect()
+    };
     let map = client.cluster_map().await?;
     let nodes = GrpcBlobNodes::new(meta_api);
     let mut findings = Vec::new();
@@ -245,11 +245,15 @@ pub async fn fsck(meta: &[String], repair: bool) -> CliResult {
                 continue;
             }
         };
-        let doomed: BTreeSet<Digest> = doomed_on(&client, id)
-            .await?
-            .into_iter()
-            .map(|blob| blob.digest)
-            .collect();
+        let doomed: BTreeSet<Digest> = {
+            let client = &client;
+            let all = every_page(
+                |after| async move { client.doomed_blobs(id, after.as_ref(), PAGE).await },
+                |blob: &DoomedBlob| &blob.digest,
+            )
+            .await?;
+            all.into_iter().map(|blob| blob.digest).collect()
+        };
         found.blobs = held.len() as u64;
         for (digest, size) in &held {
             match records.get(digest) {
@@ -266,14 +270,17 @@ pub async fn fsck(meta: &[String], repair: bool) -> CliResult {
         }
         findings.push(found);
     }
+    let missing: BTreeSet<(u64, &Digest)> = findings
+        .iter()
+        .flat_map(|found| found.missing.iter().map(|digest| (found.node, digest)))
+        .collect();
     let lost: Vec<&Digest> = records
         .iter()
         .filter(|(digest, record)| {
-            record.replicas.iter().all(|replica| {
-                findings
-                    .iter()
-                    .any(|found| found.node == *replica && found.missing.contains(digest))
-            })
+            record
+                .replicas
+                .iter()
+                .all(|replica| missing.contains(&(*replica, *digest)))
         })
         .map(|(digest, _)| digest)
         .collect();
@@ -354,32 +361,33 @@ async fn node_listing(
     id: u64,
 ) -> Result<BTreeMap<Digest, u64>, Box<dyn std::error::Error>> {
     let node = nodes.node(id).await?;
-    let mut held = BTreeMap::new();
-    let mut after: Option<Digest> = None;
-    loop {
-        let page = node.list_blobs(after.as_ref(), PAGE).await?;
-        let done = page.len() < PAGE;
-        after = page.last().map(|(digest, _)| digest.clone());
-        held.extend(page);
-        if done {
-            return Ok(held);
-        }
-    }
+    let node = &node;
+    let held = every_page(
+        |after| async move { node.list_blobs(after.as_ref(), PAGE).await },
+        |(digest, _): &(Digest, u64)| digest,
+    )
+    .await?;
+    Ok(held.into_iter().collect())
 }
 
-async fn doomed_on(
-    client: &MetaClient,
-    node: u64,
-) -> Result<Vec<DoomedBlob>, Box<dyn std::error::Error>> {
-    let mut doomed = Vec::new();
+/// Every item of a listing paged by digest: `page(after)` answers at most [`PAGE`] items after
+/// `after`; a shorter page is the last.
+async fn every_page<T, E, Fut>(
+    mut page: impl FnMut(Option<Digest>) -> Fut,
+    digest_of: impl Fn(&T) -> &Digest,
+) -> Result<Vec<T>, E>
+where
+    Fut: std::future::Future<Output = Result<Vec<T>, E>>,
+{
+    let mut all = Vec::new();
     let mut after: Option<Digest> = None;
     loop {
-        let page = client.doomed_blobs(node, after.as_ref(), PAGE).await?;
-        let done = page.len() < PAGE;
-        after = page.last().map(|blob| blob.digest.clone());
-        doomed.extend(page);
+        let items = page(after.take()).await?;
+        let done = items.len() < PAGE;
+        after = items.last().map(|item| digest_of(item).clone());
+        all.extend(items);
         if done {
-            return Ok(doomed);
+            return Ok(all);
         }
     }
 }

@@ -359,6 +359,12 @@ async fn adversarial_matrix_answers_401_or_403_and_changes_nothing() {
     let dev = basic("dev", "dev-password");
     let image = push_image(&registry(&base, Some(&root)), "team/app", "v1").await;
     push_image(&registry(&base, Some(&root)), "ci/app", "v1").await;
+    // A blob no manifest uses: meta itself would let it be deleted, so only the access check
+    // can refuse the DELETE below.
+    let loose = registry(&base, Some(&root))
+        .push_blob_monolithic("team/app", &common::random_bytes(512))
+        .await
+        .expect("push a loose blob");
     let http = reqwest::Client::new();
     let manifest_url = format!("{base}/v2/team/app/manifests/v1");
     let evil = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#.to_vec();
@@ -598,7 +604,7 @@ async fn adversarial_matrix_answers_401_or_403_and_changes_nothing() {
         ),
         case(
             "user without delete, blob",
-            http.delete(format!("{base}/v2/team/app/blobs/{}", image.blobs[0].0))
+            http.delete(format!("{base}/v2/team/app/blobs/{loose}"))
                 .header(AUTHORIZATION, dev.clone()),
             StatusCode::FORBIDDEN,
             "DENIED",
@@ -716,8 +722,20 @@ async fn adversarial_matrix_answers_401_or_403_and_changes_nothing() {
         .await
         .expect("revocation takes effect");
     }
-    // Nothing changed: the tags, the manifest bytes, no prod/app, no new account.
+    // Nothing changed: the tags, the manifest bytes, the loose blob, no prod/app, no new account.
     assert_eq!(tags(&base, &root, "team/app").await, ["v1"]);
+    let loose_status = http
+        .head(format!("{base}/v2/team/app/blobs/{loose}"))
+        .header(AUTHORIZATION, root.clone())
+        .send()
+        .await
+        .expect("HEAD loose blob")
+        .status();
+    assert_eq!(
+        loose_status,
+        StatusCode::OK,
+        "the loose blob is still there"
+    );
     assert_eq!(tags(&base, &root, "ci/app").await, ["v1"]);
     assert!(tags(&base, &root, "prod/app").await.is_empty());
     let stored = http

@@ -84,6 +84,22 @@ fn blob_file(serve: &Serve, digest: &Digest) -> std::path::PathBuf {
         .join(hex)
 }
 
+/// Waits (with the deadline) until `path` no longer exists.
+async fn until_gone(serve: &Serve, what: &str, path: std::path::PathBuf) {
+    until(what, Instant::now() + DEADLINE, || {
+        let present = path.exists();
+        async move {
+            if present {
+                Err("still on disk".to_owned())
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", serve.log()));
+}
+
 fn usage_of(serve: &Serve, namespace: &str) -> Value {
     let usage = serve.admin_json(&["usage", namespace]);
     usage[0].clone()
@@ -119,22 +135,12 @@ async fn gc_reclaims_deleted_images_online_and_keeps_what_is_referenced() {
     assert!(usage["logical_bytes"].as_u64() > usage["physical_bytes"].as_u64());
 
     // The stray upload goes; everything the two images use stays, byte for byte.
-    until(
+    until_gone(
+        &serve,
         "the stray upload to be collected",
-        Instant::now() + DEADLINE,
-        || {
-            let path = blob_file(&serve, &stray.0);
-            async move {
-                if path.exists() {
-                    Err("still on disk".to_owned())
-                } else {
-                    Ok(())
-                }
-            }
-        },
+        blob_file(&serve, &stray.0),
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", serve.log()));
+    .await;
     registry
         .verify_image(&first)
         .await
@@ -160,22 +166,12 @@ async fn gc_reclaims_deleted_images_online_and_keeps_what_is_referenced() {
         delete_manifest(&registry, "team/a", &first.manifest_digest).await,
         202
     );
-    until(
+    until_gone(
+        &serve,
         "the first image's own layer to go",
-        Instant::now() + DEADLINE,
-        || {
-            let path = blob_file(&serve, &only_one.0);
-            async move {
-                if path.exists() {
-                    Err("still on disk".to_owned())
-                } else {
-                    Ok(())
-                }
-            }
-        },
+        blob_file(&serve, &only_one.0),
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", serve.log()));
+    .await;
     assert!(blob_file(&serve, &shared.0).exists());
     registry
         .verify_image(&second)
@@ -524,22 +520,7 @@ async fn fsck_finds_orphans_and_lost_blobs_and_repairs_what_it_can() {
     let output = serve.admin_output(&["fsck", "--repair"]);
     let report: Value = serde_json::from_slice(&output.stdout).expect("fsck json");
     assert_eq!(report["repaired"]["orphans_doomed"], 1, "{report}");
-    until(
-        "the orphan to be deleted",
-        Instant::now() + DEADLINE,
-        || {
-            let path = orphan_path.clone();
-            async move {
-                if path.exists() {
-                    Err("still on disk".to_owned())
-                } else {
-                    Ok(())
-                }
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", serve.log()));
+    until_gone(&serve, "the orphan to be deleted", orphan_path.clone()).await;
     let after = serve.admin_output(&["fsck"]);
     let report: Value = serde_json::from_slice(&after.stdout).expect("fsck json");
     assert_eq!(

@@ -530,16 +530,7 @@ impl MetaApi for MetaClient {
         node: BlobNodeId,
         blobs: &[(Digest, u64)],
     ) -> Result<Vec<bool>, MetaError> {
-        let request = pb::ConfirmBlobDeletionsRequest {
-            node,
-            blobs: blobs
-                .iter()
-                .map(|(digest, generation)| pb::BlobGeneration {
-                    digest: digest.to_string(),
-                    generation: *generation,
-                })
-                .collect(),
-        };
+        let request = convert_lifecycle::node_blobs_to_pb(node, blobs);
         let response = self
             .call(request, |mut c, r| async move {
                 c.confirm_blob_deletions(r).await
@@ -560,16 +551,7 @@ impl MetaApi for MetaClient {
         node: BlobNodeId,
         blobs: &[(Digest, u64)],
     ) -> Result<(), MetaError> {
-        let request = pb::ConfirmBlobDeletionsRequest {
-            node,
-            blobs: blobs
-                .iter()
-                .map(|(digest, generation)| pb::BlobGeneration {
-                    digest: digest.to_string(),
-                    generation: *generation,
-                })
-                .collect(),
-        };
+        let request = convert_lifecycle::node_blobs_to_pb(node, blobs);
         self.call(request, |mut c, r| async move { c.blobs_purged(r).await })
             .await?;
         Ok(())

@@ -52,68 +52,61 @@ impl Kind {
     }
 }
 
-/// Counts one more link of `digest` (`size` bytes) in `repo`'s namespace.
+/// The `namespace_refs` row counting the links of `digest` in namespace `ns`.
+fn namespace_ref_key(ns: &str, kind: Kind, digest: &Digest) -> Vec<u8> {
+    key(&[ns, kind.tag(), &digest.to_string()])
+}
+
+/// Counts one link of `digest` (`size` bytes) more (`added`) or fewer in `repo`'s namespace:
+/// logical bytes move with every link, physical bytes and the distinct counts with the first
+/// link in and the last link out.
 fn count_link(
     txn: &mut Txn<'_>,
     repo: &RepositoryName,
-    kind: Kind,
-    digest: &Digest,
-    size: u64,
+    (kind, digest, size): (Kind, &Digest, u64),
+    added: bool,
 ) -> Result<(), StoreError> {
+    const WHAT: &str = "namespace reference count";
     let ns = namespace(repo);
-    let row = key(&[ns, kind.tag(), &digest.to_string()]);
+    let row = namespace_ref_key(ns, kind, digest);
     let count: u32 = txn
         .get(Table::NamespaceRefs, &row)?
-        .map(|bytes| decode("namespace reference count", &bytes))
+        .map(|bytes| decode(WHAT, &bytes))
         .transpose()?
         .unwrap_or(0);
+    let count_after = if added {
+        count + 1
+    } else {
+        count.saturating_sub(1)
+    };
     let mut usage = state::usage(txn, ns)?;
-    usage.logical_bytes += size;
-    if count == 0 {
-        usage.physical_bytes += size;
-        match kind {
-            Kind::Blob => usage.blobs += 1,
-            Kind::Manifest => usage.manifests += 1,
+    if added {
+        usage.logical_bytes += size;
+    } else {
+        usage.logical_bytes = usage.logical_bytes.saturating_sub(size);
+    }
+    let distinct_change = match (count, count_after) {
+        (0, 1) => Some(true),
+        (_, 0) => Some(false),
+        _ => None,
+    };
+    if let Some(first_in) = distinct_change {
+        let distinct = match kind {
+            Kind::Blob => &mut usage.blobs,
+            Kind::Manifest => &mut usage.manifests,
+        };
+        if first_in {
+            *distinct += 1;
+            usage.physical_bytes += size;
+        } else {
+            *distinct = distinct.saturating_sub(1);
+            usage.physical_bytes = usage.physical_bytes.saturating_sub(size);
         }
     }
-    txn.put(
-        Table::NamespaceRefs,
-        row,
-        encode("namespace reference count", &(count + 1))?,
-    );
-    state::put_usage(txn, ns, &usage)
-}
-
-/// Counts one link of `digest` fewer in `repo`'s namespace.
-fn uncount_link(
-    txn: &mut Txn<'_>,
-    repo: &RepositoryName,
-    kind: Kind,
-    digest: &Digest,
-    size: u64,
-) -> Result<(), StoreError> {
-    let ns = namespace(repo);
-    let row = key(&[ns, kind.tag(), &digest.to_string()]);
-    let count: u32 = txn
-        .get(Table::NamespaceRefs, &row)?
-        .map(|bytes| decode("namespace reference count", &bytes))
-        .transpose()?
-        .unwrap_or(0);
-    let mut usage = state::usage(txn, ns)?;
-    usage.logical_bytes = usage.logical_bytes.saturating_sub(size);
-    if count <= 1 {
-        usage.physical_bytes = usage.physical_bytes.saturating_sub(size);
-        match kind {
-            Kind::Blob => usage.blobs = usage.blobs.saturating_sub(1),
-            Kind::Manifest => usage.manifests = usage.manifests.saturating_sub(1),
-        }
+    if count_after == 0 {
         txn.delete(Table::NamespaceRefs, row);
     } else {
-        txn.put(
-            Table::NamespaceRefs,
-            row,
-            encode("namespace reference count", &(count - 1))?,
-        );
+        txn.put(Table::NamespaceRefs, row, encode(WHAT, &count_after)?);
     }
     state::put_usage(txn, ns, &usage)
 }
@@ -133,7 +126,7 @@ pub(crate) fn check_quota(
         return Ok(Ok(()));
     };
     let kind = if blob { Kind::Blob } else { Kind::Manifest };
-    let row = key(&[ns, kind.tag(), &digest.to_string()]);
+    let row = namespace_ref_key(ns, kind, digest);
     if size == 0 || kv.get(Table::NamespaceRefs, &row)?.is_some() {
         return Ok(Ok(()));
     }
@@ -223,7 +216,7 @@ pub(crate) fn link_blob(
             state::put_blob_link(txn, repo, digest, &link)?;
             mark_unreferenced(txn, repo, digest, now_ms);
             record.links += 1;
-            count_link(txn, repo, Kind::Blob, digest, record.size)?;
+            count_link(txn, repo, (Kind::Blob, digest, record.size), true)?;
             state::put_blob(txn, digest, &record)
         }
     }
@@ -243,7 +236,7 @@ pub(crate) fn unlink_blob(
         unmark_unreferenced(txn, repo, digest, link.pushed_ms);
     }
     let mut record = state::blob(txn, digest)?.ok_or_else(|| missing("blob", digest))?;
-    uncount_link(txn, repo, Kind::Blob, digest, record.size)?;
+    count_link(txn, repo, (Kind::Blob, digest, record.size), false)?;
     record.links = record.links.saturating_sub(1);
     if record.links > 0 {
         state::put_blob(txn, digest, &record)?;
@@ -275,17 +268,8 @@ fn doom(
 }
 
 fn next_generation(txn: &mut Txn<'_>) -> Result<u64, StoreError> {
-    let current: u64 = txn
-        .get(Table::ClusterMeta, GC_GENERATION)?
-        .map(|bytes| decode("gc generation", &bytes))
-        .transpose()?
-        .unwrap_or(0);
-    let next = current + 1;
-    txn.put(
-        Table::ClusterMeta,
-        GC_GENERATION,
-        encode("gc generation", &next)?,
-    );
+    let next = state::cluster_value::<u64>(txn, GC_GENERATION, "gc generation")? + 1;
+    state::put_cluster_value(txn, GC_GENERATION, "gc generation", &next)?;
     Ok(next)
 }
 
@@ -386,18 +370,11 @@ pub(crate) fn check_fence(
     }
 }
 
-/// Brings a doomed blob back as a live record holding `replicas` (copies written by this push),
-/// or returns `None` when it is not doomed. Nodes still to delete their old copies will be told
+/// Forgets that `digest` was doomed (if it was): a push brought it back, and the caller records
+/// it live with the copies that push wrote. Nodes still to delete their old copies will be told
 /// no and put them back; repair then counts them again where they belong.
-pub(crate) fn resurrect(
-    txn: &mut Txn<'_>,
-    digest: &Digest,
-) -> Result<Option<DoomedRecord>, StoreError> {
-    let doomed = state::doomed(txn, digest)?;
-    if doomed.is_some() {
-        state::delete_doomed(txn, digest);
-    }
-    Ok(doomed)
+pub(crate) fn resurrect(txn: &mut Txn<'_>, digest: &Digest) {
+    state::delete_doomed(txn, digest);
 }
 
 fn add_blob_ref(
@@ -475,13 +452,8 @@ pub(crate) fn link_manifest(
         child_link.refs += 1;
         state::put_manifest_link(txn, repo, &child, &child_link)?;
     }
-    count_link(
-        txn,
-        repo,
-        Kind::Manifest,
-        &put.digest,
-        record.bytes.len() as u64,
-    )?;
+    let size = record.bytes.len() as u64;
+    count_link(txn, repo, (Kind::Manifest, &put.digest, size), true)?;
     state::put_manifest(txn, &put.digest, &record)
 }
 
@@ -531,13 +503,8 @@ pub(crate) fn unlink_manifest(
             }
         }
         state::delete_manifest_link(txn, repo, &current);
-        uncount_link(
-            txn,
-            repo,
-            Kind::Manifest,
-            &current,
-            record.bytes.len() as u64,
-        )?;
+        let size = record.bytes.len() as u64;
+        count_link(txn, repo, (Kind::Manifest, &current, size), false)?;
         record.links = record.links.saturating_sub(1);
         if record.links == 0 {
             state::delete_manifest(txn, &current);

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use oci_model::{Descriptor, Digest, RepositoryName, Tag};
 use openraft::{BasicNode, LogId, StoredMembership};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{decode, encode, u64_from_key, u64_key, Table};
@@ -349,68 +350,65 @@ pub(crate) fn node_state(kv: &impl KvRead, id: BlobNodeId) -> Result<NodeState, 
         .unwrap_or(NodeState::Up))
 }
 
-pub(crate) fn epoch(kv: &impl KvRead) -> Result<u64, StoreError> {
+/// A single value of the `cluster` table, or its default when it was never written.
+pub(crate) fn cluster_value<T: DeserializeOwned + Default>(
+    kv: &impl KvRead,
+    key: &[u8],
+    what: &'static str,
+) -> Result<T, StoreError> {
     Ok(kv
-        .get(Table::ClusterMeta, EPOCH)?
-        .map(|bytes| decode("cluster epoch", &bytes))
+        .get(Table::ClusterMeta, key)?
+        .map(|bytes| decode(what, &bytes))
         .transpose()?
-        .unwrap_or(0))
+        .unwrap_or_default())
+}
+
+pub(crate) fn put_cluster_value<T: Serialize>(
+    txn: &mut Txn<'_>,
+    key: &[u8],
+    what: &'static str,
+    value: &T,
+) -> Result<(), StoreError> {
+    txn.put(Table::ClusterMeta, key, encode(what, value)?);
+    Ok(())
+}
+
+pub(crate) fn epoch(kv: &impl KvRead) -> Result<u64, StoreError> {
+    cluster_value(kv, EPOCH, "cluster epoch")
 }
 
 pub(crate) fn policy(kv: &impl KvRead) -> Result<ReplicationPolicy, StoreError> {
-    Ok(kv
-        .get(Table::ClusterMeta, POLICY)?
-        .map(|bytes| decode("replication policy", &bytes))
-        .transpose()?
-        .unwrap_or_default())
+    cluster_value(kv, POLICY, "replication policy")
 }
 
 /// The access-control state: one value, rewritten whole by each change (accounts and policies
 /// number in the hundreds, not millions).
 pub(crate) fn auth(kv: &impl KvRead) -> Result<AuthState, StoreError> {
-    Ok(kv
-        .get(Table::ClusterMeta, AUTH)?
-        .map(|bytes| decode("access-control state", &bytes))
-        .transpose()?
-        .unwrap_or_default())
+    cluster_value(kv, AUTH, "access-control state")
 }
 
 /// Quotas on physical bytes, by namespace.
 pub(crate) fn quotas(kv: &impl KvRead) -> Result<BTreeMap<String, u64>, StoreError> {
-    Ok(kv
-        .get(Table::ClusterMeta, QUOTAS)?
-        .map(|bytes| decode("quotas", &bytes))
-        .transpose()?
-        .unwrap_or_default())
+    cluster_value(kv, QUOTAS, "quotas")
 }
 
 pub(crate) fn put_quotas(
     txn: &mut Txn<'_>,
     quotas: &BTreeMap<String, u64>,
 ) -> Result<(), StoreError> {
-    txn.put(Table::ClusterMeta, QUOTAS, encode("quotas", quotas)?);
-    Ok(())
+    put_cluster_value(txn, QUOTAS, "quotas", quotas)
 }
 
 /// Retention rules, by id.
 pub(crate) fn retention_rules(kv: &impl KvRead) -> Result<Vec<RetentionRule>, StoreError> {
-    Ok(kv
-        .get(Table::ClusterMeta, RETENTION)?
-        .map(|bytes| decode("retention rules", &bytes))
-        .transpose()?
-        .unwrap_or_default())
+    cluster_value(kv, RETENTION, "retention rules")
 }
 
 pub(crate) fn put_retention_rules(
     txn: &mut Txn<'_>,
     rules: &[RetentionRule],
 ) -> Result<(), StoreError> {
-    txn.put(
-        Table::ClusterMeta,
-        RETENTION,
-        encode("retention rules", &rules)?,
-    );
-    Ok(())
+    put_cluster_value(txn, RETENTION, "retention rules", &rules)
 }
 
 /// Every tag of `repo` with its record, in tag order.
@@ -455,32 +453,18 @@ pub(crate) fn manifest_links_of(
 }
 
 pub(crate) fn put_auth(txn: &mut Txn<'_>, auth: &AuthState) -> Result<(), StoreError> {
-    txn.put(
-        Table::ClusterMeta,
-        AUTH,
-        encode("access-control state", auth)?,
-    );
-    Ok(())
+    put_cluster_value(txn, AUTH, "access-control state", auth)
 }
 
 pub(crate) fn immutable_tag_rules(kv: &impl KvRead) -> Result<Vec<ImmutableTagRule>, StoreError> {
-    Ok(kv
-        .get(Table::ClusterMeta, IMMUTABLE_TAGS)?
-        .map(|bytes| decode("immutable-tag rules", &bytes))
-        .transpose()?
-        .unwrap_or_default())
+    cluster_value(kv, IMMUTABLE_TAGS, "immutable-tag rules")
 }
 
 pub(crate) fn put_immutable_tag_rules(
     txn: &mut Txn<'_>,
     rules: &[ImmutableTagRule],
 ) -> Result<(), StoreError> {
-    txn.put(
-        Table::ClusterMeta,
-        IMMUTABLE_TAGS,
-        encode("immutable-tag rules", &rules)?,
-    );
-    Ok(())
+    put_cluster_value(txn, IMMUTABLE_TAGS, "immutable-tag rules", &rules)
 }
 
 /// The cluster map: every blob node with its state, the policy and the epoch.
@@ -805,8 +789,7 @@ pub(crate) fn put_node_state(
 }
 
 pub(crate) fn put_epoch(txn: &mut Txn<'_>, epoch: u64) -> Result<(), StoreError> {
-    txn.put(Table::ClusterMeta, EPOCH, encode("cluster epoch", &epoch)?);
-    Ok(())
+    put_cluster_value(txn, EPOCH, "cluster epoch", &epoch)
 }
 
 /// Increments the cluster map's epoch: every change to the map goes through here.
@@ -816,10 +799,5 @@ pub(crate) fn bump_epoch(txn: &mut Txn<'_>) -> Result<(), StoreError> {
 }
 
 pub(crate) fn put_policy(txn: &mut Txn<'_>, policy: &ReplicationPolicy) -> Result<(), StoreError> {
-    txn.put(
-        Table::ClusterMeta,
-        POLICY,
-        encode("replication policy", policy)?,
-    );
-    Ok(())
+    put_cluster_value(txn, POLICY, "replication policy", policy)
 }

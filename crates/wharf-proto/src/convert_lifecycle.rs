@@ -1,6 +1,7 @@
 //! Conversions of the lifecycle types (`lifecycle.proto`): usage, retention, sweep reports.
 
 use cluster_api::{NamespaceUsage, RetentionAction, RetentionRule, SweepReport};
+use oci_model::Digest;
 
 use crate::convert::{self, DecodeError};
 use crate::pb;
@@ -112,6 +113,30 @@ pub fn action_from_pb(action: pb::RetentionAction) -> Result<RetentionAction, De
             reason: format!("unknown retention action kind {}", action.kind),
         }),
     }
+}
+
+/// `(digest, generation)` pairs on `node`, as `ConfirmBlobDeletions` and `BlobsPurged` take them.
+pub fn node_blobs_to_pb(node: u64, blobs: &[(Digest, u64)]) -> pb::NodeBlobGenerations {
+    pb::NodeBlobGenerations {
+        node,
+        blobs: blobs
+            .iter()
+            .map(|(digest, generation)| pb::BlobGeneration {
+                digest: digest.to_string(),
+                generation: *generation,
+            })
+            .collect(),
+    }
+}
+
+pub fn node_blobs_from_pb(
+    request: &pb::NodeBlobGenerations,
+) -> Result<Vec<(Digest, u64)>, DecodeError> {
+    request
+        .blobs
+        .iter()
+        .map(|blob| Ok((convert::digest("digest", &blob.digest)?, blob.generation)))
+        .collect()
 }
 
 pub fn sweep_to_pb(report: &SweepReport) -> pb::SweepReport {

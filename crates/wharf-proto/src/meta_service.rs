@@ -304,36 +304,19 @@ impl Meta for MetaGrpc {
 
     async fn confirm_blob_deletions(
         &self,
-        request: Request<pb::ConfirmBlobDeletionsRequest>,
+        request: Request<pb::NodeBlobGenerations>,
     ) -> Reply<pb::ConfirmBlobDeletionsResponse> {
         let request = request.into_inner();
-        let blobs = request
-            .blobs
-            .iter()
-            .map(|blob| {
-                decoded(convert::digest("digest", &blob.digest))
-                    .map(|digest| (digest, blob.generation))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let blobs = decoded(convert_lifecycle::node_blobs_from_pb(&request))?;
         let result = self.api.confirm_blob_deletions(request.node, &blobs).await;
         reply(result, |confirmed| pb::ConfirmBlobDeletionsResponse {
             confirmed,
         })
     }
 
-    async fn blobs_purged(
-        &self,
-        request: Request<pb::ConfirmBlobDeletionsRequest>,
-    ) -> Reply<pb::Empty> {
+    async fn blobs_purged(&self, request: Request<pb::NodeBlobGenerations>) -> Reply<pb::Empty> {
         let request = request.into_inner();
-        let blobs = request
-            .blobs
-            .iter()
-            .map(|blob| {
-                decoded(convert::digest("digest", &blob.digest))
-                    .map(|digest| (digest, blob.generation))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let blobs = decoded(convert_lifecycle::node_blobs_from_pb(&request))?;
         let result = self.api.blobs_purged(request.node, &blobs).await;
         reply(result, |_| pb::Empty {})
     }
