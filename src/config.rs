@@ -20,8 +20,9 @@ pub struct WharfConfig {
     pub grpc_listen: String,
     /// gRPC address other members use to reach this one; defaults to the bound `grpc_listen`.
     pub advertise: Option<String>,
-    /// Meta nodes to reach (gateway and blob roles).
-    pub meta: Vec<String>,
+    /// `meta = [...]` or `[meta]`: the meta nodes to reach (gateway and blob roles) and the meta
+    /// role's own settings.
+    pub meta: MetaSection,
     /// Address of a separate Prometheus `/metrics` listener (the gateway also serves `/metrics`).
     pub metrics_listen: Option<String>,
     /// `tracing` filter, e.g. `info` or `wharf=debug,info`.
@@ -47,6 +48,92 @@ pub struct WharfConfig {
     pub cluster_tls: wharf_tls::ClusterTlsConfig,
     /// `[gc]`: garbage collection (meta's sweep and each blob node's collector).
     pub gc: GcConfig,
+}
+
+/// `meta`: either the list of meta node addresses (`meta = ["meta-1:7000"]`, what gateways and
+/// blob nodes need) or a `[meta]` section with them and the meta role's settings:
+///
+/// ```toml
+/// [meta]
+/// addresses = ["meta-1:7000"]   # gateway and blob roles
+/// memory_budget = "64MiB"       # meta role: all of RocksDB's memory
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetaSection {
+    pub addresses: Vec<String>,
+    /// RocksDB's memory on a meta node (block cache, index and filter blocks, memtables), in
+    /// bytes; `None` keeps the default (32 MiB).
+    pub memory_budget: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[derive(Default)]
+struct MetaTable {
+    addresses: Vec<String>,
+    memory_budget: Option<ByteSize>,
+}
+
+/// A size in bytes: an integer, or a string with a unit (`"64MiB"`, `"1GiB"`, `"500MB"`).
+struct ByteSize(u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size: bytes, or a string such as \"64MiB\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, bytes: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(bytes))
+            }
+            fn visit_i64<E: serde::de::Error>(self, bytes: i64) -> Result<ByteSize, E> {
+                u64::try_from(bytes)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ByteSize, E> {
+                crate::lifecycle_cli::parse_size(text)
+                    .map(ByteSize)
+                    .map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for MetaSection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = MetaSection;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of meta addresses or a [meta] section")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<MetaSection, A::Error> {
+                Ok(MetaSection {
+                    addresses: Vec::deserialize(SeqAccessDeserializer::new(seq))?,
+                    memory_budget: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<MetaSection, A::Error> {
+                let table = MetaTable::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(MetaSection {
+                    addresses: table.addresses,
+                    memory_budget: table.memory_budget.map(|size| size.0),
+                })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// `[gc]`: how garbage is found (by the meta leader) and deleted (by each blob node).
@@ -83,7 +170,7 @@ impl Default for WharfConfig {
             data: PathBuf::from("./wharf-data"),
             grpc_listen: "127.0.0.1:0".into(),
             advertise: None,
-            meta: Vec::new(),
+            meta: MetaSection::default(),
             metrics_listen: None,
             log: "info,openraft=warn".into(),
             node_id: 1,
@@ -208,6 +295,41 @@ mod tests {
             .expect("deploy/config/tls.toml");
         config.validate().unwrap();
         assert!(config.tls.cert.is_some() && config.cluster_tls.is_set());
+    }
+
+    #[test]
+    fn the_role_example_configs_parse() {
+        for (name, text) in [
+            ("meta.toml", include_str!("../deploy/config/meta.toml")),
+            ("blob.toml", include_str!("../deploy/config/blob.toml")),
+            (
+                "gateway.toml",
+                include_str!("../deploy/config/gateway.toml"),
+            ),
+        ] {
+            let config: WharfConfig =
+                toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            config.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let meta: WharfConfig = toml::from_str(include_str!("../deploy/config/meta.toml")).unwrap();
+        assert_eq!(meta.meta.memory_budget, Some(32 << 20));
+    }
+
+    #[test]
+    fn meta_is_a_list_or_a_section() {
+        let config: WharfConfig = toml::from_str(r#"meta = ["meta-1:7000"]"#).unwrap();
+        assert_eq!(config.meta.addresses, ["meta-1:7000"]);
+        assert_eq!(config.meta.memory_budget, None);
+        let config: WharfConfig =
+            toml::from_str("[meta]\naddresses = [\"meta-1:7000\"]\nmemory_budget = \"64MiB\"")
+                .unwrap();
+        assert_eq!(config.meta.addresses, ["meta-1:7000"]);
+        assert_eq!(config.meta.memory_budget, Some(64 << 20));
+        let config: WharfConfig = toml::from_str("[meta]\nmemory_budget = 16777216").unwrap();
+        assert_eq!(config.meta.memory_budget, Some(16 << 20));
+        assert!(toml::from_str::<WharfConfig>("[meta]\nmemory_budgett = 1").is_err());
+        assert!(toml::from_str::<WharfConfig>("[meta]\nmemory_budget = \"64 parsecs\"").is_err());
+        assert!(toml::from_str::<WharfConfig>("[meta]\nmemory_budget = -1").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod admin_cli;
 pub mod certs;
 pub mod config;
 pub mod dev_cluster;
+pub mod heap;
 pub mod lifecycle_cli;
 pub mod local;
 pub mod roles;

@@ -102,6 +102,10 @@ struct Options {
     tls_reload_interval_ms: Option<u64>,
     #[command(flatten)]
     cluster_tls: ClusterTlsArgs,
+    /// Meta: all of RocksDB's memory (block cache, index and filter blocks, memtables), e.g.
+    /// `64MiB` [default: 32MiB, or `[meta] memory_budget`].
+    #[arg(long, env = "WHARF_META_MEMORY_BUDGET", value_parser = wharf::lifecycle_cli::parse_size)]
+    meta_memory_budget: Option<u64>,
     /// How often garbage is swept (meta leader) and deleted (blob nodes), ms [default: 5000].
     #[arg(long, env = "WHARF_GC_INTERVAL_MS")]
     gc_interval_ms: Option<u64>,
@@ -168,7 +172,10 @@ impl Options {
             config.advertise = Some(advertise);
         }
         if let Some(meta) = self.meta {
-            config.meta = meta;
+            config.meta.addresses = meta;
+        }
+        if let Some(budget) = self.meta_memory_budget {
+            config.meta.memory_budget = Some(budget);
         }
         if let Some(node_id) = self.node_id {
             config.node_id = node_id;
@@ -221,7 +228,7 @@ impl Options {
 }
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    wharf::heap::limit_malloc_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -242,20 +249,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Two glibc malloc arenas instead of eight per core. Blob bytes move in 1 MiB buffers allocated on
-/// one thread and freed on another; with an arena per thread each keeps its own freed buffers, and
-/// `serve`'s RSS under load was 63 MiB instead of 49 (benches/README.md), with no throughput change.
-/// Called before any thread exists; `MALLOC_ARENA_MAX` in the environment still wins.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter; no other thread is running yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
-
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     let (role, options) = match command {
         Command::Serve(options) => ("serve", options),
@@ -272,6 +265,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         Command::Bench(args) => return bench(args).await,
     };
     let (config, addr_file) = options.into_config()?;
+    wharf::heap::spawn_trimmer();
     let telemetry =
         wharf::telemetry::init_for_role(&config.log, role, config.otlp_endpoint.as_deref())?;
     let mut running = match role {

@@ -198,7 +198,7 @@ pub async fn start_blob(config: &WharfConfig) -> Result<Running, StartError> {
         .advertise
         .clone()
         .unwrap_or_else(|| grpc_addr.to_string());
-    let meta: Arc<dyn MetaApi> = Arc::new(meta_client(&config.meta)?);
+    let meta: Arc<dyn MetaApi> = Arc::new(meta_client(&config.meta.addresses)?);
     let (blob, blob_tasks) = open_blob(config, &config.data, &advertise, &meta).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -226,7 +226,7 @@ pub async fn start_gateway(config: &WharfConfig) -> Result<Running, StartError> 
     let tls = RoleTls::load(config)?;
     let listener = bind(&config.listen).await?;
     let http_addr = local_addr(&listener)?;
-    let meta: Arc<dyn MetaApi> = Arc::new(meta_client(&config.meta)?);
+    let meta: Arc<dyn MetaApi> = Arc::new(meta_client(&config.meta.addresses)?);
     let blobs = Arc::new(GrpcBlobNodes::new(meta.clone()));
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -268,6 +268,7 @@ async fn open_meta(
         gc_interval_ms: config.gc.interval_ms,
         upload_grace_ms: config.gc.upload_grace_ms,
         upload_expiry_ms: config.gc.upload_expiry_ms,
+        memory_budget: config.meta.memory_budget.unwrap_or(defaults.memory_budget),
         ..defaults
     };
     meta_node::MetaNode::open(meta_config)

@@ -34,8 +34,13 @@ pub struct MetaConfig {
     /// A follower that hears no leader for a random time in `[min, max)` starts an election.
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot (and purge the log before it) every this many applied entries.
+    /// Build a snapshot (and purge the log before it) once at least this many entries were
+    /// applied since the last one, and they add up to half the last snapshot's size (see
+    /// `snapshots.rs`: the interval grows with the state, so snapshot work per entry does not).
     pub snapshot_every_logs: u64,
+    /// RocksDB's memory, all of it (block cache with index and filter blocks, memtables charged
+    /// to it), in bytes; at least 8 MiB.
+    pub memory_budget: u64,
     /// How often the leader sweeps for garbage (expired unreferenced blob links, expired upload
     /// sessions, old deletion fences).
     pub gc_interval_ms: u64,
@@ -61,6 +66,7 @@ impl Default for MetaConfig {
             election_timeout_min_ms: 1_000,
             election_timeout_max_ms: 2_000,
             snapshot_every_logs: 10_000,
+            memory_budget: 32 << 20,
             gc_interval_ms: 5_000,
             upload_grace_ms: 3_600_000,
             upload_expiry_ms: 86_400_000,
@@ -119,6 +125,13 @@ impl MetaConfig {
         if self.snapshot_every_logs == 0 {
             return fail("snapshot_every_logs must be positive".to_owned());
         }
+        if self.memory_budget < meta_store::MIN_MEMORY_BUDGET as u64 {
+            return fail(format!(
+                "memory_budget ({} bytes) must be at least {} MiB",
+                self.memory_budget,
+                meta_store::MIN_MEMORY_BUDGET >> 20
+            ));
+        }
         if self.gc_interval_ms == 0 || self.upload_expiry_ms == 0 {
             return fail("gc_interval_ms and upload_expiry_ms must be positive".to_owned());
         }
@@ -132,7 +145,8 @@ impl MetaConfig {
             heartbeat_interval: self.heartbeat_interval_ms,
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_logs),
+            // `snapshots.rs` triggers snapshots: the interval grows with the state.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             // Snapshot chunks travel as JSON number arrays (about 3.5 bytes per byte); keep each
             // RPC well under the transport's message limit.
             snapshot_max_chunk_size: 1024 * 1024,
@@ -141,6 +155,12 @@ impl MetaConfig {
         config
             .validate()
             .map_err(|error| MetaNodeError::Config(error.to_string()))
+    }
+
+    pub(crate) fn store_options(&self) -> meta_store::StoreOptions {
+        meta_store::StoreOptions {
+            memory_budget: usize::try_from(self.memory_budget).unwrap_or(usize::MAX),
+        }
     }
 
     pub(crate) fn blob_down_after(&self) -> Duration {
@@ -207,6 +227,10 @@ mod tests {
             },
             MetaConfig {
                 blob_down_after_ms: 0,
+                ..MetaConfig::default()
+            },
+            MetaConfig {
+                memory_budget: 1 << 20,
                 ..MetaConfig::default()
             },
         ];

@@ -15,7 +15,11 @@
 //! Tests cut voters apart through [`MetaNode::faults`] ([`NetworkFaults`], consulted by both
 //! ends of the Raft transport) and read each voter's own view of leadership with [`probe_vote`].
 //!
-//! On disk: `<data_dir>/db/` is the RocksDB database (layout in `meta-store`).
+//! Snapshots are triggered by `snapshots` (when the log since the last one is large enough
+//! next to the state), not by openraft's fixed-interval policy.
+//!
+//! On disk: `<data_dir>/db/` is the RocksDB database and `<data_dir>/db/snapshots/` the snapshot
+//! files (layout in `meta-store`).
 
 mod admin;
 mod api;
@@ -30,6 +34,7 @@ mod observe;
 mod probe;
 mod read_barrier;
 mod service;
+mod snapshots;
 
 pub use admin::{AdminGrpc, MetaAdmin};
 pub use api::RaftMeta;

@@ -51,7 +51,7 @@ impl MetaNode {
             path: db_dir.clone(),
             source,
         })?;
-        let store = MetaStore::open(&db_dir)?;
+        let store = MetaStore::open_with(&db_dir, &config.store_options())?;
         let faults = Arc::new(NetworkFaults::new());
         let network = GrpcNetwork::new(config.node_id, config.rpc_timeout(), faults.clone());
         let raft = Raft::new(
@@ -91,6 +91,11 @@ impl MetaNode {
                 config.blob_down_after(),
             )),
             tokio::spawn(run_metrics(raft.clone(), store.reader.clone())),
+            tokio::spawn(crate::snapshots::run_schedule(
+                raft.clone(),
+                store.reader.clone(),
+                config.snapshot_every_logs,
+            )),
             tokio::spawn(crate::gc::run_collector(
                 raft.clone(),
                 store.reader.clone(),

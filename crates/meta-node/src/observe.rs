@@ -57,17 +57,38 @@ fn publish_map(reader: &StateReader) {
     }
 }
 
+/// RocksDB's memory and the log and snapshot sizes: what the memory budget and the snapshot
+/// schedule bound.
+fn publish_store(reader: &StateReader, metrics: &Metrics) {
+    let memory = reader.memory_usage();
+    metrics::gauge!("wharf_meta_rocksdb_memtable_bytes").set(memory.memtables as f64);
+    metrics::gauge!("wharf_meta_rocksdb_block_cache_bytes").set(memory.block_cache as f64);
+    metrics::gauge!("wharf_meta_rocksdb_pinned_bytes").set(memory.pinned as f64);
+    metrics::gauge!("wharf_meta_snapshot_bytes").set(reader.stats().snapshot_bytes() as f64);
+    let purged = metrics.purged.map_or(0, |log_id| log_id.index);
+    let entries = metrics.last_log_index.unwrap_or(0).saturating_sub(purged);
+    metrics::gauge!("wharf_raft_log_entries").set(entries as f64);
+}
+
+/// How often the store's figures are re-read (twenty RocksDB properties each time).
+const STORE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Publishes the gauges until Raft stops. The cluster map is re-read only when the applied
 /// index moved, since only an applied entry can change it.
 pub(crate) async fn run_metrics(raft: Raft<TypeConfig>, reader: StateReader) {
     let mut watch = raft.metrics();
     let mut published_applied = None;
+    let mut store_published: Option<std::time::Instant> = None;
     loop {
         let metrics = watch.borrow_and_update().clone();
         publish_raft(&metrics);
         if published_applied != Some(metrics.last_applied) {
             publish_map(&reader);
             published_applied = Some(metrics.last_applied);
+        }
+        if store_published.is_none_or(|at| at.elapsed() >= STORE_EVERY) {
+            publish_store(&reader, &metrics);
+            store_published = Some(std::time::Instant::now());
         }
         if watch.changed().await.is_err() {
             return;

@@ -2,10 +2,12 @@
 
 use std::ops::Deref;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch,
-    WriteBufferManager, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options,
+    WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -111,6 +113,11 @@ impl Table {
 /// one through an `Arc`; when the last one goes, RocksDB closes and [`StoreClosed`] resolves.
 pub(crate) struct Database {
     db: DB,
+    /// Set while a snapshot replaces the state (in several writes): readers then refuse.
+    pub(crate) installing: AtomicBool,
+    pub(crate) stats: Arc<StoreStats>,
+    /// Keeps the cache the budget is charged to alive as long as the database.
+    _cache: Cache,
     // Declared after `db`, so it drops (and wakes `StoreClosed`) only once RocksDB is closed.
     _closed: tokio::sync::oneshot::Sender<()>,
 }
@@ -134,39 +141,108 @@ impl StoreClosed {
     }
 }
 
-/// Block cache shared by every column family (metadata is small and mostly hot).
-const BLOCK_CACHE_BYTES: usize = 32 << 20;
-/// Memtables of all column families together, charged to the block cache.
-const MEMTABLES_BYTES: usize = 32 << 20;
-/// One column family's memtable before it is flushed.
+/// How a store is opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// RocksDB's memory, all of it: one LRU cache holding data, index and filter blocks, with
+    /// every memtable charged to it through a write buffer manager (memtables are flushed once
+    /// they hold half of it).
+    pub memory_budget: usize,
+}
+
+/// The smallest budget accepted: below it RocksDB flushes memtables almost every write.
+pub const MIN_MEMORY_BUDGET: usize = 8 << 20;
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            memory_budget: 32 << 20,
+        }
+    }
+}
+
+/// Figures about the log and snapshots that the node's snapshot schedule and metrics read.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    log_bytes_appended: AtomicU64,
+    log_entries_appended: AtomicU64,
+    snapshot_bytes: AtomicU64,
+}
+
+impl StoreStats {
+    pub(crate) fn appended(&self, entries: u64, bytes: u64) {
+        self.log_entries_appended
+            .fetch_add(entries, Ordering::Relaxed);
+        self.log_bytes_appended.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_snapshot_bytes(&self, bytes: u64) {
+        self.snapshot_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The mean encoded size of the log entries this process appended (None before the first).
+    pub fn mean_entry_bytes(&self) -> Option<u64> {
+        let entries = self.log_entries_appended.load(Ordering::Relaxed);
+        let bytes = self.log_bytes_appended.load(Ordering::Relaxed);
+        bytes.checked_div(entries)
+    }
+
+    /// The size of the current snapshot file (0 when there is none).
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// RocksDB's own accounting of its memory, for metrics and the soak benchmark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Every memtable, active and immutable.
+    pub memtables: u64,
+    /// The block cache, memtable charges included.
+    pub block_cache: u64,
+    /// Blocks pinned by open iterators.
+    pub pinned: u64,
+}
+
+/// One column family's memtable before it is flushed, at most.
 const WRITE_BUFFER_BYTES: usize = 8 << 20;
+/// Write-ahead log files kept at most before the column families they hold up are flushed: with
+/// 20 families, RocksDB's default (four times all memtables) kept hundreds of MiB of log alive
+/// for families written once in a while.
+const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
 
 /// Opens (creating if needed) the database and every column family.
 ///
 /// Tuned for a registry's metadata: small values, point reads, a steady trickle of writes. RocksDB's
 /// defaults give each of the 20 column families its own block cache and a 64 MiB memtable, which lets
-/// a long-running node grow towards a gigabyte; here one 32 MiB LRU cache serves every family and all
-/// memtables together stay within 32 MiB, charged to that cache.
-pub(crate) fn open(path: &Path) -> Result<(Database, StoreClosed), StoreError> {
-    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
-    let memtables = WriteBufferManager::new_write_buffer_manager_with_cache(
-        MEMTABLES_BYTES,
-        false,
-        cache.clone(),
-    );
+/// a long-running node grow towards a gigabyte; here one LRU cache of `memory_budget` serves every
+/// family, index and filter blocks live in it, and all memtables together are charged to it and
+/// flushed at half of it. Bulk reads (snapshots, consistency checks) do not fill it.
+pub(crate) fn open(
+    path: &Path,
+    store: &StoreOptions,
+) -> Result<(Database, StoreClosed), StoreError> {
+    let budget = store.memory_budget.max(MIN_MEMORY_BUDGET);
+    let cache = Cache::new_lru_cache(budget);
+    let memtables =
+        WriteBufferManager::new_write_buffer_manager_with_cache(budget / 2, false, cache.clone());
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
     options.set_write_buffer_manager(&memtables);
     options.set_max_background_jobs(2);
+    options.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+    options.set_keep_log_file_num(4);
     let mut table_options = BlockBasedOptions::default();
     table_options.set_block_cache(&cache);
     table_options.set_cache_index_and_filter_blocks(true);
+    table_options.set_pin_l0_filter_and_index_blocks_in_cache(true);
     table_options.set_bloom_filter(10.0, false);
     let family_options = || {
         let mut family = Options::default();
         family.set_block_based_table_factory(&table_options);
-        family.set_write_buffer_size(WRITE_BUFFER_BYTES);
+        family.set_write_buffer_size(WRITE_BUFFER_BYTES.min(budget / 4));
+        family.set_compression_type(DBCompressionType::Lz4);
         family
     };
     let families = Table::ALL
@@ -176,9 +252,43 @@ pub(crate) fn open(path: &Path) -> Result<(Database, StoreClosed), StoreError> {
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
     let database = Database {
         db,
+        installing: AtomicBool::new(false),
+        stats: Arc::new(StoreStats::default()),
+        _cache: cache,
         _closed: closed_tx,
     };
     Ok((database, StoreClosed(closed_rx)))
+}
+
+impl Database {
+    /// RocksDB's memory as it accounts for it.
+    pub(crate) fn memory_usage(&self) -> MemoryUsage {
+        use rocksdb::properties::{
+            BLOCK_CACHE_PINNED_USAGE, BLOCK_CACHE_USAGE, CUR_SIZE_ALL_MEM_TABLES,
+        };
+        let int = |value: Result<Option<u64>, rocksdb::Error>| value.ok().flatten().unwrap_or(0);
+        let memtables = Table::ALL
+            .iter()
+            .filter_map(|table| self.db.cf_handle(table.name()))
+            .map(|family| {
+                int(self
+                    .db
+                    .property_int_value_cf(family, CUR_SIZE_ALL_MEM_TABLES))
+            })
+            .sum();
+        // The cache is shared by every family but `default` (opened with RocksDB's own
+        // options and never used), so any of ours reports all of it.
+        let Some(family) = self.db.cf_handle(Table::Log.name()) else {
+            return MemoryUsage::default();
+        };
+        MemoryUsage {
+            memtables,
+            block_cache: int(self.db.property_int_value_cf(family, BLOCK_CACHE_USAGE)),
+            pinned: int(self
+                .db
+                .property_int_value_cf(family, BLOCK_CACHE_PINNED_USAGE)),
+        }
+    }
 }
 
 pub(crate) fn cf(db: &DB, table: Table) -> Result<&ColumnFamily, StoreError> {

@@ -24,6 +24,14 @@ pub enum StoreError {
     MissingColumnFamily(&'static str),
     #[error("background storage task failed: {0}")]
     Task(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    /// A snapshot is being installed: the state is being replaced and must not be read.
+    #[error("a snapshot is being installed")]
+    Installing,
 }
 
 impl StoreError {

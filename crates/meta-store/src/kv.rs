@@ -32,17 +32,32 @@ pub(crate) trait KvRead {
 pub(crate) struct DbView<'a> {
     db: &'a DB,
     snapshot: Option<Snapshot<'a>>,
+    fill_cache: bool,
 }
 
 impl<'a> DbView<'a> {
     pub(crate) fn live(db: &'a DB) -> DbView<'a> {
-        DbView { db, snapshot: None }
+        DbView {
+            db,
+            snapshot: None,
+            fill_cache: true,
+        }
     }
 
     pub(crate) fn frozen(db: &'a DB) -> DbView<'a> {
         DbView {
             db,
             snapshot: Some(db.snapshot()),
+            fill_cache: true,
+        }
+    }
+
+    /// A point-in-time view for reading everything once (snapshots, consistency checks): its
+    /// blocks do not go into the block cache, so a full scan does not evict the hot ones.
+    pub(crate) fn bulk(db: &'a DB) -> DbView<'a> {
+        DbView {
+            fill_cache: false,
+            ..DbView::frozen(db)
         }
     }
 
@@ -51,6 +66,7 @@ impl<'a> DbView<'a> {
         if let Some(snapshot) = &self.snapshot {
             options.set_snapshot(snapshot);
         }
+        options.fill_cache(self.fill_cache);
         options
     }
 }

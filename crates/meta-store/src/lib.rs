@@ -7,10 +7,11 @@
 //!
 //! # On-disk layout
 //!
-//! One RocksDB database (`<data_dir>`), one column family per table. `\0` separates key parts:
-//! repository names, tags, digests and upload ids never contain it, and with it a prefix scan of
-//! `repo\0` yields exactly one repository's rows, sorted by the next part. Integers are
-//! big-endian so that they sort numerically.
+//! One RocksDB database (`<data_dir>`), one column family per table, and snapshot files in
+//! `<data_dir>/snapshots/` (`snapshot_files.rs` draws them; the format is in `snapshot.rs`).
+//! `\0` separates key parts: repository names, tags, digests and upload ids never contain it, and
+//! with it a prefix scan of `repo\0` yields exactly one repository's rows, sorted by the next
+//! part. Integers are big-endian so that they sort numerically.
 //!
 //! ```text
 //! column family   key                                   value
@@ -18,7 +19,9 @@
 //! log             index: u64 BE                         openraft Entry (json)
 //! raft            "vote" | "committed" | "last_purged"  Vote / LogId (json)
 //! sm_meta         "last_applied" | "membership"         LogId / StoredMembership (json)
-//! snapshot        "meta" | "data"                       SnapshotMeta (json) / snapshot body
+//! snapshot        "meta" | "file" | "installing"        SnapshotMeta (json) / the current
+//!                                                       snapshot's file name / an install
+//!                                                       under way (see snapshot_files.rs)
 //! repositories    repo                                  "" (the repository exists)
 //! tags            repo \0 tag                           TagRecord (json): digest, pushed_ms
 //! manifests       digest                                ManifestRecord (json): bytes, media
@@ -73,14 +76,17 @@ mod reader;
 mod refs;
 mod retention;
 mod snapshot;
+mod snapshot_files;
 mod state;
 mod state_machine;
 
 use std::path::Path;
 use std::sync::Arc;
 
+use snapshot_files::SnapshotFiles;
+
 pub use command::{Command, CommandOutput, CommandResponse};
-pub use db::StoreClosed;
+pub use db::{MemoryUsage, StoreClosed, StoreOptions, StoreStats, MIN_MEMORY_BUDGET};
 pub use error::StoreError;
 pub use log_store::LogStore;
 pub use reader::StateReader;
@@ -94,7 +100,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = std::io::Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
@@ -108,15 +114,25 @@ pub struct MetaStore {
 }
 
 impl MetaStore {
-    /// Opens (creating if needed) the database under `path`.
+    /// Opens (creating if needed) the database under `path` with the default options.
     pub fn open(path: &Path) -> Result<MetaStore, StoreError> {
-        let (db, closed) = db::open(path)?;
+        MetaStore::open_with(path, &StoreOptions::default())
+    }
+
+    /// Opens (creating if needed) the database under `path`, its snapshots in
+    /// `path/snapshots/`, and finishes a snapshot install a crash cut short.
+    pub fn open_with(path: &Path, options: &StoreOptions) -> Result<MetaStore, StoreError> {
+        let (db, closed) = db::open(path, options)?;
+        let files = Arc::new(SnapshotFiles::open(path.join(SNAPSHOT_DIR), &db)?);
         let db = Arc::new(db);
         Ok(MetaStore {
             log_store: LogStore::new(db.clone()),
-            state_machine: StateMachine::new(db.clone()),
+            state_machine: StateMachine::new(db.clone(), files),
             reader: StateReader::new(db),
             closed,
         })
     }
 }
+
+/// The snapshot files' directory, inside the database's (RocksDB ignores names it did not write).
+const SNAPSHOT_DIR: &str = "snapshots";

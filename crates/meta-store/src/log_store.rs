@@ -112,13 +112,14 @@ impl LogStore {
     ) -> Result<WriteBatch, StoreError> {
         let family = cf(&self.db, Table::Log)?;
         let mut batch = WriteBatch::default();
+        let (mut count, mut bytes) = (0, 0);
         for entry in entries {
-            batch.put_cf(
-                family,
-                u64_key(entry.log_id.index),
-                encode("log entry", &entry)?,
-            );
+            let encoded = encode("log entry", &entry)?;
+            count += 1;
+            bytes += encoded.len() as u64;
+            batch.put_cf(family, u64_key(entry.log_id.index), encoded);
         }
+        self.db.stats.appended(count, bytes);
         Ok(batch)
     }
 

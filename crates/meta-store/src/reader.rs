@@ -24,7 +24,11 @@ pub struct StateReader {
 
 impl From<StoreError> for MetaError {
     fn from(error: StoreError) -> Self {
-        MetaError::Internal(error.to_string())
+        match error {
+            // Another member can answer meanwhile.
+            StoreError::Installing => MetaError::Unavailable { leader: None },
+            error => MetaError::Internal(error.to_string()),
+        }
     }
 }
 
@@ -33,13 +37,32 @@ impl StateReader {
         StateReader { db }
     }
 
-    fn view(&self) -> DbView<'_> {
-        DbView::live(&self.db)
+    /// The live state; refused while a snapshot is being installed (the state is then being
+    /// replaced in several writes and may be half old, half new).
+    fn view(&self) -> Result<DbView<'_>, StoreError> {
+        if self
+            .db
+            .installing
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(StoreError::Installing);
+        }
+        Ok(DbView::live(&self.db))
+    }
+
+    /// RocksDB's memory as it accounts for it.
+    pub fn memory_usage(&self) -> crate::MemoryUsage {
+        self.db.memory_usage()
+    }
+
+    /// Log and snapshot figures (for the snapshot schedule and metrics).
+    pub fn stats(&self) -> &crate::StoreStats {
+        &self.db.stats
     }
 
     /// The last log entry applied to the state.
     pub fn last_applied(&self) -> Result<Option<LogId<u64>>, StoreError> {
-        state::last_applied(&self.view())
+        state::last_applied(&self.view()?)
     }
 
     /// The session `id`, if it belongs to `repo`; else `UploadUnknown`.
@@ -48,7 +71,7 @@ impl StateReader {
         repo: &RepositoryName,
         id: &UploadId,
     ) -> Result<UploadSession, MetaError> {
-        match state::upload(&self.view(), id)? {
+        match state::upload(&self.view()?, id)? {
             Some(session) if session.repo == *repo => Ok(session),
             _ => Err(MetaError::UploadUnknown(id.to_string())),
         }
@@ -58,12 +81,13 @@ impl StateReader {
     /// Recomputes every reference count and the namespace usage from the graph and lists each
     /// disagreement with the kept figures (empty when consistent). Reads the whole state.
     pub fn check_consistency(&self) -> Result<Vec<String>, MetaError> {
-        Ok(crate::check::check(&DbView::frozen(&self.db))?)
+        self.view()?;
+        Ok(crate::check::check(&DbView::bulk(&self.db))?)
     }
 
     /// The retention rules, by id.
     pub fn retention_rules(&self) -> Result<Vec<RetentionRule>, MetaError> {
-        Ok(state::retention_rules(&self.view())?)
+        Ok(state::retention_rules(&self.view()?)?)
     }
 
     /// What the retention rules would remove at `now_ms` (with `dry_run` rules when
@@ -73,6 +97,7 @@ impl StateReader {
         now_ms: u64,
         include_dry_run: bool,
     ) -> Result<Vec<RetentionAction>, MetaError> {
+        self.view()?;
         Ok(crate::retention::plan(
             &DbView::frozen(&self.db),
             now_ms,
@@ -83,7 +108,7 @@ impl StateReader {
     /// Usage of `namespace`, or of every namespace that holds something or has a quota (in name
     /// order) when `None`.
     pub fn usage(&self, namespace: Option<&str>) -> Result<Vec<NamespaceUsage>, MetaError> {
-        let view = self.view();
+        let view = self.view()?;
         let quotas = state::quotas(&view)?;
         let mut names: std::collections::BTreeSet<String> = quotas.keys().cloned().collect();
         match namespace {
@@ -114,7 +139,7 @@ impl StateReader {
 
     /// Those of `ids` that are open upload sessions, in the order given.
     pub fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError> {
-        let view = self.view();
+        let view = self.view()?;
         let mut open = Vec::new();
         for id in ids {
             if state::upload(&view, id)?.is_some() {
@@ -137,7 +162,7 @@ impl StateReader {
             return Ok(doomed);
         }
         let after = after.map(|digest| digest.to_string().into_bytes());
-        self.view()
+        self.view()?
             .scan(Table::Doomed, b"", after.as_deref(), &mut |key, value| {
                 let record: DoomedRecord = decode("doomed blob", value)?;
                 if record.pending.contains(&node) {
@@ -153,7 +178,7 @@ impl StateReader {
     }
 
     pub fn stat_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobInfo, MetaError> {
-        let view = self.view();
+        let view = self.view()?;
         if !state::blob_linked(&view, repo, digest)? {
             return Err(MetaError::BlobUnknown(digest.clone()));
         }
@@ -169,7 +194,7 @@ impl StateReader {
         repo: &RepositoryName,
         reference: &Reference,
     ) -> Result<StoredManifest, MetaError> {
-        let view = self.view();
+        let view = self.view()?;
         let unknown = || MetaError::ManifestUnknown(reference.to_string());
         let digest = match reference {
             Reference::Tag(tag) => state::tag(&view, repo, tag)?.ok_or_else(unknown)?,
@@ -194,7 +219,7 @@ impl StateReader {
         last: Option<&str>,
         n: usize,
     ) -> Result<Page, MetaError> {
-        let view = self.view();
+        let view = self.view()?;
         if !state::repository_exists(&view, repo)? {
             return Err(MetaError::NameUnknown(repo.to_string()));
         }
@@ -209,7 +234,7 @@ impl StateReader {
     /// Repository names in lexical order, at most `n`, strictly after `last`.
     pub fn list_repositories(&self, last: Option<&str>, n: usize) -> Result<Page, MetaError> {
         let after = last.map(str::as_bytes);
-        page(&self.view(), Table::Repositories, b"", after, n, |key| {
+        page(&self.view()?, Table::Repositories, b"", after, n, |key| {
             let [repo] = split_key::<1>("repository key", key)?;
             Ok(repo.to_owned())
         })
@@ -225,7 +250,7 @@ impl StateReader {
     ) -> Result<Vec<Descriptor>, MetaError> {
         let mut referrers = Vec::new();
         let group = prefix(&[repo.as_str(), &subject.to_string()]);
-        self.view()
+        self.view()?
             .scan(Table::Referrers, &group, None, &mut |_, value| {
                 let descriptor: Descriptor = decode("referrer descriptor", value)?;
                 if artifact_type.is_none() || descriptor.artifact_type.as_deref() == artifact_type {
@@ -238,22 +263,22 @@ impl StateReader {
 
     /// The blob nodes of the cluster map, by id, whatever their state.
     pub fn blob_nodes(&self) -> Result<Vec<BlobNodeInfo>, MetaError> {
-        Ok(state::blob_nodes(&self.view())?)
+        Ok(state::blob_nodes(&self.view()?)?)
     }
 
     /// The cluster map: members by id with their states, the replication policy, the epoch.
     pub fn cluster_map(&self) -> Result<ClusterMap, MetaError> {
-        Ok(state::cluster_map(&self.view())?)
+        Ok(state::cluster_map(&self.view()?)?)
     }
 
     /// The access-control state.
     pub fn auth_state(&self) -> Result<AuthState, MetaError> {
-        Ok(state::auth(&self.view())?)
+        Ok(state::auth(&self.view()?)?)
     }
 
     /// The map's epoch alone (cheap: one key).
     pub fn epoch(&self) -> Result<u64, MetaError> {
-        Ok(state::epoch(&self.view())?)
+        Ok(state::epoch(&self.view()?)?)
     }
 
     /// Global blob records in digest order strictly after `after`, at most `n`.
@@ -263,7 +288,7 @@ impl StateReader {
             return Ok(blobs);
         }
         let after = after.map(|digest| digest.to_string().into_bytes());
-        self.view()
+        self.view()?
             .scan(Table::Blobs, b"", after.as_deref(), &mut |key, value| {
                 let record: BlobRecord = decode("blob record", value)?;
                 blobs.push(record.info(parse_digest("blob key", key)?));

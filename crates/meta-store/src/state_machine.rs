@@ -1,9 +1,7 @@
 //! [`StateMachine`]: openraft's `RaftStateMachine` over the registry tables, and
-//! [`SnapshotBuilder`].
+//! [`SnapshotBuilder`]. Snapshots are files ([`crate::snapshot_files`]).
 
-use std::io::Cursor;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{BasicNode, StoredMembership};
@@ -14,40 +12,38 @@ use rocksdb::DB;
 
 use crate::apply::apply_command;
 use crate::command::CommandResponse;
-use crate::db::{decode, encode, write_synced, Database, Table};
+use crate::db::Database;
 use crate::error::StoreError;
-use crate::kv::{DbView, KvRead, Txn};
-use crate::snapshot::{decode_body, dump, encode_body, restore};
+use crate::kv::{DbView, Txn};
+use crate::snapshot_files::SnapshotFiles;
 use crate::state::{self, Membership};
 use crate::TypeConfig;
-
-const SNAPSHOT_META: &[u8] = b"meta";
-const SNAPSHOT_DATA: &[u8] = b"data";
 
 /// The registry state machine. Each `apply` call is one atomic RocksDB write.
 pub struct StateMachine {
     db: Arc<Database>,
+    files: Arc<SnapshotFiles>,
 }
 
 /// Builds a snapshot from a point-in-time view of the database.
 pub struct SnapshotBuilder {
     db: Arc<Database>,
+    files: Arc<SnapshotFiles>,
 }
 
 impl StateMachine {
-    pub(crate) fn new(db: Arc<Database>) -> StateMachine {
-        StateMachine { db }
+    pub(crate) fn new(db: Arc<Database>, files: Arc<SnapshotFiles>) -> StateMachine {
+        StateMachine { db, files }
     }
 }
 
-/// Runs blocking RocksDB work off the async workers.
-async fn blocking<T, F>(db: &Arc<Database>, work: F) -> Result<T, StoreError>
+/// Runs blocking work (RocksDB, snapshot files) off the async workers.
+async fn blocking<T, F>(work: F) -> Result<T, StoreError>
 where
     T: Send + 'static,
-    F: FnOnce(&DB) -> Result<T, StoreError> + Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
 {
-    let db = db.clone();
-    tokio::task::spawn_blocking(move || work(&db)).await?
+    tokio::task::spawn_blocking(work).await?
 }
 
 fn apply_entries(
@@ -75,77 +71,16 @@ fn apply_entries(
     Ok(responses)
 }
 
-fn build_snapshot(db: &DB) -> Result<Snapshot<TypeConfig>, StoreError> {
-    let body = dump(&DbView::frozen(db))?;
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos())
-        .unwrap_or_default();
-    let snapshot_id = match &body.last_applied {
-        Some(log_id) => format!("{}-{}-{nanos}", log_id.leader_id, log_id.index),
-        None => format!("empty-{nanos}"),
-    };
-    let meta = SnapshotMeta {
-        last_log_id: body.last_applied,
-        last_membership: body.membership.clone(),
-        snapshot_id,
-    };
-    let data = encode_body(&body)?;
-    let mut txn = Txn::new(db);
-    put_current_snapshot(&mut txn, &meta, &data)?;
-    write_synced(db, txn.into_batch()?)?;
-    Ok(Snapshot {
-        meta,
-        snapshot: Box::new(Cursor::new(data)),
-    })
-}
-
-fn put_current_snapshot(
-    txn: &mut Txn<'_>,
-    meta: &SnapshotMeta<u64, BasicNode>,
-    data: &[u8],
-) -> Result<(), StoreError> {
-    txn.put(
-        Table::Snapshot,
-        SNAPSHOT_META,
-        encode("snapshot meta", meta)?,
-    );
-    txn.put(Table::Snapshot, SNAPSHOT_DATA, data);
-    Ok(())
-}
-
-fn install_snapshot(
-    db: &DB,
-    meta: SnapshotMeta<u64, BasicNode>,
-    data: Vec<u8>,
-) -> Result<(), StoreError> {
-    let body = decode_body(&data)?;
-    let mut txn = Txn::new(db);
-    restore(&mut txn, body)?;
-    state::put_applied(&mut txn, meta.last_log_id.as_ref(), &meta.last_membership)?;
-    put_current_snapshot(&mut txn, &meta, &data)?;
-    write_synced(db, txn.into_batch()?)
-}
-
-fn current_snapshot(db: &DB) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
-    let view = DbView::live(db);
-    let (Some(meta), Some(data)) = (
-        view.get(Table::Snapshot, SNAPSHOT_META)?,
-        view.get(Table::Snapshot, SNAPSHOT_DATA)?,
-    ) else {
-        return Ok(None);
-    };
-    Ok(Some(Snapshot {
-        meta: decode("snapshot meta", &meta)?,
-        snapshot: Box::new(Cursor::new(data)),
-    }))
-}
-
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
-        blocking(&self.db, build_snapshot)
+        let (db, files) = (self.db.clone(), self.files.clone());
+        let (meta, file) = blocking(move || files.build(&db))
             .await
-            .map_err(StoreError::write_snapshot)
+            .map_err(StoreError::write_snapshot)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        })
     }
 }
 
@@ -170,7 +105,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        blocking(&self.db, move |db| apply_entries(db, entries))
+        let db = self.db.clone();
+        blocking(move || apply_entries(&db, entries))
             .await
             .map_err(StoreError::write_state_machine)
     }
@@ -178,23 +114,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         SnapshotBuilder {
             db: self.db.clone(),
+            files: self.files.clone(),
         }
     }
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    ) -> Result<Box<tokio::fs::File>, StorageError<u64>> {
+        let files = self.files.clone();
+        let file = blocking(move || files.receiving())
+            .await
+            .map_err(StoreError::write_snapshot)?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<u64>> {
         let meta = meta.clone();
-        let data = snapshot.into_inner();
-        blocking(&self.db, move |db| install_snapshot(db, meta, data))
+        // Waits for writes still in flight on the handle.
+        let file = snapshot.into_std().await;
+        let (db, files) = (self.db.clone(), self.files.clone());
+        blocking(move || files.install(&db, &meta, file))
             .await
             .map_err(StoreError::write_snapshot)
     }
@@ -202,8 +145,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        blocking(&self.db, current_snapshot)
+        let (db, files) = (self.db.clone(), self.files.clone());
+        let current = blocking(move || files.current(&db))
             .await
-            .map_err(StoreError::read_snapshot)
+            .map_err(StoreError::read_snapshot)?;
+        Ok(current.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
     }
 }

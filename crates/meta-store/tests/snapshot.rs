@@ -8,6 +8,7 @@ use meta_store::Command;
 use openraft::storage::RaftStateMachine;
 use openraft::RaftSnapshotBuilder;
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 fn commands() -> Vec<Command> {
     let config = blob("config", &[1, 2]);
@@ -133,7 +134,10 @@ async fn build_then_install_round_trips() {
             .begin_receiving_snapshot()
             .await
             .expect("begin");
-        *receiving = *snapshot.snapshot.clone();
+        let mut built = copy_of(&snapshot.snapshot).await;
+        tokio::io::copy(&mut built, &mut *receiving)
+            .await
+            .expect("receive the snapshot");
         follower
             .store
             .state_machine
@@ -165,7 +169,73 @@ async fn build_then_install_round_trips() {
     let current = current.expect("installed snapshot is current");
     assert_eq!(current.meta, snapshot.meta);
     assert_eq!(
-        current.snapshot.into_inner(),
-        snapshot.snapshot.into_inner()
+        read_all(*current.snapshot).await,
+        read_all(*snapshot.snapshot).await
     );
+}
+
+/// Another handle on the same snapshot file, from its start.
+async fn copy_of(file: &tokio::fs::File) -> tokio::fs::File {
+    let mut copy = file.try_clone().await.expect("clone the handle");
+    copy.seek(std::io::SeekFrom::Start(0)).await.expect("seek");
+    copy
+}
+
+async fn read_all(mut file: tokio::fs::File) -> Vec<u8> {
+    file.seek(std::io::SeekFrom::Start(0)).await.expect("seek");
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).await.expect("read");
+    bytes
+}
+
+/// A received snapshot that is damaged (or cut short) is refused, and the state it would have
+/// replaced is left as it was.
+#[tokio::test]
+async fn a_damaged_snapshot_is_refused_and_changes_nothing() {
+    let leader_dir = TempDir::new().expect("tempdir");
+    let mut leader = Applier::new(open(&leader_dir));
+    leader.apply_all(commands()).await;
+    let snapshot = leader
+        .store
+        .state_machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build snapshot");
+    let bytes = read_all(*snapshot.snapshot).await;
+
+    let follower_dir = TempDir::new().expect("tempdir");
+    let mut follower = Applier::new(open(&follower_dir));
+    follower
+        .apply_all(vec![Command::RegisterBlobNode(node(9))])
+        .await;
+    let before = follower.store.reader.cluster_map().expect("map");
+    for damage in [Damage::Truncate, Damage::FlipBit] {
+        let mut damaged = bytes.clone();
+        match damage {
+            Damage::Truncate => damaged.truncate(bytes.len() / 2),
+            Damage::FlipBit => damaged[bytes.len() / 2] ^= 0x10,
+        }
+        let mut receiving = follower
+            .store
+            .state_machine
+            .begin_receiving_snapshot()
+            .await
+            .expect("begin");
+        receiving.write_all(&damaged).await.expect("receive");
+        let installed = follower
+            .store
+            .state_machine
+            .install_snapshot(&snapshot.meta, receiving)
+            .await;
+        assert!(installed.is_err(), "{damage:?} snapshot installed");
+        assert_eq!(follower.store.reader.cluster_map().expect("map"), before);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    Truncate,
+    FlipBit,
 }

@@ -105,7 +105,10 @@ impl InProcessCluster {
                 node_id: id,
                 grpc_listen: "127.0.0.1:0".into(),
                 data: root.join(format!("blob-{id}")),
-                meta: meta_addrs.clone(),
+                meta: wharf::config::MetaSection {
+                    addresses: meta_addrs.clone(),
+                    memory_budget: None,
+                },
                 gc: gc.clone(),
                 ..wharf::WharfConfig::default()
             };
@@ -117,7 +120,10 @@ impl InProcessCluster {
                 node_id: id,
                 listen: "127.0.0.1:0".into(),
                 data: root.join(format!("gateway-{id}")),
-                meta: meta_addrs.clone(),
+                meta: wharf::config::MetaSection {
+                    addresses: meta_addrs.clone(),
+                    memory_budget: None,
+                },
                 ..wharf::WharfConfig::default()
             };
             cluster.launch(Role::Gateway, id, config).await?;

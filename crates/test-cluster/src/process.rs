@@ -34,6 +34,8 @@ where
 pub struct ServeProcess {
     binary: PathBuf,
     data: PathBuf,
+    /// More `serve` arguments, given at every start.
+    extra: Vec<String>,
     child: Option<Child>,
     http_addr: String,
 }
@@ -41,9 +43,19 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts `binary serve` on port 0 over `data` and waits until it reports its address.
     pub async fn spawn(binary: &Path, data: &Path) -> Result<ServeProcess, TestClusterError> {
+        ServeProcess::spawn_with(binary, data, &[]).await
+    }
+
+    /// [`ServeProcess::spawn`] with more `serve` arguments (e.g. `--gc-interval-ms 500`).
+    pub async fn spawn_with(
+        binary: &Path,
+        data: &Path,
+        extra: &[&str],
+    ) -> Result<ServeProcess, TestClusterError> {
         let mut process = ServeProcess {
             binary: binary.to_owned(),
             data: data.to_owned(),
+            extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
             child: None,
             http_addr: String::new(),
         };
@@ -66,6 +78,7 @@ impl ServeProcess {
             .arg(&self.data)
             .arg("--addr-file")
             .arg(&addr_file)
+            .args(&self.extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
