@@ -19,6 +19,7 @@ mod content;
 mod manifests;
 mod report;
 mod size;
+mod soak;
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use clap::{Args, Subcommand};
 
 pub use report::Report;
 pub use size::parse_size;
+pub use soak::{parse_named, Named, SoakSummary};
 
 /// `wharf bench [OPTIONS] <WORKLOAD> [OPTIONS]` (the common options go before or after the workload).
 #[derive(Args, Debug, Clone)]
@@ -81,6 +83,44 @@ pub enum Workload {
     ManifestGet(ManifestOptions),
     /// GET the tag list of a repository holding `--tags` tags.
     Tags(ManifestOptions),
+    /// A mixed load for `--duration` seconds (manifest PUTs to new and existing tags, deletes,
+    /// tag GETs, blob pushes and pulls), sampling processes' memory and directories' size.
+    Soak(SoakOptions),
+}
+
+/// Options of the soak workload.
+#[derive(Args, Debug, Clone)]
+pub struct SoakOptions {
+    /// Seconds to run.
+    #[arg(long, default_value_t = 60)]
+    pub duration: u64,
+    /// Stop earlier after this many operations.
+    #[arg(long, default_value_t = u64::MAX)]
+    pub operations: u64,
+    /// Concurrent workers, one connection each.
+    #[arg(long, short = 'c', default_value_t = 8)]
+    pub concurrency: usize,
+    /// Size of each pushed blob and of the layer every manifest uses.
+    #[arg(long, default_value = "16KiB", value_parser = parse_size)]
+    pub blob_size: u64,
+    /// Seed of the operation mix (each worker derives its own).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A process to sample, as NAME=PID (repeat for several).
+    #[arg(long = "watch", value_parser = parse_named::<u32>)]
+    pub watch: Vec<Named<u32>>,
+    /// A directory whose size to sample, as NAME=PATH (repeat for several).
+    #[arg(long = "watch-dir", value_parser = parse_named::<std::path::PathBuf>)]
+    pub watch_dir: Vec<Named<std::path::PathBuf>>,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 2.0)]
+    pub sample_every: f64,
+    /// The fraction of the operations left out of the RSS slope (the warm-up).
+    #[arg(long, default_value_t = 0.25)]
+    pub warmup: f64,
+    /// Write every sample to this CSV file (for `benches/soak_plot.py`).
+    #[arg(long)]
+    pub samples: Option<std::path::PathBuf>,
 }
 
 /// Options of the blob workloads.
@@ -162,6 +202,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         Workload::ManifestPut(options) => manifests::put(&context, options).await?,
         Workload::ManifestGet(options) => manifests::get(&context, options).await?,
         Workload::Tags(options) => manifests::tags(&context, options).await?,
+        Workload::Soak(options) => soak::soak(&context, options).await?,
     };
     report.url = args.url.clone();
     report.repo = context.repo.clone();

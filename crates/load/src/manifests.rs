@@ -12,9 +12,9 @@ use crate::client::{Client, Payload, Read, Request};
 use crate::report::{measure, Operation, Plan, Report};
 use crate::{BenchError, By, Context, ManifestOptions};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// What `docker pull` sends.
-const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
+pub(crate) const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
     application/vnd.docker.distribution.manifest.v2+json";
@@ -109,13 +109,22 @@ fn plan(
 }
 
 /// A config and a layer blob in the repository, for manifests to point at.
-struct Image {
+pub(crate) struct Image {
     config: (String, usize),
     layer: (String, usize),
 }
 
 impl Image {
     async fn push(context: &Context) -> Result<Image, BenchError> {
+        let layer = Bytes::from(format!("wharf bench layer {}", context.run_id).repeat(64));
+        Image::push_with_layer(context, layer).await
+    }
+
+    /// Pushes a config and `layer` for manifests to point at.
+    pub(crate) async fn push_with_layer(
+        context: &Context,
+        layer: Bytes,
+    ) -> Result<Image, BenchError> {
         let mut client = Client::new(&context.target);
         let config = json!({
             "architecture": "amd64",
@@ -124,7 +133,6 @@ impl Image {
             "config": {"Labels": {"run": context.run_id.to_string()}},
         });
         let config = Bytes::from(config.to_string());
-        let layer = Bytes::from(format!("wharf bench layer {}", context.run_id).repeat(64));
         let config_digest = upload(&mut client, &context.repo, config.clone()).await?;
         let layer_digest = upload(&mut client, &context.repo, layer.clone()).await?;
         Ok(Image {
@@ -134,7 +142,7 @@ impl Image {
     }
 
     /// An OCI image manifest, made distinct by `marker`.
-    fn manifest(&self, marker: &str) -> Bytes {
+    pub(crate) fn manifest(&self, marker: &str) -> Bytes {
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -155,7 +163,11 @@ impl Image {
 }
 
 /// Uploads a small blob (POST, PUT) and returns its digest.
-async fn upload(client: &mut Client, repo: &str, content: Bytes) -> Result<String, BenchError> {
+pub(crate) async fn upload(
+    client: &mut Client,
+    repo: &str,
+    content: Bytes,
+) -> Result<String, BenchError> {
     let digest = Digest::sha256_of(&content).to_string();
     let start = Request::new(Method::POST, format!("/v2/{repo}/blobs/uploads/"));
     let response = client

@@ -56,6 +56,9 @@ pub struct Report {
     /// Peak of the summed VmRSS of `--watch-pid` processes during the timed phase.
     pub rss_peak_mib: Option<f64>,
     pub error_samples: Vec<String>,
+    /// The soak workload's memory and disk figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<crate::SoakSummary>,
 }
 
 /// Latency percentiles of the successful operations, in milliseconds.
@@ -186,6 +189,7 @@ pub(crate) async fn measure<O: Operation>(context: &Context, plan: Plan, operati
         },
         rss_peak_mib,
         error_samples: tally.samples.clone(),
+        soak: None,
     }
 }
 
@@ -226,6 +230,31 @@ impl Report {
         );
         if let Some(rss) = self.rss_peak_mib {
             let _ = writeln!(out, "server RSS   peak {rss:.1} MiB");
+        }
+        if let Some(soak) = &self.soak {
+            for process in &soak.processes {
+                let slope = process
+                    .slope_mib_per_100k
+                    .map_or("-".to_owned(), |slope| format!("{slope:+.2}"));
+                let _ = writeln!(
+                    out,
+                    "RSS          {:<10} start {:.1}  peak {:.1}  end {:.1} MiB, slope {slope} MiB per 100k ops after {} ops",
+                    process.name, process.start_mib, process.peak_mib, process.end_mib, soak.warmup_operations
+                );
+            }
+            for dir in &soak.directories {
+                let _ = writeln!(
+                    out,
+                    "disk         {:<10} peak {:.1}  end {:.1} MiB",
+                    dir.name, dir.peak_mib, dir.end_mib
+                );
+            }
+            let mix: Vec<String> = soak
+                .operations
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(out, "mix          {}", mix.join(", "));
         }
         for sample in &self.error_samples {
             let _ = writeln!(out, "error        {sample}");
@@ -334,7 +363,7 @@ impl MemorySampler {
 }
 
 /// VmRSS of a process in KiB, from `/proc/<pid>/status`.
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
