@@ -4,7 +4,7 @@
 //!
 //! - push a new manifest under a new tag (30%); past 256 live tags the oldest manifest is
 //!   deleted by digest (a DELETE, and what it leaves is garbage for the collector);
-//! - move the worker's `latest` tag to a new manifest (15%);
+//! - move the worker's `latest` tag to a new manifest and delete the one it left (15%);
 //! - GET a live manifest by tag and check its digest (30%);
 //! - push a new blob that no manifest uses (10%: garbage once the upload grace passes);
 //! - pull the layer every manifest uses and check its length (15%).
@@ -274,6 +274,8 @@ struct Model {
     rng: StdRng,
     /// (tag, digest) of the manifests under this worker's own tags, oldest first.
     live: VecDeque<(String, String)>,
+    /// The digest under this worker's `latest` tag.
+    latest: Option<String>,
     pushed: u64,
 }
 
@@ -284,6 +286,7 @@ async fn run_worker(shared: Arc<Shared>, worker: usize, seed: u64) -> WorkerTall
         worker,
         rng: StdRng::seed_from_u64(seed ^ (worker as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         live: VecDeque::new(),
+        latest: None,
         pushed: 0,
     };
     while Instant::now() < shared.deadline
@@ -344,6 +347,10 @@ async fn operate(
                         delete_manifest(client, repo, &oldest).await?;
                     }
                 }
+            } else if let Some(previous) = model.latest.replace(digest) {
+                // The manifest the tag moved off is untagged now; delete it as a CI's retention
+                // would, so that the registry's state stays the same size while the load runs.
+                delete_manifest(client, repo, &previous).await?;
             }
             Ok(length)
         }
