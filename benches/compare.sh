@@ -11,7 +11,8 @@
 # cluster"), OUT (a directory for the raw JSON lines; a temp dir by default), WORK (where the
 # registries keep their data; a temp dir under /tmp by default), WHARF_SERVER (another wharf binary
 # to measure as serve and cluster, e.g. an older build for before/after figures; the load always
-# comes from this checkout's `wharf bench`).
+# comes from this checkout's `wharf bench`), IDLE (10: seconds without load before the idle RSS is
+# read, after a target's last run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,21 +39,9 @@ PIDS=()        # processes to stop at exit
 URL=""         # the target under test
 WATCH=""       # its pids, for RSS sampling
 
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 trap cleanup EXIT
-
-# Waits up to 120 s for a command to succeed.
-wait_for() {
-  local deadline=$((SECONDS + 120))
-  until "$@" >/dev/null 2>&1; do
-    if ((SECONDS > deadline)); then echo "timed out waiting for: $*" >&2; return 1; fi
-    sleep 0.2
-  done
-}
 
 start_distribution() {
   local dir="$WORK/distribution"
@@ -106,13 +95,6 @@ PY
   "$SERVER" admin --meta "$META" cluster policy --replicas 2 >/dev/null
 }
 
-stop_target() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  PIDS=()
-  rm -rf "${WORK:?}"/*
-}
-
 # bench TARGET CASE ARGS...: one run of one workload, appended to $OUT/results.jsonl.
 bench() {
   local target=$1 case=$2
@@ -125,6 +107,20 @@ bench() {
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["target"]=sys.argv[2]; r["case"]=sys.argv[3]; print(json.dumps(r))' \
     "$line" "$target" "$case" >>"$OUT/results.jsonl"
   echo "    $case: $(python3 benches/report.py --line "$line")" >&2
+}
+
+# memory TARGET: the target's peak RSS over the whole run (VmHWM, summed over its processes) and
+# its RSS after IDLE seconds without load, appended to $OUT/results.jsonl.
+memory() {
+  sleep "${IDLE:-10}"
+  local peak=0 idle=0 pid
+  for pid in ${WATCH//,/ }; do
+    peak=$((peak + $(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")))
+    idle=$((idle + $(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")))
+  done
+  python3 -c 'import json,sys; print(json.dumps({"target": sys.argv[1], "case": "memory", "errors": 0, "rss_peak_mib": int(sys.argv[2]) / 1024, "rss_idle_mib": int(sys.argv[3]) / 1024}))' \
+    "$1" "$peak" "$idle" >>"$OUT/results.jsonl"
+  echo "    memory: peak $((peak / 1024)) MiB, idle $((idle / 1024)) MiB" >&2
 }
 
 for target in $TARGETS; do
@@ -140,6 +136,7 @@ for target in $TARGETS; do
     bench "$target" manifest-get-tag manifest-get --requests 20000 -c 64
     bench "$target" manifest-put manifest-put --requests 2000 -c 16
   done
+  memory "$target"
   stop_target
 done
 

@@ -19,6 +19,8 @@ ROWS = [
     ("manifest-put", "ops_per_second", "manifest PUT, concurrency 16 (req/s)", 1.5, 1.0, True),
     ("manifest-get-tag", "rss_peak_mib", "peak RSS under the manifest GET load (MiB)", 1.0, None, False),
     ("pull-200x1MiB", "rss_peak_mib", "peak RSS under the blob GET load (MiB)", 1.0, None, False),
+    ("memory", "rss_peak_mib", "peak RSS over all the runs, VmHWM (MiB)", 1.0, None, False),
+    ("memory", "rss_idle_mib", "RSS idle after the runs (MiB)", 1.5, None, False),
 ]
 
 
@@ -30,7 +32,7 @@ def main(paths):
         record = json.loads(line)
         key = (record["target"], record["case"])
         errors[key] += record["errors"]
-        for field in ("mb_per_second", "ops_per_second", "rss_peak_mib"):
+        for field in ("mb_per_second", "ops_per_second", "rss_peak_mib", "rss_idle_mib"):
             if record.get(field) is not None:
                 values[key + (field,)].append(record[field])
     runs = max((len(v) for v in values.values()), default=0)
