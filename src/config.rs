@@ -36,6 +36,8 @@ pub struct WharfConfig {
     pub bootstrap: Option<bool>,
     /// Meta: addresses of existing meta nodes to join through when the data dir is empty.
     pub join: Vec<String>,
+    /// Meta: join as a read replica (a Raft learner that never votes and serves reads).
+    pub read_replica: bool,
     /// Meta: a blob node silent this long is marked down and its blobs re-replicated.
     pub blob_down_after_ms: Option<u64>,
     /// OTLP/gRPC collector to export trace spans to, e.g. `http://127.0.0.1:4317`. Unset: no
@@ -177,6 +179,7 @@ impl Default for WharfConfig {
             zone: "default".into(),
             bootstrap: None,
             join: Vec::new(),
+            read_replica: false,
             blob_down_after_ms: None,
             otlp_endpoint: None,
             gateway: gateway::GatewayConfig::default(),

@@ -52,6 +52,9 @@ pub struct ClusterArgs {
     /// Number of meta (Raft) voters.
     #[arg(long, default_value_t = 1)]
     pub meta: u32,
+    /// Number of meta read replicas (learners that never vote), named after the voters.
+    #[arg(long, default_value_t = 0)]
+    pub read_replicas: u32,
     /// Number of blob nodes.
     #[arg(long, default_value_t = 1)]
     pub blob: u32,
@@ -250,6 +253,14 @@ fn plan(args: &ClusterArgs, dir: &Path) -> Vec<MemberRecord> {
             record.args.push("--bootstrap".into());
         }
         members.push(record);
+    }
+    let voters = u64::from(args.meta);
+    for id in voters + 1..=voters + u64::from(args.read_replicas) {
+        members.push(member(
+            Role::Meta,
+            id,
+            &["--grpc-listen", "127.0.0.1:0", "--read-replica"],
+        ));
     }
     for id in 1..=u64::from(args.blob) {
         members.push(member(Role::Blob, id, &["--grpc-listen", "127.0.0.1:0"]));
@@ -531,6 +542,7 @@ mod tests {
     fn args(meta: u32) -> ClusterArgs {
         ClusterArgs {
             meta,
+            read_replicas: 0,
             blob: 2,
             gateways: 1,
             dir: PathBuf::from("/d"),
@@ -560,5 +572,20 @@ mod tests {
         let members = plan(&args(3), Path::new("/d"));
         assert!(members[0].args.contains(&"--bootstrap".to_owned()));
         assert!(!members[1].args.contains(&"--bootstrap".to_owned()));
+
+        let with_replicas = ClusterArgs {
+            read_replicas: 2,
+            ..args(3)
+        };
+        let members = plan(&with_replicas, Path::new("/d"));
+        let replicas: Vec<&str> = members
+            .iter()
+            .filter(|m| m.args.contains(&"--read-replica".to_owned()))
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(replicas, ["meta-4", "meta-5"]);
+        assert!(members[..3]
+            .iter()
+            .all(|m| !m.args.contains(&"--read-replica".to_owned())));
     }
 }

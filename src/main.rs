@@ -71,6 +71,10 @@ struct Options {
     /// Meta: join the cluster through these meta node addresses when the data dir is empty.
     #[arg(long, env = "WHARF_JOIN", value_delimiter = ',')]
     join: Option<Vec<String>>,
+    /// Meta: join as a read replica, a Raft learner that never votes and serves reads (needs
+    /// --join) [default: false].
+    #[arg(long, env = "WHARF_READ_REPLICA", num_args = 0..=1, default_missing_value = "true")]
+    read_replica: Option<bool>,
     /// Serve Prometheus `GET /metrics` on this address too (meta and blob roles have no other HTTP).
     #[arg(long, env = "WHARF_METRICS_LISTEN")]
     metrics_listen: Option<String>,
@@ -188,6 +192,9 @@ impl Options {
         }
         if let Some(join) = self.join {
             config.join = join;
+        }
+        if let Some(read_replica) = self.read_replica {
+            config.read_replica = read_replica;
         }
         if let Some(metrics_listen) = self.metrics_listen {
             config.metrics_listen = Some(metrics_listen);

@@ -115,6 +115,7 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
     let serve_config = WharfConfig {
         bootstrap: Some(true),
         join: Vec::new(),
+        read_replica: false,
         ..config.clone()
     };
     let meta = open_meta(&serve_config, &config.data.join("meta"), &advertise).await?;
@@ -262,6 +263,7 @@ async fn open_meta(
         advertise_addr: advertise.to_owned(),
         bootstrap: config.bootstrap.unwrap_or(config.join.is_empty()),
         join: config.join.clone(),
+        read_replica: config.read_replica,
         blob_down_after_ms: config
             .blob_down_after_ms
             .unwrap_or(defaults.blob_down_after_ms),

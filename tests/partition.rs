@@ -332,3 +332,74 @@ async fn assert_converged_reads(
             .expect("both gateways serve v2 after healing");
     }
 }
+
+/// Issue 13: followers serve reads (through the leader's read index), so a follower cut off from
+/// the leader must serve none: not the tag it had, not even the current one, only `Unavailable`,
+/// while the other follower serves the write acknowledged meanwhile. After healing it serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_off_follower_serves_no_read_at_all() {
+    let mut cluster = InProcessCluster::start(3, 1, 1, RF1)
+        .await
+        .expect("cluster starts");
+    let ids = cluster.meta_ids();
+    let v1 = push(&Registry::new(cluster.gateway_url(1))).await;
+    let (leader, _) = poll("the voters to agree on a leader", || async {
+        converged(&views(&cluster).await, &ids)
+    })
+    .await;
+    let followers: Vec<u64> = ids.iter().copied().filter(|id| *id != leader).collect();
+    let (cut, other) = (followers[0], followers[1]);
+    let addr = |id: u64| {
+        cluster
+            .member(Role::Meta, id)
+            .expect("a member")
+            .addr
+            .to_string()
+    };
+    let (cut_client, other_client) = (
+        single_node_client(&addr(cut)),
+        single_node_client(&addr(other)),
+    );
+    let (repo, tag) = (repo(), tag_reference());
+    let before = cut_client
+        .get_manifest(&repo, &tag)
+        .await
+        .expect("a follower serves reads while connected");
+    assert_eq!(before.digest, v1.manifest_digest);
+
+    cluster
+        .partition(&[cut], &[leader, other])
+        .expect("partition");
+    let v2 = push(&Registry::new(cluster.gateway_url(1))).await;
+    for attempt in 0..5 {
+        match cut_client.get_manifest(&repo, &tag).await {
+            Err(MetaError::Unavailable { .. }) => {}
+            other => panic!("read {attempt} from the cut-off follower answered {other:?}"),
+        }
+        let read = other_client
+            .get_manifest(&repo, &tag)
+            .await
+            .expect("the connected follower serves the read");
+        assert_eq!(read.digest, v2.manifest_digest);
+        views(&cluster).await;
+        tokio::time::sleep(POLL).await;
+    }
+
+    cluster.heal();
+    poll("the healed follower to serve the current tag", || async {
+        match cut_client.get_manifest(&repo, &tag).await {
+            Ok(read) => {
+                assert_eq!(
+                    read.digest, v2.manifest_digest,
+                    "the healed follower served a stale tag"
+                );
+                Some(())
+            }
+            Err(MetaError::Unavailable { .. }) => None,
+            Err(error) => panic!("the healed follower answered {error}"),
+        }
+    })
+    .await;
+    views(&cluster).await;
+    cluster.shutdown().await;
+}

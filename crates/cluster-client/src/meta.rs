@@ -1,6 +1,10 @@
-//! [`MetaClient`]: `MetaApi` over gRPC, following the Raft leader.
+//! [`MetaClient`]: `MetaApi` over gRPC. Writes follow the Raft leader; reads go to every member
+//! in turn (each serves linearizable reads through the leader's read index) and fall back to the
+//! leader's way when the member asked cannot answer.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -43,7 +47,16 @@ impl Default for RetryPolicy {
 struct Endpoints<C> {
     clients: Vec<(String, C)>,
     current: usize,
+    /// Members that could not answer a read, by address, and until when reads skip them.
+    resting: HashMap<String, Instant>,
 }
+
+/// Longest wait for a read sent to a member in turn before it is tried the leader's way (a
+/// follower cut off from the leader answers `Unavailable` within 2 s).
+const SPREAD_READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long reads skip a member that could not answer one.
+const REST_AFTER_FAILED_READ: Duration = Duration::from_secs(2);
 
 /// Calls one of several meta nodes, moving to the leader a node names (or to the next node) and
 /// retrying while the answer is `Unavailable`. Shared by [`MetaClient`] and `AdminClient`.
@@ -51,6 +64,8 @@ pub(crate) struct LeaderFollower<C> {
     endpoints: Mutex<Endpoints<C>>,
     policy: RetryPolicy,
     connect: fn(Channel) -> C,
+    /// Turn of the next spread read.
+    next_read: AtomicUsize,
 }
 
 impl<C: Clone> LeaderFollower<C> {
@@ -67,9 +82,11 @@ impl<C: Clone> LeaderFollower<C> {
             endpoints: Mutex::new(Endpoints {
                 clients,
                 current: 0,
+                resting: HashMap::new(),
             }),
             policy,
             connect,
+            next_read: AtomicUsize::new(0),
         })
     }
 
@@ -101,6 +118,54 @@ impl<C: Clone> LeaderFollower<C> {
                 endpoints.current = (endpoints.current + 1) % len;
             }
         }
+    }
+
+    /// The next member in turn for a read: not the one writes go to (the leader, once known), so
+    /// the leader's CPU goes to writes and to the read-index checks, and not one resting after a
+    /// failed read. `None` with a single member (the leader's way is then the same).
+    fn next_reader(&self) -> Option<(String, C)> {
+        let mut endpoints = self.endpoints.lock();
+        let len = endpoints.clients.len();
+        if len < 2 {
+            return None;
+        }
+        let now = Instant::now();
+        endpoints.resting.retain(|_, until| *until > now);
+        let start = self.next_read.fetch_add(1, Ordering::Relaxed);
+        (0..len)
+            .map(|offset| (start + offset) % len)
+            .filter(|index| *index != endpoints.current)
+            .map(|index| &endpoints.clients[index])
+            .find(|(addr, _)| !endpoints.resting.contains_key(addr))
+            .cloned()
+    }
+
+    fn rest(&self, addr: String) {
+        let until = Instant::now() + REST_AFTER_FAILED_READ;
+        self.endpoints.lock().resting.insert(addr, until);
+    }
+
+    /// Sends a read to the next member in turn: every member serves linearizable reads. When that
+    /// member cannot answer (`Unavailable`: cut off from the leader, lagging, stopping; or no
+    /// answer in time) it rests a moment and the read goes the leader's way, as [`Self::call`].
+    pub(crate) async fn read<R, T, F, Fut>(&self, request: R, call: F) -> Result<T, MetaError>
+    where
+        R: Clone,
+        F: Fn(C, R) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        if let Some((addr, client)) = self.next_reader() {
+            let limit = self.policy.attempt_timeout.min(SPREAD_READ_TIMEOUT);
+            match tokio::time::timeout(limit, call(client, request.clone())).await {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) => match status_to_meta_error(&status) {
+                    MetaError::Unavailable { .. } => self.rest(addr),
+                    error => return Err(error),
+                },
+                Err(_) => self.rest(addr),
+            }
+        }
+        self.call(request, call).await
     }
 
     /// Sends `request` (a fresh clone per attempt) to the current leader, following leader hints
@@ -157,6 +222,16 @@ impl MetaClient {
     {
         self.nodes.call(request, call).await
     }
+
+    /// A read: served by any member (see [`LeaderFollower::read`]).
+    async fn read<R, T, F, Fut>(&self, request: R, call: F) -> Result<T, MetaError>
+    where
+        R: Clone,
+        F: Fn(PbMetaClient, R) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.nodes.read(request, call).await
+    }
 }
 
 fn pb_client(channel: Channel) -> PbMetaClient {
@@ -202,7 +277,7 @@ impl MetaApi for MetaClient {
     ) -> Result<UploadSession, MetaError> {
         let request = upload_ref(repo, id);
         let session = self
-            .call(request, |mut c, r| async move { c.get_upload(r).await })
+            .read(request, |mut c, r| async move { c.get_upload(r).await })
             .await?;
         decode(convert::upload_session_from_pb(session))
     }
@@ -237,7 +312,7 @@ impl MetaApi for MetaClient {
     ) -> Result<BlobInfo, MetaError> {
         let request = blob_ref(repo, digest);
         let blob = self
-            .call(request, |mut c, r| async move { c.stat_blob(r).await })
+            .read(request, |mut c, r| async move { c.stat_blob(r).await })
             .await?;
         decode(convert::blob_info_from_pb(blob))
     }
@@ -283,7 +358,7 @@ impl MetaApi for MetaClient {
             reference: reference.to_string(),
         };
         let manifest = self
-            .call(request, |mut c, r| async move { c.get_manifest(r).await })
+            .read(request, |mut c, r| async move { c.get_manifest(r).await })
             .await?;
         decode(convert::stored_manifest_from_pb(manifest))
     }
@@ -327,7 +402,7 @@ impl MetaApi for MetaClient {
             n: n as u64,
         };
         let page = self
-            .call(request, |mut c, r| async move { c.list_tags(r).await })
+            .read(request, |mut c, r| async move { c.list_tags(r).await })
             .await?;
         Ok(convert::page_from_pb(page))
     }
@@ -338,7 +413,7 @@ impl MetaApi for MetaClient {
             n: n as u64,
         };
         let page = self
-            .call(
+            .read(
                 request,
                 |mut c, r| async move { c.list_repositories(r).await },
             )
@@ -358,7 +433,7 @@ impl MetaApi for MetaClient {
             artifact_type: artifact_type.map(str::to_owned),
         };
         let response = self
-            .call(request, |mut c, r| async move { c.list_referrers(r).await })
+            .read(request, |mut c, r| async move { c.list_referrers(r).await })
             .await?;
         decode(
             response
@@ -381,7 +456,7 @@ impl MetaApi for MetaClient {
 
     async fn blob_nodes(&self) -> Result<Vec<BlobNodeInfo>, MetaError> {
         let response = self
-            .call(pb::Empty {}, |mut c, r| async move {
+            .read(pb::Empty {}, |mut c, r| async move {
                 c.list_blob_nodes(r).await
             })
             .await?;
@@ -394,7 +469,7 @@ impl MetaApi for MetaClient {
 
     async fn cluster_map(&self) -> Result<ClusterMap, MetaError> {
         let map = self
-            .call(pb::Empty {}, |mut c, r| async move {
+            .read(pb::Empty {}, |mut c, r| async move {
                 c.get_cluster_map(r).await
             })
             .await?;
@@ -481,7 +556,7 @@ impl MetaApi for MetaClient {
             n: n as u64,
         };
         let response = self
-            .call(
+            .read(
                 request,
                 |mut c, r| async move { c.list_blob_records(r).await },
             )
@@ -507,7 +582,7 @@ impl MetaApi for MetaClient {
             n: n as u64,
         };
         let response = self
-            .call(
+            .read(
                 request,
                 |mut c, r| async move { c.list_doomed_blobs(r).await },
             )
@@ -562,7 +637,7 @@ impl MetaApi for MetaClient {
             ids: ids.iter().map(ToString::to_string).collect(),
         };
         let response = self
-            .call(request, |mut c, r| async move { c.open_uploads(r).await })
+            .read(request, |mut c, r| async move { c.open_uploads(r).await })
             .await?;
         response
             .ids
@@ -618,7 +693,7 @@ impl MetaApi for MetaClient {
             namespace: namespace.map(str::to_owned),
         };
         let response = self
-            .call(request, |mut c, r| async move { c.get_usage(r).await })
+            .read(request, |mut c, r| async move { c.get_usage(r).await })
             .await?;
         Ok(response
             .namespaces
@@ -639,7 +714,7 @@ impl MetaApi for MetaClient {
 
     async fn retention_rules(&self) -> Result<Vec<RetentionRule>, MetaError> {
         let response = self
-            .call(pb::Empty {}, |mut c, r| async move {
+            .read(pb::Empty {}, |mut c, r| async move {
                 c.list_retention_rules(r).await
             })
             .await?;
@@ -687,7 +762,7 @@ impl MetaApi for MetaClient {
     async fn auth_state(&self, known_version: Option<u64>) -> Result<Option<AuthState>, MetaError> {
         let request = pb::GetAuthStateRequest { known_version };
         let response = self
-            .call(request, |mut c, r| async move { c.get_auth_state(r).await })
+            .read(request, |mut c, r| async move { c.get_auth_state(r).await })
             .await?;
         response
             .state

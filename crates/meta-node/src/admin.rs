@@ -58,7 +58,7 @@ impl MetaAdmin {
     /// Removes meta node `id`, voter or learner, from the membership. An unknown id is a no-op.
     /// The removed node is no longer replicated to; its operator should stop it.
     pub async fn remove_meta_node(&self, id: u64) -> Result<(), MetaError> {
-        self.api.linearize().await?;
+        self.api.linearize_on_leader().await?;
         let (is_voter, is_member) = {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow();
@@ -81,7 +81,7 @@ impl MetaAdmin {
 
     /// The cluster as the leader sees it.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, MetaError> {
-        let read_at = self.api.linearize().await?;
+        let read_at = self.api.linearize_on_leader().await?;
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
@@ -107,7 +107,7 @@ impl MetaAdmin {
             leader_id: metrics.current_leader,
             leader_addr,
             term: metrics.current_term,
-            commit_index: read_at.map_or(0, |log_id| log_id.index),
+            commit_index: read_at.unwrap_or(0),
             last_applied: metrics.last_applied.map_or(0, |log_id| log_id.index),
             meta_members,
             map,

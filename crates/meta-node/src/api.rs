@@ -1,9 +1,12 @@
 //! [`RaftMeta`]: `MetaApi` on a Raft node. Writes are proposed as [`Command`]s and answer once
-//! applied; reads first confirm leadership and wait until this node has applied everything the
-//! leader had committed (`ensure_linearizable`), then read the local state.
+//! applied. Reads are served by every member, leader, follower or read replica, with the
+//! read-index protocol: the member learns the leader's commit point from a leadership check that
+//! started after the read arrived (its own check on the leader; a `ReadIndex` call to the leader
+//! elsewhere, one shared by every read queued meanwhile), waits until it has applied that point,
+//! then reads its local state. A read never sees less than a write acknowledged before it began.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use cluster_api::{
@@ -16,17 +19,28 @@ use oci_model::{Descriptor, Digest, Reference, RepositoryName, Tag};
 use openraft::error::{
     ChangeMembershipError, CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError,
 };
-use openraft::{BasicNode, LogId, Raft, ServerState};
+use openraft::metrics::WaitError;
+use openraft::{BasicNode, Raft, ServerState};
 
 use crate::liveness::Liveness;
+use crate::network::Peers;
 use crate::read_barrier::ReadBarrier;
 
-/// The metadata service as served by one meta voter.
+/// How long a follower waits for the leader's read index, and then for its own state machine to
+/// apply it, before it answers a read `Unavailable` (and its client asks another member).
+const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The metadata service as served by one meta member.
 pub struct RaftMeta {
     raft: Raft<TypeConfig>,
     reader: StateReader,
     liveness: Arc<Liveness>,
-    reads: ReadBarrier<Option<LogId<u64>>, MetaError>,
+    /// Leadership checks on this node (while it leads), shared by its own reads and the
+    /// `ReadIndex` calls of the other members.
+    leader_checks: ReadBarrier<Option<u64>, MetaError>,
+    /// `ReadIndex` calls to the leader (while this node follows), shared by its reads.
+    follower_checks: ReadBarrier<Option<u64>, MetaError>,
+    peers: Peers,
     gc: crate::gc::GcSettings,
 }
 
@@ -91,13 +105,16 @@ impl RaftMeta {
         raft: Raft<TypeConfig>,
         reader: StateReader,
         liveness: Arc<Liveness>,
+        peers: Peers,
         gc: crate::gc::GcSettings,
     ) -> RaftMeta {
         RaftMeta {
             raft,
             reader,
             liveness,
-            reads: ReadBarrier::new(),
+            leader_checks: ReadBarrier::new(),
+            follower_checks: ReadBarrier::new(),
+            peers,
             gc,
         }
     }
@@ -126,23 +143,54 @@ impl RaftMeta {
         }
     }
 
-    /// Confirms leadership with a quorum and waits until the state has applied everything
-    /// committed; returns the log id reads are then linearizable at (the commit point).
-    /// Concurrent reads share one confirmation that started after each of them arrived.
-    pub(crate) async fn linearize(&self) -> Result<Option<LogId<u64>>, MetaError> {
+    /// Makes this node's state fit for a linearizable read: learns the commit point from a
+    /// leadership check that started after this call (its own while it leads, the leader's
+    /// through `ReadIndex` otherwise) and waits until it has applied it. Returns that index.
+    pub(crate) async fn linearize(&self) -> Result<Option<u64>, MetaError> {
+        let leading = self.raft.metrics().borrow().state == ServerState::Leader;
+        let index = if leading {
+            metrics::counter!("wharf_meta_reads_total", "path" => "leader").increment(1);
+            self.leader_read_index().await?
+        } else {
+            metrics::counter!("wharf_meta_reads_total", "path" => "follower").increment(1);
+            let (raft, peers) = (self.raft.clone(), self.peers.clone());
+            let check = move || {
+                let (raft, peers) = (raft.clone(), peers.clone());
+                async move { Self::ask_leader(&raft, &peers).await }
+            };
+            self.follower_checks
+                .wait(check, MetaError::Unavailable { leader: None })
+                .await?
+        };
+        self.wait_applied(index, leading).await?;
+        Ok(index)
+    }
+
+    /// Like [`RaftMeta::linearize`], but only on the leader: for what only the leader may answer
+    /// (cluster status with its failure detector's view, membership changes, heartbeats).
+    pub(crate) async fn linearize_on_leader(&self) -> Result<Option<u64>, MetaError> {
+        let index = self.leader_read_index().await?;
+        self.wait_applied(index, true).await?;
+        Ok(index)
+    }
+
+    /// The commit point a read must see, from a leadership check (a heartbeat round to a quorum)
+    /// that started after this call; concurrent callers share checks. `Unavailable` with the
+    /// leader's address on a node that does not lead. Serves the other members' `ReadIndex`.
+    pub(crate) async fn leader_read_index(&self) -> Result<Option<u64>, MetaError> {
         let raft = self.raft.clone();
         let check = move || {
             let raft = raft.clone();
             async move { Self::confirm_leadership(&raft).await }
         };
-        self.reads
+        self.leader_checks
             .wait(check, MetaError::Unavailable { leader: None })
             .await
     }
 
-    async fn confirm_leadership(raft: &Raft<TypeConfig>) -> Result<Option<LogId<u64>>, MetaError> {
-        match raft.ensure_linearizable().await {
-            Ok(read_log_id) => Ok(read_log_id),
+    async fn confirm_leadership(raft: &Raft<TypeConfig>) -> Result<Option<u64>, MetaError> {
+        match raft.get_read_log_id().await {
+            Ok((read_log_id, _applied)) => Ok(read_log_id.map(|log_id| log_id.index)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
                 Err(redirect(forward))
             }
@@ -150,6 +198,51 @@ impl RaftMeta {
                 Err(stopped(error))
             }
             Err(RaftError::Fatal(fatal)) => Err(stopped(fatal)),
+        }
+    }
+
+    /// A follower's check: the read index from the leader it knows. A follower that knows no
+    /// leader, or cannot reach it, serves no read.
+    async fn ask_leader(raft: &Raft<TypeConfig>, peers: &Peers) -> Result<Option<u64>, MetaError> {
+        let leader = {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow();
+            metrics.current_leader.and_then(|leader| {
+                let membership = metrics.membership_config.membership();
+                let node = membership.get_node(&leader)?;
+                Some((leader, node.addr.clone()))
+            })
+        };
+        let Some((leader, addr)) = leader else {
+            return Err(MetaError::Unavailable { leader: None });
+        };
+        if leader == raft.metrics().borrow().id {
+            // Elected since the caller looked: confirm as the leader does.
+            return Self::confirm_leadership(raft).await;
+        }
+        peers.read_index(leader, &addr, READ_INDEX_TIMEOUT).await
+    }
+
+    /// Waits until this node's state machine has applied `index`: without a deadline on the
+    /// leader (it is applying what it committed), for [`READ_INDEX_TIMEOUT`] elsewhere.
+    async fn wait_applied(&self, index: Option<u64>, leading: bool) -> Result<(), MetaError> {
+        let Some(index) = index else {
+            return Ok(());
+        };
+        let applied = self.raft.metrics().borrow().last_applied.map(|id| id.index);
+        if applied >= Some(index) {
+            return Ok(());
+        }
+        let timeout = (!leading).then_some(READ_INDEX_TIMEOUT);
+        match self
+            .raft
+            .wait(timeout)
+            .applied_index_at_least(Some(index), "the read index applied")
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(WaitError::Timeout(..)) => Err(MetaError::Unavailable { leader: None }),
+            Err(WaitError::ShuttingDown) => Err(stopped("raft is shutting down")),
         }
     }
 }
@@ -366,7 +459,7 @@ impl MetaApi for RaftMeta {
         }
         // A leader cut off from its quorum must not take beats: the blob node would never move
         // on to the real leader, whose failure detector would then mark it down.
-        self.linearize().await?;
+        self.linearize_on_leader().await?;
         self.liveness.beat(term, id, Instant::now());
         self.reader.epoch()
     }

@@ -27,6 +27,9 @@ pub struct MetaConfig {
     pub join: Vec<String>,
     /// How long joining keeps retrying before the node gives up (and logs it).
     pub join_timeout_ms: u64,
+    /// Join as a read replica: an openraft learner that is never promoted, so it serves reads
+    /// (through the leader's read index, like every member) without ever counting in a quorum.
+    pub read_replica: bool,
     /// The leader marks a blob node `Down` after this long without a heartbeat.
     pub blob_down_after_ms: u64,
     /// Leader heartbeat period.
@@ -61,6 +64,7 @@ impl Default for MetaConfig {
             bootstrap: true,
             join: Vec::new(),
             join_timeout_ms: 120_000,
+            read_replica: false,
             blob_down_after_ms: 10_000,
             heartbeat_interval_ms: 250,
             election_timeout_min_ms: 1_000,
@@ -118,6 +122,11 @@ impl MetaConfig {
         }
         if self.join.iter().any(|seed| seed.is_empty()) {
             return fail("join addresses must not be empty".to_owned());
+        }
+        if self.read_replica && self.bootstrap {
+            return fail(
+                "a read replica joins an existing cluster: it cannot bootstrap one".to_owned(),
+            );
         }
         if self.blob_down_after_ms == 0 || self.join_timeout_ms == 0 {
             return fail("blob_down_after_ms and join_timeout_ms must be positive".to_owned());

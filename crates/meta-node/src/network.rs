@@ -1,5 +1,6 @@
 //! The client side of the Raft transport: [`GrpcNetwork`] makes [`GrpcRaftClient`]s over one
-//! lazily connected tonic channel per target address, shared by every client of that target.
+//! lazily connected tonic channel per target address ([`Peers`]), shared by every client of that
+//! target and by the read-index calls a follower makes to the leader.
 //! openraft asks for a new client for each leadership check (every linearizable read batch), so a
 //! channel per client would cost a TCP and HTTP/2 handshake per read: about 40 ms here.
 //!
@@ -15,6 +16,7 @@ use std::error::Error;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cluster_api::MetaError;
 use meta_store::TypeConfig;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
@@ -31,7 +33,8 @@ use serde::Serialize;
 use tonic::transport::Channel;
 use tonic::Code;
 use wharf_proto::pb::raft_client::RaftClient;
-use wharf_proto::pb::RaftPayload;
+use wharf_proto::pb::{RaftPayload, ReadIndexRequest};
+use wharf_proto::status::status_to_meta_error;
 
 use crate::faults::NetworkFaults;
 use crate::service::{decode, encode, RAFT_MESSAGE_LIMIT};
@@ -39,26 +42,27 @@ use crate::service::{decode, encode, RAFT_MESSAGE_LIMIT};
 type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
 
-/// Builds Raft clients for the voters of the cluster map.
-pub struct GrpcNetwork {
+/// This node's links to the other meta members: one channel per address (a member that moves
+/// gets a new one), and the fault injection every Raft call passes.
+#[derive(Clone)]
+pub(crate) struct Peers {
     node_id: u64,
     connect_timeout: Duration,
     faults: Arc<NetworkFaults>,
-    /// Channels by target address (a voter that moves gets a new one).
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
-impl GrpcNetwork {
+impl Peers {
     pub(crate) fn new(
         node_id: u64,
         connect_timeout: Duration,
         faults: Arc<NetworkFaults>,
-    ) -> GrpcNetwork {
-        GrpcNetwork {
+    ) -> Peers {
+        Peers {
             node_id,
             connect_timeout,
             faults,
-            channels: Mutex::new(HashMap::new()),
+            channels: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -76,23 +80,69 @@ impl GrpcNetwork {
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
+
+    fn client(&self, addr: &str) -> Result<RaftClient<Channel>, cluster_client::ChannelError> {
+        self.channel(addr).map(|channel| {
+            RaftClient::new(channel)
+                .max_decoding_message_size(RAFT_MESSAGE_LIMIT)
+                .max_encoding_message_size(RAFT_MESSAGE_LIMIT)
+        })
+    }
+
+    /// Asks `leader` at `addr` for the index this node must apply before it answers a read
+    /// (the leader confirms its leadership first). Every failure is `Unavailable`, with the
+    /// leader the asked node names when it names one, so the reader's client goes elsewhere.
+    pub(crate) async fn read_index(
+        &self,
+        leader: u64,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<Option<u64>, MetaError> {
+        let unavailable = |error: &dyn std::fmt::Display| {
+            tracing::debug!(%error, leader, "read index refused");
+            MetaError::Unavailable { leader: None }
+        };
+        if let Err(blocked) = self.faults.check(leader) {
+            return Err(unavailable(&blocked));
+        }
+        let mut client = self.client(addr).map_err(|error| unavailable(&error))?;
+        let mut request = tonic::Request::new(ReadIndexRequest { from: self.node_id });
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, client.read_index(request)).await {
+            Ok(Ok(response)) => Ok(response.into_inner().index),
+            Ok(Err(status)) => match status_to_meta_error(&status) {
+                MetaError::Unavailable { leader } => Err(MetaError::Unavailable { leader }),
+                error => Err(unavailable(&error)),
+            },
+            Err(_) => Err(unavailable(&"no answer in time")),
+        }
+    }
+}
+
+/// Builds Raft clients for the members of the cluster.
+pub struct GrpcNetwork {
+    peers: Peers,
+}
+
+impl GrpcNetwork {
+    pub(crate) fn new(peers: Peers) -> GrpcNetwork {
+        GrpcNetwork { peers }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = GrpcRaftClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> GrpcRaftClient {
-        let client = self.channel(&node.addr).map(|channel| {
-            RaftClient::new(channel)
-                .max_decoding_message_size(RAFT_MESSAGE_LIMIT)
-                .max_encoding_message_size(RAFT_MESSAGE_LIMIT)
-        });
         GrpcRaftClient {
-            node_id: self.node_id,
+            node_id: self.peers.node_id,
             target,
             node: node.clone(),
-            client: client.map_err(|error| error.to_string()),
-            faults: self.faults.clone(),
+            client: self
+                .peers
+                .client(&node.addr)
+                .map_err(|error| error.to_string()),
+            faults: self.peers.faults.clone(),
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::config::MetaConfig;
 use crate::error::MetaNodeError;
 use crate::faults::NetworkFaults;
 use crate::liveness::{run_detector, Liveness};
-use crate::network::GrpcNetwork;
+use crate::network::{GrpcNetwork, Peers};
 use crate::observe::run_metrics;
 use crate::service::RaftGrpc;
 
@@ -53,7 +53,8 @@ impl MetaNode {
         })?;
         let store = MetaStore::open_with(&db_dir, &config.store_options())?;
         let faults = Arc::new(NetworkFaults::new());
-        let network = GrpcNetwork::new(config.node_id, config.rpc_timeout(), faults.clone());
+        let peers = Peers::new(config.node_id, config.rpc_timeout(), faults.clone());
+        let network = GrpcNetwork::new(peers.clone());
         let raft = Raft::new(
             config.node_id,
             raft_config,
@@ -81,6 +82,7 @@ impl MetaNode {
             raft.clone(),
             store.reader.clone(),
             liveness.clone(),
+            peers,
             config.gc_settings(),
         ));
         let mut tasks = vec![
@@ -132,7 +134,7 @@ impl MetaNode {
 
     /// The gRPC service other voters call; add it to the node's tonic router.
     pub fn raft_service(&self) -> RaftServer<RaftGrpc> {
-        RaftGrpc::server(self.raft.clone(), self.faults.clone())
+        RaftGrpc::server(self.raft.clone(), self.api.clone(), self.faults.clone())
     }
 
     /// Fault injection for this node's Raft traffic, shared by its Raft client and server: block
@@ -236,7 +238,8 @@ impl MetaNode {
     }
 }
 
-/// Asks the cluster, through the seeds in `config.join`, to add this node as a voter; retries
+/// Asks the cluster, through the seeds in `config.join`, to add this node as a voter (or, with
+/// `read_replica`, as a learner that stays one); retries
 /// with backoff (seeds down, no leader yet, a membership change in progress) until
 /// `join_timeout_ms` has passed.
 async fn join_cluster(config: MetaConfig) {
@@ -255,13 +258,18 @@ async fn join_cluster(config: MetaConfig) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let added = client
-            .add_meta_node(config.node_id, &config.advertise_addr, true)
+            .add_meta_node(config.node_id, &config.advertise_addr, !config.read_replica)
             .await;
         match added {
             Ok(()) => {
+                let role = if config.read_replica {
+                    "a read replica"
+                } else {
+                    "a voter"
+                };
                 tracing::info!(
                     node_id = config.node_id,
-                    "joined the meta cluster as a voter"
+                    "joined the meta cluster as {role}"
                 );
                 return;
             }

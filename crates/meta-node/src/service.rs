@@ -4,7 +4,8 @@
 //!
 //! A request from a sender blocked in [`NetworkFaults`] is dropped with `unavailable`, which the
 //! sender's client reports as `Unreachable`. Every Raft request names its sender in its vote: the
-//! leader's for AppendEntries and InstallSnapshot, the candidate's for Vote.
+//! leader's for AppendEntries and InstallSnapshot, the candidate's for Vote; a ReadIndex request
+//! names it in `from`.
 
 use std::sync::Arc;
 
@@ -16,8 +17,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 use wharf_proto::pb::raft_server::{Raft as RaftRpc, RaftServer};
-use wharf_proto::pb::RaftPayload;
+use wharf_proto::pb::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
+use wharf_proto::status::meta_error_to_status;
 
+use crate::api::RaftMeta;
 use crate::faults::NetworkFaults;
 
 /// Largest Raft message either side sends or accepts. A batch of entries larger than this is
@@ -37,23 +40,29 @@ pub(crate) fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, se
 /// Serves this node's end of the Raft protocol.
 pub struct RaftGrpc {
     raft: Raft<TypeConfig>,
+    api: Arc<RaftMeta>,
     faults: Arc<NetworkFaults>,
 }
 
 impl RaftGrpc {
     pub(crate) fn server(
         raft: Raft<TypeConfig>,
+        api: Arc<RaftMeta>,
         faults: Arc<NetworkFaults>,
     ) -> RaftServer<RaftGrpc> {
-        RaftServer::new(RaftGrpc { raft, faults })
+        RaftServer::new(RaftGrpc { raft, api, faults })
             .max_decoding_message_size(RAFT_MESSAGE_LIMIT)
             .max_encoding_message_size(RAFT_MESSAGE_LIMIT)
     }
 
     /// Drops the request when its sender (the node its `vote` is for) is blocked.
     fn admit(&self, vote: &Vote<u64>) -> Result<(), Status> {
+        self.admit_node(vote.leader_id.node_id)
+    }
+
+    fn admit_node(&self, sender: u64) -> Result<(), Status> {
         self.faults
-            .check(vote.leader_id.node_id)
+            .check(sender)
             .map_err(|blocked| Status::unavailable(blocked.to_string()))
     }
 }
@@ -96,5 +105,16 @@ impl RaftRpc for RaftGrpc {
         self.admit(&request.vote)?;
         let result = self.raft.vote(request).await;
         response_of(&result)
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        self.admit_node(request.get_ref().from)?;
+        match self.api.leader_read_index().await {
+            Ok(index) => Ok(Response::new(ReadIndexResponse { index })),
+            Err(error) => Err(meta_error_to_status(&error)),
+        }
     }
 }

@@ -137,6 +137,44 @@ impl InProcessCluster {
         Ok(cluster)
     }
 
+    /// Adds a meta read replica (a learner that never votes, `wharf meta --read-replica`) with
+    /// the next free meta id, and waits until the membership lists it. Returns its id.
+    pub async fn add_read_replica(&mut self) -> Result<u64, TestClusterError> {
+        let id = self
+            .members
+            .iter()
+            .filter(|m| m.role == Role::Meta)
+            .map(|m| m.id)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let config = wharf::WharfConfig {
+            node_id: id,
+            grpc_listen: "127.0.0.1:0".into(),
+            data: self._dir.path().join(format!("meta-{id}")),
+            join: self.meta_addrs(),
+            read_replica: true,
+            blob_down_after_ms: Some(1500),
+            ..wharf::WharfConfig::default()
+        };
+        self.launch(Role::Meta, id, config).await?;
+        wait_until(
+            "the read replica in the membership",
+            Duration::from_secs(60),
+            || async {
+                match self.status().await {
+                    Ok(status) => status
+                        .meta_members
+                        .iter()
+                        .any(|m| m.id == id && m.role == cluster_api::MetaRole::Learner),
+                    Err(_) => false,
+                }
+            },
+        )
+        .await?;
+        Ok(id)
+    }
+
     /// Starts a member, pinning its (port-0 chosen) address for later restarts.
     async fn launch(
         &mut self,
