@@ -2,9 +2,10 @@
 # Memory and disk over a long write load, on `wharf serve` and on a 3-meta / 1-blob / 1-gateway
 # dev cluster (see benches/README.md, "Memory under sustained writes"):
 #
-#   A. PUTS distinct manifest PUTs (`wharf bench manifest-put -c 16`) in rounds of ROUND; after
-#      each round, every process's RSS and every meta directory's size. Prints the RSS after 50k
-#      and at the end, its ratio, and the slope after the first 50k (MiB per 100k PUTs).
+#   A. PUTS distinct manifest PUTs (`wharf bench manifest-put -c 16`) in rounds of ROUND; SETTLE
+#      seconds after each round (meta returns freed heap every 5 s), every process's RSS and every
+#      meta directory's size. Prints the RSS after 50k and at the end, its ratio, the slope after
+#      the first 50k (MiB per 100k PUTs) and each process's peak (VmHWM, transient peaks included).
 #   B. MINUTES of the mixed `wharf bench soak` load (new and moved tags, tag GETs, deletes, blob
 #      pushes and pulls, garbage collection every second) on a fresh target, sampling every
 #      process's RSS and the meta directories every SAMPLE seconds; prints the peak and the slope
@@ -14,7 +15,7 @@
 #   TARGETS=serve PUTS=50000 MINUTES=2 bash benches/soak.sh
 #   PHASES=B MINUTES=30 bash benches/soak.sh
 #
-# Environment: TARGETS ("serve cluster"), PHASES ("A B"), PUTS (200000), ROUND (25000), MINUTES
+# Environment: TARGETS ("serve cluster"), PHASES ("A B"), PUTS (200000), ROUND (25000), SETTLE (6), MINUTES
 # (10), CONCURRENCY (8, phase B), SAMPLE (2), OUT (results: CSV, SVG, JSON lines, logs; a temp dir
 # by default), WHARF_SERVER (another wharf binary to measure; the load comes from this checkout).
 set -euo pipefail
@@ -24,6 +25,7 @@ TARGETS=${TARGETS:-"serve cluster"}
 PHASES=${PHASES:-"A B"}
 PUTS=${PUTS:-200000}
 ROUND=${ROUND:-25000}
+SETTLE=${SETTLE:-6}
 MINUTES=${MINUTES:-10}
 CONCURRENCY=${CONCURRENCY:-8}
 SAMPLE=${SAMPLE:-2}
@@ -72,6 +74,7 @@ start_cluster() {
 }
 
 rss_mib() { awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+hwm_mib() { awk '/^VmHWM:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 disk_mib() { du -sk "$1" | awk '{printf "%.1f", $1 / 1024}'; }
 
 # A row of phase A's CSV: seconds, PUTs done, then RSS per process and size per directory.
@@ -95,11 +98,15 @@ phase_a() {
       | jq -c --arg t "$target" --argjson at "$((done + n))" \
         '{target:$t, case:"manifest-put-round", puts:$at, ops_per_second, errors}' >>"$OUT/results.jsonl"
     done=$((done + n))
+    sleep "$SETTLE"
     sample_row "$done" | tee -a "$csv" | sed "s/^/    $target after PUTs: /" >&2
   done
-  python3 - "$csv" "$target" <<'PY' | tee -a "$OUT/results.jsonl"
+  local peaks=""
+  for entry in "${WATCH[@]}"; do peaks+="${entry%%=*}=$(hwm_mib "${entry#*=}") "; done
+  python3 - "$csv" "$target" "$peaks" <<'PY' | tee -a "$OUT/results.jsonl"
 import csv, json, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
+hwm = dict(pair.split("=") for pair in sys.argv[3].split())
 ops = [float(r["operations"]) for r in rows]
 for column in rows[0]:
     if not column.endswith("_rss_mib"):
@@ -118,7 +125,8 @@ for column in rows[0]:
         "puts": ops[-1], "rss_at_50k_mib": at50, "rss_end_mib": values[-1],
         "end_over_50k": round(values[-1] / at50, 3) if at50 else None,
         "slope_mib_per_100k": round(slope, 2) if slope is not None else None,
-        "peak_mib": max(values),
+        "sampled_max_mib": max(values),
+        "peak_mib": float(hwm[column[:-len("_rss_mib")]]),
     }))
 PY
   python3 benches/soak_plot.py "$csv" "$OUT/puts-$target.svg" --x operations \
