@@ -42,6 +42,9 @@ pub struct RaftMeta {
     follower_checks: ReadBarrier<Option<u64>, MetaError>,
     peers: Peers,
     gc: crate::gc::GcSettings,
+    /// `wharf_meta_reads_total{path}`, looked up once rather than per read.
+    reads_as_leader: metrics::Counter,
+    reads_as_follower: metrics::Counter,
 }
 
 pub(crate) fn redirect(forward: ForwardToLeader<u64, BasicNode>) -> MetaError {
@@ -116,6 +119,8 @@ impl RaftMeta {
             follower_checks: ReadBarrier::new(),
             peers,
             gc,
+            reads_as_leader: metrics::counter!("wharf_meta_reads_total", "path" => "leader"),
+            reads_as_follower: metrics::counter!("wharf_meta_reads_total", "path" => "follower"),
         }
     }
 
@@ -149,10 +154,10 @@ impl RaftMeta {
     pub(crate) async fn linearize(&self) -> Result<Option<u64>, MetaError> {
         let leading = self.raft.metrics().borrow().state == ServerState::Leader;
         let index = if leading {
-            metrics::counter!("wharf_meta_reads_total", "path" => "leader").increment(1);
+            self.reads_as_leader.increment(1);
             self.leader_read_index().await?
         } else {
-            metrics::counter!("wharf_meta_reads_total", "path" => "follower").increment(1);
+            self.reads_as_follower.increment(1);
             let (raft, peers) = (self.raft.clone(), self.peers.clone());
             let check = move || {
                 let (raft, peers) = (raft.clone(), peers.clone());
@@ -204,19 +209,20 @@ impl RaftMeta {
     /// A follower's check: the read index from the leader it knows. A follower that knows no
     /// leader, or cannot reach it, serves no read.
     async fn ask_leader(raft: &Raft<TypeConfig>, peers: &Peers) -> Result<Option<u64>, MetaError> {
-        let leader = {
+        let (me, leader) = {
             let metrics = raft.metrics();
             let metrics = metrics.borrow();
-            metrics.current_leader.and_then(|leader| {
+            let leader = metrics.current_leader.and_then(|leader| {
                 let membership = metrics.membership_config.membership();
                 let node = membership.get_node(&leader)?;
                 Some((leader, node.addr.clone()))
-            })
+            });
+            (metrics.id, leader)
         };
         let Some((leader, addr)) = leader else {
             return Err(MetaError::Unavailable { leader: None });
         };
-        if leader == raft.metrics().borrow().id {
+        if leader == me {
             // Elected since the caller looked: confirm as the leader does.
             return Self::confirm_leadership(raft).await;
         }

@@ -138,7 +138,8 @@ impl InProcessCluster {
     }
 
     /// Adds a meta read replica (a learner that never votes, `wharf meta --read-replica`) with
-    /// the next free meta id, and waits until the membership lists it. Returns its id.
+    /// the next free meta id, and waits until the membership lists it and the replica itself
+    /// follows a leader (until then it serves no read). Returns its id.
     pub async fn add_read_replica(&mut self) -> Result<u64, TestClusterError> {
         let id = self
             .members
@@ -157,7 +158,7 @@ impl InProcessCluster {
             blob_down_after_ms: Some(1500),
             ..wharf::WharfConfig::default()
         };
-        self.launch(Role::Meta, id, config).await?;
+        let addr = self.launch(Role::Meta, id, config).await?.to_string();
         wait_until(
             "the read replica in the membership",
             Duration::from_secs(60),
@@ -169,6 +170,16 @@ impl InProcessCluster {
                         .any(|m| m.id == id && m.role == cluster_api::MetaRole::Learner),
                     Err(_) => false,
                 }
+            },
+        )
+        .await?;
+        wait_until(
+            "the read replica to follow a leader",
+            Duration::from_secs(60),
+            || async {
+                meta_node::probe_vote(&addr, Duration::from_secs(2))
+                    .await
+                    .is_ok_and(|view| view.leader().is_some())
             },
         )
         .await?;
