@@ -15,7 +15,7 @@ use crate::{BenchError, BlobOptions, Context};
 pub(crate) async fn push(context: &Context, options: &BlobOptions) -> Result<Report, BenchError> {
     let push = Push::prepare(context, options).await?;
     let plan = plan("push", options, push.chunk);
-    Ok(measure(context, plan, push).await)
+    measure(context, plan, push).await
 }
 
 /// Pushes `options.count` blobs (untimed), then pulls each once, timed.
@@ -25,9 +25,10 @@ pub(crate) async fn pull(context: &Context, options: &BlobOptions) -> Result<Rep
     let quiet = Context {
         progress: false,
         watch_pids: Vec::new(),
+        gate: None,
         ..context.clone()
     };
-    let setup = measure(&quiet, plan("push", options, None), push).await;
+    let setup = measure(&quiet, plan("push", options, None), push).await?;
     if setup.errors > 0 {
         return Err(BenchError::Setup(format!(
             "pushing the blobs to pull failed: {}",
@@ -42,7 +43,7 @@ pub(crate) async fn pull(context: &Context, options: &BlobOptions) -> Result<Rep
     };
     let mut plan = plan("pull", options, None);
     plan.settings.insert("verify".into(), options.verify.into());
-    Ok(measure(context, plan, pull).await)
+    measure(context, plan, pull).await
 }
 
 fn plan(workload: &str, options: &BlobOptions, chunk: Option<u64>) -> Plan {

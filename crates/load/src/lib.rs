@@ -65,6 +65,14 @@ pub struct BenchArgs {
     /// Per-request timeout in seconds (a whole blob transfer counts as one request).
     #[arg(long, global = true, default_value_t = 300)]
     pub timeout: u64,
+    /// Create this file once the set-up is done, just before the timed phase (for scripts that
+    /// run several bench processes at once, e.g. `benches/scale.sh`).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ready_file: Option<std::path::PathBuf>,
+    /// Start the timed phase only once this file exists (waits at most 10 minutes), so several
+    /// bench processes time the same interval.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub start_when: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub workload: Workload,
 }
@@ -177,6 +185,8 @@ pub enum BenchError {
     Url(String, String),
     #[error("set-up failed: {0}")]
     Setup(String),
+    #[error("{0}")]
+    Gate(String),
 }
 
 /// Runs one workload and returns its report.
@@ -195,6 +205,10 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         timeout: Duration::from_secs(args.timeout.max(1)),
         progress: !args.quiet && !args.json,
         watch_pids: args.watch_pids.clone(),
+        gate: (args.ready_file.is_some() || args.start_when.is_some()).then(|| report::Gate {
+            ready_file: args.ready_file.clone(),
+            start_when: args.start_when.clone(),
+        }),
     };
     let mut report = match &args.workload {
         Workload::Push(options) => blobs::push(&context, options).await?,
@@ -218,4 +232,6 @@ pub(crate) struct Context {
     pub timeout: Duration,
     pub progress: bool,
     pub watch_pids: Vec<u32>,
+    /// Files that line up the timed phase with other processes; `None` for untimed set-up runs.
+    pub gate: Option<report::Gate>,
 }

@@ -30,7 +30,7 @@ pub(crate) async fn put(
         repo: context.repo.clone(),
         image,
     };
-    Ok(measure(context, plan, operation).await)
+    measure(context, plan, operation).await
 }
 
 /// GETs (or HEADs) one manifest `options.requests` times, timed.
@@ -64,7 +64,7 @@ pub(crate) async fn get(
         digest,
         head: options.head,
     };
-    Ok(measure(context, plan, operation).await)
+    measure(context, plan, operation).await
 }
 
 /// GETs the tag list of a repository with `options.tags` tags, timed.
@@ -92,7 +92,7 @@ pub(crate) async fn tags(
         path: format!("/v2/{}/tags/list", context.repo),
         expected: options.tags,
     };
-    Ok(measure(context, plan, operation).await)
+    measure(context, plan, operation).await
 }
 
 fn plan(

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::client::Client;
-use crate::Context;
+use crate::{BenchError, Context};
 
 /// Error messages kept in a report.
 const ERROR_SAMPLES: usize = 5;
@@ -79,8 +80,51 @@ struct Tally {
     samples: Vec<String>,
 }
 
-/// Runs `plan.operations` operations on `plan.concurrency` workers and reports.
-pub(crate) async fn measure<O: Operation>(context: &Context, plan: Plan, operation: O) -> Report {
+/// Files through which several bench processes time the same interval: each creates
+/// `ready_file` once its set-up is done, and starts when `start_when` exists.
+#[derive(Debug, Clone)]
+pub(crate) struct Gate {
+    pub ready_file: Option<PathBuf>,
+    pub start_when: Option<PathBuf>,
+}
+
+/// How long a gated run waits for its start file.
+const GATE_WAIT: Duration = Duration::from_secs(600);
+
+impl Gate {
+    async fn pass(&self) -> Result<(), BenchError> {
+        if let Some(ready) = &self.ready_file {
+            tokio::fs::write(ready, b"ready\n").await.map_err(|error| {
+                BenchError::Gate(format!("writing {}: {error}", ready.display()))
+            })?;
+        }
+        if let Some(start) = &self.start_when {
+            let deadline = Instant::now() + GATE_WAIT;
+            while !tokio::fs::try_exists(start).await.unwrap_or(false) {
+                if Instant::now() >= deadline {
+                    return Err(BenchError::Gate(format!(
+                        "{} did not appear within {GATE_WAIT:?}",
+                        start.display()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `plan.operations` operations on `plan.concurrency` workers and reports. A gated context
+/// waits at its gate first; only a gate that never opens is an error (failed operations are
+/// counted in the report).
+pub(crate) async fn measure<O: Operation>(
+    context: &Context,
+    plan: Plan,
+    operation: O,
+) -> Result<Report, BenchError> {
+    if let Some(gate) = &context.gate {
+        gate.pass().await?;
+    }
     let operation = Arc::new(operation);
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -167,7 +211,7 @@ pub(crate) async fn measure<O: Operation>(context: &Context, plan: Plan, operati
     let rss_peak_mib = memory.stop().await;
     let tally = tally.lock().expect("tally lock");
     let quantile = |q: f64| tally.histogram.value_at_quantile(q) as f64 / 1000.0;
-    Report {
+    Ok(Report {
         workload: plan.workload,
         url: String::new(),
         repo: String::new(),
@@ -190,7 +234,7 @@ pub(crate) async fn measure<O: Operation>(context: &Context, plan: Plan, operati
         rss_peak_mib,
         error_samples: tally.samples.clone(),
         soak: None,
-    }
+    })
 }
 
 impl Report {
