@@ -38,7 +38,9 @@ impl Default for RetryPolicy {
         RetryPolicy {
             max_elapsed: Duration::from_secs(10),
             first_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(500),
+            // Retries during a leader election: short enough that the first write after a new
+            // leader is elected waits at most this long.
+            max_backoff: Duration::from_millis(200),
             attempt_timeout: Duration::from_secs(8),
         }
     }
