@@ -188,6 +188,102 @@ async fn losing_a_blob_node_at_rf2_keeps_every_pull_working_and_restores_rf() {
     cluster.shutdown().await;
 }
 
+/// A blob node that just died is still `Up` in the map until the failure detector notices (here:
+/// never, within the test). Pushes must not wait for it: uploads stage elsewhere and the copies it
+/// should take go to the next nodes of the ring (hinted), and once it is back the repair loop
+/// moves every copy home, leaving each blob on exactly its ring owners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushes_do_not_wait_for_the_failure_detector_when_a_blob_node_dies() {
+    let options = test_cluster::Options {
+        blob_down_after_ms: 3_600_000,
+        ..test_cluster::Options::default()
+    };
+    let mut cluster = InProcessCluster::start_with(1, 3, 1, RF2, options)
+        .await
+        .expect("cluster starts");
+    let registry = Registry::new(cluster.gateway_url(1));
+    cluster.stop(Role::Blob, 2).await.expect("stop blob node 2");
+
+    // Every push is acknowledged, with node 2 gone and still Up in the map.
+    let mut images = Vec::new();
+    for index in 0..8 {
+        images.push(
+            registry
+                .push_image("ha/hinted", &format!("v{index}"), 4_000 + index)
+                .await
+                .expect("push with a dead blob node still marked Up"),
+        );
+    }
+    let meta = meta(&cluster);
+    let map = meta.cluster_map().await.expect("map");
+    assert!(
+        map.members.iter().all(|m| m.state == NodeState::Up),
+        "the detector marked a node while the test relies on it not having: {map:?}"
+    );
+    let repo = RepositoryName::parse("ha/hinted").expect("name");
+    let digests: Vec<_> = images
+        .iter()
+        .flat_map(|image| image.blobs.iter().map(|(digest, _)| digest.clone()))
+        .collect();
+    let placement = blob_node::Placement::new(map);
+    let mut hinted = 0;
+    for digest in &digests {
+        let info = meta.stat_blob(&repo, digest).await.expect("blob known");
+        let live: Vec<_> = info.replicas.iter().filter(|id| **id != 2).collect();
+        assert!(
+            live.len() >= 2,
+            "{digest} has {:?}, two live copies needed",
+            info.replicas
+        );
+        if placement.owners(digest).contains(&2) {
+            hinted += 1;
+        }
+    }
+    assert!(
+        hinted > 0,
+        "no pushed blob is owned by node 2: the test proves nothing"
+    );
+    for image in &images {
+        registry
+            .verify_image(image)
+            .await
+            .expect("pull with node 2 dead");
+    }
+
+    // Node 2 returns; repair pushes each blob to its owners and drops every other copy.
+    cluster
+        .restart(Role::Blob, 2)
+        .await
+        .expect("restart blob node 2");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut home = true;
+        for digest in &digests {
+            let info = meta.stat_blob(&repo, digest).await.expect("blob known");
+            let mut replicas = info.replicas.clone();
+            replicas.sort_unstable();
+            let mut owners = placement.owners(digest);
+            owners.sort_unstable();
+            home &= replicas == owners;
+        }
+        if home {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hinted copies not moved home within 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for image in &images {
+        registry
+            .verify_image(image)
+            .await
+            .expect("pull after repair");
+    }
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_meta_role_serves_raft_gauges_on_metrics_listen() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -43,6 +43,13 @@ impl Placement {
         self.ring.owners(digest.to_string().as_bytes(), replicas)
     }
 
+    /// Every `Up` node in `digest`'s order of preference: the owners first, then the nodes that
+    /// take a hinted copy when an owner cannot (see [`RingReplicator`](crate::RingReplicator)).
+    pub fn preference(&self, digest: &Digest) -> Vec<BlobNodeId> {
+        self.ring
+            .owners(digest.to_string().as_bytes(), self.ring.len())
+    }
+
     /// How many owners must hold a durable copy before a push is acknowledged, for a blob with
     /// `owner_count` owners: the policy's `write_quorum`, where 0 means every owner (all of them
     /// are up, by construction; with `replicas >= 2` and at least two `Up` nodes that is at least

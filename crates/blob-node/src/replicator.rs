@@ -49,6 +49,14 @@ impl Replicator for LocalOnly {
 ///
 /// The local copy always stays and is listed first, even when this node is not an owner (it
 /// staged the upload): the repair loop moves it off once the owners confirm.
+///
+/// **Hinted copies.** An owner that cannot take its copy (it died, and the failure detector has
+/// not marked it `Down` yet, which takes `blob_down_after_ms`) does not fail the push: the copies
+/// it lacks go to the next `Up` nodes in the digest's ring order, and the push is acknowledged once
+/// as many distinct nodes hold a durable copy as the policy requires. Meta records every such
+/// node as a replica, so reads find them; the repair loop on a node that holds a copy it does not
+/// own pushes it to the owners once they answer, and drops it after they confirm. Durability is
+/// never traded: the acknowledgement still needs `required` fsynced copies on distinct nodes.
 pub struct RingReplicator {
     store: Arc<dyn BlobStore>,
     view: Arc<ClusterView>,
@@ -63,6 +71,34 @@ impl RingReplicator {
         nodes: Arc<dyn BlobNodes>,
     ) -> RingReplicator {
         RingReplicator { store, view, nodes }
+    }
+
+    /// Pushes `digest` to each of `targets` at once; returns those that now hold a durable copy.
+    async fn push_all(
+        &self,
+        local: BlobNodeId,
+        digest: &Digest,
+        size: u64,
+        targets: &[BlobNodeId],
+    ) -> Vec<BlobNodeId> {
+        let pushes = targets.iter().map(|&target| async move {
+            let pushed =
+                push_replica(self.store.as_ref(), self.nodes.as_ref(), target, digest).await;
+            (target, pushed)
+        });
+        let mut held = Vec::new();
+        for (target, pushed) in join_all(pushes).await {
+            match pushed {
+                Ok(()) => {
+                    metrics::counter!("wharf_blob_replicated_bytes_total").increment(size);
+                    held.push(target);
+                }
+                Err(error) => {
+                    tracing::warn!(node = local, to = target, %digest, %error, "replica push failed")
+                }
+            }
+        }
+        held
     }
 }
 
@@ -79,32 +115,32 @@ impl Replicator for RingReplicator {
         let placement = self.view.refresh().await?;
         let owners = placement.owners(digest);
         let required = placement.required_copies(owners.len());
-        let pushes = owners
-            .iter()
-            .filter(|owner| **owner != local)
-            .map(|&owner| async move {
-                let pushed =
-                    push_replica(self.store.as_ref(), self.nodes.as_ref(), owner, digest).await;
-                (owner, pushed)
-            });
+        let others: Vec<BlobNodeId> = owners.iter().copied().filter(|o| *o != local).collect();
         let mut replicas = vec![local];
-        for (owner, pushed) in join_all(pushes).await {
-            match pushed {
-                Ok(()) => {
-                    metrics::counter!("wharf_blob_replicated_bytes_total").increment(size);
-                    replicas.push(owner);
-                }
-                Err(error) => {
-                    tracing::warn!(node = local, owner, %digest, %error, "replica push failed")
-                }
-            }
-        }
+        replicas.extend(self.push_all(local, digest, size, &others).await);
         let owner_copies = replicas.iter().filter(|node| owners.contains(node)).count();
-        if owner_copies < required {
+        if owner_copies >= required {
+            return Ok(replicas);
+        }
+        // Some owner could not take its copy: place the missing ones on the next nodes in ring
+        // order (one round: a node that fails here is as unreachable as the owner was).
+        let missing = required.saturating_sub(replicas.len());
+        let hints: Vec<BlobNodeId> = placement
+            .preference(digest)
+            .into_iter()
+            .filter(|node| !owners.contains(node) && !replicas.contains(node))
+            .take(missing)
+            .collect();
+        let hinted = self.push_all(local, digest, size, &hints).await;
+        metrics::counter!("wharf_blob_hinted_copies_total").increment(hinted.len() as u64);
+        replicas.extend(hinted);
+        if replicas.len() < required {
             return Err(BlobError::Unavailable(format!(
-                "{digest} is durable on {owner_copies} of its owners {owners:?}, {required} required"
+                "{digest} is durable on {} nodes {replicas:?} (owners {owners:?}), {required} required",
+                replicas.len()
             )));
         }
+        tracing::info!(node = local, %digest, ?owners, ?replicas, "hinted copies: an owner could not take its copy");
         Ok(replicas)
     }
 }

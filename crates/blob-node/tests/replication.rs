@@ -53,18 +53,35 @@ async fn rf2_commit_lands_on_both_owners() {
 }
 
 #[tokio::test]
-async fn an_unreachable_owner_fails_the_write_quorum() {
+async fn an_unreachable_owner_is_replaced_by_a_hinted_copy_and_too_few_nodes_fail_the_quorum() {
     let mut cluster = three_zones(rf2(), MANUAL).await;
     let placement = cluster.placement();
     cluster.nodes.set_reachable(3, false);
-    // A blob that node 1 and unreachable node 3 own.
-    let data = (0..)
-        .map(blob_data)
-        .find(|data| {
-            placement.owners(&Digest::sha256_of(data)).contains(&3)
-                && placement.owners(&Digest::sha256_of(data)).contains(&1)
-        })
+    // Blobs that node 1 and unreachable node 3 own (node 3 is still Up in the map).
+    let mut owned_by_1_and_3 = (0..).map(blob_data).filter(|data| {
+        let owners = placement.owners(&Digest::sha256_of(data));
+        owners.contains(&3) && owners.contains(&1)
+    });
+    let data = owned_by_1_and_3
+        .next()
         .expect("some blob is owned by nodes 1 and 3");
+    let digest = Digest::sha256_of(&data);
+    let blob = cluster
+        .push(1, &data)
+        .await
+        .expect("push with an owner unreachable");
+    assert_eq!(blob.replicas, vec![1, 2], "node 2 takes node 3's copy");
+    assert_eq!(
+        cluster.node(2).stat(&digest).await,
+        Ok(Some(data.len() as u64)),
+        "the hinted copy is durable on node 2"
+    );
+
+    // With node 2 unreachable too, no second node can hold a copy: the push fails.
+    cluster.nodes.set_reachable(2, false);
+    let data = owned_by_1_and_3
+        .next()
+        .expect("another blob owned by nodes 1 and 3");
     let digest = Digest::sha256_of(&data);
     assert!(matches!(
         cluster.push(1, &data).await,

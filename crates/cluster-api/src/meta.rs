@@ -11,9 +11,13 @@ use crate::{AuthChange, AuthState, RetentionAction, RetentionRule};
 /// committed (durable on a quorum) and applied; every read is linearizable.
 #[async_trait]
 pub trait MetaApi: Send + Sync + 'static {
-    /// Opens an upload session in `repo`, choosing a staging blob node. Fails with `NoBlobNodes`
-    /// when the cluster map has none.
-    async fn create_upload(&self, repo: &RepositoryName) -> Result<UploadSession, MetaError>;
+    /// Opens an upload session in `repo`, choosing a staging blob node among the `Up` ones not in
+    /// `avoid` (nodes the caller could not reach). Fails with `NoBlobNodes` when there is none.
+    async fn create_upload(
+        &self,
+        repo: &RepositoryName,
+        avoid: &[BlobNodeId],
+    ) -> Result<UploadSession, MetaError>;
 
     /// The session `id`, which must belong to `repo`; else `UploadUnknown`.
     async fn get_upload(

@@ -262,9 +262,14 @@ fn blob_ref(repo: &RepositoryName, digest: &Digest) -> pb::BlobRef {
 
 #[async_trait]
 impl MetaApi for MetaClient {
-    async fn create_upload(&self, repo: &RepositoryName) -> Result<UploadSession, MetaError> {
+    async fn create_upload(
+        &self,
+        repo: &RepositoryName,
+        avoid: &[BlobNodeId],
+    ) -> Result<UploadSession, MetaError> {
         let request = pb::CreateUploadRequest {
             repo: repo.to_string(),
+            avoid_nodes: avoid.to_vec(),
         };
         let session = self
             .call(request, |mut c, r| async move { c.create_upload(r).await })

@@ -4,6 +4,8 @@
 //! Sessions live in meta (so any gateway continues any upload); the bytes go to the session's
 //! staging node, which checks offsets, appends all-or-nothing and verifies the digest on commit.
 
+use std::sync::Arc;
+
 use axum::body::{Body, HttpBody};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, StatusCode};
@@ -132,16 +134,40 @@ async fn mount(
 }
 
 async fn open_session(gateway: &Gateway, repo: &RepositoryName) -> Result<Response, ApiError> {
-    let session = gateway.meta.create_upload(repo).await?;
-    let started = match gateway.blobs.node(session.staging_node).await {
-        Ok(node) => node.start_upload(&session.id).await,
-        Err(error) => Err(error),
-    };
-    if let Err(error) = started {
-        abandon(gateway, &session).await;
-        return Err(error.into());
-    }
+    let (session, _) = start_session(gateway, repo).await?;
     Ok((StatusCode::ACCEPTED, upload_headers(repo, &session.id, 0)).into_response())
+}
+
+/// How many staging nodes an upload may try before it gives up: a node that died moments ago is
+/// still `Up` in the map until the failure detector marks it, so the next pick avoids it.
+const STAGING_ATTEMPTS: usize = 3;
+
+/// Opens an upload session and starts it on its staging node. A staging node that cannot be
+/// reached is avoided and another one is asked for, so an upload never waits for the failure
+/// detector to notice a dead node.
+async fn start_session(
+    gateway: &Gateway,
+    repo: &RepositoryName,
+) -> Result<(UploadSession, Arc<dyn BlobApi>), ApiError> {
+    let mut avoid = Vec::new();
+    loop {
+        let session = gateway.meta.create_upload(repo, &avoid).await?;
+        let started = match gateway.blobs.node(session.staging_node).await {
+            Ok(node) => node.start_upload(&session.id).await.map(|()| node),
+            Err(error) => Err(error),
+        };
+        match started {
+            Ok(node) => return Ok((session, node)),
+            Err(error) => {
+                abandon(gateway, &session).await;
+                avoid.push(session.staging_node);
+                if !matches!(error, BlobError::Unavailable(_)) || avoid.len() >= STAGING_ATTEMPTS {
+                    return Err(error.into());
+                }
+                tracing::warn!(node = session.staging_node, %error, "staging node unreachable; picking another");
+            }
+        }
+    }
 }
 
 /// Monolithic `POST ?digest=`: a session the client never sees, closed whatever happens.
@@ -152,10 +178,8 @@ async fn push_whole(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let session = gateway.meta.create_upload(repo).await?;
+    let (session, node) = start_session(gateway, repo).await?;
     let pushed: Result<(), ApiError> = async {
-        let node = gateway.blobs.node(session.staging_node).await?;
-        node.start_upload(&session.id).await?;
         append(node.as_ref(), &session, headers, body).await?;
         commit(gateway, node.as_ref(), &session, digest).await
     }

@@ -255,7 +255,11 @@ impl RaftMeta {
 
 #[async_trait]
 impl MetaApi for RaftMeta {
-    async fn create_upload(&self, repo: &RepositoryName) -> Result<UploadSession, MetaError> {
+    async fn create_upload(
+        &self,
+        repo: &RepositoryName,
+        avoid: &[BlobNodeId],
+    ) -> Result<UploadSession, MetaError> {
         let simple = uuid::Uuid::new_v4().simple().to_string();
         let id = UploadId::parse(&simple).ok_or_else(|| {
             MetaError::Internal(format!("generated upload id {simple} is malformed"))
@@ -266,7 +270,7 @@ impl MetaApi for RaftMeta {
             .cluster_map()?
             .members
             .into_iter()
-            .filter(|member| member.state == NodeState::Up)
+            .filter(|member| member.state == NodeState::Up && !avoid.contains(&member.node.id))
             .map(|member| member.node)
             .collect();
         let staging_node = pick_staging_node(&id, &nodes).ok_or(MetaError::NoBlobNodes)?;

@@ -24,7 +24,10 @@ async fn every_call_end_to_end_and_after_restart() {
     let app = repo("team/app");
 
     // Uploads need a blob node.
-    assert_eq!(api.create_upload(&app).await, Err(MetaError::NoBlobNodes));
+    assert_eq!(
+        api.create_upload(&app, &[]).await,
+        Err(MetaError::NoBlobNodes)
+    );
     api.register_blob_node(blob_node(1))
         .await
         .expect("register node 1");
@@ -33,7 +36,7 @@ async fn every_call_end_to_end_and_after_restart() {
         .expect("register node 2");
     assert_eq!(api.blob_nodes().await, Ok(vec![blob_node(1), blob_node(2)]));
 
-    let session = api.create_upload(&app).await.expect("create upload");
+    let session = api.create_upload(&app, &[]).await.expect("create upload");
     assert!(UploadId::parse(session.id.as_str()).is_some());
     assert!([1, 2].contains(&session.staging_node));
     assert!(session.started_ms > 1_600_000_000_000);
@@ -44,7 +47,7 @@ async fn every_call_end_to_end_and_after_restart() {
         Err(unknown.clone())
     );
 
-    let cancelled = api.create_upload(&app).await.expect("second upload");
+    let cancelled = api.create_upload(&app, &[]).await.expect("second upload");
     assert_ne!(cancelled.id, session.id);
     api.delete_upload(&app, &cancelled.id)
         .await

@@ -48,6 +48,25 @@ pub struct InProcessCluster {
     cuts: BTreeMap<u64, BTreeSet<u64>>,
 }
 
+/// Settings every member of an [`InProcessCluster`] starts with.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Every member's `[gc]` section.
+    pub gc: wharf::config::GcConfig,
+    /// How long meta's failure detector waits for a silent blob node before marking it `Down`
+    /// (1.5 s by default, so tests about repair do not wait long).
+    pub blob_down_after_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            gc: wharf::config::GcConfig::default(),
+            blob_down_after_ms: 1500,
+        }
+    }
+}
+
 impl InProcessCluster {
     /// Starts `metas` meta voters (the first bootstraps, the others join), `blobs` blob nodes
     /// and `gateways` gateways, waits until every voter is in the membership and every blob node
@@ -76,6 +95,25 @@ impl InProcessCluster {
         policy: ReplicationPolicy,
         gc: wharf::config::GcConfig,
     ) -> Result<InProcessCluster, TestClusterError> {
+        let options = Options {
+            gc,
+            ..Options::default()
+        };
+        Self::start_with(metas, blobs, gateways, policy, options).await
+    }
+
+    /// [`start`](InProcessCluster::start) with every member's settings from `options`.
+    pub async fn start_with(
+        metas: usize,
+        blobs: usize,
+        gateways: usize,
+        policy: ReplicationPolicy,
+        options: Options,
+    ) -> Result<InProcessCluster, TestClusterError> {
+        let Options {
+            gc,
+            blob_down_after_ms,
+        } = options;
         let dir = tempfile::tempdir()?;
         let mut cluster = InProcessCluster {
             _dir: dir,
@@ -91,7 +129,7 @@ impl InProcessCluster {
                 grpc_listen: "127.0.0.1:0".into(),
                 data: root.join(format!("meta-{id}")),
                 join: meta_addrs.first().cloned().into_iter().collect(),
-                blob_down_after_ms: Some(1500),
+                blob_down_after_ms: Some(blob_down_after_ms),
                 gc: gc.clone(),
                 ..wharf::WharfConfig::default()
             };

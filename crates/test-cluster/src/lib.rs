@@ -15,7 +15,7 @@ mod process;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use cluster::{data_dir, InProcessCluster, Member, Role};
+pub use cluster::{data_dir, InProcessCluster, Member, Options, Role};
 pub use meta_node::VoteView;
 pub use process::{wait_until, ServeProcess};
 

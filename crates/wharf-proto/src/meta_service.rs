@@ -49,7 +49,8 @@ impl Meta for MetaGrpc {
         request: Request<pb::CreateUploadRequest>,
     ) -> Reply<pb::UploadSession> {
         let repo = decoded(convert::repo("repo", &request.get_ref().repo))?;
-        reply(self.api.create_upload(&repo).await, |s| {
+        let avoid = &request.get_ref().avoid_nodes;
+        reply(self.api.create_upload(&repo, avoid).await, |s| {
             convert::upload_session_to_pb(&s)
         })
     }

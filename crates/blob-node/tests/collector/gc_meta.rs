@@ -135,8 +135,12 @@ impl MetaApi for GcMeta {
 
     // ---- everything else is MemMeta's ----
 
-    async fn create_upload(&self, repo: &RepositoryName) -> Result<UploadSession, MetaError> {
-        self.inner.create_upload(repo).await
+    async fn create_upload(
+        &self,
+        repo: &RepositoryName,
+        avoid: &[BlobNodeId],
+    ) -> Result<UploadSession, MetaError> {
+        self.inner.create_upload(repo, avoid).await
     }
 
     async fn get_upload(

@@ -219,14 +219,23 @@ impl RepoState {
 
 #[async_trait]
 impl MetaApi for MemMeta {
-    async fn create_upload(&self, repo: &RepositoryName) -> Result<UploadSession, MetaError> {
+    async fn create_upload(
+        &self,
+        repo: &RepositoryName,
+        avoid: &[BlobNodeId],
+    ) -> Result<UploadSession, MetaError> {
         let mut state = self.state()?;
-        if state.nodes.is_empty() {
+        let node_ids: Vec<BlobNodeId> = state
+            .nodes
+            .keys()
+            .copied()
+            .filter(|id| !avoid.contains(id))
+            .collect();
+        if node_ids.is_empty() {
             return Err(MetaError::NoBlobNodes);
         }
         state.uploads_opened += 1;
         let opened = state.uploads_opened;
-        let node_ids: Vec<BlobNodeId> = state.nodes.keys().copied().collect();
         let staging_node = node_ids[(opened as usize) % node_ids.len()];
         let session = UploadSession {
             id: UploadId(format!("{opened:032x}")),
