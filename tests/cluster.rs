@@ -188,6 +188,65 @@ async fn losing_a_blob_node_at_rf2_keeps_every_pull_working_and_restores_rf() {
     cluster.shutdown().await;
 }
 
+/// The gateway's blob cache may serve what meta said of a blob for `blob_cache_ttl_ms` (2 s): a
+/// DELETE through one gateway is seen there at once and through the other within that bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blob_delete_through_one_gateway_is_honoured_by_every_gateway_within_the_cache_ttl() {
+    let cluster = InProcessCluster::start(1, 1, 2, ReplicationPolicy::default())
+        .await
+        .expect("cluster starts");
+    let (one, two) = (
+        Registry::new(cluster.gateway_url(1)),
+        Registry::new(cluster.gateway_url(2)),
+    );
+    let digest = one
+        .push_blob_monolithic("cache/del", b"cached blob")
+        .await
+        .expect("push");
+    let url = |registry: &Registry| format!("{}/v2/cache/del/blobs/{digest}", registry.base);
+    let status = |registry: &Registry, method: reqwest::Method| {
+        let request = registry.http.request(method, url(registry));
+        async move { request.send().await.expect("request").status() }
+    };
+    // Gateway 2 reads it (and caches what meta said), then gateway 1 deletes it.
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        assert_eq!(status(&two, method).await, reqwest::StatusCode::OK);
+    }
+    let deleted = Instant::now();
+    assert_eq!(
+        status(&one, reqwest::Method::DELETE).await,
+        reqwest::StatusCode::ACCEPTED
+    );
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        assert_eq!(
+            status(&one, method).await,
+            reqwest::StatusCode::NOT_FOUND,
+            "the deleting gateway sees the delete at once"
+        );
+    }
+    // A HEAD (what pushing clients ask) never answers from the cache.
+    assert_eq!(
+        status(&two, reqwest::Method::HEAD).await,
+        reqwest::StatusCode::NOT_FOUND
+    );
+    // Gateway 2's entry was read before the delete: GETs stop finding it by 2 s after that read.
+    let bound = Duration::from_millis(2_000);
+    loop {
+        let sent = deleted.elapsed();
+        let get = status(&two, reqwest::Method::GET).await;
+        if get == reqwest::StatusCode::NOT_FOUND {
+            break;
+        }
+        assert_eq!(get, reqwest::StatusCode::OK);
+        assert!(
+            sent < bound,
+            "gateway 2 still served the deleted blob to a GET sent {sent:?} after the delete"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.shutdown().await;
+}
+
 /// A blob node that just died is still `Up` in the map until the failure detector notices (here:
 /// never, within the test). Pushes must not wait for it: uploads stage elsewhere and the copies it
 /// should take go to the next nodes of the ring (hinted), and once it is back the repair loop

@@ -25,7 +25,19 @@ pub(crate) async fn get(
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response, ApiError> {
-    let blob = gateway.meta.stat_blob(&repo, &digest).await?;
+    // Only a GET may answer from the cache: a HEAD is how pushing clients decide to skip an
+    // upload, so it must see a garbage-collected link at once (a stale "present" would send
+    // them straight to a manifest PUT that meta refuses). A GET served from a stale entry can
+    // only stream bytes a replica still holds, or fall back to meta.
+    let cached = if head {
+        None
+    } else {
+        gateway.blob_cache.get(&repo, &digest)
+    };
+    let blob = match &cached {
+        Some(entry) => entry.info.clone(),
+        None => stat(gateway, &repo, &digest).await?,
+    };
     let size = blob.size;
     let (status, start, end) = match range_request(header_text(headers, &RANGE), size) {
         RangeRequest::Whole => (StatusCode::OK, 0, size),
@@ -41,11 +53,19 @@ pub(crate) async fn get(
     let body = if head || start == end {
         Body::empty()
     } else {
-        Body::from_stream(
-            ReplicaReader::open(gateway.blobs.clone(), &blob, start, end)
-                .await?
-                .into_stream(),
-        )
+        let reader = match ReplicaReader::open(gateway.blobs.clone(), &blob, start, end).await {
+            Ok(reader) => reader,
+            // The cached replicas may have moved (repair, rebalance) or the link may be gone:
+            // forget the entry and ask meta once more.
+            Err(_) if cached.is_some() => {
+                gateway.blob_cache.invalidate(&repo, &digest);
+                // A digest's size never changes, so the range computed above still holds.
+                let fresh = stat(gateway, &repo, &digest).await?;
+                ReplicaReader::open(gateway.blobs.clone(), &fresh, start, end).await?
+            }
+            Err(error) => return Err(error),
+        };
+        Body::from_stream(reader.into_stream())
     };
     let mut response = (status, body).into_response();
     let response_headers = response.headers_mut();
@@ -70,8 +90,22 @@ pub(crate) async fn delete(
     repo: RepositoryName,
     digest: Digest,
 ) -> Result<Response, ApiError> {
-    gateway.meta.unlink_blob(&repo, &digest).await?;
+    let unlinked = gateway.meta.unlink_blob(&repo, &digest).await;
+    gateway.blob_cache.invalidate(&repo, &digest);
+    unlinked?;
     Ok((StatusCode::ACCEPTED, [(CONTENT_LENGTH, "0")]).into_response())
+}
+
+/// The blob's record from meta, kept in the gateway's cache.
+async fn stat(
+    gateway: &Gateway,
+    repo: &RepositoryName,
+    digest: &Digest,
+) -> Result<BlobInfo, ApiError> {
+    let ticket = gateway.blob_cache.ticket();
+    let blob = gateway.meta.stat_blob(repo, digest).await?;
+    gateway.blob_cache.fill(ticket, repo, &blob);
+    Ok(blob)
 }
 
 /// Reads bytes `position..end` of a blob from its replicas in order.

@@ -27,6 +27,14 @@ pub struct GatewayConfig {
     /// cache is sharded (about four shards per core) and a manifest larger than one shard's
     /// share is not kept, only served.
     pub manifest_cache_bytes: usize,
+    /// How long this gateway answers blob GETs from its cache of what meta said of the blob in
+    /// that repository (size and replicas), in milliseconds; 0 turns the cache off. HEADs always
+    /// ask meta (pushing clients use them to skip uploads). A DELETE
+    /// through another gateway goes unnoticed here for up to this long (one through this gateway
+    /// is seen at once); a read no cached replica can serve asks meta again.
+    pub blob_cache_ttl_ms: u64,
+    /// Memory bound of the blob cache, in entries (each about 200 bytes plus the repository name).
+    pub blob_cache_entries: usize,
     /// Appends one JSON line per audited event (push, pull, delete, login, denial, admin change)
     /// to this file. Events are also logged under the `wharf::audit` target either way.
     pub audit_log: Option<PathBuf>,
@@ -91,6 +99,8 @@ impl Default for GatewayConfig {
             max_page_size: 10_000,
             manifest_cache_ttl_ms: 2_000,
             manifest_cache_bytes: 32 * 1024 * 1024,
+            blob_cache_ttl_ms: 2_000,
+            blob_cache_entries: 8_192,
             audit_log: None,
             auth: AuthConfig::default(),
         }
@@ -137,6 +147,13 @@ impl GatewayConfig {
                     .to_owned(),
             });
         }
+        if self.blob_cache_ttl_ms > 0 && self.blob_cache_entries == 0 {
+            return Err(ConfigError::Invalid {
+                field: "blob_cache_entries",
+                reason: "must be at least 1 (set blob_cache_ttl_ms to 0 to turn the cache off)"
+                    .to_owned(),
+            });
+        }
         let auth = &self.auth;
         let invalid = |field: &'static str, reason: &str| {
             Err(ConfigError::Invalid {
@@ -173,6 +190,11 @@ impl GatewayConfig {
     /// How long the manifest cache answers for an entry; zero when it is off.
     pub(crate) fn manifest_cache_ttl(&self) -> Duration {
         Duration::from_millis(self.manifest_cache_ttl_ms)
+    }
+
+    /// How long the blob cache answers for an entry; zero when it is off.
+    pub(crate) fn blob_cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.blob_cache_ttl_ms)
     }
 }
 

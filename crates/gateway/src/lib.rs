@@ -30,6 +30,7 @@
 mod access;
 mod admin_api;
 mod audit;
+mod blob_cache;
 mod blobs;
 mod body;
 mod config;
@@ -56,6 +57,7 @@ use tokio::net::TcpListener;
 
 use crate::access::AuthGate;
 use crate::audit::Audit;
+use crate::blob_cache::BlobCache;
 use crate::manifest_cache::ManifestCache;
 
 pub use config::{AuthConfig, ConfigError, GatewayConfig};
@@ -69,6 +71,7 @@ pub struct Gateway {
     meta: Arc<dyn MetaApi>,
     blobs: Arc<dyn BlobNodes>,
     manifest_cache: Arc<ManifestCache>,
+    blob_cache: Arc<BlobCache>,
     /// Access control; `None` when auth is off.
     auth: Option<Arc<AuthGate>>,
     audit: Audit,
@@ -92,6 +95,10 @@ impl Gateway {
             auth,
             audit: Audit::new(config.audit_log.clone()),
             manifest_cache: Arc::new(manifest_cache),
+            blob_cache: Arc::new(BlobCache::new(
+                config.blob_cache_ttl(),
+                config.blob_cache_entries,
+            )),
             config: Arc::new(config),
             meta,
             blobs,
