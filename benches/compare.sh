@@ -12,13 +12,15 @@
 # registries keep their data; a temp dir under /tmp by default), WHARF_SERVER (another wharf binary
 # to measure as serve and cluster, e.g. an older build for before/after figures; the load always
 # comes from this checkout's `wharf bench`), IDLE (10: seconds without load before the idle RSS is
-# read, after a target's last run).
+# read, after a target's last run), CASES (the cases to run, all by default: push-big-monolithic
+# push-big-chunked pull-big pull-200x1MiB push-2000x4KiB manifest-get-tag manifest-put).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 BIG=${BIG:-1GiB}
 TARGETS=${TARGETS:-"distribution serve cluster"}
+CASES=${CASES:-"push-big-monolithic push-big-chunked pull-big pull-200x1MiB push-2000x4KiB manifest-get-tag manifest-put"}
 OUT=${OUT:-$(mktemp -d /tmp/wharf-compare-out.XXXXXX)}
 WORK=${WORK:-$(mktemp -d /tmp/wharf-compare-work.XXXXXX)}
 mkdir -p "$OUT" "$WORK"
@@ -100,6 +102,7 @@ bench() {
   local target=$1 case=$2
   shift 2
   local line
+  [[ " $CASES " == *" $case "* ]] || return 0
   # Start every workload with no dirty pages: Distribution never fsyncs, so without this the
   # kernel writes back its gigabytes while the next workload (or the next target) is measured.
   sync
@@ -133,6 +136,7 @@ for target in $TARGETS; do
     bench "$target" push-big-chunked push --count 1 --size "$BIG" -c 1 --chunk 16MiB
     bench "$target" pull-big pull --count 1 --size "$BIG" -c 1
     bench "$target" pull-200x1MiB pull --count 200 --size 1MiB -c 16
+    bench "$target" push-2000x4KiB push --count 2000 --size 4KiB -c 16
     bench "$target" manifest-get-tag manifest-get --requests 20000 -c 64
     bench "$target" manifest-put manifest-put --requests 2000 -c 16
   done

@@ -13,8 +13,9 @@ from collections import defaultdict
 ROWS = [
     ("push-big-monolithic", "mb_per_second", "push one big blob, monolithic (MB/s)", 1.3, 1.0, True),
     ("push-big-chunked", "mb_per_second", "push one big blob, 16 MiB chunks (MB/s)", 1.3, 1.0, True),
-    ("pull-big", "mb_per_second", "pull one big blob (MB/s)", 1.0, 0.8, True),
+    ("pull-big", "mb_per_second", "pull one big blob (MB/s)", 1.0, 1.2, True),
     ("pull-200x1MiB", "ops_per_second", "pull 200 x 1 MiB, concurrency 16 (blobs/s)", 1.5, 1.2, True),
+    ("push-2000x4KiB", "ops_per_second", "push 2000 x 4 KiB, concurrency 16 (blobs/s)", 3.0, 2.0, True),
     ("manifest-get-tag", "ops_per_second", "manifest GET by tag, 64 connections (req/s)", 2.0, 1.5, True),
     ("manifest-put", "ops_per_second", "manifest PUT, concurrency 16 (req/s)", 1.5, 1.0, True),
     ("manifest-get-tag", "rss_peak_mib", "peak RSS under the manifest GET load (MiB)", 1.0, None, False),

@@ -12,20 +12,23 @@
 #   WHARF_SERVER=/path/to/older/wharf bash benches/scale.sh   # measure another build
 #
 # SHAPES: space-separated GATEWAYS/BLOBS/VOTERS/READ_REPLICAS ("1/1/3/0 2/2/3/0 2/2/3/2").
-# WORKLOADS: any of tag-get, digest-get, blob-get, manifest-put ("tag-get blob-get manifest-put").
+# WORKLOADS: any of tag-get, digest-get, blob-get, manifest-put, blob-push (4 KiB blobs)
+# ("tag-get blob-get manifest-put blob-push").
 # REQUESTS (20000 manifest GETs per gateway, -c GET_CONCURRENCY=64), BLOBS (400 blobs of 1 MiB per
-# gateway, -c BLOB_CONCURRENCY=16), PUTS (4000 manifest PUTs per gateway, -c 16), OUT (results:
+# gateway, -c BLOB_CONCURRENCY=16), PUTS (4000 manifest PUTs per gateway, -c 16), SMALL_PUSHES
+# (2000 pushes of 4 KiB blobs per gateway, -c 16), OUT (results:
 # JSON lines and logs; a temp dir by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SHAPES=${SHAPES:-"1/1/3/0 2/2/3/0 2/2/3/2"}
-WORKLOADS=${WORKLOADS:-"tag-get blob-get manifest-put"}
+WORKLOADS=${WORKLOADS:-"tag-get blob-get manifest-put blob-push"}
 REQUESTS=${REQUESTS:-20000}
 GET_CONCURRENCY=${GET_CONCURRENCY:-64}
 BLOBS=${BLOBS:-400}
 BLOB_CONCURRENCY=${BLOB_CONCURRENCY:-16}
 PUTS=${PUTS:-4000}
+SMALL_PUSHES=${SMALL_PUSHES:-2000}
 OUT=${OUT:-$(mktemp -d /tmp/wharf-scale-out.XXXXXX)}
 WORK=$(mktemp -d /tmp/wharf-scale-work.XXXXXX)
 mkdir -p "$OUT"
@@ -69,6 +72,7 @@ workload_args() {
     digest-get) echo "manifest-get --by digest --requests $REQUESTS -c $GET_CONCURRENCY" ;;
     blob-get) echo "pull --count $BLOBS --size 1MiB -c $BLOB_CONCURRENCY" ;;
     manifest-put) echo "manifest-put --requests $PUTS -c 16" ;;
+    blob-push) echo "push --count $SMALL_PUSHES --size 4KiB -c 16" ;;
     *) echo "unknown workload $1" >&2; return 1 ;;
   esac
 }
