@@ -14,6 +14,10 @@ use oci_model::Digest;
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(30);
+/// How long an unreferenced blob is kept: long enough that a slow machine always gets from a
+/// layer's push to the manifest that references it (a shorter grace made pushes here race the
+/// collector: a manifest PUT answered 400 for a layer already collected).
+const GRACE_MS: u64 = 2_000;
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
@@ -107,7 +111,7 @@ fn usage_of(serve: &Serve, namespace: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_reclaims_deleted_images_online_and_keeps_what_is_referenced() {
-    let serve = Serve::start(&fast_gc_config(300, 60_000, 60_000), &[]).await;
+    let serve = Serve::start(&fast_gc_config(GRACE_MS, 60_000, 60_000), &[]).await;
     let registry = Registry::new(serve.base.clone());
     let shared = push_layer(&registry, "team/a", 200_000).await;
     let only_one = push_layer(&registry, "team/a", 100_000).await;
@@ -269,7 +273,7 @@ async fn abandoned_uploads_expire_with_their_staging_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_the_newest_tags_and_patterns_and_its_dry_run_removes_nothing() {
-    let serve = Serve::start(&fast_gc_config(300, 60_000, 60_000), &[]).await;
+    let serve = Serve::start(&fast_gc_config(GRACE_MS, 60_000, 60_000), &[]).await;
     let registry = Registry::new(serve.base.clone());
     let layer = push_layer(&registry, "ci/app", 1_000).await;
     let mut images = Vec::new();
@@ -548,7 +552,7 @@ async fn fsck_finds_orphans_and_lost_blobs_and_repairs_what_it_can() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_arch_index_keeps_its_children() {
-    let serve = Serve::start(&fast_gc_config(200, 60_000, 60_000), &[]).await;
+    let serve = Serve::start(&fast_gc_config(GRACE_MS, 60_000, 60_000), &[]).await;
     let registry = Registry::new(serve.base.clone());
     let mut children = Vec::new();
     for arch in ["amd64", "arm64"] {
@@ -583,6 +587,16 @@ async fn a_multi_arch_index_keeps_its_children() {
             .status();
         assert_eq!(status, 202);
     }
+    // A blob nothing references, pushed after every child: once the collector has taken it,
+    // every layer's grace has passed too, so the passes below could take them if they were
+    // unreferenced.
+    let junk = push_layer(&registry, "team/multi", 1_000).await;
+    until_gone(
+        &serve,
+        "the unreferenced blob collected",
+        blob_file(&serve, &junk.0),
+    )
+    .await;
     // Collection runs several times over; the children and their layers stay, and a delete of
     // a child is refused while the index lives.
     for _ in 0..3 {
@@ -627,13 +641,13 @@ async fn a_multi_arch_index_keeps_its_children() {
 /// collected blob is off the disk and fsck is clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_survives_sigkill_mid_collection() {
-    let mut serve = Serve::start(&fast_gc_config(200, 60_000, 60_000), &[]).await;
+    let mut serve = Serve::start(&fast_gc_config(GRACE_MS, 60_000, 60_000), &[]).await;
     let mut registry = Registry::new(serve.base.clone());
     let kept_layer = push_layer(&registry, "team/keep", 300_000).await;
     let kept = image_over(&registry, "team/keep", "v1", &[&kept_layer]).await;
     let mut doomed = Vec::new();
     for round in 0..4 {
-        // 150 unreferenced blobs per round: collected 200 ms after their push, in one or two
+        // 150 unreferenced blobs per round: collected a grace after their push, in one or two
         // collector passes, which the kill below lands in, or right after.
         for _ in 0..150 {
             doomed.push(push_layer(&registry, &format!("team/junk{round}"), 2_000).await);
