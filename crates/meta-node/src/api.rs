@@ -4,6 +4,13 @@
 //! started after the read arrived (its own check on the leader; a `ReadIndex` call to the leader
 //! elsewhere, one shared by every read queued meanwhile), waits until it has applied that point,
 //! then reads its local state. A read never sees less than a write acknowledged before it began.
+//!
+//! The leader holds a lease after each check: a quorum answered a heartbeat sent after the check
+//! began, and each of those voters refuses every vote for `election_timeout_max` after it (and
+//! for as long after its own start, see `RaftGrpc`), so no other leader can exist until the check's
+//! start plus that timeout. For half of it the leader answers read indexes without a heartbeat
+//! round: its commit index, read from the Raft core, while it still leads in the same term and
+//! membership.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -42,9 +49,25 @@ pub struct RaftMeta {
     follower_checks: ReadBarrier<Option<u64>, MetaError>,
     peers: Peers,
     gc: crate::gc::GcSettings,
+    /// The leader's lease from its last successful leadership check, and how long one lasts.
+    lease: Arc<std::sync::Mutex<Option<Lease>>>,
+    lease_duration: Duration,
     /// `wharf_meta_reads_total{path}`, looked up once rather than per read.
     reads_as_leader: metrics::Counter,
     reads_as_follower: metrics::Counter,
+    /// `wharf_meta_read_index_total{by}`: read indexes from a heartbeat round or from the lease.
+    read_index_checked: metrics::Counter,
+    read_index_leased: metrics::Counter,
+}
+
+/// What a successful leadership check proves: no other leader before `until`, in `term` and
+/// `membership`, and the commit point it saw.
+#[derive(Clone, Copy)]
+struct Lease {
+    until: Instant,
+    term: u64,
+    membership: Option<openraft::LogId<u64>>,
+    index: Option<u64>,
 }
 
 pub(crate) fn redirect(forward: ForwardToLeader<u64, BasicNode>) -> MetaError {
@@ -110,6 +133,7 @@ impl RaftMeta {
         liveness: Arc<Liveness>,
         peers: Peers,
         gc: crate::gc::GcSettings,
+        election_timeout_max: Duration,
     ) -> RaftMeta {
         RaftMeta {
             raft,
@@ -119,8 +143,14 @@ impl RaftMeta {
             follower_checks: ReadBarrier::new(),
             peers,
             gc,
+            lease: Arc::default(),
+            // Half the voters' promise: room for clock-rate drift and for the time a heartbeat
+            // spends in flight before a voter starts counting.
+            lease_duration: election_timeout_max / 2,
             reads_as_leader: metrics::counter!("wharf_meta_reads_total", "path" => "leader"),
             reads_as_follower: metrics::counter!("wharf_meta_reads_total", "path" => "follower"),
+            read_index_checked: metrics::counter!("wharf_meta_read_index_total", "by" => "heartbeat"),
+            read_index_leased: metrics::counter!("wharf_meta_read_index_total", "by" => "lease"),
         }
     }
 
@@ -179,18 +209,67 @@ impl RaftMeta {
         Ok(index)
     }
 
-    /// The commit point a read must see, from a leadership check (a heartbeat round to a quorum)
-    /// that started after this call; concurrent callers share checks. `Unavailable` with the
+    /// The commit point a read must see: under the leader's lease, its commit index now;
+    /// otherwise from a leadership check (a heartbeat round to a quorum) that started after this
+    /// call, which renews the lease; concurrent callers share checks. `Unavailable` with the
     /// leader's address on a node that does not lead. Serves the other members' `ReadIndex`.
     pub(crate) async fn leader_read_index(&self) -> Result<Option<u64>, MetaError> {
-        let raft = self.raft.clone();
+        if let Some(index) = self.read_index_under_lease().await {
+            self.read_index_leased.increment(1);
+            return Ok(index);
+        }
+        self.read_index_checked.increment(1);
+        let (raft, lease, duration) = (self.raft.clone(), self.lease.clone(), self.lease_duration);
         let check = move || {
-            let raft = raft.clone();
-            async move { Self::confirm_leadership(&raft).await }
+            let (raft, lease) = (raft.clone(), lease.clone());
+            async move {
+                let started = Instant::now();
+                let (term, membership) = {
+                    let metrics = raft.metrics();
+                    let metrics = metrics.borrow();
+                    (metrics.current_term, *metrics.membership_config.log_id())
+                };
+                let index = Self::confirm_leadership(&raft).await?;
+                let mut held = lease
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *held = Some(Lease {
+                    until: started + duration,
+                    term,
+                    membership,
+                    index,
+                });
+                Ok(index)
+            }
         };
         self.leader_checks
             .wait(check, MetaError::Unavailable { leader: None })
             .await
+    }
+
+    /// The read index without a heartbeat round, while the lease of the last check holds and
+    /// this node still leads in that check's term and membership: its commit index (never less
+    /// than the check's). `None` sends the caller to a real check.
+    async fn read_index_under_lease(&self) -> Option<Option<u64>> {
+        let lease = *self
+            .lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lease = lease?;
+        if Instant::now() >= lease.until {
+            return None;
+        }
+        let committed = self
+            .raft
+            .with_raft_state(move |state| {
+                let leading = state.server_state == ServerState::Leader
+                    && state.vote_ref().leader_id().get_term() == lease.term
+                    && *state.membership_state.effective().log_id() == lease.membership;
+                leading.then(|| state.committed.map(|log_id| log_id.index))
+            })
+            .await
+            .ok()??;
+        Some(committed.max(lease.index))
     }
 
     async fn confirm_leadership(raft: &Raft<TypeConfig>) -> Result<Option<u64>, MetaError> {

@@ -32,6 +32,9 @@ pub struct MetaNode {
     admin: MetaAdmin,
     /// Raft traffic this node refuses (fault injection for tests; empty in production).
     faults: Arc<NetworkFaults>,
+    /// Until when this node grants no vote: one `election_timeout_max` after it opened, the
+    /// promise it may have made before a restart (a leader's lease counts on it).
+    votes_from: Instant,
     /// Background work holding store handles: the failure detector, the metrics publisher and,
     /// while joining, the join task. Aborted on shutdown before the store is waited on.
     tasks: Vec<JoinHandle<()>>,
@@ -84,6 +87,7 @@ impl MetaNode {
             liveness.clone(),
             peers,
             config.gc_settings(),
+            Duration::from_millis(config.election_timeout_max_ms),
         ));
         let mut tasks = vec![
             tokio::spawn(run_detector(
@@ -108,12 +112,14 @@ impl MetaNode {
             tasks.push(tokio::spawn(join_cluster(config.clone())));
         }
         let admin = MetaAdmin::new(raft.clone(), api.clone());
+        let votes_from = Instant::now() + Duration::from_millis(config.election_timeout_max_ms);
         Ok(MetaNode {
             config,
             raft,
             api,
             admin,
             faults,
+            votes_from,
             tasks,
             closed: store.closed,
         })
@@ -134,7 +140,12 @@ impl MetaNode {
 
     /// The gRPC service other voters call; add it to the node's tonic router.
     pub fn raft_service(&self) -> RaftServer<RaftGrpc> {
-        RaftGrpc::server(self.raft.clone(), self.api.clone(), self.faults.clone())
+        RaftGrpc::server(
+            self.raft.clone(),
+            self.api.clone(),
+            self.faults.clone(),
+            self.votes_from,
+        )
     }
 
     /// Fault injection for this node's Raft traffic, shared by its Raft client and server: block

@@ -8,6 +8,7 @@
 //! names it in `from`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use meta_store::TypeConfig;
@@ -42,6 +43,10 @@ pub struct RaftGrpc {
     raft: Raft<TypeConfig>,
     api: Arc<RaftMeta>,
     faults: Arc<NetworkFaults>,
+    /// No vote is granted before this instant: a voter promises a leader to refuse votes for
+    /// `election_timeout_max` after each heartbeat, and openraft forgets that promise when the
+    /// process restarts, so a restarted voter keeps it by refusing every vote for that long.
+    votes_from: Instant,
 }
 
 impl RaftGrpc {
@@ -49,10 +54,16 @@ impl RaftGrpc {
         raft: Raft<TypeConfig>,
         api: Arc<RaftMeta>,
         faults: Arc<NetworkFaults>,
+        votes_from: Instant,
     ) -> RaftServer<RaftGrpc> {
-        RaftServer::new(RaftGrpc { raft, api, faults })
-            .max_decoding_message_size(RAFT_MESSAGE_LIMIT)
-            .max_encoding_message_size(RAFT_MESSAGE_LIMIT)
+        RaftServer::new(RaftGrpc {
+            raft,
+            api,
+            faults,
+            votes_from,
+        })
+        .max_decoding_message_size(RAFT_MESSAGE_LIMIT)
+        .max_encoding_message_size(RAFT_MESSAGE_LIMIT)
     }
 
     /// Drops the request when its sender (the node its `vote` is for) is blocked.
@@ -103,6 +114,11 @@ impl RaftRpc for RaftGrpc {
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let request: VoteRequest<u64> = request_of(request)?;
         self.admit(&request.vote)?;
+        if Instant::now() < self.votes_from {
+            return Err(Status::unavailable(
+                "this voter has just started and grants no vote for one election timeout",
+            ));
+        }
         let result = self.raft.vote(request).await;
         response_of(&result)
     }
