@@ -30,12 +30,6 @@ command -v docker-registry >/dev/null || {
   exit 1
 }
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/wharf-target}
-command -v sccache >/dev/null && export RUSTC_WRAPPER=${RUSTC_WRAPPER:-sccache}
-echo "==> building wharf (release)" >&2
-cargo build --release --locked -q
-WHARF="$CARGO_TARGET_DIR/release/wharf"
-SERVER=${WHARF_SERVER:-$WHARF}
 
 PIDS=()        # processes to stop at exit
 URL=""         # the target under test
@@ -43,6 +37,7 @@ WATCH=""       # its pids, for RSS sampling
 
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
+build_wharf
 trap cleanup EXIT
 
 start_distribution() {

@@ -27,16 +27,11 @@ OUT=${OUT:-$(mktemp -d /tmp/wharf-failover-out.XXXXXX)}
 WORK=$(mktemp -d /tmp/wharf-failover-work.XXXXXX)
 mkdir -p "$OUT"
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/wharf-target}
-command -v sccache >/dev/null && export RUSTC_WRAPPER=${RUSTC_WRAPPER:-sccache}
-echo "==> building wharf (release)" >&2
-cargo build --release --locked -q
-WHARF="$CARGO_TARGET_DIR/release/wharf"
-SERVER=${WHARF_SERVER:-$WHARF}
 
 PIDS=()
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
+build_wharf
 trap cleanup EXIT
 
 DIR="$WORK/cluster"

@@ -1,6 +1,17 @@
 # Helpers shared by the benchmark scripts (sourced). They expect PIDS (an array of the processes
 # the script started) and WORK (its scratch directory).
 
+# Builds wharf (release, in the shared target dir, sccache for RocksDB's C++ when there is one)
+# and sets WHARF (the tools: bench, admin) and SERVER (what is measured: WHARF_SERVER, default WHARF).
+build_wharf() {
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/wharf-target}
+  if command -v sccache >/dev/null; then export RUSTC_WRAPPER=${RUSTC_WRAPPER:-sccache}; fi
+  echo "==> building wharf (release)" >&2
+  cargo build --release --locked -q
+  WHARF="$CARGO_TARGET_DIR/release/wharf"
+  SERVER=${WHARF_SERVER:-$WHARF}
+}
+
 # Waits up to 120 s for a command to succeed.
 wait_for() {
   local deadline=$((SECONDS + 120))

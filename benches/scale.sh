@@ -33,17 +33,12 @@ OUT=${OUT:-$(mktemp -d /tmp/wharf-scale-out.XXXXXX)}
 WORK=$(mktemp -d /tmp/wharf-scale-work.XXXXXX)
 mkdir -p "$OUT"
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/wharf-target}
-command -v sccache >/dev/null && export RUSTC_WRAPPER=${RUSTC_WRAPPER:-sccache}
-echo "==> building wharf (release)" >&2
-cargo build --release --locked -q
-WHARF="$CARGO_TARGET_DIR/release/wharf"
-SERVER=${WHARF_SERVER:-$WHARF}
 TICKS=$(getconf CLK_TCK)
 
 PIDS=() # processes to stop
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
+build_wharf
 trap cleanup EXIT
 
 # utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat; the command

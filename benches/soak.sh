@@ -33,12 +33,6 @@ OUT=${OUT:-$(mktemp -d /tmp/wharf-soak-out.XXXXXX)}
 WORK=$(mktemp -d /tmp/wharf-soak-work.XXXXXX)
 mkdir -p "$OUT"
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/wharf-target}
-command -v sccache >/dev/null && export RUSTC_WRAPPER=${RUSTC_WRAPPER:-sccache}
-echo "==> building wharf (release)" >&2
-cargo build --release --locked -q
-WHARF="$CARGO_TARGET_DIR/release/wharf"
-SERVER=${WHARF_SERVER:-$WHARF}
 
 PIDS=()     # processes to stop
 URL=""      # the target under test
@@ -47,6 +41,7 @@ DIRS=()     # NAME=PATH of every meta directory to sample
 
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
+build_wharf
 trap cleanup EXIT
 
 start_serve() {
