@@ -35,7 +35,7 @@ pub(crate) async fn get(
         gateway.blob_cache.get(&repo, &digest)
     };
     let blob = match &cached {
-        Some(entry) => entry.info.clone(),
+        Some(entry) => BlobInfo::clone(entry),
         None => stat(gateway, &repo, &digest).await?,
     };
     let size = blob.size;
@@ -104,7 +104,9 @@ async fn stat(
 ) -> Result<BlobInfo, ApiError> {
     let ticket = gateway.blob_cache.ticket();
     let blob = gateway.meta.stat_blob(repo, digest).await?;
-    gateway.blob_cache.fill(ticket, repo, &blob);
+    gateway
+        .blob_cache
+        .fill(ticket, repo, blob.digest.clone(), blob.clone());
     Ok(blob)
 }
 

@@ -5,16 +5,19 @@
 //! request. Handlers are adapters: `dispatch` decodes the path and query, each endpoint module
 //! makes its calls into the service traits and maps the result, `error` maps service errors onto
 //! the OCI error table once. Blob bodies are streamed both ways, never buffered whole; manifests
-//! are read under an explicit cap. All it keeps is a short-lived cache of manifests by digest
-//! (`manifest_cache`), which spares repeated pulls a meta read.
+//! are read under an explicit cap. All it keeps is short-lived caches of manifests by digest
+//! (`manifest_cache`) and of blob records for GETs (`blob_cache`), which spare repeated pulls
+//! a meta read.
 //!
 //! ```text
 //! route      path grammar: /v2/<name>/{blobs,blobs/uploads,manifests,tags/list,referrers}/...
 //! dispatch   method check, parameter validation, then the call into one of:
 //!   blobs      GET/HEAD/DELETE blobs, replica failover
+//!     blob_cache      blob records (size, replicas) for GETs, short TTL, bounded count
 //!   uploads    POST/PATCH/PUT/GET/DELETE uploads
 //!   manifests  GET/HEAD/PUT/DELETE manifests, Accept negotiation
 //!     manifest_cache  manifests by (repository, digest) for a short TTL, within a byte budget
+//!   repo_cache   the TTL cache both are: by (repository, digest), invalidation generations
 //!   listing    tags/list and _catalog paging
 //!   referrers  the referrers index
 //! body       request-body streaming and the manifest cap
@@ -42,6 +45,7 @@ mod manifest_cache;
 mod manifests;
 mod observe;
 mod referrers;
+mod repo_cache;
 mod route;
 mod token_endpoint;
 mod uploads;
@@ -57,8 +61,8 @@ use tokio::net::TcpListener;
 
 use crate::access::AuthGate;
 use crate::audit::Audit;
-use crate::blob_cache::BlobCache;
-use crate::manifest_cache::ManifestCache;
+use crate::blob_cache::{blob_cache, BlobCache};
+use crate::manifest_cache::{manifest_cache, ManifestCache};
 
 pub use config::{AuthConfig, ConfigError, GatewayConfig};
 // Public only so the root package's `benches/` can measure the path grammar.
@@ -85,7 +89,7 @@ impl Gateway {
         blobs: Arc<dyn BlobNodes>,
     ) -> Gateway {
         let manifest_cache =
-            ManifestCache::new(config.manifest_cache_ttl(), config.manifest_cache_bytes);
+            manifest_cache(config.manifest_cache_ttl(), config.manifest_cache_bytes);
         let auth = config.auth.enabled.then(|| {
             let gate = Arc::new(AuthGate::new(config.auth.clone(), meta.clone()));
             AuthGate::spawn_refresher(&gate);
@@ -95,7 +99,7 @@ impl Gateway {
             auth,
             audit: Audit::new(config.audit_log.clone()),
             manifest_cache: Arc::new(manifest_cache),
-            blob_cache: Arc::new(BlobCache::new(
+            blob_cache: Arc::new(blob_cache(
                 config.blob_cache_ttl(),
                 config.blob_cache_entries,
             )),

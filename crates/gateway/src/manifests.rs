@@ -59,7 +59,8 @@ async fn lookup(
     }
     let ticket = cache.ticket();
     let stored = gateway.meta.get_manifest(repo, reference).await?;
-    Ok(cache.fill(ticket, repo, stored))
+    let digest = stored.digest.clone();
+    Ok(cache.fill(ticket, repo, digest, stored.into()))
 }
 
 /// Whether the stored type may be served under the client's `Accept`, as Distribution decides:
