@@ -74,6 +74,10 @@ push_blob() {
 
 manifest_acknowledged() { [ "$(put_manifest)" = 201 ]; }
 blob_acknowledged() { [ "$(push_blob)" = 201 ]; }
+meta_member_caught_up() {
+  status | jq -e --argjson id "$1" \
+    '. as $s | ([$s.meta_members[] | select(.id == $id) | .matched_index // -1][0]) >= $s.commit_index'
+}
 blob_node_up() {
   [ "$(status | jq -r --argjson id "$1" '.map.members[] | select(.node.id == $id) | .state')" = Up ]
 }
@@ -108,9 +112,9 @@ case_meta() {
       '{case: "meta-leader-kill", trial: $trial, killed: $member, first_ack_after_s: $s}' \
       | tee -a "$OUT/results.jsonl"
     "$WHARF" dev restart --dir "$DIR" --member "$name" >/dev/null
-    # Let the restarted member catch up before the next leader is killed (a bench, not a test:
-    # the next trial only needs a quorum, which the other two voters already are).
-    sleep 3
+    # The next trial kills the new leader, so the restarted member must be back in the quorum:
+    # wait until the leader has it holding the log up to the commit index.
+    wait_for meta_member_caught_up "$leader"
   done
   printf '%s\n' "${times[@]}" | median | jq -c '{case: "meta-leader-kill", median_s: .}' \
     | tee -a "$OUT/results.jsonl"

@@ -218,6 +218,10 @@ pub struct MetaMember {
     /// Advertised gRPC address, `host:port`.
     pub addr: String,
     pub role: MetaRole,
+    /// The highest log index the leader knows this member holds; `None` before the leader has
+    /// heard from it since it was elected (a member restarting or cut off).
+    #[serde(default)]
+    pub matched_index: Option<u64>,
 }
 
 /// What the meta leader knows of a blob node's heartbeats.

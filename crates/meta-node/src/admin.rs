@@ -95,6 +95,16 @@ impl MetaAdmin {
                 } else {
                     MetaRole::Learner
                 },
+                matched_index: metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(id).copied().flatten())
+                    .map(|log_id| log_id.index)
+                    .or_else(|| {
+                        (metrics.id == *id)
+                            .then_some(metrics.last_log_index)
+                            .flatten()
+                    }),
             })
             .collect();
         let leader_addr = metrics

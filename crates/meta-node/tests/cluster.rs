@@ -333,6 +333,20 @@ async fn nodes_join_follow_the_leader_detect_failures_and_leave() {
         .meta_members
         .iter()
         .all(|m| m.role == MetaRole::Voter));
+    // Each member's matched index: the leader's view of how far it holds the log, which reaches
+    // the commit index for every member of a healthy cluster.
+    let caught_up = eventually(
+        "every member matched up to the commit index",
+        async || admin.cluster_status().await.expect("status"),
+        |status| {
+            status
+                .meta_members
+                .iter()
+                .all(|m| m.matched_index >= Some(status.commit_index))
+        },
+    )
+    .await;
+    assert!(caught_up.commit_index > 0, "{caught_up:?}");
 
     // Failure detector: node 10 beats (through a follower, which redirects), node 11 is silent.
     let epoch_before = via_second.cluster_map().await.expect("map").epoch;

@@ -286,6 +286,7 @@ pub fn meta_member_to_pb(member: &MetaMember) -> pb::MetaMember {
         id: member.id,
         addr: member.addr.clone(),
         role: role.into(),
+        matched_index: member.matched_index,
     }
 }
 
@@ -299,6 +300,7 @@ pub fn meta_member_from_pb(member: pb::MetaMember) -> Result<MetaMember, DecodeE
         id: member.id,
         addr: member.addr,
         role,
+        matched_index: member.matched_index,
     })
 }
 
@@ -390,11 +392,13 @@ mod tests {
                     id: 2,
                     addr: "10.0.0.2:5001".into(),
                     role: MetaRole::Voter,
+                    matched_index: Some(40),
                 },
                 MetaMember {
                     id: 4,
                     addr: "10.0.0.4:5001".into(),
                     role: MetaRole::Learner,
+                    matched_index: None,
                 },
             ],
             map: ClusterMap {
