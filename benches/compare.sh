@@ -30,7 +30,6 @@ command -v docker-registry >/dev/null || {
   exit 1
 }
 
-
 PIDS=()        # processes to stop at exit
 URL=""         # the target under test
 WATCH=""       # its pids, for RSS sampling

@@ -27,7 +27,6 @@ OUT=${OUT:-$(mktemp -d /tmp/wharf-failover-out.XXXXXX)}
 WORK=$(mktemp -d /tmp/wharf-failover-work.XXXXXX)
 mkdir -p "$OUT"
 
-
 PIDS=()
 # shellcheck source=benches/lib.sh
 source benches/lib.sh

@@ -33,7 +33,6 @@ OUT=${OUT:-$(mktemp -d /tmp/wharf-soak-out.XXXXXX)}
 WORK=$(mktemp -d /tmp/wharf-soak-work.XXXXXX)
 mkdir -p "$OUT"
 
-
 PIDS=()     # processes to stop
 URL=""      # the target under test
 WATCH=()    # NAME=PID of every process to sample

@@ -99,12 +99,7 @@ impl MetaAdmin {
                     .replication
                     .as_ref()
                     .and_then(|replication| replication.get(id).copied().flatten())
-                    .map(|log_id| log_id.index)
-                    .or_else(|| {
-                        (metrics.id == *id)
-                            .then_some(metrics.last_log_index)
-                            .flatten()
-                    }),
+                    .map(|log_id| log_id.index),
             })
             .collect();
         let leader_addr = metrics
