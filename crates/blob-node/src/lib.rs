@@ -9,7 +9,7 @@
 //! blobs, pushes copies to ring owners that lack them (after a failure or a join) and drops
 //! local copies this node no longer owns once every owner has confirmed its own; and a
 //! [`Collector`] that deletes the copies meta has collected (set aside first, purged only once
-//! meta confirms) and the staging files of uploads meta no longer knows. Placement is
+//! meta confirms) and the staging files of uploads whose token has expired. Placement is
 //! the `hash-ring` crate over the map's `Up` members ([`Placement`]). Files on disk belong
 //! to `blob-store` (its crate documentation draws the layout under `data_dir`); this crate never
 //! opens a blob file itself. It must not depend on tonic or prost either: the gRPC adapter in
@@ -21,6 +21,7 @@ mod collector;
 mod config;
 mod error;
 mod node;
+mod recent_commits;
 mod repair;
 mod replicator;
 

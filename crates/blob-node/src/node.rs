@@ -15,15 +15,18 @@ use crate::cluster::ClusterView;
 use crate::collector::Collector;
 use crate::config::BlobNodeConfig;
 use crate::error::BlobNodeError;
+use crate::recent_commits::{self, RecentCommits};
 use crate::repair::Repairer;
 use crate::replicator::{LocalOnly, Replicator, RingReplicator};
 
 /// One blob storage node. Every call is one call into the store, except commit, which also
-/// hands the durable blob to the replicator.
+/// hands the durable blob to the replicator (and is remembered, so the same commit asked again
+/// succeeds again).
 pub struct BlobNode {
     id: BlobNodeId,
     store: Arc<dyn BlobStore>,
     replicator: Arc<dyn Replicator>,
+    recent_commits: RecentCommits,
 }
 
 impl BlobNode {
@@ -36,6 +39,7 @@ impl BlobNode {
             id,
             store,
             replicator,
+            recent_commits: RecentCommits::new(recent_commits::CAPACITY, recent_commits::MAX_AGE),
         }
     }
 
@@ -139,13 +143,24 @@ impl BlobApi for BlobNode {
         id: &UploadId,
         digest: &Digest,
     ) -> Result<CommittedBlob, BlobError> {
-        let size = self.store.commit(id, digest).await?;
+        let size = match self.store.commit(id, digest).await {
+            Ok(size) => {
+                self.recent_commits.insert(id, digest);
+                size
+            }
+            Err(BlobError::UploadNotFound(_)) if self.recent_commits.committed_as(id, digest) => {
+                let held = self.store.stat(digest).await?;
+                held.ok_or_else(|| BlobError::UploadNotFound(id.to_string()))?
+            }
+            Err(error) => return Err(error),
+        };
         let replicas = self.replicator.replicate(self.id, digest, size).await?;
         tracing::info!(node = self.id, upload = %id, %digest, size, ?replicas, "blob committed");
         Ok(CommittedBlob { size, replicas })
     }
 
     async fn cancel_upload(&self, id: &UploadId) -> Result<(), BlobError> {
+        self.recent_commits.forget(id);
         self.store.cancel_upload(id).await
     }
 

@@ -35,13 +35,17 @@ pub trait BlobApi: Send + Sync + 'static {
 
     /// Verifies upload `id` against `digest` (`DigestMismatch` otherwise, the upload kept), makes
     /// it durable under its digest (file and directory fsynced) and removes the staging file.
+    /// The node remembers for a while that `id` became `digest`: the same commit again (a client
+    /// retrying a PUT whose answer it lost, or meta not reached the first time) succeeds again,
+    /// and re-replicates; any other use of `id` is `UploadNotFound`. A missing staging file is
+    /// never taken as a commit, so an upload id cannot claim a blob it did not upload.
     async fn commit_upload(
         &self,
         id: &UploadId,
         digest: &Digest,
     ) -> Result<CommittedBlob, BlobError>;
 
-    /// Removes upload `id`. Idempotent.
+    /// Removes upload `id` (and what is remembered of its commit). Idempotent.
     async fn cancel_upload(&self, id: &UploadId) -> Result<(), BlobError>;
 
     /// The size of blob `digest` if this node holds it.

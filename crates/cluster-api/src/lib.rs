@@ -11,6 +11,7 @@ mod error;
 mod lifecycle;
 mod meta;
 mod types;
+mod upload_token;
 
 #[cfg(feature = "fake")]
 pub mod fake;
@@ -21,3 +22,4 @@ pub use error::{BlobError, ErrorKind, MetaError};
 pub use lifecycle::{RetentionAction, RetentionRule};
 pub use meta::MetaApi;
 pub use types::*;
+pub use upload_token::{UploadToken, TOKEN_BYTES, UPLOAD_KEY_BYTES};

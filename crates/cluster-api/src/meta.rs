@@ -12,24 +12,18 @@ use crate::{AuthChange, AuthState, RetentionAction, RetentionRule};
 #[async_trait]
 pub trait MetaApi: Send + Sync + 'static {
     /// Opens an upload session in `repo`, choosing a staging blob node among the `Up` ones not in
-    /// `avoid` (nodes the caller could not reach). Fails with `NoBlobNodes` when there is none.
+    /// `avoid` (nodes the caller could not reach), and returns it as a signed token
+    /// ([`UploadToken`](crate::UploadToken)) started on the leader's clock: no Raft write. Fails
+    /// with `NoBlobNodes` when there is none.
     async fn create_upload(
         &self,
         repo: &RepositoryName,
         avoid: &[BlobNodeId],
     ) -> Result<UploadSession, MetaError>;
 
-    /// The session `id`, which must belong to `repo`; else `UploadUnknown`.
-    async fn get_upload(
-        &self,
-        repo: &RepositoryName,
-        id: &UploadId,
-    ) -> Result<UploadSession, MetaError>;
-
-    /// Closes the session `id` of `repo` without committing a blob; `UploadUnknown` if absent.
-    async fn delete_upload(&self, repo: &RepositoryName, id: &UploadId) -> Result<(), MetaError>;
-
-    /// Records a verified, durable blob and links it into `repo`; closes `upload` if given. Idempotent.
+    /// Records a verified, durable blob and links it into `repo`. `upload` is the session that
+    /// staged it, whose token must be a valid one of `repo` (else `UploadUnknown`): its start time
+    /// is what the garbage collector's fence is checked against. Idempotent.
     async fn commit_blob(
         &self,
         repo: &RepositoryName,
@@ -181,8 +175,10 @@ pub trait MetaApi: Send + Sync + 'static {
         blobs: &[(Digest, u64)],
     ) -> Result<(), MetaError>;
 
-    /// Those of `ids` that are open upload sessions, in the order given; a blob node removes the
-    /// staging files of the others.
+    /// Those of `ids` that are upload tokens not yet expired, in the order given; a blob node
+    /// removes the staging files of the others. (Only the shape and start time are checked: the
+    /// signature covers the repository, which a staging file does not record, and only gateways
+    /// create staging files, from tokens meta minted.)
     async fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError>;
 
     /// Runs a garbage-collection sweep now on the leader (the leader also runs one every

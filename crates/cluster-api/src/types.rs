@@ -7,15 +7,17 @@ use serde::{Deserialize, Serialize};
 /// Identifies a blob storage node in the cluster map.
 pub type BlobNodeId = u64;
 
-/// An upload session id: a random UUID in its simple (32 hex) form, safe in paths and URLs.
+/// An upload session id: a signed [`UploadToken`](crate::UploadToken) in lowercase hex, safe in
+/// paths and URLs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct UploadId(pub String);
 
 impl UploadId {
-    /// Accepts only what Wharf itself issues: 32 lowercase hex characters. Anything else is a bogus
-    /// id from a client and must never reach a file path.
+    /// Accepts only the shape of what Wharf issues: 32 to 128 lowercase hex characters (tokens
+    /// are 114; stores and tests use shorter ids). Anything else is a bogus id from a client and
+    /// must never reach a file path.
     pub fn parse(text: &str) -> Option<UploadId> {
-        let ok = text.len() == 32
+        let ok = (32..=128).contains(&text.len())
             && text
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
@@ -33,7 +35,7 @@ impl std::fmt::Display for UploadId {
     }
 }
 
-/// An open blob upload, kept in meta so that any gateway can continue it.
+/// An open blob upload, as its token says: any gateway can continue it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadSession {
     pub id: UploadId,
@@ -115,8 +117,6 @@ pub struct SweepReport {
     pub links_removed: u64,
     /// Blobs whose last link went: their copies are now deleted by the nodes holding them.
     pub blobs_doomed: u64,
-    /// Upload sessions older than the upload expiry, closed.
-    pub uploads_expired: u64,
     /// Deletion fences old enough that no upload they guard can still commit, dropped.
     pub fences_expired: u64,
     /// True when the sweep stopped at its limit and more is due.

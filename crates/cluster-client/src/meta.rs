@@ -246,13 +246,6 @@ fn decode<T>(result: Result<T, DecodeError>) -> Result<T, MetaError> {
     result.map_err(|e| MetaError::Internal(format!("meta node sent {e}")))
 }
 
-fn upload_ref(repo: &RepositoryName, id: &UploadId) -> pb::UploadRef {
-    pb::UploadRef {
-        repo: repo.to_string(),
-        id: id.to_string(),
-    }
-}
-
 fn blob_ref(repo: &RepositoryName, digest: &Digest) -> pb::BlobRef {
     pb::BlobRef {
         repo: repo.to_string(),
@@ -275,25 +268,6 @@ impl MetaApi for MetaClient {
             .call(request, |mut c, r| async move { c.create_upload(r).await })
             .await?;
         decode(convert::upload_session_from_pb(session))
-    }
-
-    async fn get_upload(
-        &self,
-        repo: &RepositoryName,
-        id: &UploadId,
-    ) -> Result<UploadSession, MetaError> {
-        let request = upload_ref(repo, id);
-        let session = self
-            .read(request, |mut c, r| async move { c.get_upload(r).await })
-            .await?;
-        decode(convert::upload_session_from_pb(session))
-    }
-
-    async fn delete_upload(&self, repo: &RepositoryName, id: &UploadId) -> Result<(), MetaError> {
-        let request = upload_ref(repo, id);
-        self.call(request, |mut c, r| async move { c.delete_upload(r).await })
-            .await?;
-        Ok(())
     }
 
     async fn commit_blob(

@@ -1,8 +1,10 @@
 //! Blob uploads: `POST /v2/<name>/blobs/uploads/` (session, monolithic `?digest=`, or
 //! `?mount=&from=`), and `PATCH`/`PUT`/`GET`/`DELETE /v2/<name>/blobs/uploads/<id>`.
 //!
-//! Sessions live in meta (so any gateway continues any upload); the bytes go to the session's
-//! staging node, which checks offsets, appends all-or-nothing and verifies the digest on commit.
+//! A session is the signed token meta mints (the upload id names its staging node, so any gateway
+//! continues any upload without asking meta); the bytes go to that staging node, which checks
+//! offsets, appends all-or-nothing, verifies the digest on commit and is the authority on whether
+//! the upload is still open. Meta sees an upload twice: the token, and the commit.
 
 use std::sync::Arc;
 
@@ -10,9 +12,7 @@ use axum::body::{Body, HttpBody};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cluster_api::{
-    BlobApi, BlobError, BlobInfo, CommittedBlob, MetaError, UploadId, UploadSession,
-};
+use cluster_api::{BlobApi, BlobError, BlobInfo, MetaError, UploadId, UploadSession, UploadToken};
 use oci_model::{Digest, ErrorCode, RepositoryName};
 
 use crate::body::blob_stream;
@@ -64,7 +64,7 @@ pub(crate) async fn patch(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let session = gateway.meta.get_upload(&repo, &id).await?;
+    let session = UploadToken::session(&repo, &id)?;
     let node = gateway.blobs.node(session.staging_node).await?;
     let length = append(node.as_ref(), &session, headers, body).await?;
     Ok((StatusCode::ACCEPTED, upload_headers(&repo, &id, length)).into_response())
@@ -79,7 +79,7 @@ pub(crate) async fn finish(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let session = gateway.meta.get_upload(&repo, &id).await?;
+    let session = UploadToken::session(&repo, &id)?;
     let node = gateway.blobs.node(session.staging_node).await?;
     if carries_bytes(headers, &body) {
         append(node.as_ref(), &session, headers, body).await?;
@@ -101,21 +101,22 @@ pub(crate) async fn status(
     repo: RepositoryName,
     id: UploadId,
 ) -> Result<Response, ApiError> {
-    let session = gateway.meta.get_upload(&repo, &id).await?;
+    let session = UploadToken::session(&repo, &id)?;
     let node = gateway.blobs.node(session.staging_node).await?;
     let length = node.upload_status(&session.id).await?;
     Ok((StatusCode::NO_CONTENT, upload_headers(&repo, &id, length)).into_response())
 }
 
-/// `DELETE`: cancels the session.
+/// `DELETE`: cancels the session; 404 for one already over (committed, cancelled or expired).
 pub(crate) async fn cancel(
     gateway: &Gateway,
     repo: RepositoryName,
     id: UploadId,
 ) -> Result<Response, ApiError> {
-    let session = gateway.meta.get_upload(&repo, &id).await?;
-    cancel_on_node(gateway, &session).await;
-    gateway.meta.delete_upload(&repo, &id).await?;
+    let session = UploadToken::session(&repo, &id)?;
+    let node = gateway.blobs.node(session.staging_node).await?;
+    node.upload_status(&session.id).await?;
+    node.cancel_upload(&session.id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -259,19 +260,9 @@ async fn commit(
     session: &UploadSession,
     digest: &Digest,
 ) -> Result<(), ApiError> {
-    let committed = match node.commit_upload(&session.id, digest).await {
-        Ok(committed) => committed,
-        // A retried PUT after the node committed but meta did not: the staging file is gone, the
-        // verified blob is on the node, and the session is still open in meta.
-        Err(BlobError::UploadNotFound(_)) => match node.stat(digest).await? {
-            Some(size) => CommittedBlob {
-                size,
-                replicas: vec![session.staging_node],
-            },
-            None => return Err(BlobError::UploadNotFound(session.id.to_string()).into()),
-        },
-        Err(error) => return Err(error.into()),
-    };
+    // Idempotent on the node: a PUT retried after the node committed (and meta did not, or the
+    // answer was lost) commits again there, and only for the digest this upload became.
+    let committed = node.commit_upload(&session.id, digest).await?;
     let blob = BlobInfo {
         digest: digest.clone(),
         size: committed.size,
@@ -283,9 +274,10 @@ async fn commit(
         .await
     {
         Ok(()) => Ok(()),
-        Err(error @ MetaError::Retry(_)) => {
+        Err(error @ (MetaError::Retry(_) | MetaError::UploadUnknown(_))) => {
             // A copy of this blob was garbage-collected while the upload ran, so the node's
-            // claim cannot be trusted: this session can never commit; the client pushes again.
+            // claim cannot be trusted, or the token expired: this session can never commit;
+            // the client pushes again.
             abandon(gateway, session).await;
             Err(error.into())
         }
@@ -293,20 +285,9 @@ async fn commit(
     }
 }
 
-/// Closes a session that failed for good: staging file and meta record, both best effort. A
-/// session already gone (closed by meta itself, or abandoned once already) is what was wanted.
+/// Closes a session that failed for good by removing its staging file, best effort: a node that
+/// cannot be reached keeps it until its own cleanup of expired uploads.
 async fn abandon(gateway: &Gateway, session: &UploadSession) {
-    cancel_on_node(gateway, session).await;
-    match gateway.meta.delete_upload(&session.repo, &session.id).await {
-        Ok(()) | Err(MetaError::UploadUnknown(_)) => {}
-        Err(error) => {
-            tracing::warn!(upload = %session.id, %error, "could not close an abandoned upload session")
-        }
-    }
-}
-
-/// Removes the staging file; a node that cannot be reached keeps it until its own cleanup.
-async fn cancel_on_node(gateway: &Gateway, session: &UploadSession) {
     let cancelled = match gateway.blobs.node(session.staging_node).await {
         Ok(node) => node.cancel_upload(&session.id).await,
         Err(error) => Err(error),

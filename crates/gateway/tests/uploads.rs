@@ -74,7 +74,7 @@ async fn monolithic_post_creates_the_blob() {
         Some(digest.to_string().as_str())
     );
     assert!(
-        harness.meta.open_uploads().is_empty(),
+        harness.nodes.get(1).expect("node 1").staged_uploads() == 0,
         "the hidden session is closed"
     );
 
@@ -88,7 +88,7 @@ async fn monolithic_post_creates_the_blob() {
         .await;
     reply.assert_error(400, "DIGEST_INVALID");
     assert!(
-        harness.meta.open_uploads().is_empty(),
+        harness.nodes.get(1).expect("node 1").staged_uploads() == 0,
         "a failed monolithic push leaves no session"
     );
     harness
@@ -491,4 +491,45 @@ async fn retried_put_completes_after_the_node_already_committed() {
         .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, data);
+}
+
+/// An upload id stays a valid token after its upload is over, so the node decides: a finished
+/// upload commits again only as the blob it became, and a cancelled one never, whatever blob the
+/// node holds (else an id could claim a blob pushed to another repository).
+#[tokio::test]
+async fn an_upload_that_is_over_commits_again_only_as_its_own_blob() {
+    let harness = Harness::new();
+    let theirs = harness.push_blob("victim", b"someone else's layer").await;
+    let data = b"my layer".to_vec();
+    let digest = Digest::sha256_of(&data);
+    let location = harness.open_upload("thief").await;
+    let reply = harness
+        .call_with("PUT", &format!("{location}?digest={digest}"), &data)
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+
+    harness
+        .call("PUT", &format!("{location}?digest={theirs}"))
+        .await
+        .assert_error(404, "BLOB_UPLOAD_UNKNOWN");
+    let cancelled = harness.open_upload("thief").await;
+    assert_eq!(harness.call("DELETE", &cancelled).await.status, 204);
+    harness
+        .call("PUT", &format!("{cancelled}?digest={theirs}"))
+        .await
+        .assert_error(404, "BLOB_UPLOAD_UNKNOWN");
+    harness
+        .call("GET", &format!("/v2/thief/blobs/{theirs}"))
+        .await
+        .assert_error(404, "BLOB_UNKNOWN");
+
+    // The same commit again (a client that lost the 201) succeeds; the upload stays over.
+    let reply = harness
+        .call("PUT", &format!("{location}?digest={digest}"))
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    harness
+        .call("GET", &location)
+        .await
+        .assert_error(404, "BLOB_UPLOAD_UNKNOWN");
 }

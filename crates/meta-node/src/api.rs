@@ -19,7 +19,8 @@ use async_trait::async_trait;
 use cluster_api::{
     AuthChange, AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, DoomedBlob, MetaApi,
     MetaError, NamespaceUsage, NodeState, Page, PutManifest, ReplicationPolicy, RetentionAction,
-    RetentionRule, StoredManifest, SweepReport, UploadId, UploadSession,
+    RetentionRule, StoredManifest, SweepReport, UploadId, UploadSession, UploadToken,
+    UPLOAD_KEY_BYTES,
 };
 use meta_store::{Command, CommandOutput, StateReader, TypeConfig};
 use oci_model::{Descriptor, Digest, Reference, RepositoryName, Tag};
@@ -106,15 +107,24 @@ pub(crate) fn unix_ms() -> u64 {
         .unwrap_or_default()
 }
 
-/// Chooses the staging node for upload `id`: a weighted pick from the nodes sorted by id, keyed on
-/// the id's random bits so uploads spread over the nodes. Weight 0 marks a node that takes no
-/// new uploads.
-fn pick_staging_node(id: &UploadId, nodes: &[BlobNodeInfo]) -> Option<u64> {
+/// `N` bytes from the system's secure random source.
+fn random_bytes<const N: usize>() -> Result<[u8; N], MetaError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; N];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| MetaError::Internal("the system random source failed".to_owned()))?;
+    Ok(bytes)
+}
+
+/// Chooses the staging node for an upload: a weighted pick from the nodes sorted by id, keyed on
+/// the token's random `bits` so uploads spread over the nodes. Weight 0 marks a node that takes
+/// no new uploads.
+fn pick_staging_node(bits: u64, nodes: &[BlobNodeInfo]) -> Option<u64> {
     let total: u64 = nodes.iter().map(|node| u64::from(node.weight)).sum();
     if total == 0 {
         return None;
     }
-    let bits = u64::from_str_radix(id.as_str().get(..16)?, 16).ok()?;
     let mut point = bits % total;
     for node in nodes {
         let weight = u64::from(node.weight);
@@ -272,6 +282,20 @@ impl RaftMeta {
         Some(committed.max(lease.index))
     }
 
+    /// The key that signs upload tokens, set through Raft by the first leader that needs one.
+    async fn upload_key(&self) -> Result<Vec<u8>, MetaError> {
+        if let Some(key) = self.reader.upload_key()? {
+            return Ok(key);
+        }
+        let key: [u8; UPLOAD_KEY_BYTES] = random_bytes()?;
+        self.propose_done(Command::SetUploadKey { key: key.to_vec() })
+            .await?;
+        // Another proposal may have won: the state holds the one key.
+        self.reader
+            .upload_key()?
+            .ok_or_else(|| MetaError::Internal("the upload key was not set".to_owned()))
+    }
+
     async fn confirm_leadership(raft: &Raft<TypeConfig>) -> Result<Option<u64>, MetaError> {
         match raft.get_read_log_id().await {
             Ok((read_log_id, _applied)) => Ok(read_log_id.map(|log_id| log_id.index)),
@@ -339,11 +363,11 @@ impl MetaApi for RaftMeta {
         repo: &RepositoryName,
         avoid: &[BlobNodeId],
     ) -> Result<UploadSession, MetaError> {
-        let simple = uuid::Uuid::new_v4().simple().to_string();
-        let id = UploadId::parse(&simple).ok_or_else(|| {
-            MetaError::Internal(format!("generated upload id {simple} is malformed"))
-        })?;
-        self.linearize().await?;
+        // On the leader only: the token's start time is the leader's clock, as the deletion
+        // fences' times are.
+        self.linearize_on_leader().await?;
+        let key = self.upload_key().await?;
+        let nonce: [u8; 16] = random_bytes()?;
         let nodes: Vec<BlobNodeInfo> = self
             .reader
             .cluster_map()?
@@ -352,34 +376,15 @@ impl MetaApi for RaftMeta {
             .filter(|member| member.state == NodeState::Up && !avoid.contains(&member.node.id))
             .map(|member| member.node)
             .collect();
-        let staging_node = pick_staging_node(&id, &nodes).ok_or(MetaError::NoBlobNodes)?;
-        let started_ms = unix_ms();
-        let session = UploadSession {
-            id,
+        let bits = u64::from_be_bytes(nonce[..8].try_into().unwrap_or_default());
+        let staging_node = pick_staging_node(bits, &nodes).ok_or(MetaError::NoBlobNodes)?;
+        let token = UploadToken::mint(&key, repo, staging_node, unix_ms(), nonce);
+        Ok(UploadSession {
+            id: token.id(),
             repo: repo.clone(),
             staging_node,
-            started_ms,
-        };
-        self.propose_done(Command::CreateUpload {
-            session: session.clone(),
+            started_ms: token.started_ms(),
         })
-        .await?;
-        Ok(session)
-    }
-
-    async fn get_upload(
-        &self,
-        repo: &RepositoryName,
-        id: &UploadId,
-    ) -> Result<UploadSession, MetaError> {
-        self.linearize().await?;
-        self.reader.get_upload(repo, id)
-    }
-
-    async fn delete_upload(&self, repo: &RepositoryName, id: &UploadId) -> Result<(), MetaError> {
-        let repo = repo.clone();
-        let id = id.clone();
-        self.propose_done(Command::DeleteUpload { repo, id }).await
     }
 
     async fn commit_blob(
@@ -634,7 +639,9 @@ impl MetaApi for RaftMeta {
 
     async fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError> {
         self.linearize().await?;
-        self.reader.open_uploads(ids)
+        let expiry = u64::try_from(self.gc.upload_expiry.as_millis()).unwrap_or(u64::MAX);
+        let since_ms = unix_ms().saturating_sub(expiry);
+        self.reader.open_uploads(ids, since_ms)
     }
 
     async fn collect_garbage(&self) -> Result<SweepReport, MetaError> {
@@ -731,21 +738,14 @@ mod tests {
         }
     }
 
-    /// An upload id whose first 64 bits are `bits`.
-    fn id(bits: u64) -> UploadId {
-        UploadId::parse(&format!("{bits:016x}{:016x}", u64::MAX)).expect("valid id")
-    }
-
     #[test]
     fn staging_node_pick_is_deterministic_and_weighted() {
         let nodes = [node(1, 1), node(2, 0), node(3, 3)];
         // Total weight 4: point 0 falls on node 1, points 1..=3 on node 3, node 2 never.
-        let picks: Vec<_> = (0..8)
-            .map(|bits| pick_staging_node(&id(bits), &nodes))
-            .collect();
+        let picks: Vec<_> = (0..8).map(|bits| pick_staging_node(bits, &nodes)).collect();
         let expected = [1, 3, 3, 3, 1, 3, 3, 3].map(Some);
         assert_eq!(picks, expected);
-        assert_eq!(pick_staging_node(&id(0), &[node(2, 0)]), None);
-        assert_eq!(pick_staging_node(&id(0), &[]), None);
+        assert_eq!(pick_staging_node(0, &[node(2, 0)]), None);
+        assert_eq!(pick_staging_node(0, &[]), None);
     }
 }

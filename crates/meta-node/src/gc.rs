@@ -43,9 +43,8 @@ pub(crate) async fn sweep(
         let command = Command::Sweep {
             now_ms,
             links_pushed_before_ms: now_ms.saturating_sub(millis(settings.upload_grace)),
-            uploads_started_before_ms: now_ms.saturating_sub(millis(settings.upload_expiry)),
-            // A fence guards commits of uploads that started before it; once every such session
-            // has expired, it guards nothing.
+            // A fence guards commits of uploads that started before it; once every such upload
+            // has expired, it guards nothing (and the state refuses older tokens from then on).
             fences_before_ms: now_ms
                 .saturating_sub(millis(settings.upload_expiry) + 2 * millis(settings.interval)),
             limit: SWEEP_LIMIT,
@@ -59,7 +58,6 @@ pub(crate) async fn sweep(
         };
         total.links_removed += report.links_removed;
         total.blobs_doomed += report.blobs_doomed;
-        total.uploads_expired += report.uploads_expired;
         total.fences_expired += report.fences_expired;
         total.more = report.more;
         if !report.more {
@@ -123,12 +121,9 @@ pub(crate) async fn run_collector(
             Ok(report) if report != SweepReport::default() => {
                 metrics::counter!("wharf_gc_links_removed_total").increment(report.links_removed);
                 metrics::counter!("wharf_gc_blobs_doomed_total").increment(report.blobs_doomed);
-                metrics::counter!("wharf_gc_uploads_expired_total")
-                    .increment(report.uploads_expired);
                 tracing::info!(
                     links_removed = report.links_removed,
                     blobs_doomed = report.blobs_doomed,
-                    uploads_expired = report.uploads_expired,
                     fences_expired = report.fences_expired,
                     "garbage-collection sweep"
                 );

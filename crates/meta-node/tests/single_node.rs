@@ -3,7 +3,7 @@
 
 mod common;
 
-use cluster_api::{MetaApi, MetaError, Page, UploadId};
+use cluster_api::{MetaApi, MetaError, Page, UploadId, UploadToken};
 use common::*;
 use meta_node::MetaNode;
 use oci_model::Reference;
@@ -40,26 +40,31 @@ async fn every_call_end_to_end_and_after_restart() {
     assert!(UploadId::parse(session.id.as_str()).is_some());
     assert!([1, 2].contains(&session.staging_node));
     assert!(session.started_ms > 1_600_000_000_000);
-    assert_eq!(api.get_upload(&app, &session.id).await, Ok(session.clone()));
+    // The id is the session: a signed token naming the staging node and the start.
+    assert_eq!(UploadToken::session(&app, &session.id), Ok(session.clone()));
     let unknown = MetaError::UploadUnknown(session.id.to_string());
     assert_eq!(
-        api.get_upload(&repo("other"), &session.id).await,
+        UploadToken::session(&repo("other"), &session.id),
         Err(unknown.clone())
     );
-
-    let cancelled = api.create_upload(&app, &[]).await.expect("second upload");
-    assert_ne!(cancelled.id, session.id);
-    api.delete_upload(&app, &cancelled.id)
-        .await
-        .expect("delete upload");
-    let gone = Err(MetaError::UploadUnknown(cancelled.id.to_string()));
-    assert_eq!(api.delete_upload(&app, &cancelled.id).await, gone);
+    let second = api.create_upload(&app, &[]).await.expect("second upload");
+    assert_ne!(second.id, session.id);
+    assert_eq!(
+        api.open_uploads(&[session.id.clone(), second.id.clone()])
+            .await,
+        Ok(vec![session.id.clone(), second.id.clone()])
+    );
 
     let layer = blob("layer");
+    // A token is checked at commit: in another repository it is refused.
+    assert_eq!(
+        api.commit_blob(&repo("other"), layer.clone(), Some(session.id.clone()))
+            .await,
+        Err(unknown)
+    );
     api.commit_blob(&app, layer.clone(), Some(session.id.clone()))
         .await
         .expect("commit");
-    assert_eq!(api.get_upload(&app, &session.id).await, Err(unknown));
     assert_eq!(api.stat_blob(&app, &layer.digest).await, Ok(layer.clone()));
     let mirror = repo("mirror");
     assert_eq!(

@@ -3,12 +3,12 @@
 
 use cluster_api::{
     AuthChange, BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PutManifest,
-    ReplicationPolicy, RetentionRule, SweepReport, UploadId, UploadSession,
+    ReplicationPolicy, RetentionRule, SweepReport, UploadId, UploadToken,
 };
 use oci_model::{Digest, RepositoryName, Tag};
 
 use crate::command::{Command, CommandOutput, CommandResponse};
-use crate::db::{decode, Table};
+use crate::db::Table;
 use crate::error::StoreError;
 use crate::kv::{KvRead, Txn};
 use crate::refs;
@@ -24,8 +24,13 @@ pub(crate) fn apply_command(
     command: Command,
 ) -> Result<CommandResponse, StoreError> {
     let outcome = match command {
-        Command::CreateUpload { session } => create_upload(txn, &session),
-        Command::DeleteUpload { repo, id } => delete_upload(txn, &repo, &id),
+        Command::CreateUpload { .. } | Command::DeleteUpload { .. } => Ok(DONE),
+        Command::SetUploadKey { key } => {
+            if state::upload_key(txn)?.is_none() {
+                state::put_upload_key(txn, &key)?;
+            }
+            Ok(DONE)
+        }
         Command::CommitBlob {
             repo,
             blob,
@@ -90,17 +95,12 @@ pub(crate) fn apply_command(
         Command::Sweep {
             now_ms,
             links_pushed_before_ms,
-            uploads_started_before_ms,
             fences_before_ms,
             limit,
         } => sweep(
             txn,
             now_ms,
-            (
-                links_pushed_before_ms,
-                uploads_started_before_ms,
-                fences_before_ms,
-            ),
+            (links_pushed_before_ms, fences_before_ms),
             limit,
         ),
         Command::ConfirmBlobDeletions {
@@ -175,21 +175,6 @@ fn delete_retention_rule(txn: &mut Txn<'_>, id: &str) -> Outcome {
     Ok(DONE)
 }
 
-fn create_upload(txn: &mut Txn<'_>, session: &UploadSession) -> Outcome {
-    state::put_upload(txn, session)?;
-    Ok(DONE)
-}
-
-fn delete_upload(txn: &mut Txn<'_>, repo: &RepositoryName, id: &UploadId) -> Outcome {
-    match state::upload(txn, id)? {
-        Some(session) if session.repo == *repo => {
-            state::delete_upload(txn, id);
-            Ok(DONE)
-        }
-        _ => Ok(Err(MetaError::UploadUnknown(id.to_string()))),
-    }
-}
-
 fn commit_blob(
     txn: &mut Txn<'_>,
     repo: &RepositoryName,
@@ -197,24 +182,26 @@ fn commit_blob(
     upload: Option<&UploadId>,
     now_ms: u64,
 ) -> Outcome {
-    let session = match upload {
-        Some(id) => state::upload(txn, id)?.filter(|session| session.repo == *repo),
-        None => None,
+    let started_ms = match upload.map(|id| (id, UploadToken::decode(id))) {
+        Some((id, Some(token))) => {
+            let signed = state::upload_key(txn)?.is_some_and(|key| token.verify(&key, repo));
+            if !signed || token.started_ms() < state::fence_horizon(txn)? + refs::FENCE_MARGIN_MS {
+                // Not an upload that may commit (forged, of another repository, or expired):
+                // the copies its node wrote are doomed like those of any refused commit.
+                refs::discard_claim(txn, &blob.digest, blob.size, &blob.replicas, now_ms)?;
+                return Ok(Err(MetaError::UploadUnknown(id.to_string())));
+            }
+            Some(token.started_ms())
+        }
+        _ => None,
     };
-    if let Err(error) = refs::check_fence(
-        txn,
-        &blob.digest,
-        session.as_ref().map(|session| session.started_ms),
-    )? {
+    if let Err(error) = refs::check_fence(txn, &blob.digest, started_ms)? {
         refs::discard_claim(txn, &blob.digest, blob.size, &blob.replicas, now_ms)?;
         return Ok(Err(error));
     }
     if !state::blob_linked(txn, repo, &blob.digest)? {
         if let Err(error) = refs::check_quota(txn, repo, true, &blob.digest, blob.size)? {
             refs::discard_claim(txn, &blob.digest, blob.size, &blob.replicas, now_ms)?;
-            if let Some(session) = session {
-                state::delete_upload(txn, &session.id);
-            }
             return Ok(Err(error));
         }
     }
@@ -249,9 +236,6 @@ fn commit_blob(
     state::put_blob(txn, &blob.digest, &record)?;
     refs::link_blob(txn, repo, &blob.digest, now_ms)?;
     state::put_repository(txn, repo);
-    if let Some(session) = session {
-        state::delete_upload(txn, &session.id);
-    }
     Ok(DONE)
 }
 
@@ -392,7 +376,7 @@ fn delete_tag(txn: &mut Txn<'_>, repo: &RepositoryName, tag: &Tag) -> Outcome {
 fn sweep(
     txn: &mut Txn<'_>,
     now_ms: u64,
-    (links_before_ms, uploads_before_ms, fences_before_ms): (u64, u64, u64),
+    (links_before_ms, fences_before_ms): (u64, u64),
     limit: u32,
 ) -> Outcome {
     let limit = limit.max(1) as usize;
@@ -427,23 +411,6 @@ fn sweep(
         }
     }
 
-    let mut sessions = Vec::new();
-    txn.scan(Table::Uploads, b"", None, &mut |_, value| {
-        let session: UploadSession = decode("upload session", value)?;
-        if session.started_ms < uploads_before_ms {
-            sessions.push(session.id);
-        }
-        Ok(sessions.len() <= limit)
-    })?;
-    if sessions.len() > limit {
-        sessions.truncate(limit);
-        report.more = true;
-    }
-    for id in sessions {
-        state::delete_upload(txn, &id);
-        report.uploads_expired += 1;
-    }
-
     let mut fences = Vec::new();
     txn.scan(Table::Fences, b"t", None, &mut |row, _| {
         let (deleted_ms, digest) = refs::parse_fence_time_key(row)?;
@@ -453,9 +420,15 @@ fn sweep(
         fences.push((deleted_ms, digest));
         Ok(fences.len() <= limit)
     })?;
+    // Every fence before the horizon is gone; when the page stops short, only those it drops.
+    let mut horizon = fences_before_ms;
     if fences.len() > limit {
         fences.truncate(limit);
         report.more = true;
+        horizon = fences.last().map_or(0, |(deleted_ms, _)| deleted_ms + 1);
+    }
+    if horizon > state::fence_horizon(txn)? {
+        state::put_fence_horizon(txn, horizon)?;
     }
     for (deleted_ms, digest) in fences {
         txn.delete(Table::Fences, refs::fence_time_key(deleted_ms, &digest));

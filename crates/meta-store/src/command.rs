@@ -14,12 +14,18 @@ use serde::{Deserialize, Serialize};
 /// proposer and carried here: applying is deterministic and idempotent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    /// Records an open upload session. Does not create the repository.
+    /// Retired: upload sessions were rows of the state; they are signed tokens now
+    /// (`cluster_api::UploadToken`). Still decoded from old logs, and applied as nothing.
     CreateUpload { session: UploadSession },
-    /// Closes a session of `repo`; `UploadUnknown` if absent or of another repository.
+    /// Retired with `CreateUpload`; applied as nothing.
     DeleteUpload { repo: RepositoryName, id: UploadId },
-    /// Records a durable blob, links it into `repo` (pushed at `now_ms`) and closes `upload` if
-    /// it is a session of `repo`. A missing `upload` is not an error (the commit may be a retry).
+    /// Sets the key that signs upload tokens, unless one is set already (so concurrent
+    /// proposals settle on the first). Proposed once, by the first leader asked for an upload.
+    SetUploadKey { key: Vec<u8> },
+    /// Records a durable blob and links it into `repo` (pushed at `now_ms`). `upload` is the
+    /// token of the session that staged it: `UploadUnknown` unless this state's key signed it for
+    /// `repo` after the fence horizon (see `Sweep`); its start time is what the deletion fence is
+    /// checked against (no token, or an id of another shape from an old log: not trusted).
     /// A doomed blob comes back; `Retry` when a copy of it was deleted after the upload started.
     CommitBlob {
         repo: RepositoryName,
@@ -129,13 +135,13 @@ pub enum Command {
     },
     /// One garbage-collection sweep, its cut-offs chosen by the proposing leader: removes blob
     /// links unreferenced since before `links_pushed_before_ms` (dooming blobs that lose their
-    /// last link), closes upload sessions started before `uploads_started_before_ms`, drops
-    /// deletion fences older than `fences_before_ms`; at most `limit` of each. Answers
+    /// last link) and drops deletion fences older than `fences_before_ms`, at most `limit` of
+    /// each. `fences_before_ms` becomes the fence horizon: an upload token started before it can
+    /// no longer be checked against the fences it dropped, so it never commits. Answers
     /// [`CommandOutput::Swept`].
     Sweep {
         now_ms: u64,
         links_pushed_before_ms: u64,
-        uploads_started_before_ms: u64,
         fences_before_ms: u64,
         limit: u32,
     },

@@ -28,6 +28,8 @@ pub(crate) enum Table {
     Blobs,
     BlobLinks,
     Referrers,
+    /// Retired (upload sessions are signed tokens now): never written, still opened and still in
+    /// [`Table::STATE`], whose positions number the tables in snapshot files.
     Uploads,
     BlobNodes,
     NodeStates,

@@ -32,12 +32,14 @@
 //! blob_links      repo \0 digest                        BlobLinkRecord: refs (manifests of the
 //!                                                       repo using it), pushed_ms
 //! referrers       repo \0 subject \0 referrer digest    Descriptor (json)
-//! uploads         upload id                             UploadSession (json)
+//! uploads         retired (sessions are signed tokens   never written; kept so that the table
+//!                 now, cluster_api::UploadToken)         numbers in snapshot files stay put
 //! blob_nodes      node id: u64 BE                       BlobNodeInfo (json)
 //! node_states     node id: u64 BE                       NodeState (json); no row means Up
 //! cluster         "epoch" | "policy" | "auth" |         u64 / ReplicationPolicy / AuthState /
 //!                 "immutable_tags" | "quotas" |         rules / {namespace: bytes} / rules /
-//!                 "retention" | "gc_generation"         u64 (json)
+//!                 "retention" | "gc_generation" |       u64 / the upload-token key /
+//!                 "upload_key" | "fence_horizon"        ms before which tokens never commit
 //! unreferenced    pushed_ms: u64 BE, repo \0 digest     "" (a blob link no manifest uses)
 //! doomed          digest                                DoomedRecord: size, nodes still holding
 //!                                                       a copy, generation

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cluster_api::{
     AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, DoomedBlob, MetaError,
-    NamespaceUsage, Page, RetentionAction, RetentionRule, StoredManifest, UploadId, UploadSession,
+    NamespaceUsage, Page, RetentionAction, RetentionRule, StoredManifest, UploadId, UploadToken,
 };
 use oci_model::{Descriptor, Digest, Reference, RepositoryName};
 use openraft::LogId;
@@ -14,6 +14,7 @@ use openraft::LogId;
 use crate::db::{decode, Database, Table};
 use crate::error::StoreError;
 use crate::kv::{DbView, KvRead};
+use crate::refs;
 use crate::state::{self, parse_digest, prefix, split_key, BlobRecord, DoomedRecord};
 
 /// A cheap, clone-able read handle on the state machine's tables.
@@ -65,16 +66,9 @@ impl StateReader {
         state::last_applied(&self.view()?)
     }
 
-    /// The session `id`, if it belongs to `repo`; else `UploadUnknown`.
-    pub fn get_upload(
-        &self,
-        repo: &RepositoryName,
-        id: &UploadId,
-    ) -> Result<UploadSession, MetaError> {
-        match state::upload(&self.view()?, id)? {
-            Some(session) if session.repo == *repo => Ok(session),
-            _ => Err(MetaError::UploadUnknown(id.to_string())),
-        }
+    /// The key that signs upload tokens; `None` until a leader has set one.
+    pub fn upload_key(&self) -> Result<Option<Vec<u8>>, MetaError> {
+        Ok(state::upload_key(&self.view()?)?)
     }
 
     /// Blob `digest` if it is linked in `repo`; else `BlobUnknown`.
@@ -137,16 +131,23 @@ impl StateReader {
         Ok(usage)
     }
 
-    /// Those of `ids` that are open upload sessions, in the order given.
-    pub fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError> {
-        let view = self.view()?;
-        let mut open = Vec::new();
-        for id in ids {
-            if state::upload(&view, id)?.is_some() {
-                open.push(id.clone());
-            }
-        }
-        Ok(open)
+    /// Those of `ids` that are upload tokens started at or after `since_ms` and after the fence
+    /// horizon (so they could still commit), in the order given.
+    pub fn open_uploads(
+        &self,
+        ids: &[UploadId],
+        since_ms: u64,
+    ) -> Result<Vec<UploadId>, MetaError> {
+        let horizon = state::fence_horizon(&self.view()?)?;
+        Ok(ids
+            .iter()
+            .filter(|id| {
+                UploadToken::decode(id).is_some_and(|token| {
+                    token.started_ms() >= since_ms.max(horizon + refs::FENCE_MARGIN_MS)
+                })
+            })
+            .cloned()
+            .collect())
     }
 
     /// Doomed blobs whose copy on `node` is still to be deleted, in digest order after `after`,

@@ -3,7 +3,7 @@
 
 use cluster_api::{
     AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, ClusterMember, ImmutableTagRule,
-    NodeState, ReplicationPolicy, RetentionRule, UploadId, UploadSession,
+    NodeState, ReplicationPolicy, RetentionRule,
 };
 use std::collections::BTreeMap;
 
@@ -24,6 +24,8 @@ const POLICY: &[u8] = b"policy";
 const AUTH: &[u8] = b"auth";
 const QUOTAS: &[u8] = b"quotas";
 const RETENTION: &[u8] = b"retention";
+const UPLOAD_KEY: &[u8] = b"upload_key";
+const FENCE_HORIZON: &[u8] = b"fence_horizon";
 /// The immutable-tag rules alone (also in the auth state), so a tagged manifest PUT reads a few
 /// bytes, not every account.
 const IMMUTABLE_TAGS: &[u8] = b"immutable_tags";
@@ -316,10 +318,23 @@ pub(crate) fn usage(kv: &impl KvRead, namespace: &str) -> Result<UsageRecord, St
         .unwrap_or_default())
 }
 
-pub(crate) fn upload(kv: &impl KvRead, id: &UploadId) -> Result<Option<UploadSession>, StoreError> {
-    kv.get(Table::Uploads, id.as_str().as_bytes())?
-        .map(|bytes| decode("upload session", &bytes))
-        .transpose()
+/// The key that signs upload tokens, once the first leader asked for an upload has set it.
+pub(crate) fn upload_key(kv: &impl KvRead) -> Result<Option<Vec<u8>>, StoreError> {
+    cluster_value(kv, UPLOAD_KEY, "upload key")
+}
+
+pub(crate) fn put_upload_key(txn: &mut Txn<'_>, key: &[u8]) -> Result<(), StoreError> {
+    put_cluster_value(txn, UPLOAD_KEY, "upload key", &key)
+}
+
+/// Deletion fences older than this (unix ms) have been dropped: an upload started before it can
+/// no longer be checked against them. 0 until a sweep drops one.
+pub(crate) fn fence_horizon(kv: &impl KvRead) -> Result<u64, StoreError> {
+    cluster_value(kv, FENCE_HORIZON, "fence horizon")
+}
+
+pub(crate) fn put_fence_horizon(txn: &mut Txn<'_>, horizon_ms: u64) -> Result<(), StoreError> {
+    put_cluster_value(txn, FENCE_HORIZON, "fence horizon", &horizon_ms)
 }
 
 pub(crate) fn blob_node(
@@ -746,19 +761,6 @@ pub(crate) fn delete_referrer(
     referrer: &Digest,
 ) {
     txn.delete(Table::Referrers, referrer_key(repo, subject, referrer));
-}
-
-pub(crate) fn put_upload(txn: &mut Txn<'_>, session: &UploadSession) -> Result<(), StoreError> {
-    txn.put(
-        Table::Uploads,
-        session.id.as_str().as_bytes(),
-        encode("upload session", session)?,
-    );
-    Ok(())
-}
-
-pub(crate) fn delete_upload(txn: &mut Txn<'_>, id: &UploadId) {
-    txn.delete(Table::Uploads, id.as_str().as_bytes());
 }
 
 pub(crate) fn put_blob_node(txn: &mut Txn<'_>, node: &BlobNodeInfo) -> Result<(), StoreError> {

@@ -19,46 +19,59 @@ fn page(items: &[&str], more: bool) -> Page {
 }
 
 #[tokio::test]
-async fn upload_sessions() {
+async fn upload_tokens() {
     let dir = TempDir::new().expect("tempdir");
     let mut store = Applier::new(open(&dir));
-    let session = session(1, "team/app");
-    let create = Command::CreateUpload {
-        session: session.clone(),
-    };
-    assert_eq!(store.apply(create).await, DONE);
-    let reader = &store.store.reader;
-    assert_eq!(
-        reader.get_upload(&repo("team/app"), &upload_id(1)),
-        Ok(session)
-    );
-    let unknown = MetaError::UploadUnknown(upload_id(1).to_string());
-    assert_eq!(
-        reader.get_upload(&repo("other"), &upload_id(1)),
-        Err(unknown.clone())
-    );
-    // An upload alone does not create the repository.
-    assert_eq!(reader.list_repositories(None, 10), Ok(page(&[], false)));
-    let name_unknown = Err(MetaError::NameUnknown("team/app".to_owned()));
-    assert_eq!(reader.list_tags(&repo("team/app"), None, 10), name_unknown);
-
-    let delete_in = |name: &str| Command::DeleteUpload {
+    let reader = store.store.reader.clone();
+    assert_eq!(reader.upload_key(), Ok(None));
+    let commit = |name: &str, upload| Command::CommitBlob {
+        now_ms: 1,
         repo: repo(name),
+        blob: blob("layer", &[1]),
+        upload: Some(upload),
+    };
+    // Before any key is set no token verifies.
+    let early = token("team/app", 1, 1_000);
+    let unknown = |id: &cluster_api::UploadId| Err(MetaError::UploadUnknown(id.to_string()));
+    assert_eq!(
+        store.apply(commit("team/app", early.clone())).await,
+        unknown(&early)
+    );
+
+    // The first key set stays: a second proposal (another leader racing) changes nothing.
+    assert_eq!(store.apply(set_upload_key()).await, DONE);
+    let other_key = Command::SetUploadKey { key: vec![9; 32] };
+    assert_eq!(store.apply(other_key).await, DONE);
+    assert_eq!(reader.upload_key(), Ok(Some(UPLOAD_KEY.to_vec())));
+
+    // A token of another repository, or signed with another key, does not commit.
+    let elsewhere = token("other", 1, 1_000);
+    assert_eq!(
+        store.apply(commit("team/app", elsewhere.clone())).await,
+        unknown(&elsewhere)
+    );
+    let forged =
+        cluster_api::UploadToken::mint(&[9; 32], &repo("team/app"), 7, 1_000, [1; 16]).id();
+    assert_eq!(
+        store.apply(commit("team/app", forged.clone())).await,
+        unknown(&forged)
+    );
+    assert_eq!(reader.list_repositories(None, 10), Ok(page(&[], false)));
+
+    assert_eq!(store.apply(commit("team/app", early.clone())).await, DONE);
+    assert_eq!(
+        reader.list_repositories(None, 10),
+        Ok(page(&["team/app"], false))
+    );
+    // A commit retried with the same token is accepted again.
+    assert_eq!(store.apply(commit("team/app", early)).await, DONE);
+
+    // Entries of the retired session commands, still in old logs, apply as nothing.
+    let retired = Command::DeleteUpload {
+        repo: repo("team/app"),
         id: upload_id(1),
     };
-    assert_eq!(store.apply(delete_in("other")).await, Err(unknown.clone()));
-    assert_eq!(store.apply(delete_in("team/app")).await, DONE);
-    assert_eq!(
-        store.apply(delete_in("team/app")).await,
-        Err(unknown.clone())
-    );
-    assert_eq!(
-        store
-            .store
-            .reader
-            .get_upload(&repo("team/app"), &upload_id(1)),
-        Err(unknown)
-    );
+    assert_eq!(store.apply(retired).await, DONE);
 }
 
 #[tokio::test]
@@ -66,19 +79,19 @@ async fn blob_commit_mount_unlink() {
     let dir = TempDir::new().expect("tempdir");
     let mut store = Applier::new(open(&dir));
     let layer = blob("layer", &[1, 2]);
-    store
-        .apply(Command::CreateUpload {
-            session: session(1, "a"),
-        })
-        .await
-        .expect("create upload");
+    store.apply(set_upload_key()).await.expect("set upload key");
     let commit = |replicas: &[u64], upload| Command::CommitBlob {
         now_ms: 1,
         repo: repo("a"),
         blob: blob("layer", replicas),
         upload,
     };
-    assert_eq!(store.apply(commit(&[1, 2], Some(upload_id(1)))).await, DONE);
+    assert_eq!(
+        store
+            .apply(commit(&[1, 2], Some(token("a", 1, 1_000))))
+            .await,
+        DONE
+    );
     let reader = store.store.reader.clone();
     assert_eq!(
         reader.stat_blob(&repo("a"), &layer.digest),
@@ -88,14 +101,15 @@ async fn blob_commit_mount_unlink() {
         reader.stat_blob(&repo("b"), &layer.digest),
         Err(MetaError::BlobUnknown(layer.digest.clone()))
     );
-    assert!(
-        reader.get_upload(&repo("a"), &upload_id(1)).is_err(),
-        "commit closes the upload"
-    );
     assert_eq!(reader.list_repositories(None, 10), Ok(page(&["a"], false)));
 
     // A retried commit is accepted; new replicas join the end of the read order.
-    assert_eq!(store.apply(commit(&[3, 1], Some(upload_id(1)))).await, DONE);
+    assert_eq!(
+        store
+            .apply(commit(&[3, 1], Some(token("a", 1, 1_000))))
+            .await,
+        DONE
+    );
     assert_eq!(
         reader
             .stat_blob(&repo("a"), &layer.digest)
@@ -468,17 +482,12 @@ pub fn scenario() -> Vec<Command> {
     let other = manifest("app", "other", Some("v2"), &[&config.digest], None);
     vec![
         Command::RegisterBlobNode(node(1)),
-        Command::CreateUpload {
-            session: session(1, "app"),
-        },
-        Command::CreateUpload {
-            session: session(2, "app"),
-        },
+        set_upload_key(),
         Command::CommitBlob {
             now_ms: 1,
             repo: repo("app"),
             blob: config.clone(),
-            upload: Some(upload_id(1)),
+            upload: Some(token("app", 1, 1_000)),
         },
         Command::MountBlob {
             now_ms: 1,

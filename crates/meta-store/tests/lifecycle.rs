@@ -15,11 +15,12 @@ const NODE: u64 = 7;
 /// Sessions start at 1_700_000_000 s (see `common::session`); pushes happen around then.
 const T0_MS: u64 = 1_700_000_000_000;
 
-fn commit(repo_name: &str, content: &str, upload: Option<u8>, now_ms: u64) -> Command {
+/// A commit of `content` into `repo_name`, by an upload token started at `started_ms` if given.
+fn commit(repo_name: &str, content: &str, started_ms: Option<u64>, now_ms: u64) -> Command {
     Command::CommitBlob {
         repo: repo(repo_name),
         blob: blob(content, &[NODE]),
-        upload: upload.map(upload_id),
+        upload: started_ms.map(|started_ms| token(repo_name, 1, started_ms)),
         now_ms,
     }
 }
@@ -39,11 +40,10 @@ fn delete(repo_name: &str, digest: &Digest) -> Command {
     }
 }
 
-fn sweep(links_before_ms: u64, uploads_before_ms: u64) -> Command {
+fn sweep(links_before_ms: u64) -> Command {
     Command::Sweep {
         now_ms: links_before_ms,
         links_pushed_before_ms: links_before_ms,
-        uploads_started_before_ms: uploads_before_ms,
         fences_before_ms: 0,
         limit: 100,
     }
@@ -131,10 +131,10 @@ async fn counts_follow_pushes_and_deletes_and_gc_waits_for_the_grace() {
     // grace, and the blobs stay while team/b links them.
     assert_eq!(store.apply(delete("team/a", &image.digest)).await, DONE);
     consistent(&reader);
-    let early = swept(store.apply(sweep(T0_MS, 0)).await);
+    let early = swept(store.apply(sweep(T0_MS)).await);
     assert_eq!(early, SweepReport::default());
     assert!(reader.stat_blob(&repo("team/a"), &digest("layer")).is_ok());
-    let later = swept(store.apply(sweep(T0_MS + 1, 0)).await);
+    let later = swept(store.apply(sweep(T0_MS + 1)).await);
     assert_eq!((later.links_removed, later.blobs_doomed), (2, 0));
     assert!(reader.stat_blob(&repo("team/a"), &digest("layer")).is_err());
     assert!(reader.stat_blob(&repo("team/b"), &digest("layer")).is_ok());
@@ -146,7 +146,7 @@ async fn counts_follow_pushes_and_deletes_and_gc_waits_for_the_grace() {
 
     // The last links go: both blobs are doomed, the manifest record is gone, usage is zero.
     assert_eq!(store.apply(delete("team/b", &image.digest)).await, DONE);
-    let last = swept(store.apply(sweep(T0_MS + 1, 0)).await);
+    let last = swept(store.apply(sweep(T0_MS + 1)).await);
     assert_eq!((last.links_removed, last.blobs_doomed), (2, 2));
     consistent(&reader);
     let mut doomed_digests: Vec<Digest> = doomed(&reader).into_iter().map(|d| d.digest).collect();
@@ -198,10 +198,10 @@ async fn a_blob_a_deleted_manifest_used_gets_a_fresh_grace() {
         now_ms: T0_MS + hour,
     };
     assert_eq!(store.apply(delete_late).await, DONE);
-    let report = swept(store.apply(sweep(T0_MS + hour, 0)).await);
+    let report = swept(store.apply(sweep(T0_MS + hour)).await);
     assert_eq!(report.links_removed, 0);
     assert!(reader.stat_blob(&repo("a"), &digest("layer")).is_ok());
-    let report = swept(store.apply(sweep(T0_MS + hour + 1, 0)).await);
+    let report = swept(store.apply(sweep(T0_MS + hour + 1)).await);
     assert_eq!((report.links_removed, report.blobs_doomed), (1, 1));
     consistent(&reader);
 }
@@ -283,14 +283,9 @@ async fn deletion_is_confirmed_per_generation_and_a_push_brings_a_blob_back() {
 
     // "one" was deleted on the node at T0+10s. An upload that started before that cannot vouch
     // for its copy: the commit is refused, and its copy is doomed so the node removes it.
-    store
-        .apply(Command::CreateUpload {
-            session: session(1, "a"),
-        })
-        .await
-        .expect("session");
+    store.apply(set_upload_key()).await.expect("upload key");
     let refused = store
-        .apply(commit("a", "one", Some(1), T0_MS + 20_000))
+        .apply(commit("a", "one", Some(T0_MS), T0_MS + 20_000))
         .await;
     assert!(matches!(refused, Err(MetaError::Retry(_))), "{refused:?}");
     assert!(reader.stat_blob(&repo("a"), &digest("one")).is_err());
@@ -298,24 +293,14 @@ async fn deletion_is_confirmed_per_generation_and_a_push_brings_a_blob_back() {
     assert_eq!(again.len(), 1);
     assert!(again[0].generation > generation("one"));
     // An upload that started after the deletion (and its margin) is trusted.
-    let mut late = session(2, "a");
-    late.started_ms = T0_MS + 20_000;
-    store
-        .apply(Command::CreateUpload { session: late })
-        .await
-        .expect("session");
     assert_eq!(
         store
-            .apply(commit("a", "one", Some(2), T0_MS + 21_000))
+            .apply(commit("a", "one", Some(T0_MS + 20_000), T0_MS + 21_000))
             .await,
         DONE
     );
     assert!(reader.stat_blob(&repo("a"), &digest("one")).is_ok());
     assert!(doomed(&reader).is_empty());
-    assert!(reader
-        .open_uploads(&[upload_id(2)])
-        .expect("open")
-        .is_empty());
     consistent(&reader);
 }
 
@@ -374,7 +359,7 @@ async fn an_index_keeps_its_children_and_takes_them_when_it_goes() {
         store.apply(delete("app", &amd64.digest)).await,
         Err(MetaError::Denied(_))
     ));
-    let report = swept(store.apply(sweep(u64::MAX, 0)).await);
+    let report = swept(store.apply(sweep(u64::MAX)).await);
     assert_eq!(report.links_removed, 0);
     for child in [&amd64, &arm64] {
         assert!(reader
@@ -398,7 +383,7 @@ async fn an_index_keeps_its_children_and_takes_them_when_it_goes() {
         .expect("referrers");
     assert_eq!(referrers.len(), 1, "the tagged sbom stays listed");
     // layer-arm64 lost its only manifest; layer-amd64 is still used by the tagged child.
-    let report = swept(store.apply(sweep(u64::MAX, 0)).await);
+    let report = swept(store.apply(sweep(u64::MAX)).await);
     assert_eq!((report.links_removed, report.blobs_doomed), (1, 1));
     assert_eq!(doomed(&reader)[0].digest, digest("layer-arm64"));
     consistent(&reader);
@@ -430,23 +415,14 @@ async fn quotas_refuse_growth_at_commit_and_never_what_the_namespace_holds() {
             .await,
         DONE
     );
-    store
-        .apply(Command::CreateUpload {
-            session: session(1, "team/a"),
-        })
-        .await
-        .expect("session");
-    let refused = store.apply(commit("team/a", "x", Some(1), T0_MS)).await;
+    store.apply(set_upload_key()).await.expect("upload key");
+    let refused = store.apply(commit("team/a", "x", Some(T0_MS), T0_MS)).await;
     assert!(
         matches!(&refused, Err(MetaError::Denied(message)) if message.contains("quota")),
         "{refused:?}"
     );
-    // The refused blob's copy is doomed (the node deletes it) and its session is closed.
+    // The refused blob's copy is doomed (the node deletes it).
     assert_eq!(doomed(&reader)[0].digest, digest("x"));
-    assert!(reader
-        .open_uploads(&[upload_id(1)])
-        .expect("open")
-        .is_empty());
     // What the namespace already holds costs nothing: a second repository, the same blob.
     assert_eq!(
         store
@@ -479,26 +455,66 @@ async fn quotas_refuse_growth_at_commit_and_never_what_the_namespace_holds() {
 }
 
 #[tokio::test]
-async fn expired_upload_sessions_are_closed() {
+async fn tokens_older_than_the_fence_horizon_never_commit() {
     let dir = TempDir::new().expect("tempdir");
     let mut store = Applier::new(open(&dir));
     let reader = store.store.reader.clone();
-    let mut fresh = session(2, "a");
-    fresh.started_ms += 100_000;
-    for session in [session(1, "a"), fresh] {
-        store
-            .apply(Command::CreateUpload { session })
-            .await
-            .expect("session");
-    }
-    let report = swept(store.apply(sweep(0, 1_700_000_050_000)).await);
-    assert_eq!(report.uploads_expired, 1);
+    store.apply(set_upload_key()).await.expect("upload key");
+    let (old, fresh) = (token("a", 1, T0_MS), token("a", 2, T0_MS + 100_000));
+    let ids = [old.clone(), fresh.clone(), upload_id(3)];
+    // Open: tokens (not ids of another shape) started since the given time.
     assert_eq!(
-        reader
-            .open_uploads(&[upload_id(1), upload_id(2)])
-            .expect("open"),
-        vec![upload_id(2)]
+        reader.open_uploads(&ids, 0),
+        Ok(vec![old.clone(), fresh.clone()])
     );
+    assert_eq!(
+        reader.open_uploads(&ids, T0_MS + 1),
+        Ok(vec![fresh.clone()])
+    );
+
+    // A sweep dropping the fences before T0 + 50 s moves the horizon there: the old token can
+    // no longer be checked against a fence it dropped, so it is over, in meta as on the nodes.
+    let horizon = Command::Sweep {
+        now_ms: T0_MS + 60_000,
+        links_pushed_before_ms: 0,
+        fences_before_ms: T0_MS + 50_000,
+        limit: 100,
+    };
+    swept(store.apply(horizon).await);
+    assert_eq!(reader.open_uploads(&ids, 0), Ok(vec![fresh]));
+    let refused = store
+        .apply(commit("a", "late", Some(T0_MS), T0_MS + 61_000))
+        .await;
+    assert!(
+        matches!(refused, Err(MetaError::UploadUnknown(_))),
+        "{refused:?}"
+    );
+    assert!(reader.stat_blob(&repo("a"), &digest("late")).is_err());
+    // Its node's copy is doomed, never left unknown to meta; a valid push brings it back.
+    assert_eq!(doomed(&reader)[0].digest, digest("late"));
+    assert_eq!(
+        store
+            .apply(commit("a", "late", Some(T0_MS + 100_000), T0_MS + 101_000))
+            .await,
+        DONE
+    );
+    // The horizon never moves back.
+    let earlier = Command::Sweep {
+        now_ms: T0_MS + 70_000,
+        links_pushed_before_ms: 0,
+        fences_before_ms: T0_MS,
+        limit: 100,
+    };
+    swept(store.apply(earlier).await);
+    let refused = store
+        .apply(commit("a", "late", Some(T0_MS), T0_MS + 71_000))
+        .await;
+    assert!(
+        matches!(refused, Err(MetaError::UploadUnknown(_))),
+        "{refused:?}"
+    );
+    assert!(doomed(&reader).is_empty(), "a live blob keeps its copies");
+    consistent(&reader);
 }
 
 fn plan(reader: &StateReader, now_ms: u64, all: bool) -> Vec<cluster_api::RetentionAction> {

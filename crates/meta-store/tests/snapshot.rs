@@ -23,9 +23,7 @@ fn commands() -> Vec<Command> {
     vec![
         Command::RegisterBlobNode(node(1)),
         Command::RegisterBlobNode(node(2)),
-        Command::CreateUpload {
-            session: session(1, "app"),
-        },
+        set_upload_key(),
         Command::CommitBlob {
             now_ms: 1,
             repo: repo("app"),

@@ -143,7 +143,6 @@ pub fn sweep_to_pb(report: &SweepReport) -> pb::SweepReport {
     pb::SweepReport {
         links_removed: report.links_removed,
         blobs_doomed: report.blobs_doomed,
-        uploads_expired: report.uploads_expired,
         fences_expired: report.fences_expired,
         more: report.more,
     }
@@ -153,7 +152,6 @@ pub fn sweep_from_pb(report: pb::SweepReport) -> SweepReport {
     SweepReport {
         links_removed: report.links_removed,
         blobs_doomed: report.blobs_doomed,
-        uploads_expired: report.uploads_expired,
         fences_expired: report.fences_expired,
         more: report.more,
     }

@@ -55,22 +55,6 @@ impl Meta for MetaGrpc {
         })
     }
 
-    async fn get_upload(&self, request: Request<pb::UploadRef>) -> Reply<pb::UploadSession> {
-        let request = request.into_inner();
-        let repo = decoded(convert::repo("repo", &request.repo))?;
-        let id = decoded(convert::upload_id("id", &request.id))?;
-        reply(self.api.get_upload(&repo, &id).await, |s| {
-            convert::upload_session_to_pb(&s)
-        })
-    }
-
-    async fn delete_upload(&self, request: Request<pb::UploadRef>) -> Reply<pb::Empty> {
-        let request = request.into_inner();
-        let repo = decoded(convert::repo("repo", &request.repo))?;
-        let id = decoded(convert::upload_id("id", &request.id))?;
-        reply(self.api.delete_upload(&repo, &id).await, |_| pb::Empty {})
-    }
-
     async fn commit_blob(&self, request: Request<pb::CommitBlobRequest>) -> Reply<pb::Empty> {
         let request = request.into_inner();
         let repo = decoded(convert::repo("repo", &request.repo))?;

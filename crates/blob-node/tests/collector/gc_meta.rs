@@ -143,18 +143,6 @@ impl MetaApi for GcMeta {
         self.inner.create_upload(repo, avoid).await
     }
 
-    async fn get_upload(
-        &self,
-        repo: &RepositoryName,
-        id: &UploadId,
-    ) -> Result<UploadSession, MetaError> {
-        self.inner.get_upload(repo, id).await
-    }
-
-    async fn delete_upload(&self, repo: &RepositoryName, id: &UploadId) -> Result<(), MetaError> {
-        self.inner.delete_upload(repo, id).await
-    }
-
     async fn commit_blob(
         &self,
         repo: &RepositoryName,

@@ -75,6 +75,8 @@ pub struct MemBlob {
 #[derive(Default)]
 struct BlobState {
     uploads: HashMap<UploadId, Vec<u8>>,
+    /// Uploads committed, and the blob each became.
+    committed: HashMap<UploadId, Digest>,
     blobs: HashMap<Digest, Bytes>,
     outage: Option<BlobError>,
     /// When set, every read stream fails after this many bytes.
@@ -110,6 +112,11 @@ impl MemBlob {
     /// The bytes staged for upload `id`, if it exists.
     pub fn staged(&self, id: &UploadId) -> Option<Vec<u8>> {
         lock(&self.state).uploads.get(id).cloned()
+    }
+
+    /// How many uploads are staged (open), for assertions.
+    pub fn staged_uploads(&self) -> usize {
+        lock(&self.state).uploads.len()
     }
 
     /// While set, every call fails with `error`.
@@ -204,10 +211,19 @@ impl BlobApi for MemBlob {
         digest: &Digest,
     ) -> Result<CommittedBlob, BlobError> {
         let mut state = self.state()?;
-        let staged = state
-            .uploads
-            .get(id)
-            .ok_or_else(|| BlobError::UploadNotFound(id.to_string()))?;
+        let Some(staged) = state.uploads.get(id) else {
+            let size = state
+                .committed
+                .get(id)
+                .filter(|committed| *committed == digest)
+                .and_then(|digest| state.blobs.get(digest))
+                .map(|data| data.len() as u64)
+                .ok_or_else(|| BlobError::UploadNotFound(id.to_string()))?;
+            return Ok(CommittedBlob {
+                size,
+                replicas: vec![self.id],
+            });
+        };
         let actual = Digest::of(digest.algorithm(), staged);
         if &actual != digest {
             return Err(BlobError::DigestMismatch {
@@ -218,6 +234,7 @@ impl BlobApi for MemBlob {
         let data = state.uploads.remove(id).unwrap_or_default();
         let size = data.len() as u64;
         state.blobs.insert(digest.clone(), Bytes::from(data));
+        state.committed.insert(id.clone(), digest.clone());
         Ok(CommittedBlob {
             size,
             replicas: vec![self.id],
@@ -225,7 +242,9 @@ impl BlobApi for MemBlob {
     }
 
     async fn cancel_upload(&self, id: &UploadId) -> Result<(), BlobError> {
-        self.state()?.uploads.remove(id);
+        let mut state = self.state()?;
+        state.uploads.remove(id);
+        state.committed.remove(id);
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use super::{lock, page};
 use crate::error::MetaError;
 use crate::meta::MetaApi;
 use crate::types::*;
-use crate::{AuthChange, AuthState, RetentionAction, RetentionRule};
+use crate::{AuthChange, AuthState, RetentionAction, RetentionRule, UploadToken, UPLOAD_KEY_BYTES};
 
 /// The metadata service, in memory.
 #[derive(Default)]
@@ -23,7 +23,6 @@ pub struct MemMeta {
 struct MetaState {
     repos: BTreeMap<RepositoryName, RepoState>,
     blobs: HashMap<Digest, BlobInfo>,
-    uploads: HashMap<UploadId, UploadSession>,
     nodes: BTreeMap<BlobNodeId, BlobNodeInfo>,
     /// Explicit node states; a node without one is `Up`.
     node_states: BTreeMap<BlobNodeId, NodeState>,
@@ -83,11 +82,6 @@ impl MemMeta {
         lock(&self.state).blobs.get(digest).cloned()
     }
 
-    /// The open upload sessions, for assertions.
-    pub fn open_uploads(&self) -> Vec<UploadSession> {
-        lock(&self.state).uploads.values().cloned().collect()
-    }
-
     /// Locks the state, failing with the injected outage if one is set.
     fn state(&self) -> Result<MutexGuard<'_, MetaState>, MetaError> {
         let state = lock(&self.state);
@@ -111,6 +105,14 @@ fn fake_node_info(id: BlobNodeId) -> BlobNodeInfo {
 /// instead of pretending.
 fn unsupported(what: &str) -> MetaError {
     MetaError::Invalid(format!("{what} is not implemented by the in-memory fake"))
+}
+
+/// The fake's upload-token key: fixed, as the fake has no state to keep one in.
+const FAKE_UPLOAD_KEY: [u8; UPLOAD_KEY_BYTES] = [0x5a; UPLOAD_KEY_BYTES];
+
+/// True when `id` is a token this fake signed for `repo`.
+fn signed_here(id: &UploadId, repo: &RepositoryName) -> bool {
+    UploadToken::decode(id).is_some_and(|token| token.verify(&FAKE_UPLOAD_KEY, repo))
 }
 
 fn unix_now() -> u64 {
@@ -184,13 +186,6 @@ impl MetaState {
             members,
         }
     }
-
-    fn upload_of(&self, repo: &RepositoryName, id: &UploadId) -> Result<&UploadSession, MetaError> {
-        self.uploads
-            .get(id)
-            .filter(|session| &session.repo == repo)
-            .ok_or_else(|| MetaError::UploadUnknown(id.to_string()))
-    }
 }
 
 impl RepoState {
@@ -237,29 +232,19 @@ impl MetaApi for MemMeta {
         state.uploads_opened += 1;
         let opened = state.uploads_opened;
         let staging_node = node_ids[(opened as usize) % node_ids.len()];
-        let session = UploadSession {
-            id: UploadId(format!("{opened:032x}")),
+        let token = UploadToken::mint(
+            &FAKE_UPLOAD_KEY,
+            repo,
+            staging_node,
+            unix_now() * 1000,
+            opened.to_be_bytes(),
+        );
+        Ok(UploadSession {
+            id: token.id(),
             repo: repo.clone(),
             staging_node,
-            started_ms: unix_now() * 1000,
-        };
-        state.uploads.insert(session.id.clone(), session.clone());
-        Ok(session)
-    }
-
-    async fn get_upload(
-        &self,
-        repo: &RepositoryName,
-        id: &UploadId,
-    ) -> Result<UploadSession, MetaError> {
-        self.state()?.upload_of(repo, id).cloned()
-    }
-
-    async fn delete_upload(&self, repo: &RepositoryName, id: &UploadId) -> Result<(), MetaError> {
-        let mut state = self.state()?;
-        state.upload_of(repo, id)?;
-        state.uploads.remove(id);
-        Ok(())
+            started_ms: token.started_ms(),
+        })
     }
 
     async fn commit_blob(
@@ -269,12 +254,12 @@ impl MetaApi for MemMeta {
         upload: Option<UploadId>,
     ) -> Result<(), MetaError> {
         let mut state = self.state()?;
-        state.link_blob(repo, blob);
         if let Some(id) = upload {
-            if state.upload_of(repo, &id).is_ok() {
-                state.uploads.remove(&id);
+            if !signed_here(&id, repo) {
+                return Err(MetaError::UploadUnknown(id.to_string()));
             }
         }
+        state.link_blob(repo, blob);
         Ok(())
     }
 
@@ -623,11 +608,12 @@ impl MetaApi for MemMeta {
         Ok(())
     }
 
+    /// Tokens never expire here: every id shaped as one is open.
     async fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError> {
-        let state = self.state()?;
+        drop(self.state()?);
         Ok(ids
             .iter()
-            .filter(|id| state.uploads.contains_key(*id))
+            .filter(|id| UploadToken::decode(id).is_some())
             .cloned()
             .collect())
     }

@@ -1,7 +1,7 @@
 //! Helpers shared by the meta-store test suites.
 #![allow(dead_code)]
 
-use cluster_api::{BlobInfo, BlobNodeInfo, UploadId, UploadSession};
+use cluster_api::{BlobInfo, BlobNodeInfo, UploadId, UploadToken, UPLOAD_KEY_BYTES};
 use meta_store::{Command, CommandOutput, MetaStore, TypeConfig};
 use oci_model::{Digest, RepositoryName, Tag};
 use openraft::storage::RaftStateMachine;
@@ -46,13 +46,18 @@ pub fn upload_id(n: u8) -> UploadId {
     UploadId::parse(&format!("{n:032x}")).expect("valid upload id")
 }
 
-pub fn session(n: u8, repo_name: &str) -> UploadSession {
-    UploadSession {
-        id: upload_id(n),
-        repo: repo(repo_name),
-        staging_node: 7,
-        started_ms: 1_700_000_000_000,
+/// The upload-token key the tests set with [`set_upload_key`].
+pub const UPLOAD_KEY: [u8; UPLOAD_KEY_BYTES] = [3; UPLOAD_KEY_BYTES];
+
+pub fn set_upload_key() -> Command {
+    Command::SetUploadKey {
+        key: UPLOAD_KEY.to_vec(),
     }
+}
+
+/// Upload token `n` of `repo_name`, signed with [`UPLOAD_KEY`], started at `started_ms`.
+pub fn token(repo_name: &str, n: u8, started_ms: u64) -> UploadId {
+    UploadToken::mint(&UPLOAD_KEY, &repo(repo_name), 7, started_ms, [n; 16]).id()
 }
 
 pub fn blob(content: &str, replicas: &[u64]) -> BlobInfo {
@@ -190,12 +195,7 @@ pub fn observe(reader: &meta_store::StateReader, repos: &[&str], digests: &[&Dig
                 reader.list_referrers(&repo, digest, None)
             );
         }
-        for n in 0..4 {
-            out += &format!(
-                "{name} upload {n} {:?}\n",
-                reader.get_upload(&repo, &upload_id(n))
-            );
-        }
     }
+    out += &format!("upload key {:?}\n", reader.upload_key());
     out
 }
