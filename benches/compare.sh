@@ -13,11 +13,19 @@
 # to measure as serve and cluster, e.g. an older build for before/after figures; the load always
 # comes from this checkout's `wharf bench`), IDLE (10: seconds without load before the idle RSS is
 # read, after a target's last run), CASES (the cases to run, all by default: push-big-monolithic
-# push-big-chunked pull-big pull-200x1MiB push-2000x4KiB manifest-get-tag manifest-put).
+# push-big-chunked pull-big pull-200x1MiB push-2000x4KiB manifest-get-tag manifest-put),
+# CLUSTER_REDIRECT (1: the cluster's blob nodes serve redirected GETs, so pulls of 1 MiB and more
+# go straight to them; 0: every byte through a gateway), CLUSTER_BLOBS (3), CLUSTER_GATEWAYS (2)
+# and CLUSTER_REPLICAS (2): the cluster's shape (always 3 meta voters; the load goes to the
+# first gateway).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
+CLUSTER_REDIRECT=${CLUSTER_REDIRECT:-1}
+CLUSTER_BLOBS=${CLUSTER_BLOBS:-3}
+CLUSTER_GATEWAYS=${CLUSTER_GATEWAYS:-2}
+CLUSTER_REPLICAS=${CLUSTER_REPLICAS:-2}
 BIG=${BIG:-1GiB}
 TARGETS=${TARGETS:-"distribution serve cluster"}
 CASES=${CASES:-"push-big-monolithic push-big-chunked pull-big pull-200x1MiB push-2000x4KiB manifest-get-tag manifest-put"}
@@ -77,7 +85,10 @@ start_serve() {
 
 start_cluster() {
   local dir="$WORK/cluster"
-  WHARF_LOG=warn "$SERVER" dev cluster --meta 3 --blob 3 --gateways 2 --dir "$dir" >"$WORK/cluster.log" 2>&1 &
+  local blob_http=()
+  [[ "$CLUSTER_REDIRECT" == 1 ]] && blob_http=(--blob-http)
+  WHARF_LOG=warn "$SERVER" dev cluster --meta 3 --blob "$CLUSTER_BLOBS" --gateways "$CLUSTER_GATEWAYS" \
+    "${blob_http[@]}" --dir "$dir" >"$WORK/cluster.log" 2>&1 &
   PIDS+=($!)
   wait_for python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["state"] != "ready")' "$dir/cluster.json"
   read -r URL META WATCH < <(python3 - "$dir/cluster.json" <<'PY'
@@ -88,7 +99,7 @@ pids = ",".join(str(m["pid"]) for m in c["members"] if m["pid"])
 print(c["gateways"][0], meta, pids)
 PY
 )
-  "$SERVER" admin --meta "$META" cluster policy --replicas 2 >/dev/null
+  "$SERVER" admin --meta "$META" cluster policy --replicas "$CLUSTER_REPLICAS" >/dev/null
 }
 
 # bench TARGET CASE ARGS...: one run of one workload, appended to $OUT/results.jsonl.

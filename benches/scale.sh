@@ -17,7 +17,8 @@
 # REQUESTS (20000 manifest GETs per gateway, -c GET_CONCURRENCY=64), BLOBS (400 blobs of 1 MiB per
 # gateway, -c BLOB_CONCURRENCY=16), PUTS (4000 manifest PUTs per gateway, -c 16), SMALL_PUSHES
 # (2000 pushes of 4 KiB blobs per gateway, -c 16), OUT (results:
-# JSON lines and logs; a temp dir by default).
+# JSON lines and logs; a temp dir by default), BLOB_HTTP (1: blob nodes serve redirected GETs, so
+# blob GETs of 1 MiB go straight to them; 0: through the gateways).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,7 @@ BLOBS=${BLOBS:-400}
 BLOB_CONCURRENCY=${BLOB_CONCURRENCY:-16}
 PUTS=${PUTS:-4000}
 SMALL_PUSHES=${SMALL_PUSHES:-2000}
+BLOB_HTTP=${BLOB_HTTP:-1}
 OUT=${OUT:-$(mktemp -d /tmp/wharf-scale-out.XXXXXX)}
 WORK=$(mktemp -d /tmp/wharf-scale-work.XXXXXX)
 mkdir -p "$OUT"
@@ -141,6 +143,7 @@ for shape in $SHAPES; do
   extra=()
   # Older builds have no --read-replicas; pass it only when asked for.
   ((replicas > 0)) && extra=(--read-replicas "$replicas")
+  [[ "$BLOB_HTTP" == 1 ]] && extra+=(--blob-http)
   WHARF_LOG=warn "$SERVER" dev cluster --meta "$voters" --blob "$blobs" --gateways "$gateways" \
     "${extra[@]}" --dir "$dir" >"$OUT/cluster-${shape//\//-}.log" 2>&1 &
   PIDS+=($!)

@@ -31,6 +31,12 @@ pub struct WharfConfig {
     pub node_id: u64,
     /// Blob node zone, for placement.
     pub zone: String,
+    /// Blob role (and serve): serve redirected blob GETs (`blob-http`) on this address; unset,
+    /// the node serves none and gateways proxy its bytes.
+    pub blob_http_listen: Option<String>,
+    /// The base URL clients reach that endpoint at (what gateways redirect to); defaults to
+    /// `http://<the bound blob_http_listen>`.
+    pub blob_http_advertise: Option<String>,
     /// Meta: initialise a new single-voter cluster when the data dir is empty. Defaults to true
     /// when `join` is empty, false otherwise.
     pub bootstrap: Option<bool>,
@@ -177,6 +183,8 @@ impl Default for WharfConfig {
             log: "info,openraft=warn".into(),
             node_id: 1,
             zone: "default".into(),
+            blob_http_listen: None,
+            blob_http_advertise: None,
             bootstrap: None,
             join: Vec::new(),
             read_replica: false,

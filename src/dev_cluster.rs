@@ -61,6 +61,10 @@ pub struct ClusterArgs {
     /// Number of gateways.
     #[arg(long, default_value_t = 1)]
     pub gateways: u32,
+    /// Give every blob node its endpoint for redirected blob GETs (on a loopback port), so the
+    /// gateways send pulls there.
+    #[arg(long)]
+    pub blob_http: bool,
     /// Directory for cluster.json, the control socket, and every member's data and log.
     #[arg(long)]
     pub dir: PathBuf,
@@ -143,6 +147,9 @@ pub struct MemberRecord {
     pub id: u64,
     pub http: Option<String>,
     pub grpc: Option<String>,
+    /// The blob node's endpoint for redirected GETs, when it serves one.
+    #[serde(default)]
+    pub blob_http: Option<String>,
     pub pid: Option<u32>,
     pub state: MemberState,
     pub data: PathBuf,
@@ -240,6 +247,7 @@ fn plan(args: &ClusterArgs, dir: &Path) -> Vec<MemberRecord> {
             id,
             http: None,
             grpc: None,
+            blob_http: None,
             pid: None,
             state: MemberState::Stopped,
             data,
@@ -263,7 +271,13 @@ fn plan(args: &ClusterArgs, dir: &Path) -> Vec<MemberRecord> {
         ));
     }
     for id in 1..=u64::from(args.blob) {
-        members.push(member(Role::Blob, id, &["--grpc-listen", "127.0.0.1:0"]));
+        let mut record = member(Role::Blob, id, &["--grpc-listen", "127.0.0.1:0"]);
+        if args.blob_http {
+            record
+                .args
+                .extend(["--blob-http-listen".into(), "127.0.0.1:0".into()]);
+        }
+        members.push(record);
     }
     for id in 1..=u64::from(args.gateways) {
         members.push(member(Role::Gateway, id, &["--listen", "127.0.0.1:0"]));
@@ -545,6 +559,7 @@ mod tests {
             read_replicas: 0,
             blob: 2,
             gateways: 1,
+            blob_http: false,
             dir: PathBuf::from("/d"),
             ready_timeout: 1,
         }

@@ -64,6 +64,13 @@ struct Options {
     /// Zone of a blob node, for replica placement [default: default].
     #[arg(long, env = "WHARF_ZONE")]
     zone: Option<String>,
+    /// Blob node (and serve): serve redirected blob GETs on this address, e.g. `0.0.0.0:7001`
+    /// [default: none; gateways then proxy the bytes].
+    #[arg(long, env = "WHARF_BLOB_HTTP_LISTEN")]
+    blob_http_listen: Option<String>,
+    /// The base URL clients reach --blob-http-listen at [default: http://<the bound address>].
+    #[arg(long, env = "WHARF_BLOB_HTTP_ADVERTISE")]
+    blob_http_advertise: Option<String>,
     /// Meta: start a new cluster with this node as its only voter when the data dir is empty
     /// [default: when --join is not given].
     #[arg(long, env = "WHARF_BOOTSTRAP", num_args = 0..=1, default_missing_value = "true")]
@@ -186,6 +193,12 @@ impl Options {
         }
         if let Some(zone) = self.zone {
             config.zone = zone;
+        }
+        if let Some(listen) = self.blob_http_listen {
+            config.blob_http_listen = Some(listen);
+        }
+        if let Some(advertise) = self.blob_http_advertise {
+            config.blob_http_advertise = Some(advertise);
         }
         if let Some(bootstrap) = self.bootstrap {
             config.bootstrap = Some(bootstrap);
@@ -326,6 +339,7 @@ fn announce(
         let json = serde_json::json!({
             "http": running.http_addr.map(|a| a.to_string()),
             "grpc": running.grpc_addr.map(|a| a.to_string()),
+            "blob_http": running.blob_http_addr.map(|a| a.to_string()),
             "pid": std::process::id(),
         });
         // Written then renamed, so a reader never sees a partial file.

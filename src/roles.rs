@@ -50,6 +50,8 @@ pub struct Running {
     pub metrics_addr: Option<SocketAddr>,
     /// Whether `http_addr` serves HTTPS (`[tls]`).
     pub https: bool,
+    /// The blob node's endpoint for redirected GETs, when `blob_http_listen` is set.
+    pub blob_http_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     meta: Option<meta_node::MetaNode>,
@@ -120,7 +122,7 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
     };
     let meta = open_meta(&serve_config, &config.data.join("meta"), &advertise).await?;
     let meta_api: Arc<dyn MetaApi> = meta.api();
-    let (blob, blob_tasks) =
+    let (mut blob, blob_tasks) =
         open_blob(config, &config.data.join("blob"), &advertise, &meta_api).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -131,6 +133,7 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
         .add_service(meta.admin_service())
         .add_service(BlobGrpc::new(blob.node.clone()).into_server());
     spawn_grpc(&mut tasks, grpc, grpc_listener, shutdown.clone());
+    let blob_http_addr = spawn_blob_http(&mut tasks, &mut blob, &meta_api, shutdown.clone())?;
     register_blob_node(&*meta_api, &blob).await?;
     let blobs = Arc::new(LocalFirstBlobNodes::new(
         blob.info.id,
@@ -147,6 +150,7 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
     let metrics_addr = spawn_metrics(&mut tasks, config, shutdown.clone()).await?;
     Ok(Running {
         metrics_addr,
+        blob_http_addr,
         https: tls.https.is_some(),
         http_addr: Some(http_addr),
         grpc_addr: Some(grpc_addr),
@@ -179,6 +183,7 @@ pub async fn start_meta(config: &WharfConfig) -> Result<Running, StartError> {
     let metrics_addr = spawn_metrics(&mut tasks, config, shutdown.clone()).await?;
     Ok(Running {
         metrics_addr,
+        blob_http_addr: None,
         https: false,
         http_addr: None,
         grpc_addr: Some(grpc_addr),
@@ -200,17 +205,19 @@ pub async fn start_blob(config: &WharfConfig) -> Result<Running, StartError> {
         .clone()
         .unwrap_or_else(|| grpc_addr.to_string());
     let meta: Arc<dyn MetaApi> = Arc::new(meta_client(&config.meta.addresses)?);
-    let (blob, blob_tasks) = open_blob(config, &config.data, &advertise, &meta).await?;
+    let (mut blob, blob_tasks) = open_blob(config, &config.data, &advertise, &meta).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let grpc = tls
         .grpc_server()?
         .add_service(BlobGrpc::new(blob.node.clone()).into_server());
     spawn_grpc(&mut tasks, grpc, listener, shutdown.clone());
+    let blob_http_addr = spawn_blob_http(&mut tasks, &mut blob, &meta, shutdown.clone())?;
     register_blob_node(&*meta, &blob).await?;
     let metrics_addr = spawn_metrics(&mut tasks, config, shutdown.clone()).await?;
     Ok(Running {
         metrics_addr,
+        blob_http_addr,
         https: false,
         http_addr: None,
         grpc_addr: Some(grpc_addr),
@@ -241,6 +248,7 @@ pub async fn start_gateway(config: &WharfConfig) -> Result<Running, StartError> 
     let metrics_addr = spawn_metrics(&mut tasks, config, shutdown.clone()).await?;
     Ok(Running {
         metrics_addr,
+        blob_http_addr: None,
         https: tls.https.is_some(),
         http_addr: Some(http_addr),
         grpc_addr: None,
@@ -282,6 +290,8 @@ async fn open_meta(
 struct OpenedBlob {
     node: Arc<blob_node::BlobNode>,
     info: BlobNodeInfo,
+    /// Bound for `blob_http_listen`, served once the node runs ([`spawn_blob_http`]).
+    http_listener: Option<TcpListener>,
 }
 
 async fn open_blob(
@@ -295,6 +305,20 @@ async fn open_blob(
     blob_config.zone = config.zone.clone();
     blob_config.gc_interval_ms = config.gc.interval_ms;
     blob_config.stale_upload_after_ms = config.gc.stale_upload_after_ms;
+    let http_listener = match &config.blob_http_listen {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            let bound = local_addr(&listener)?;
+            blob_config.http_url = Some(
+                config
+                    .blob_http_advertise
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{bound}")),
+            );
+            Some(listener)
+        }
+        None => None,
+    };
     let nodes = Arc::new(GrpcBlobNodes::new(meta.clone()));
     let (node, tasks) = blob_node::BlobNode::open_clustered(&blob_config, meta.clone(), nodes)
         .await
@@ -302,8 +326,34 @@ async fn open_blob(
     let opened = OpenedBlob {
         node: Arc::new(node),
         info: blob_config.node_info(),
+        http_listener,
     };
     Ok((opened, tasks))
+}
+
+/// Serves the node's redirected blob GETs (`blob-http`) when `blob_http_listen` is set, and
+/// returns the bound address.
+fn spawn_blob_http(
+    tasks: &mut JoinSet<()>,
+    blob: &mut OpenedBlob,
+    meta: &Arc<dyn MetaApi>,
+    shutdown: CancellationToken,
+) -> Result<Option<SocketAddr>, StartError> {
+    let Some(listener) = blob.http_listener.take() else {
+        return Ok(None);
+    };
+    let bound = local_addr(&listener)?;
+    let store = blob.node.fs_store().cloned().ok_or_else(|| {
+        StartError::Blob("the blob HTTP endpoint needs a local directory store".into())
+    })?;
+    let meta = meta.clone();
+    tasks.spawn(blob_http::serve(
+        listener,
+        store,
+        meta,
+        shutdown.cancelled_owned(),
+    ));
+    Ok(Some(bound))
 }
 
 fn meta_client(addrs: &[String]) -> Result<MetaClient, StartError> {

@@ -136,6 +136,51 @@ impl Storage {
     }
 }
 
+/// The pulls that follow go through redirects: a GET of each layer of `repo:tag` is a 307 to the
+/// blob node's own endpoint (another port), which serves exactly the layer's bytes.
+async fn assert_layers_redirected(serve: &InProcessServe, repo: &str, tag: &str) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let manifest: serde_json::Value = client
+        .get(format!("{}/v2/{repo}/manifests/{tag}", serve.base_url()))
+        .header(
+            "accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .await
+        .expect("GET manifest")
+        .json()
+        .await
+        .expect("manifest json");
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert!(!layers.is_empty());
+    for layer in layers {
+        let digest = layer["digest"].as_str().expect("layer digest");
+        let reply = client
+            .get(format!("{}/v2/{repo}/blobs/{digest}", serve.base_url()))
+            .send()
+            .await
+            .expect("GET blob");
+        assert_eq!(reply.status(), reqwest::StatusCode::TEMPORARY_REDIRECT);
+        let location = reply.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+        assert!(
+            location.starts_with("http://127.0.0.1:") && !location.starts_with(&serve.base_url()),
+            "{location} is not the blob node's endpoint"
+        );
+        let bytes = client.get(&location).send().await.expect("GET location");
+        assert_eq!(bytes.status(), reqwest::StatusCode::OK);
+        let bytes = bytes.bytes().await.expect("layer bytes");
+        let actual = oci_model::Digest::sha256_of(&bytes);
+        assert_eq!(actual.to_string(), digest, "the endpoint serves the layer");
+    }
+}
+
 fn registry_host(serve: &InProcessServe) -> String {
     serve.http_addr().to_string()
 }
@@ -164,7 +209,7 @@ fn layout_manifest_digest(layout: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_copy_inspect_list_tags_and_delete() {
-    let serve = InProcessServe::start().await.expect("serve");
+    let serve = InProcessServe::start_redirecting().await.expect("serve");
     let host = registry_host(&serve);
     let storage = Storage::new();
     let work = tempfile::tempdir().expect("temp dir");
@@ -201,6 +246,7 @@ async fn skopeo_copy_inspect_list_tags_and_delete() {
     let tags: serde_json::Value = serde_json::from_str(&tags).expect("list-tags json");
     assert_eq!(tags["Tags"], serde_json::json!(["v1"]));
 
+    assert_layers_redirected(&serve, "clients/skopeo", "v1").await;
     let pulled = work.path().join("pulled");
     let pulled_ref = format!("oci:{}:img", pulled.display());
     storage
@@ -304,7 +350,7 @@ async fn skopeo_copies_a_multi_arch_index_with_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_push_then_pull_into_fresh_storage() {
-    let serve = InProcessServe::start().await.expect("serve");
+    let serve = InProcessServe::start_redirecting().await.expect("serve");
     let host = registry_host(&serve);
     let pusher = Storage::new();
     let work = tempfile::tempdir().expect("temp dir");
@@ -322,6 +368,7 @@ async fn podman_push_then_pull_into_fresh_storage() {
         )
         .await;
 
+    assert_layers_redirected(&serve, "clients/podman", "v1").await;
     let puller = Storage::new();
     puller
         .tool("podman", &["pull", "--tls-verify=false", &image])
@@ -350,7 +397,7 @@ async fn podman_push_then_pull_into_fresh_storage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_build_push_and_pull_round_trip() {
-    let serve = InProcessServe::start().await.expect("serve");
+    let serve = InProcessServe::start_redirecting().await.expect("serve");
     let host = registry_host(&serve);
     let work = tempfile::tempdir().expect("temp dir");
     let docker_config = work.path().join("docker-config");
@@ -368,6 +415,7 @@ async fn docker_build_push_and_pull_round_trip() {
     let context = work.path().to_str().expect("utf-8 path");
     run("docker", &["build", "--quiet", "-t", &image, context], &env).await;
     run("docker", &["push", &image], &env).await;
+    assert_layers_redirected(&serve, &format!("clients/docker-{nonce}"), "v1").await;
     run("docker", &["rmi", &image], &env).await;
     run("docker", &["pull", &image], &env).await;
     let container = run("docker", &["create", &image, "/payload"], &env).await;

@@ -84,6 +84,7 @@ async fn wait_ready(
     };
     record.http = addrs.http;
     record.grpc = addrs.grpc;
+    record.blob_http = addrs.blob_http;
     record.pid = child.id();
     record.state = MemberState::Running;
     pin_addresses(record);
@@ -105,6 +106,8 @@ async fn wait_ready(
 struct AddrFile {
     http: Option<String>,
     grpc: Option<String>,
+    #[serde(default)]
+    blob_http: Option<String>,
 }
 
 fn read_addr_file(path: &Path) -> Option<AddrFile> {
@@ -115,7 +118,12 @@ fn read_addr_file(path: &Path) -> Option<AddrFile> {
 /// Replaces the port-0 listen addresses in `args` by the bound ones, so a restart comes back
 /// where the rest of the cluster (Raft membership, the cluster map, clients) expects it.
 fn pin_addresses(record: &mut MemberRecord) {
-    for (flag, bound) in [("--grpc-listen", &record.grpc), ("--listen", &record.http)] {
+    let pins = [
+        ("--grpc-listen", &record.grpc),
+        ("--listen", &record.http),
+        ("--blob-http-listen", &record.blob_http),
+    ];
+    for (flag, bound) in pins {
         let Some(bound) = bound else { continue };
         if let Some(index) = record.args.iter().position(|arg| arg == flag) {
             if let Some(value) = record.args.get_mut(index + 1) {
@@ -173,16 +181,26 @@ mod tests {
             id: 1,
             http: None,
             grpc: Some("127.0.0.1:4242".into()),
+            blob_http: Some("127.0.0.1:4343".into()),
             pid: None,
             state: MemberState::Running,
             data: "/d/blob-1".into(),
             log: "/d/blob-1.log".into(),
-            args: ["blob", "--grpc-listen", "127.0.0.1:0", "--meta", "m:1"]
-                .map(String::from)
-                .to_vec(),
+            args: [
+                "blob",
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--meta",
+                "m:1",
+                "--blob-http-listen",
+                "127.0.0.1:0",
+            ]
+            .map(String::from)
+            .to_vec(),
         };
         pin_addresses(&mut record);
         assert_eq!(record.args[2], "127.0.0.1:4242");
         assert_eq!(record.args[4], "m:1");
+        assert_eq!(record.args[6], "127.0.0.1:4343");
     }
 }

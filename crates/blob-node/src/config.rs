@@ -45,6 +45,10 @@ pub struct BlobNodeConfig {
     /// bounds how often meta is asked about live uploads, not correctness.
     #[serde(default = "default_stale_upload_after_ms")]
     pub stale_upload_after_ms: u64,
+    /// The base URL (`http://host:port`) of this node's endpoint for redirected blob GETs
+    /// (`blob-http`), published in the cluster map; `None` when it serves none.
+    #[serde(default)]
+    pub http_url: Option<String>,
 }
 
 fn default_node_id() -> BlobNodeId {
@@ -93,6 +97,7 @@ impl BlobNodeConfig {
             repair_batch: default_repair_batch(),
             gc_interval_ms: default_gc_interval_ms(),
             stale_upload_after_ms: default_stale_upload_after_ms(),
+            http_url: None,
         }
     }
 
@@ -109,6 +114,15 @@ impl BlobNodeConfig {
         }
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty");
+        }
+        if let Some(url) = &self.http_url {
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            if !scheme_ok || url.ends_with('/') || url.contains(char::is_whitespace) {
+                return invalid(
+                    "http_url",
+                    "must be http(s)://host:port, without a trailing /",
+                );
+            }
         }
         if let Err(reason) = check_advertise_addr(&self.advertise_addr) {
             return invalid("advertise_addr", &reason);
@@ -147,6 +161,7 @@ impl BlobNodeConfig {
             addr: self.advertise_addr.clone(),
             zone: self.zone.clone(),
             weight: self.weight,
+            http_url: self.http_url.clone(),
         }
     }
 }

@@ -27,6 +27,11 @@ pub struct BlobNode {
     store: Arc<dyn BlobStore>,
     replicator: Arc<dyn Replicator>,
     recent_commits: RecentCommits,
+    /// The store again, as itself, when it is the local directory one (`open*`): what serves
+    /// redirected GETs with `sendfile` needs its files.
+    fs: Option<FsBlobStore>,
+    /// Where this node serves redirected GETs (`blob-http`), if it does.
+    http_url: Option<String>,
 }
 
 impl BlobNode {
@@ -40,6 +45,8 @@ impl BlobNode {
             store,
             replicator,
             recent_commits: RecentCommits::new(recent_commits::CAPACITY, recent_commits::MAX_AGE),
+            fs: None,
+            http_url: None,
         }
     }
 
@@ -47,11 +54,10 @@ impl BlobNode {
     /// copy local ([`LocalOnly`]): the single-node setup of `wharf serve`.
     pub async fn open(config: &BlobNodeConfig) -> Result<BlobNode, BlobNodeError> {
         let store = open_store(config).await?;
-        Ok(BlobNode::new(
-            config.node_id,
-            Arc::new(store),
-            Arc::new(LocalOnly),
-        ))
+        let mut node = BlobNode::new(config.node_id, Arc::new(store.clone()), Arc::new(LocalOnly));
+        node.fs = Some(store);
+        node.http_url = config.http_url.clone();
+        Ok(node)
     }
 
     /// Validates `config` and opens its node on an [`FsBlobStore`] in `data_dir` as a member of
@@ -66,7 +72,10 @@ impl BlobNode {
         nodes: Arc<dyn BlobNodes>,
     ) -> Result<(BlobNode, BackgroundTasks), BlobNodeError> {
         let store = open_store(config).await?;
-        Ok(BlobNode::clustered(config, Arc::new(store), meta, nodes))
+        let (mut node, tasks) = BlobNode::clustered(config, Arc::new(store.clone()), meta, nodes);
+        node.fs = Some(store);
+        node.http_url = config.http_url.clone();
+        Ok((node, tasks))
     }
 
     /// [`open_clustered`](BlobNode::open_clustered) over any store; `config` gives the node id
@@ -117,6 +126,11 @@ impl BlobNode {
     pub fn store(&self) -> &Arc<dyn BlobStore> {
         &self.store
     }
+
+    /// The store as the local directory one, when it is (nodes opened with `open*`).
+    pub fn fs_store(&self) -> Option<&FsBlobStore> {
+        self.fs.as_ref()
+    }
 }
 
 #[async_trait]
@@ -157,6 +171,10 @@ impl BlobApi for BlobNode {
         let replicas = self.replicator.replicate(self.id, digest, size).await?;
         tracing::info!(node = self.id, upload = %id, %digest, size, ?replicas, "blob committed");
         Ok(CommittedBlob { size, replicas })
+    }
+
+    fn direct_url(&self) -> Option<String> {
+        self.http_url.clone()
     }
 
     async fn cancel_upload(&self, id: &UploadId) -> Result<(), BlobError> {

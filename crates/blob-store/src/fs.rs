@@ -63,6 +63,29 @@ impl FsBlobStore {
     pub fn root(&self) -> &Path {
         &self.inner.root
     }
+
+    /// Blob `digest` opened for reading, with its size; `None` when this store does not hold it.
+    /// For senders that hand the file to the kernel (`sendfile`) instead of streaming it through
+    /// [`BlobStore::read`]. The open file keeps its bytes readable even if the blob is deleted
+    /// meanwhile, as a read already streaming does.
+    pub async fn open_blob(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<(std::fs::File, u64)>, BlobError> {
+        let path = self.inner.blob_path(digest);
+        blocking(move || match std::fs::File::open(&path) {
+            Ok(file) => {
+                let size = file
+                    .metadata()
+                    .map_err(|error| io_error("stat blob", &path, error))?
+                    .len();
+                Ok(Some((file, size)))
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(io_error("open blob", &path, error)),
+        })
+        .await
+    }
 }
 
 impl Inner {

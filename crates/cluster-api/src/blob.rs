@@ -70,6 +70,13 @@ pub trait BlobApi: Send + Sync + 'static {
     /// succeeds without needing the bytes.
     async fn put_replica(&self, digest: &Digest, data: ByteStream) -> Result<(), BlobError>;
 
+    /// The base URL of the node's own HTTP endpoint for redirected blob GETs
+    /// (`<url>/blobs/<digest>?<signed query>`, see [`sign_blob_query`](crate::sign_blob_query)),
+    /// when it serves one.
+    fn direct_url(&self) -> Option<String> {
+        None
+    }
+
     /// Digests this node holds with their sizes, in `Digest` order, strictly after `after`, at
     /// most `n` (repair scans page through a node with this).
     async fn list_blobs(

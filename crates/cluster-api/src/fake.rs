@@ -16,7 +16,7 @@ mod meta;
 use std::sync::{Mutex, MutexGuard};
 
 pub use blob::{MemBlob, MemBlobNodes};
-pub use meta::MemMeta;
+pub use meta::{MemMeta, FAKE_BLOB_URL_KEY};
 
 use crate::types::Page;
 

@@ -7,6 +7,7 @@
 
 mod auth;
 mod blob;
+mod blob_url;
 mod error;
 mod lifecycle;
 mod meta;
@@ -18,6 +19,9 @@ pub mod fake;
 
 pub use auth::*;
 pub use blob::{BlobApi, BlobNodes, ByteStream};
+pub use blob_url::{
+    sign_blob_query, verify_blob_query, BlobUrlError, BlobUrlKeys, BLOB_URL_KEY_BYTES,
+};
 pub use error::{BlobError, ErrorKind, MetaError};
 pub use lifecycle::{RetentionAction, RetentionRule};
 pub use meta::MetaApi;

@@ -181,6 +181,10 @@ pub trait MetaApi: Send + Sync + 'static {
     /// create staging files, from tokens meta minted.)
     async fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError>;
 
+    /// The key that signs redirected blob URLs ([`sign_blob_query`](crate::sign_blob_query)):
+    /// derived from a secret in the Raft state, the same on every member and for good.
+    async fn blob_url_key(&self) -> Result<Vec<u8>, MetaError>;
+
     /// Runs a garbage-collection sweep now on the leader (the leader also runs one every
     /// interval), returning what it did.
     async fn collect_garbage(&self) -> Result<SweepReport, MetaError>;

@@ -147,6 +147,10 @@ pub struct BlobNodeInfo {
     pub addr: String,
     pub zone: String,
     pub weight: u32,
+    /// Base URL (`http://host:port`) of the node's endpoint for redirected blob GETs
+    /// (`blob-http`), when it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_url: Option<String>,
 }
 
 /// Whether a blob node takes part in placement.

@@ -19,6 +19,8 @@ type PbBlobClient = pb::blob_client::BlobClient<crate::TracedChannel>;
 #[derive(Clone)]
 pub struct BlobClient {
     client: PbBlobClient,
+    /// The node's endpoint for redirected GETs, as the cluster map lists it.
+    direct_url: Option<String>,
 }
 
 impl BlobClient {
@@ -26,7 +28,16 @@ impl BlobClient {
         let client = PbBlobClient::new(crate::traced(channel))
             .max_decoding_message_size(wharf_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(wharf_proto::MAX_MESSAGE_BYTES);
-        BlobClient { client }
+        BlobClient {
+            client,
+            direct_url: None,
+        }
+    }
+
+    /// This client, knowing the node's endpoint for redirected blob GETs.
+    pub fn with_direct_url(mut self, url: Option<String>) -> BlobClient {
+        self.direct_url = url;
+        self
     }
 
     pub fn connect_lazy(addr: &str) -> Result<BlobClient, crate::ChannelError> {
@@ -113,6 +124,10 @@ fn upload(id: &UploadId) -> pb::UploadId {
 
 #[async_trait]
 impl BlobApi for BlobClient {
+    fn direct_url(&self) -> Option<String> {
+        self.direct_url.clone()
+    }
+
     async fn start_upload(&self, id: &UploadId) -> Result<(), BlobError> {
         self.client
             .clone()

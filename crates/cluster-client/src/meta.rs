@@ -613,6 +613,16 @@ impl MetaApi for MetaClient {
         Ok(())
     }
 
+    async fn blob_url_key(&self) -> Result<Vec<u8>, MetaError> {
+        let response = self
+            .call(
+                pb::Empty {},
+                |mut c, r| async move { c.blob_url_key(r).await },
+            )
+            .await?;
+        Ok(response.key)
+    }
+
     async fn open_uploads(&self, ids: &[UploadId]) -> Result<Vec<UploadId>, MetaError> {
         let request = pb::OpenUploadsRequest {
             ids: ids.iter().map(ToString::to_string).collect(),

@@ -9,10 +9,13 @@ use parking_lot::RwLock;
 
 use crate::BlobClient;
 
+type Endpoints = (String, Option<String>);
+
 /// Blob node handles, created on first use from the addresses meta records and cached.
 pub struct GrpcBlobNodes {
     meta: Arc<dyn MetaApi>,
-    clients: RwLock<HashMap<BlobNodeId, (String, Arc<BlobClient>)>>,
+    /// By node: the node's (gRPC address, direct URL) when the client was made, and the client.
+    clients: RwLock<HashMap<BlobNodeId, (Endpoints, Arc<BlobClient>)>>,
 }
 
 impl GrpcBlobNodes {
@@ -31,14 +34,19 @@ impl GrpcBlobNodes {
             .await
             .map_err(|e| BlobError::Unavailable(format!("cannot read the cluster map: {e}")))?;
         let mut clients = self.clients.write();
-        clients.retain(|id, (addr, _)| nodes.iter().any(|n| n.id == *id && n.addr == *addr));
+        clients.retain(|id, ((addr, url), _)| {
+            nodes
+                .iter()
+                .any(|n| n.id == *id && n.addr == *addr && n.http_url == *url)
+        });
         for node in nodes {
             if clients.contains_key(&node.id) {
                 continue;
             }
             match BlobClient::connect_lazy(&node.addr) {
                 Ok(client) => {
-                    clients.insert(node.id, (node.addr, Arc::new(client)));
+                    let client = client.with_direct_url(node.http_url.clone());
+                    clients.insert(node.id, ((node.addr, node.http_url), Arc::new(client)));
                 }
                 Err(error) => {
                     tracing::warn!(node = node.id, %error, "blob node has an unusable address")

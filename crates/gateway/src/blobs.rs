@@ -6,7 +6,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE};
+use axum::http::header::{
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LOCATION, RANGE,
+};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cluster_api::{BlobError, BlobInfo, BlobNodeId, BlobNodes, ByteStream};
@@ -50,6 +52,11 @@ pub(crate) async fn get(
             .with_header(CONTENT_RANGE, &format!("bytes */{size}")))
         }
     };
+    if !head && start < end && gateway.config.blob_redirect {
+        if let Some(location) = redirect_location(gateway, &blob).await {
+            return Ok(redirect(&location, &digest));
+        }
+    }
     let body = if head || start == end {
         Body::empty()
     } else {
@@ -82,6 +89,56 @@ pub(crate) async fn get(
         );
     }
     Ok(response)
+}
+
+/// A signed URL of the blob on the first replica that serves redirected GETs and holds it, for
+/// a blob large enough to be worth the client's extra round trip; `None` to proxy instead (a
+/// smaller blob, no such replica, or the key not to be had from meta).
+async fn redirect_location(gateway: &Gateway, blob: &BlobInfo) -> Option<String> {
+    if blob.size < gateway.config.blob_redirect_min_bytes {
+        return None;
+    }
+    let key = match gateway.blob_url_keys.key().await {
+        Ok(key) => key,
+        Err(error) => {
+            tracing::warn!(%error, "cannot sign blob URLs (no key from meta); proxying");
+            return None;
+        }
+    };
+    for &id in &blob.replicas {
+        let Ok(node) = gateway.blobs.node(id).await else {
+            continue;
+        };
+        let Some(base) = node.direct_url() else {
+            continue;
+        };
+        // One cheap call, so a client is never sent to a node that is down or lost the copy
+        // (a client that cannot follow through fails its pull instead of failing over).
+        if !matches!(node.stat(&blob.digest).await, Ok(Some(size)) if size == blob.size) {
+            continue;
+        }
+        let expires = unix_seconds() + gateway.config.blob_redirect_ttl_secs;
+        let query = cluster_api::sign_blob_query(&key, &blob.digest, expires);
+        return Some(format!("{base}/blobs/{}?{query}", blob.digest));
+    }
+    None
+}
+
+fn redirect(location: &str, digest: &Digest) -> Response {
+    metrics::counter!("wharf_gateway_blob_redirects_total").increment(1);
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+    let headers = response.headers_mut();
+    set_header(headers, LOCATION, location);
+    set_header(headers, CONTENT_DIGEST, &digest.to_string());
+    set_header(headers, CONTENT_LENGTH, "0");
+    response
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default()
 }
 
 /// `DELETE`: unlinks the blob from `repo` (garbage collection removes the bytes later).

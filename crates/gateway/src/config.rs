@@ -35,6 +35,14 @@ pub struct GatewayConfig {
     pub blob_cache_ttl_ms: u64,
     /// Memory bound of the blob cache, in entries (each about 200 bytes plus the repository name).
     pub blob_cache_entries: usize,
+    /// Answer a blob GET of at least [`blob_redirect_min_bytes`](Self::blob_redirect_min_bytes)
+    /// with a `307` to a replica's own HTTP endpoint (a signed URL valid for
+    /// [`blob_redirect_ttl_secs`](Self::blob_redirect_ttl_secs)), so the bytes skip the gateway;
+    /// replicas without an endpoint, and clients that cannot reach the nodes, need it off (the
+    /// gateway then proxies, as for a smaller blob). HEADs are never redirected.
+    pub blob_redirect: bool,
+    pub blob_redirect_min_bytes: u64,
+    pub blob_redirect_ttl_secs: u64,
     /// Appends one JSON line per audited event (push, pull, delete, login, denial, admin change)
     /// to this file. Events are also logged under the `wharf::audit` target either way.
     pub audit_log: Option<PathBuf>,
@@ -101,6 +109,9 @@ impl Default for GatewayConfig {
             manifest_cache_bytes: 32 * 1024 * 1024,
             blob_cache_ttl_ms: 2_000,
             blob_cache_entries: 8_192,
+            blob_redirect: true,
+            blob_redirect_min_bytes: 1024 * 1024,
+            blob_redirect_ttl_secs: 300,
             audit_log: None,
             auth: AuthConfig::default(),
         }
@@ -145,6 +156,12 @@ impl GatewayConfig {
                 field: "manifest_cache_bytes",
                 reason: "must be at least 1 (set manifest_cache_ttl_ms to 0 to turn the cache off)"
                     .to_owned(),
+            });
+        }
+        if self.blob_redirect && self.blob_redirect_ttl_secs == 0 {
+            return Err(ConfigError::Invalid {
+                field: "blob_redirect_ttl_secs",
+                reason: "must be at least 1 when blob_redirect is on".to_owned(),
             });
         }
         if self.blob_cache_ttl_ms > 0 && self.blob_cache_entries == 0 {

@@ -76,6 +76,8 @@ pub struct Gateway {
     blobs: Arc<dyn BlobNodes>,
     manifest_cache: Arc<ManifestCache>,
     blob_cache: Arc<BlobCache>,
+    /// The key redirected blob URLs are signed with (fetched from meta when first needed).
+    blob_url_keys: Arc<cluster_api::BlobUrlKeys>,
     /// Access control; `None` when auth is off.
     auth: Option<Arc<AuthGate>>,
     audit: Audit,
@@ -104,6 +106,7 @@ impl Gateway {
                 config.blob_cache_entries,
             )),
             config: Arc::new(config),
+            blob_url_keys: Arc::new(cluster_api::BlobUrlKeys::new(meta.clone())),
             meta,
             blobs,
         }

@@ -226,3 +226,72 @@ async fn a_replica_failing_mid_stream_is_resumed_at_the_same_offset() {
     assert_eq!(reply.status, 206);
     assert_eq!(reply.body, &data[1000..10000]);
 }
+
+/// With `blob_redirect` on, a GET of a large enough blob is a 307 to a signed URL on the first
+/// replica that serves redirected GETs and holds the blob; HEADs, small blobs and replicas
+/// without an endpoint are served here as before.
+#[tokio::test]
+async fn large_blob_gets_are_redirected_to_a_replica_when_configured() {
+    let config = GatewayConfig {
+        blob_redirect: true,
+        blob_redirect_min_bytes: 1_000,
+        ..GatewayConfig::default()
+    };
+    let harness = Harness::with(config, &[1, 2]);
+    let data = vec![7u8; 4_000];
+    let digest = replicated(&harness, &data, vec![1, 2]).await;
+    let path = format!("/v2/app/blobs/{digest}");
+
+    // No replica has an endpoint yet: proxied.
+    let reply = harness.call("GET", &path).await;
+    assert_eq!((reply.status, reply.body.len()), (200, data.len()));
+
+    // Node 1 has an endpoint but is down, node 2 answers: sent to node 2.
+    let node = |id| harness.nodes.get(id).unwrap();
+    node(1).set_direct_url(Some("http://blob-1:7001".to_owned()));
+    node(2).set_direct_url(Some("http://blob-2:7001".to_owned()));
+    node(1).set_outage(Some(BlobError::Unavailable("down".into())));
+    let reply = harness.call("GET", &path).await;
+    assert_eq!(reply.status, 307, "{}", reply.text());
+    assert_eq!(
+        reply.header("docker-content-digest"),
+        Some(digest.to_string().as_str())
+    );
+    let location = reply.header("location").expect("a Location").to_owned();
+    let prefix = format!("http://blob-2:7001/blobs/{digest}?");
+    let query = location
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{location} is not on node 2"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let key = cluster_api::fake::FAKE_BLOB_URL_KEY;
+    assert_eq!(
+        cluster_api::verify_blob_query(&key, &digest, query, now),
+        Ok(())
+    );
+    // Valid for the configured five minutes, not longer.
+    assert_eq!(
+        cluster_api::verify_blob_query(&key, &digest, query, now + 301),
+        Err(cluster_api::BlobUrlError::Expired)
+    );
+
+    // A range is redirected too (the node honours it); a HEAD never is.
+    let ranged = harness
+        .send(
+            request("GET", &path)
+                .header("range", "bytes=0-9")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(ranged.status, 307);
+    let reply = harness.call("HEAD", &path).await;
+    assert_eq!(reply.status, 200);
+
+    // Below the threshold, proxied.
+    let small = replicated(&harness, b"small", vec![2]).await;
+    let reply = harness.call("GET", &format!("/v2/app/blobs/{small}")).await;
+    assert_eq!((reply.status, reply.body.as_slice()), (200, &b"small"[..]));
+}

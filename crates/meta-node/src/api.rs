@@ -20,7 +20,7 @@ use cluster_api::{
     AuthChange, AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, DoomedBlob, MetaApi,
     MetaError, NamespaceUsage, NodeState, Page, PutManifest, ReplicationPolicy, RetentionAction,
     RetentionRule, StoredManifest, SweepReport, UploadId, UploadSession, UploadToken,
-    UPLOAD_KEY_BYTES,
+    BLOB_URL_KEY_BYTES, UPLOAD_KEY_BYTES,
 };
 use meta_store::{Command, CommandOutput, StateReader, TypeConfig};
 use oci_model::{Descriptor, Digest, Reference, RepositoryName, Tag};
@@ -644,6 +644,18 @@ impl MetaApi for RaftMeta {
         self.reader.open_uploads(ids, since_ms)
     }
 
+    async fn blob_url_key(&self) -> Result<Vec<u8>, MetaError> {
+        let secret = match self.reader.upload_key()? {
+            Some(secret) => secret,
+            // Set through Raft (on the leader; a follower answers with the leader's address).
+            None => self.upload_key().await?,
+        };
+        // Derived, so the secret that signs upload tokens never leaves meta.
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+        let derived = ring::hmac::sign(&key, b"wharf blob URL key v1");
+        Ok(derived.as_ref()[..BLOB_URL_KEY_BYTES].to_vec())
+    }
+
     async fn collect_garbage(&self) -> Result<SweepReport, MetaError> {
         crate::gc::sweep(&self.raft, self.gc).await
     }
@@ -735,6 +747,7 @@ mod tests {
             addr: format!("n{id}:1"),
             zone: "z".to_owned(),
             weight,
+            http_url: None,
         }
     }
 

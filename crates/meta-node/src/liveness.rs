@@ -169,6 +169,7 @@ mod tests {
                         addr: format!("b{id}:1"),
                         zone: "z".into(),
                         weight: 1,
+                        http_url: None,
                     },
                     state,
                 })

@@ -454,6 +454,7 @@ async fn blob_nodes_register_and_update() {
     }
     let updated = cluster_api::BlobNodeInfo {
         weight: 5,
+        http_url: Some("http://10.0.0.2:7001".to_owned()),
         ..node(2)
     };
     assert_eq!(

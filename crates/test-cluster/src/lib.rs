@@ -34,16 +34,28 @@ pub struct InProcessServe {
     dir: tempfile::TempDir,
     running: Option<wharf::Running>,
     http_addr: SocketAddr,
+    redirecting: bool,
 }
 
 impl InProcessServe {
     pub async fn start() -> Result<InProcessServe, TestClusterError> {
+        InProcessServe::start_in(false).await
+    }
+
+    /// Like [`start`](InProcessServe::start), with the blob node's endpoint for redirected GETs
+    /// on a loopback port and the gateway redirecting every blob GET there (no size threshold).
+    pub async fn start_redirecting() -> Result<InProcessServe, TestClusterError> {
+        InProcessServe::start_in(true).await
+    }
+
+    async fn start_in(redirecting: bool) -> Result<InProcessServe, TestClusterError> {
         let dir = tempfile::tempdir()?;
-        let (running, http_addr) = start_in(dir.path()).await?;
+        let (running, http_addr) = start_in(dir.path(), redirecting).await?;
         Ok(InProcessServe {
             dir,
             running: Some(running),
             http_addr,
+            redirecting,
         })
     }
 
@@ -65,7 +77,7 @@ impl InProcessServe {
         if let Some(running) = self.running.take() {
             running.stop().await;
         }
-        let (running, http_addr) = start_in(self.dir.path()).await?;
+        let (running, http_addr) = start_in(self.dir.path(), self.redirecting).await?;
         self.running = Some(running);
         self.http_addr = http_addr;
         Ok(())
@@ -78,13 +90,23 @@ impl InProcessServe {
     }
 }
 
-async fn start_in(dir: &Path) -> Result<(wharf::Running, SocketAddr), TestClusterError> {
-    let config = wharf::WharfConfig {
+async fn start_in(
+    dir: &Path,
+    redirecting: bool,
+) -> Result<(wharf::Running, SocketAddr), TestClusterError> {
+    let mut config = wharf::WharfConfig {
         listen: "127.0.0.1:0".into(),
         grpc_listen: "127.0.0.1:0".into(),
         data: PathBuf::from(dir),
         ..wharf::WharfConfig::default()
     };
+    if redirecting {
+        config.blob_http_listen = Some("127.0.0.1:0".into());
+        config.gateway.blob_redirect = true;
+        config.gateway.blob_redirect_min_bytes = 0;
+    } else {
+        config.gateway.blob_redirect = false;
+    }
     let running = wharf::start_serve(&config).await?;
     let http_addr = running
         .http_addr

@@ -186,6 +186,7 @@ pub fn blob_node_to_pb(node: &BlobNodeInfo) -> pb::BlobNodeInfo {
         addr: node.addr.clone(),
         zone: node.zone.clone(),
         weight: node.weight,
+        http_url: node.http_url.clone(),
     }
 }
 
@@ -195,6 +196,7 @@ pub fn blob_node_from_pb(node: pb::BlobNodeInfo) -> BlobNodeInfo {
         addr: node.addr,
         zone: node.zone,
         weight: node.weight,
+        http_url: node.http_url,
     }
 }
 
@@ -416,6 +418,7 @@ mod tests {
                             addr: format!("b{i}:1"),
                             zone: "z".into(),
                             weight: 10,
+                            http_url: None,
                         },
                         state,
                     })

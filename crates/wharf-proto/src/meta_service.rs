@@ -306,6 +306,12 @@ impl Meta for MetaGrpc {
         reply(result, |_| pb::Empty {})
     }
 
+    async fn blob_url_key(&self, _request: Request<pb::Empty>) -> Reply<pb::BlobUrlKeyResponse> {
+        reply(self.api.blob_url_key().await, |key| {
+            pb::BlobUrlKeyResponse { key }
+        })
+    }
+
     async fn open_uploads(
         &self,
         request: Request<pb::OpenUploadsRequest>,

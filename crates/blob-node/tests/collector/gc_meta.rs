@@ -135,6 +135,10 @@ impl MetaApi for GcMeta {
 
     // ---- everything else is MemMeta's ----
 
+    async fn blob_url_key(&self) -> Result<Vec<u8>, MetaError> {
+        self.inner.blob_url_key().await
+    }
+
     async fn create_upload(
         &self,
         repo: &RepositoryName,

@@ -81,6 +81,8 @@ struct BlobState {
     outage: Option<BlobError>,
     /// When set, every read stream fails after this many bytes.
     read_fault_after: Option<u64>,
+    /// What [`BlobApi::direct_url`] answers.
+    direct_url: Option<String>,
 }
 
 impl MemBlob {
@@ -112,6 +114,11 @@ impl MemBlob {
     /// The bytes staged for upload `id`, if it exists.
     pub fn staged(&self, id: &UploadId) -> Option<Vec<u8>> {
         lock(&self.state).uploads.get(id).cloned()
+    }
+
+    /// Makes the node claim an endpoint for redirected GETs at `url`.
+    pub fn set_direct_url(&self, url: Option<String>) {
+        lock(&self.state).direct_url = url;
     }
 
     /// How many uploads are staged (open), for assertions.
@@ -239,6 +246,10 @@ impl BlobApi for MemBlob {
             size,
             replicas: vec![self.id],
         })
+    }
+
+    fn direct_url(&self) -> Option<String> {
+        lock(&self.state).direct_url.clone()
     }
 
     async fn cancel_upload(&self, id: &UploadId) -> Result<(), BlobError> {

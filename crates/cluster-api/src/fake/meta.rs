@@ -98,6 +98,7 @@ fn fake_node_info(id: BlobNodeId) -> BlobNodeInfo {
         addr: format!("mem-blob-{id}:0"),
         zone: "mem".to_owned(),
         weight: 1,
+        http_url: None,
     }
 }
 
@@ -109,6 +110,9 @@ fn unsupported(what: &str) -> MetaError {
 
 /// The fake's upload-token key: fixed, as the fake has no state to keep one in.
 const FAKE_UPLOAD_KEY: [u8; UPLOAD_KEY_BYTES] = [0x5a; UPLOAD_KEY_BYTES];
+
+/// The fake's blob-URL key: fixed, like its upload key.
+pub const FAKE_BLOB_URL_KEY: [u8; crate::BLOB_URL_KEY_BYTES] = [0x6b; crate::BLOB_URL_KEY_BYTES];
 
 /// True when `id` is a token this fake signed for `repo`.
 fn signed_here(id: &UploadId, repo: &RepositoryName) -> bool {
@@ -616,6 +620,11 @@ impl MetaApi for MemMeta {
             .filter(|id| UploadToken::decode(id).is_some())
             .cloned()
             .collect())
+    }
+
+    async fn blob_url_key(&self) -> Result<Vec<u8>, MetaError> {
+        drop(self.state()?);
+        Ok(FAKE_BLOB_URL_KEY.to_vec())
     }
 
     async fn collect_garbage(&self) -> Result<SweepReport, MetaError> {

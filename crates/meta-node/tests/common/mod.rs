@@ -55,6 +55,7 @@ pub fn blob_node(id: u64) -> BlobNodeInfo {
         addr: format!("127.0.0.1:{}", 7000 + id),
         zone: "a".to_owned(),
         weight: 1,
+        http_url: None,
     }
 }
 

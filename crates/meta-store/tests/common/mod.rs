@@ -74,6 +74,7 @@ pub fn node(id: u64) -> BlobNodeInfo {
         addr: format!("10.0.0.{id}:7000"),
         zone: "a".to_owned(),
         weight: 100,
+        http_url: None,
     }
 }
 
