@@ -148,6 +148,10 @@ impl BlobApi for BlobNode {
         self.store.append(id, offset, data).await
     }
 
+    async fn append_at_end(&self, id: &UploadId, data: ByteStream) -> Result<u64, BlobError> {
+        self.store.append_at_end(id, data).await
+    }
+
     async fn upload_status(&self, id: &UploadId) -> Result<u64, BlobError> {
         self.store.upload_len(id).await
     }

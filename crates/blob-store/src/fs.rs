@@ -141,12 +141,12 @@ impl Inner {
         }
     }
 
-    /// Appends `data` at `offset`, all or nothing. `caller_gone` resolves when the caller stopped
-    /// waiting, which aborts the append like a failed stream.
+    /// Appends `data` at `offset` (at the current end when `None`), all or nothing. `caller_gone`
+    /// resolves when the caller stopped waiting, which aborts the append like a failed stream.
     async fn append(
         &self,
         id: &UploadId,
-        offset: u64,
+        offset: Option<u64>,
         mut data: ByteStream,
         mut caller_gone: oneshot::Receiver<()>,
     ) -> Result<u64, BlobError> {
@@ -163,6 +163,7 @@ impl Inner {
             }
             Err(error) => return Err(error),
         };
+        let offset = offset.unwrap_or(writer.len);
         if writer.len != offset {
             let expected = writer.len;
             guard.running_hash = writer.running_hash;
@@ -199,12 +200,19 @@ impl Inner {
         let final_path = self.blob_path(digest);
         let mut guard = self.uploads.lock(id).await;
         let running_hash = guard.running_hash.take();
-        let (verify_path, verify_id, algorithm) = (path.clone(), id.clone(), digest.algorithm());
-        let verified = match blocking(move || {
-            staging::verify(&verify_path, &verify_id, algorithm, running_hash)
+        let (verify_id, expected) = (id.clone(), digest.clone());
+        let durable_dirs = Arc::clone(&self.durable_dirs);
+        // Verified and published in one blocking task: a small blob's commit is one thread
+        // hand-off, not two.
+        let outcome = blocking(move || {
+            let verified = staging::verify(&path, &verify_id, expected.algorithm(), running_hash)?;
+            if verified.actual == expected {
+                staging::publish(&path, &final_path, &durable_dirs)?;
+            }
+            Ok(verified)
         })
-        .await
-        {
+        .await;
+        let verified = match outcome {
             Ok(verified) => verified,
             Err(error @ BlobError::UploadNotFound(_)) => {
                 self.uploads.retire(id, guard);
@@ -212,15 +220,13 @@ impl Inner {
             }
             Err(error) => return Err(error),
         };
-        guard.running_hash = verified.running_hash;
         if verified.actual != *digest {
+            guard.running_hash = verified.running_hash;
             return Err(BlobError::DigestMismatch {
                 expected: digest.clone(),
                 actual: verified.actual,
             });
         }
-        let durable_dirs = Arc::clone(&self.durable_dirs);
-        blocking(move || staging::publish(&path, &final_path, &durable_dirs)).await?;
         self.uploads.retire(id, guard);
         tracing::debug!(upload = %id, %digest, size = verified.len, "blob committed");
         Ok(verified.len)
@@ -372,7 +378,13 @@ impl BlobStore for FsBlobStore {
         let (inner, id) = (Arc::clone(&self.inner), id.clone());
         // Dropped together with this future: the detached append then sees its caller is gone.
         let (_caller_alive, caller_gone) = oneshot::channel();
-        detached(async move { inner.append(&id, offset, data, caller_gone).await }).await
+        detached(async move { inner.append(&id, Some(offset), data, caller_gone).await }).await
+    }
+
+    async fn append_at_end(&self, id: &UploadId, data: ByteStream) -> Result<u64, BlobError> {
+        let (inner, id) = (Arc::clone(&self.inner), id.clone());
+        let (_caller_alive, caller_gone) = oneshot::channel();
+        detached(async move { inner.append(&id, None, data, caller_gone).await }).await
     }
 
     async fn upload_len(&self, id: &UploadId) -> Result<u64, BlobError> {

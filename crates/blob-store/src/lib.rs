@@ -85,6 +85,13 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Dropping the returned future aborts the append as a failed stream does.
     async fn append(&self, id: &UploadId, offset: u64, data: ByteStream) -> Result<u64, BlobError>;
 
+    /// Appends all of `data` at the current end of upload `id`, as [`append`](BlobStore::append)
+    /// at the length [`upload_len`](BlobStore::upload_len) would report, but in one step.
+    async fn append_at_end(&self, id: &UploadId, data: ByteStream) -> Result<u64, BlobError> {
+        let offset = self.upload_len(id).await?;
+        self.append(id, offset, data).await
+    }
+
     /// The current length of upload `id`; `UploadNotFound` if there is no such upload.
     async fn upload_len(&self, id: &UploadId) -> Result<u64, BlobError>;
 

@@ -30,6 +30,14 @@ pub trait BlobApi: Send + Sync + 'static {
         data: ByteStream,
     ) -> Result<u64, BlobError>;
 
+    /// Appends `data` at the current end of upload `id` (a streamed `PATCH` without
+    /// `Content-Range`); like [`append_upload`](BlobApi::append_upload) at the offset a status
+    /// call would report, in one call on a remote node.
+    async fn append_at_end(&self, id: &UploadId, data: ByteStream) -> Result<u64, BlobError> {
+        let offset = self.upload_status(id).await?;
+        self.append_upload(id, offset, data).await
+    }
+
     /// The current length of upload `id`; `UploadNotFound` if unknown.
     async fn upload_status(&self, id: &UploadId) -> Result<u64, BlobError>;
 
@@ -44,6 +52,19 @@ pub trait BlobApi: Send + Sync + 'static {
         id: &UploadId,
         digest: &Digest,
     ) -> Result<CommittedBlob, BlobError>;
+
+    /// [`append_at_end`](BlobApi::append_at_end) then [`commit_upload`](BlobApi::commit_upload),
+    /// in one call on a remote node: a `PUT` that carries the upload's last bytes. Fails as
+    /// either step would (a failed append commits nothing).
+    async fn append_and_commit(
+        &self,
+        id: &UploadId,
+        data: ByteStream,
+        digest: &Digest,
+    ) -> Result<CommittedBlob, BlobError> {
+        self.append_at_end(id, data).await?;
+        self.commit_upload(id, digest).await
+    }
 
     /// Removes upload `id` (and what is remembered of its commit). Idempotent.
     async fn cancel_upload(&self, id: &UploadId) -> Result<(), BlobError>;

@@ -45,6 +45,29 @@ impl BlobClient {
     }
 }
 
+impl BlobClient {
+    /// One `AppendUpload` call: at `offset`, or at the upload's end when `None`.
+    async fn append(
+        &self,
+        id: &UploadId,
+        offset: Option<u64>,
+        data: ByteStream,
+    ) -> Result<u64, BlobError> {
+        let header = pb::AppendChunk {
+            id: id.to_string(),
+            offset,
+            data: Bytes::new(),
+            commit_digest: String::new(),
+        };
+        let mut client = self.client.clone();
+        streaming_call(data, header, append_chunk, |requests| async move {
+            let response = client.append_upload(requests).await?;
+            Ok(response.into_inner().length)
+        })
+        .await
+    }
+}
+
 fn status_error(status: tonic::Status) -> BlobError {
     status_to_blob_error(&status)
 }
@@ -106,8 +129,9 @@ where
 fn append_chunk(data: Bytes) -> pb::AppendChunk {
     pb::AppendChunk {
         id: String::new(),
-        offset: 0,
+        offset: None,
         data,
+        commit_digest: String::new(),
     }
 }
 
@@ -146,17 +170,11 @@ impl BlobApi for BlobClient {
         offset: u64,
         data: ByteStream,
     ) -> Result<u64, BlobError> {
-        let header = pb::AppendChunk {
-            id: id.to_string(),
-            offset,
-            data: Bytes::new(),
-        };
-        let mut client = self.client.clone();
-        streaming_call(data, header, append_chunk, |requests| async move {
-            let response = client.append_upload(requests).await?;
-            Ok(response.into_inner().length)
-        })
-        .await
+        self.append(id, Some(offset), data).await
+    }
+
+    async fn append_at_end(&self, id: &UploadId, data: ByteStream) -> Result<u64, BlobError> {
+        self.append(id, None, data).await
     }
 
     async fn upload_status(&self, id: &UploadId) -> Result<u64, BlobError> {
@@ -187,6 +205,28 @@ impl BlobApi for BlobClient {
         Ok(wharf_proto::convert::committed_from_pb(
             response.into_inner(),
         ))
+    }
+
+    async fn append_and_commit(
+        &self,
+        id: &UploadId,
+        data: ByteStream,
+        digest: &Digest,
+    ) -> Result<CommittedBlob, BlobError> {
+        let header = pb::AppendChunk {
+            id: id.to_string(),
+            offset: None,
+            data: Bytes::new(),
+            commit_digest: digest.to_string(),
+        };
+        let mut client = self.client.clone();
+        streaming_call(data, header, append_chunk, |requests| async move {
+            let response = client.append_and_commit(requests).await?;
+            Ok(wharf_proto::convert::committed_from_pb(
+                response.into_inner(),
+            ))
+        })
+        .await
     }
 
     async fn cancel_upload(&self, id: &UploadId) -> Result<(), BlobError> {

@@ -12,7 +12,9 @@ use axum::body::{Body, HttpBody};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cluster_api::{BlobApi, BlobError, BlobInfo, MetaError, UploadId, UploadSession, UploadToken};
+use cluster_api::{
+    BlobApi, BlobError, BlobInfo, CommittedBlob, MetaError, UploadId, UploadSession, UploadToken,
+};
 use oci_model::{Digest, ErrorCode, RepositoryName};
 
 use crate::body::blob_stream;
@@ -81,10 +83,7 @@ pub(crate) async fn finish(
 ) -> Result<Response, ApiError> {
     let session = UploadToken::session(&repo, &id)?;
     let node = gateway.blobs.node(session.staging_node).await?;
-    if carries_bytes(headers, &body) {
-        append(node.as_ref(), &session, headers, body).await?;
-    }
-    if let Err(error) = commit(gateway, node.as_ref(), &session, &digest).await {
+    if let Err(error) = commit(gateway, node.as_ref(), &session, &digest, headers, body).await {
         // Like Distribution, a session whose content does not match is over; other failures
         // (an unavailable node or meta) leave it for the client to retry the PUT.
         if error.code() == ErrorCode::DigestInvalid {
@@ -180,11 +179,7 @@ async fn push_whole(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (session, node) = start_session(gateway, repo).await?;
-    let pushed: Result<(), ApiError> = async {
-        append(node.as_ref(), &session, headers, body).await?;
-        commit(gateway, node.as_ref(), &session, digest).await
-    }
-    .await;
+    let pushed = commit(gateway, node.as_ref(), &session, digest, headers, body).await;
     if pushed.is_err() {
         abandon(gateway, &session).await;
     }
@@ -231,15 +226,18 @@ async fn append(
         (Some((start, end)), _) => Some(end - start + 1),
         (None, declared) => declared,
     };
-    let offset = match range {
-        Some((start, _)) => start,
-        None => node.upload_status(&session.id).await?,
-    };
     if expected == Some(0) {
-        return Ok(offset);
+        return match range {
+            Some((start, _)) => Ok(start),
+            None => Ok(node.upload_status(&session.id).await?),
+        };
     }
     let (stream, watch) = blob_stream(body, expected);
-    match node.append_upload(&session.id, offset, stream).await {
+    let appended = match range {
+        Some((start, _)) => node.append_upload(&session.id, start, stream).await,
+        None => node.append_at_end(&session.id, stream).await,
+    };
+    match appended {
         Ok(length) => Ok(length),
         Err(BlobError::OffsetMismatch {
             expected: current,
@@ -259,10 +257,10 @@ async fn commit(
     node: &dyn BlobApi,
     session: &UploadSession,
     digest: &Digest,
+    headers: &HeaderMap,
+    body: Body,
 ) -> Result<(), ApiError> {
-    // Idempotent on the node: a PUT retried after the node committed (and meta did not, or the
-    // answer was lost) commits again there, and only for the digest this upload became.
-    let committed = node.commit_upload(&session.id, digest).await?;
+    let committed = commit_on_node(node, session, digest, headers, body).await?;
     let blob = BlobInfo {
         digest: digest.clone(),
         size: committed.size,
@@ -282,6 +280,36 @@ async fn commit(
             Err(error.into())
         }
         Err(error) => Err(error.into()),
+    }
+}
+
+/// Appends the request's bytes, if any, and commits the upload on its staging node. Bytes sent
+/// without `Content-Range` go with the commit in one call. Idempotent on the node: a PUT retried
+/// after the node committed (and meta did not, or the answer was lost) commits again there, and
+/// only for the digest this upload became.
+async fn commit_on_node(
+    node: &dyn BlobApi,
+    session: &UploadSession,
+    digest: &Digest,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<CommittedBlob, ApiError> {
+    if !carries_bytes(headers, &body) {
+        return Ok(node.commit_upload(&session.id, digest).await?);
+    }
+    if headers.contains_key(axum::http::header::CONTENT_RANGE) {
+        append(node, session, headers, body).await?;
+        return Ok(node.commit_upload(&session.id, digest).await?);
+    }
+    let (stream, watch) = blob_stream(body, content_length(headers)?);
+    match node.append_and_commit(&session.id, stream, digest).await {
+        Ok(committed) => Ok(committed),
+        Err(BlobError::OffsetMismatch { expected, given }) => Err(ApiError::new(
+            ErrorCode::RangeInvalid,
+            format!("the chunk starts at byte {given}, but the upload holds {expected} bytes"),
+        )
+        .with_headers(upload_headers(&session.repo, &session.id, expected))),
+        Err(error) => Err(watch.fault().unwrap_or_else(|| error.into())),
     }
 }
 

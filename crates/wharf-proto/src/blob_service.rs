@@ -67,8 +67,34 @@ impl Blob for BlobGrpc {
             })
         });
         let data: ByteStream = Box::pin(head.chain(rest));
-        let length = self.api.append_upload(&id, first.offset, data).await;
+        let length = match first.offset {
+            Some(offset) => self.api.append_upload(&id, offset, data).await,
+            None => self.api.append_at_end(&id, data).await,
+        };
         reply(length, |length| pb::UploadLength { length })
+    }
+
+    async fn append_and_commit(
+        &self,
+        request: Request<Streaming<pb::AppendChunk>>,
+    ) -> Reply<pb::CommittedBlob> {
+        let mut chunks = request.into_inner();
+        let first = match chunks.message().await? {
+            Some(first) => first,
+            None => return Err(invalid("append stream carried no header message")),
+        };
+        let id = upload_id(&first.id)?;
+        let digest = convert::digest("commit_digest", &first.commit_digest).map_err(invalid)?;
+        let head = futures::stream::iter([Ok(first.data)]);
+        let rest = chunks.map(|chunk| {
+            chunk.map(|chunk| chunk.data).map_err(|status| {
+                BlobError::Invalid(format!("append stream failed: {}", status.message()))
+            })
+        });
+        let data: ByteStream = Box::pin(head.chain(rest));
+        reply(self.api.append_and_commit(&id, data, &digest).await, |c| {
+            convert::committed_to_pb(&c)
+        })
     }
 
     async fn upload_status(&self, request: Request<pb::UploadId>) -> Reply<pb::UploadLength> {

@@ -43,6 +43,32 @@ pub async fn append_grows_and_status_reports<F: StoreFactory>(factory: &F) {
     );
 }
 
+pub async fn append_at_end_follows_the_upload<F: StoreFactory>(factory: &F) {
+    let store = factory.open().await;
+    let id = new_upload_id();
+    store.start_upload(&id).await.expect("start");
+    assert_eq!(store.append_at_end(&id, whole(b"hello ")).await, Ok(6));
+    assert_eq!(store.append(&id, 6, whole(b"wor")).await, Ok(9));
+    assert_eq!(store.append_at_end(&id, chunked(b"ld", 1)).await, Ok(11));
+    // A failed stream rolls back to where it started, as at an explicit offset.
+    let failure = BlobError::Unavailable("client went away".into());
+    let failing: ByteStream = Box::pin(stream::iter(vec![
+        Ok(Bytes::from_static(b"partial")),
+        Err(failure.clone()),
+    ]));
+    assert_eq!(store.append_at_end(&id, failing).await, Err(failure));
+    assert_eq!(store.upload_len(&id).await, Ok(11));
+    assert_eq!(
+        store.commit(&id, &Digest::sha256_of(b"hello world")).await,
+        Ok(11)
+    );
+    let gone = Err(BlobError::UploadNotFound(id.to_string()));
+    assert_eq!(store.append_at_end(&id, whole(b"x")).await, gone);
+    let never = new_upload_id();
+    let unknown = Err(BlobError::UploadNotFound(never.to_string()));
+    assert_eq!(store.append_at_end(&never, whole(b"x")).await, unknown);
+}
+
 pub async fn offset_mismatch_writes_nothing<F: StoreFactory>(factory: &F) {
     let store = factory.open().await;
     let id = upload(&store, b"abc").await;

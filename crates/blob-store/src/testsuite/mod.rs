@@ -47,6 +47,7 @@ macro_rules! blob_store_testsuite {
         $crate::blob_store_testsuite!(@cases $factory;
             start_upload_is_idempotent,
             append_grows_and_status_reports,
+            append_at_end_follows_the_upload,
             offset_mismatch_writes_nothing,
             unknown_upload_is_not_found,
             commit_makes_blob_readable_and_ends_upload,
