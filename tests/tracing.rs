@@ -158,8 +158,7 @@ async fn one_client_request_is_one_trace_across_gateway_meta_and_blob() {
         &[
             "/wharf.v1.Meta/CreateUpload",
             "/wharf.v1.Blob/StartUpload",
-            "/wharf.v1.Blob/AppendUpload",
-            "/wharf.v1.Blob/CommitUpload",
+            "/wharf.v1.Blob/AppendAndCommit",
             "/wharf.v1.Meta/CommitBlob",
         ],
         "POST",
