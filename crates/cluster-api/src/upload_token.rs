@@ -100,11 +100,6 @@ impl UploadToken {
         difference == 0
     }
 
-    /// The nonce's first 64 bits: random, so uploads spread over staging nodes by them.
-    pub fn nonce_bits(&self) -> u64 {
-        u64::from_be_bytes(self.bytes[1..9].try_into().unwrap_or_default())
-    }
-
     pub fn staging_node(&self) -> BlobNodeId {
         u64::from_be_bytes(self.bytes[17..25].try_into().unwrap_or_default())
     }
@@ -171,7 +166,6 @@ mod tests {
         assert_eq!(decoded, token);
         assert_eq!(decoded.staging_node(), 42);
         assert_eq!(decoded.started_ms(), 1_700_000_000_123);
-        assert_eq!(decoded.nonce_bits(), u64::from_be_bytes([9; 8]));
         assert!(decoded.verify(&KEY, &repo("team/app")));
         let session = UploadToken::session(&repo("team/app"), &id).expect("a session");
         assert_eq!(
