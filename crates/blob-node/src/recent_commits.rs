@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use cluster_api::UploadId;
 use oci_model::Digest;
 
-/// How many commits are remembered: about 250 bytes each, so 4 MiB at most.
-pub(crate) const CAPACITY: usize = 16_384;
+/// How many commits are remembered: about 450 bytes each (the id twice, the digest, the map),
+/// so 2 MiB at most; at a thousand commits a second that is four seconds of retries, and a
+/// retry later than that pushes again.
+pub(crate) const CAPACITY: usize = 4_096;
 /// How long a commit is remembered: longer than any client waits before it retries a `PUT`.
 pub(crate) const MAX_AGE: Duration = Duration::from_secs(600);
 
