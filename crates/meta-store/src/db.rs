@@ -204,6 +204,10 @@ pub struct MemoryUsage {
     pub block_cache: u64,
     /// Blocks pinned by open iterators.
     pub pinned: u64,
+    /// What the open SST readers hold outside the block cache (RocksDB's estimate): with index
+    /// and filter blocks in the cache this is per file, not per key, so it grows with the
+    /// number of files only.
+    pub table_readers: u64,
 }
 
 /// One column family's memtable before it is flushed, at most.
@@ -281,17 +285,18 @@ impl Database {
     pub(crate) fn memory_usage(&self) -> MemoryUsage {
         use rocksdb::properties::{
             BLOCK_CACHE_PINNED_USAGE, BLOCK_CACHE_USAGE, CUR_SIZE_ALL_MEM_TABLES,
+            ESTIMATE_TABLE_READERS_MEM,
         };
         let int = |value: Result<Option<u64>, rocksdb::Error>| value.ok().flatten().unwrap_or(0);
-        let memtables = Table::ALL
-            .iter()
-            .filter_map(|table| self.db.cf_handle(table.name()))
-            .map(|family| {
-                int(self
-                    .db
-                    .property_int_value_cf(family, CUR_SIZE_ALL_MEM_TABLES))
-            })
-            .sum();
+        let per_family = |property| -> u64 {
+            Table::ALL
+                .iter()
+                .filter_map(|table| self.db.cf_handle(table.name()))
+                .map(|family| int(self.db.property_int_value_cf(family, property)))
+                .sum()
+        };
+        let memtables = per_family(CUR_SIZE_ALL_MEM_TABLES);
+        let table_readers = per_family(ESTIMATE_TABLE_READERS_MEM);
         // The cache is shared by every family but `default` (opened with RocksDB's own
         // options and never used), so any of ours reports all of it.
         let Some(family) = self.db.cf_handle(Table::Log.name()) else {
@@ -303,6 +308,7 @@ impl Database {
             pinned: int(self
                 .db
                 .property_int_value_cf(family, BLOCK_CACHE_PINNED_USAGE)),
+            table_readers,
         }
     }
 }
