@@ -7,12 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use blob_store::FsBlobStore;
 use cluster_api::{verify_blob_query, BlobUrlError, BlobUrlKeys};
-use oci_model::Digest;
+use oci_model::{range_request, Digest, RangeRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::range::{wanted, Wanted};
 use crate::{HEAD_TIMEOUT, IDLE_TIMEOUT};
 
 /// The largest request head read; a longer one is answered 431.
@@ -208,7 +207,7 @@ async fn answer(context: &Context, request: &Request) -> Answer {
         return error(
             404,
             "Not Found",
-            "NOT_FOUND",
+            "UNSUPPORTED",
             "only /blobs/<digest> is served here",
         );
     };
@@ -232,7 +231,7 @@ async fn answer(context: &Context, request: &Request) -> Answer {
             );
         }
     };
-    match verify_blob_query(&key, &digest, query, unix_seconds()) {
+    match verify_blob_query(key, &digest, query, unix_seconds()) {
         Ok(()) => {}
         Err(BlobUrlError::Expired) => {
             return error(403, "Forbidden", "DENIED", "the signed URL has expired")
@@ -273,13 +272,13 @@ async fn answer(context: &Context, request: &Request) -> Answer {
         ("ETag", format!("\"{digest}\"")),
         ("Accept-Ranges", "bytes".to_owned()),
     ];
-    let (status, reason, start, end) = match wanted(request.range.as_deref(), size) {
-        Wanted::Whole => (200, "OK", 0, size),
-        Wanted::Part { start, end } => {
-            headers.push(("Content-Range", format!("bytes {start}-{}/{size}", end - 1)));
-            (206, "Partial Content", start, end)
+    let (status, reason, start, end) = match range_request(request.range.as_deref(), size) {
+        RangeRequest::Whole => (200, "OK", 0, size),
+        RangeRequest::Part { start, end } => {
+            headers.push(("Content-Range", format!("bytes {start}-{end}/{size}")));
+            (206, "Partial Content", start, end + 1)
         }
-        Wanted::Unsatisfiable => {
+        RangeRequest::Unsatisfiable => {
             let mut answer = error(
                 416,
                 "Range Not Satisfiable",

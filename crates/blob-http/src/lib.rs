@@ -18,7 +18,6 @@
 //! or silent client holds no more than its socket; at most [`MAX_CONNECTIONS`] are served at once.
 
 mod http;
-mod range;
 
 use std::future::Future;
 use std::sync::Arc;

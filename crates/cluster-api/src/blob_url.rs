@@ -9,26 +9,19 @@
 //! store's presigned URL. The repository is not part of it: the bytes of a digest are the same
 //! in every repository, and the gateway already checked the one asked for.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use futures::lock::Mutex;
 use oci_model::Digest;
-use ring::hmac;
 
+use crate::mac::{self, MAC};
 use crate::MetaApi;
-
-const MAC: usize = 16;
 
 /// The length of a blob-URL key.
 pub const BLOB_URL_KEY_BYTES: usize = 32;
 
 /// The query a signed blob URL carries: `expires=<unix seconds>&sig=<hex>`.
 pub fn sign_blob_query(key: &[u8], digest: &Digest, expires_s: u64) -> String {
-    let mac = mac(key, digest, expires_s);
-    let mut sig = String::with_capacity(MAC * 2);
-    for byte in mac {
-        sig.push_str(&format!("{byte:02x}"));
-    }
+    let sig = hex::encode(mac::sign(key, &[&signed(digest, expires_s)]));
     format!("expires={expires_s}&sig={sig}")
 }
 
@@ -54,20 +47,17 @@ pub fn verify_blob_query(
     for pair in query.split('&') {
         match pair.split_once('=') {
             Some(("expires", value)) => expires = value.parse::<u64>().ok(),
-            Some(("sig", value)) => sig = decode_hex(value),
+            Some(("sig", value)) => {
+                let mut bytes = [0u8; MAC];
+                sig = hex::decode_to_slice(value, &mut bytes).ok().map(|()| bytes);
+            }
             _ => {}
         }
     }
     let (Some(expires), Some(sig)) = (expires, sig) else {
         return Err(BlobUrlError::Malformed);
     };
-    let expected = mac(key, digest, expires);
-    // Every byte is compared whatever the first difference.
-    let difference = expected
-        .iter()
-        .zip(&sig)
-        .fold(0u8, |difference, (a, b)| difference | (a ^ b));
-    if difference != 0 {
+    if !mac::verify(key, &[&signed(digest, expires)], &sig) {
         return Err(BlobUrlError::BadSignature);
     }
     if expires < now_s {
@@ -77,55 +67,35 @@ pub fn verify_blob_query(
 }
 
 /// The blob-URL key, fetched from meta on first use and kept (it never changes); a failed fetch
-/// is tried again by the next caller. Gateways sign with it, blob nodes check with it.
+/// is tried again by the next caller. Gateways sign with it, blob nodes check with it. Once it is
+/// held, asking for it takes no lock (it is read on every redirected GET).
 pub struct BlobUrlKeys {
     meta: Arc<dyn MetaApi>,
-    key: Mutex<Option<Vec<u8>>>,
+    key: OnceLock<Vec<u8>>,
 }
 
 impl BlobUrlKeys {
     pub fn new(meta: Arc<dyn MetaApi>) -> BlobUrlKeys {
         BlobUrlKeys {
             meta,
-            key: Mutex::new(None),
+            key: OnceLock::new(),
         }
     }
 
-    /// The key; meta's error while it cannot be asked.
-    pub async fn key(&self) -> Result<Vec<u8>, crate::MetaError> {
-        let mut key = self.key.lock().await;
-        if let Some(key) = key.as_ref() {
-            return Ok(key.clone());
+    /// The key; meta's error while it cannot be asked. Callers racing the first fetch each ask
+    /// meta, and all get the same key.
+    pub async fn key(&self) -> Result<&[u8], crate::MetaError> {
+        if let Some(key) = self.key.get() {
+            return Ok(key);
         }
         let fetched = self.meta.blob_url_key().await?;
-        *key = Some(fetched.clone());
-        Ok(fetched)
+        Ok(self.key.get_or_init(|| fetched))
     }
 }
 
-fn mac(key: &[u8], digest: &Digest, expires_s: u64) -> [u8; MAC] {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
-    let tag = hmac::sign(&key, format!("GET\n{digest}\n{expires_s}").as_bytes());
-    let mut mac = [0u8; MAC];
-    mac.copy_from_slice(&tag.as_ref()[..MAC]);
-    mac
-}
-
-fn decode_hex(text: &str) -> Option<[u8; MAC]> {
-    let text = text.as_bytes();
-    if text.len() != MAC * 2 {
-        return None;
-    }
-    let mut bytes = [0u8; MAC];
-    for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        *byte = (digit(pair[0])? << 4) | digit(pair[1])?;
-    }
-    Some(bytes)
+/// What a blob URL's signature covers.
+fn signed(digest: &Digest, expires_s: u64) -> Vec<u8> {
+    format!("GET\n{digest}\n{expires_s}").into_bytes()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod blob;
 mod blob_url;
 mod error;
 mod lifecycle;
+mod mac;
 mod meta;
 mod types;
 mod upload_token;

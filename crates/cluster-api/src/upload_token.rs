@@ -21,14 +21,14 @@
 //! ```
 
 use oci_model::RepositoryName;
-use ring::{digest, hmac};
+use ring::digest;
 
+use crate::mac::{self, MAC};
 use crate::{BlobNodeId, MetaError, UploadId, UploadSession};
 
 const VERSION: u8 = 1;
 const NONCE: usize = 16;
 const SIGNED: usize = 1 + NONCE + 8 + 8 + 8;
-const MAC: usize = 16;
 /// The encoded size of a token, in bytes.
 pub const TOKEN_BYTES: usize = SIGNED + MAC;
 
@@ -57,21 +57,20 @@ impl UploadToken {
         bytes[17..25].copy_from_slice(&staging_node.to_be_bytes());
         bytes[25..33].copy_from_slice(&started_ms.to_be_bytes());
         bytes[33..41].copy_from_slice(&repo_tag(repo));
-        let mac = sign(key, &bytes[..SIGNED], repo);
+        let mac = mac::sign(key, &[&bytes[..SIGNED], repo.as_str().as_bytes()]);
         bytes[SIGNED..].copy_from_slice(&mac);
         UploadToken { bytes }
     }
 
     /// The token an upload id spells, if it has the shape of one (any other id is no session).
     pub fn decode(id: &UploadId) -> Option<UploadToken> {
-        let text = id.as_str().as_bytes();
-        if text.len() != TOKEN_BYTES * 2 {
+        let text = id.as_str();
+        // Lowercase only, as minted: one token, one spelling.
+        if text.bytes().any(|b| b.is_ascii_uppercase()) {
             return None;
         }
         let mut bytes = [0u8; TOKEN_BYTES];
-        for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
-            *byte = (hex_value(pair[0])? << 4) | hex_value(pair[1])?;
-        }
+        hex::decode_to_slice(text, &mut bytes).ok()?;
         (bytes[0] == VERSION).then_some(UploadToken { bytes })
     }
 
@@ -91,13 +90,8 @@ impl UploadToken {
 
     /// True when `key` signed this token for `repo`. Constant time.
     pub fn verify(&self, key: &[u8], repo: &RepositoryName) -> bool {
-        let expected = sign(key, &self.bytes[..SIGNED], repo);
-        // Every byte is compared whatever the first difference, so timing says nothing of it.
-        let difference = expected
-            .iter()
-            .zip(&self.bytes[SIGNED..])
-            .fold(0u8, |difference, (a, b)| difference | (a ^ b));
-        difference == 0
+        let signed = [&self.bytes[..SIGNED], repo.as_str().as_bytes()];
+        mac::verify(key, &signed, &self.bytes[SIGNED..])
     }
 
     pub fn staging_node(&self) -> BlobNodeId {
@@ -110,25 +104,8 @@ impl UploadToken {
 
     /// The upload id that carries this token.
     pub fn id(&self) -> UploadId {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut text = String::with_capacity(TOKEN_BYTES * 2);
-        for byte in self.bytes {
-            text.push(char::from(HEX[usize::from(byte >> 4)]));
-            text.push(char::from(HEX[usize::from(byte & 0x0f)]));
-        }
-        UploadId(text)
+        UploadId(hex::encode(self.bytes))
     }
-}
-
-fn sign(key: &[u8], signed: &[u8], repo: &RepositoryName) -> [u8; MAC] {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
-    let mut context = hmac::Context::with_key(&key);
-    context.update(signed);
-    context.update(repo.as_str().as_bytes());
-    let tag = context.sign();
-    let mut mac = [0u8; MAC];
-    mac.copy_from_slice(&tag.as_ref()[..MAC]);
-    mac
 }
 
 fn repo_tag(repo: &RepositoryName) -> [u8; 8] {
@@ -136,14 +113,6 @@ fn repo_tag(repo: &RepositoryName) -> [u8; 8] {
     let mut tag = [0u8; 8];
     tag.copy_from_slice(&hash.as_ref()[..8]);
     tag
-}
-
-fn hex_value(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

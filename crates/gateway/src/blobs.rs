@@ -13,10 +13,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cluster_api::{BlobError, BlobInfo, BlobNodeId, BlobNodes, ByteStream};
 use futures::StreamExt;
-use oci_model::{Digest, ErrorCode, RepositoryName};
+use oci_model::{range_request, Digest, ErrorCode, RangeRequest, RepositoryName};
 
 use crate::error::ApiError;
-use crate::headers::{header_text, range_request, set_header, RangeRequest, CONTENT_DIGEST};
+use crate::headers::{header_text, set_header, CONTENT_DIGEST};
 use crate::Gateway;
 
 /// `GET` (or `HEAD`, without a body) of a blob linked in `repo`, honouring a single `Range`.
@@ -118,7 +118,7 @@ async fn redirect_location(gateway: &Gateway, blob: &BlobInfo) -> Option<String>
             continue;
         }
         let expires = unix_seconds() + gateway.config.blob_redirect_ttl_secs;
-        let query = cluster_api::sign_blob_query(&key, &blob.digest, expires);
+        let query = cluster_api::sign_blob_query(key, &blob.digest, expires);
         return Some(format!("{base}/blobs/{}?{query}", blob.digest));
     }
     None

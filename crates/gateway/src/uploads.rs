@@ -17,7 +17,7 @@ use cluster_api::{
 };
 use oci_model::{Digest, ErrorCode, RepositoryName};
 
-use crate::body::blob_stream;
+use crate::body::{blob_stream, BodyWatch};
 use crate::error::ApiError;
 use crate::headers::{
     chunk_range, content_length, set_header, upload_range, CONTENT_DIGEST, UPLOAD_UUID,
@@ -237,17 +237,22 @@ async fn append(
         Some((start, _)) => node.append_upload(&session.id, start, stream).await,
         None => node.append_at_end(&session.id, stream).await,
     };
-    match appended {
-        Ok(length) => Ok(length),
-        Err(BlobError::OffsetMismatch {
+    appended.map_err(|error| append_error(session, &watch, error))
+}
+
+/// What a client hears of a failed append: 416 with the upload's real length when the chunk did
+/// not start there, the request body's own fault when it broke off, else the node's error.
+fn append_error(session: &UploadSession, watch: &BodyWatch, error: BlobError) -> ApiError {
+    match error {
+        BlobError::OffsetMismatch {
             expected: current,
             given,
-        }) => Err(ApiError::new(
+        } => ApiError::new(
             ErrorCode::RangeInvalid,
             format!("the chunk starts at byte {given}, but the upload holds {current} bytes"),
         )
-        .with_headers(upload_headers(&session.repo, &session.id, current))),
-        Err(error) => Err(watch.fault().unwrap_or_else(|| error.into())),
+        .with_headers(upload_headers(&session.repo, &session.id, current)),
+        error => watch.fault().unwrap_or_else(|| error.into()),
     }
 }
 
@@ -302,15 +307,9 @@ async fn commit_on_node(
         return Ok(node.commit_upload(&session.id, digest).await?);
     }
     let (stream, watch) = blob_stream(body, content_length(headers)?);
-    match node.append_and_commit(&session.id, stream, digest).await {
-        Ok(committed) => Ok(committed),
-        Err(BlobError::OffsetMismatch { expected, given }) => Err(ApiError::new(
-            ErrorCode::RangeInvalid,
-            format!("the chunk starts at byte {given}, but the upload holds {expected} bytes"),
-        )
-        .with_headers(upload_headers(&session.repo, &session.id, expected))),
-        Err(error) => Err(watch.fault().unwrap_or_else(|| error.into())),
-    }
+    node.append_and_commit(&session.id, stream, digest)
+        .await
+        .map_err(|error| append_error(session, &watch, error))
 }
 
 /// Closes a session that failed for good by removing its staging file, best effort: a node that

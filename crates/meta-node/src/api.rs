@@ -59,6 +59,9 @@ pub struct RaftMeta {
     /// `wharf_meta_read_index_total{by}`: read indexes from a heartbeat round or from the lease.
     read_index_checked: metrics::Counter,
     read_index_leased: metrics::Counter,
+    /// The upload-token secret once read from the state: it never changes after it is set, and
+    /// every upload asks for it.
+    upload_key: std::sync::OnceLock<Vec<u8>>,
 }
 
 /// What a successful leadership check proves: no other leader before `until`, in `term` and
@@ -154,6 +157,7 @@ impl RaftMeta {
             peers,
             gc,
             lease: Arc::default(),
+            upload_key: std::sync::OnceLock::new(),
             // Half the voters' promise: room for clock-rate drift and for the time a heartbeat
             // spends in flight before a voter starts counting.
             lease_duration: election_timeout_max / 2,
@@ -282,18 +286,23 @@ impl RaftMeta {
         Some(committed.max(lease.index))
     }
 
-    /// The key that signs upload tokens, set through Raft by the first leader that needs one.
-    async fn upload_key(&self) -> Result<Vec<u8>, MetaError> {
-        if let Some(key) = self.reader.upload_key()? {
+    /// The key that signs upload tokens, set through Raft by the first leader that needs one
+    /// (a follower answers with the leader's address) and kept once read.
+    async fn upload_key(&self) -> Result<&[u8], MetaError> {
+        if let Some(key) = self.upload_key.get() {
             return Ok(key);
         }
-        let key: [u8; UPLOAD_KEY_BYTES] = random_bytes()?;
-        self.propose_done(Command::SetUploadKey { key: key.to_vec() })
-            .await?;
+        if self.reader.upload_key()?.is_none() {
+            let key: [u8; UPLOAD_KEY_BYTES] = random_bytes()?;
+            self.propose_done(Command::SetUploadKey { key: key.to_vec() })
+                .await?;
+        }
         // Another proposal may have won: the state holds the one key.
-        self.reader
+        let key = self
+            .reader
             .upload_key()?
-            .ok_or_else(|| MetaError::Internal("the upload key was not set".to_owned()))
+            .ok_or_else(|| MetaError::Internal("the upload key was not set".to_owned()))?;
+        Ok(self.upload_key.get_or_init(|| key))
     }
 
     async fn confirm_leadership(raft: &Raft<TypeConfig>) -> Result<Option<u64>, MetaError> {
@@ -378,7 +387,7 @@ impl MetaApi for RaftMeta {
             .collect();
         let bits = u64::from_be_bytes(nonce[..8].try_into().unwrap_or_default());
         let staging_node = pick_staging_node(bits, &nodes).ok_or(MetaError::NoBlobNodes)?;
-        let token = UploadToken::mint(&key, repo, staging_node, unix_ms(), nonce);
+        let token = UploadToken::mint(key, repo, staging_node, unix_ms(), nonce);
         Ok(UploadSession {
             id: token.id(),
             repo: repo.clone(),
@@ -645,13 +654,8 @@ impl MetaApi for RaftMeta {
     }
 
     async fn blob_url_key(&self) -> Result<Vec<u8>, MetaError> {
-        let secret = match self.reader.upload_key()? {
-            Some(secret) => secret,
-            // Set through Raft (on the leader; a follower answers with the leader's address).
-            None => self.upload_key().await?,
-        };
         // Derived, so the secret that signs upload tokens never leaves meta.
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.upload_key().await?);
         let derived = ring::hmac::sign(&key, b"wharf blob URL key v1");
         Ok(derived.as_ref()[..BLOB_URL_KEY_BYTES].to_vec())
     }

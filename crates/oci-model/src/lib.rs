@@ -9,8 +9,10 @@ pub mod error;
 pub mod manifest;
 pub mod media_type;
 pub mod name;
+pub mod range;
 
 pub use digest::{Algorithm, Digest, DigestError, Digester};
 pub use error::{ErrorCode, ErrorInfo, OciError};
 pub use manifest::{Descriptor, ManifestError, ParsedManifest, MAX_MANIFEST_BYTES};
 pub use name::{NameError, Reference, RepositoryName, Tag};
+pub use range::{range_request, RangeRequest};

@@ -104,8 +104,6 @@ async fn start_in(
         config.blob_http_listen = Some("127.0.0.1:0".into());
         config.gateway.blob_redirect = true;
         config.gateway.blob_redirect_min_bytes = 0;
-    } else {
-        config.gateway.blob_redirect = false;
     }
     let running = wharf::start_serve(&config).await?;
     let http_addr = running

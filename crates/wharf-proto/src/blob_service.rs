@@ -54,19 +54,8 @@ impl Blob for BlobGrpc {
         &self,
         request: Request<Streaming<pb::AppendChunk>>,
     ) -> Reply<pb::UploadLength> {
-        let mut chunks = request.into_inner();
-        let first = match chunks.message().await? {
-            Some(first) => first,
-            None => return Err(invalid("append stream carried no header message")),
-        };
+        let (first, data) = append_stream(request).await?;
         let id = upload_id(&first.id)?;
-        let head = futures::stream::iter([Ok(first.data)]);
-        let rest = chunks.map(|chunk| {
-            chunk.map(|chunk| chunk.data).map_err(|status| {
-                BlobError::Invalid(format!("append stream failed: {}", status.message()))
-            })
-        });
-        let data: ByteStream = Box::pin(head.chain(rest));
         let length = match first.offset {
             Some(offset) => self.api.append_upload(&id, offset, data).await,
             None => self.api.append_at_end(&id, data).await,
@@ -78,20 +67,9 @@ impl Blob for BlobGrpc {
         &self,
         request: Request<Streaming<pb::AppendChunk>>,
     ) -> Reply<pb::CommittedBlob> {
-        let mut chunks = request.into_inner();
-        let first = match chunks.message().await? {
-            Some(first) => first,
-            None => return Err(invalid("append stream carried no header message")),
-        };
+        let (first, data) = append_stream(request).await?;
         let id = upload_id(&first.id)?;
         let digest = convert::digest("commit_digest", &first.commit_digest).map_err(invalid)?;
-        let head = futures::stream::iter([Ok(first.data)]);
-        let rest = chunks.map(|chunk| {
-            chunk.map(|chunk| chunk.data).map_err(|status| {
-                BlobError::Invalid(format!("append stream failed: {}", status.message()))
-            })
-        });
-        let data: ByteStream = Box::pin(head.chain(rest));
         reply(self.api.append_and_commit(&id, data, &digest).await, |c| {
             convert::committed_to_pb(&c)
         })
@@ -212,4 +190,22 @@ fn read_ahead(mut stream: ByteStream) -> ByteStream {
         }
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
+}
+
+/// An `AppendChunk` stream as its first message (the header: id, offset, commit digest; its data
+/// moved out) and every message's data, the first's included, as one byte stream.
+async fn append_stream(
+    request: Request<Streaming<pb::AppendChunk>>,
+) -> Result<(pb::AppendChunk, ByteStream), Status> {
+    let mut chunks = request.into_inner();
+    let Some(mut first) = chunks.message().await? else {
+        return Err(invalid("append stream carried no header message"));
+    };
+    let head = futures::stream::iter([Ok(std::mem::take(&mut first.data))]);
+    let rest = chunks.map(|chunk| {
+        chunk.map(|chunk| chunk.data).map_err(|status| {
+            BlobError::Invalid(format!("append stream failed: {}", status.message()))
+        })
+    });
+    Ok((first, Box::pin(head.chain(rest))))
 }
