@@ -367,7 +367,7 @@ fn delete_tag(txn: &mut Txn<'_>, repo: &RepositoryName, tag: &Tag) -> Outcome {
             "tag {tag} of {repo} is immutable (rule {rule})"
         ))));
     }
-    state::delete_tag(txn, repo, tag);
+    state::delete_tag(txn, repo, tag)?;
     Ok(DONE)
 }
 

@@ -210,6 +210,7 @@ pub(crate) fn check(kv: &impl KvRead) -> Result<Vec<String>, StoreError> {
             distinct.len()
         ));
     }
+    let mut implied_index = BTreeSet::new();
     for (key, tag) in rows::<TagRecord>(kv, Table::Tags, "tag")? {
         let [repo, name] = split_key::<2>("tag key", &key)?;
         let repo = parse_repo("tag key", repo)?;
@@ -219,6 +220,25 @@ pub(crate) fn check(kv: &impl KvRead) -> Result<Vec<String>, StoreError> {
                 tag.digest
             ));
         }
+        let name = state::parse_tag("tag key", name)?;
+        implied_index.insert(state::tag_index_key(&repo, &tag.digest, &name));
+    }
+    let mut index = BTreeSet::new();
+    kv.scan(Table::TagsByDigest, b"", None, &mut |key, _| {
+        index.insert(key.to_vec());
+        Ok(true)
+    })?;
+    for missing in implied_index.difference(&index) {
+        problems.push(format!(
+            "the tag index lacks {}",
+            String::from_utf8_lossy(missing).replace('\0', " ")
+        ));
+    }
+    for extra in index.difference(&implied_index) {
+        problems.push(format!(
+            "the tag index holds {}, which no tag implies",
+            String::from_utf8_lossy(extra).replace('\0', " ")
+        ));
     }
     Ok(problems)
 }

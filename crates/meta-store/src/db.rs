@@ -39,10 +39,14 @@ pub(crate) enum Table {
     Fences,
     NamespaceRefs,
     Usage,
+    /// The tags of each manifest, `(repository, digest, tag)` with no value: derived from
+    /// [`Table::Tags`] and kept beside it in every write, rebuilt from it after a snapshot install
+    /// (so not in snapshots) and at open when absent (see `tag_index`).
+    TagsByDigest,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 20] = [
+    pub(crate) const ALL: [Table; 21] = [
         Table::Log,
         Table::Raft,
         Table::SmMeta,
@@ -63,6 +67,7 @@ impl Table {
         Table::Fences,
         Table::NamespaceRefs,
         Table::Usage,
+        Table::TagsByDigest,
     ];
 
     /// The tables that make up the registry state (what a snapshot carries).
@@ -107,6 +112,7 @@ impl Table {
             Table::Fences => "fences",
             Table::NamespaceRefs => "namespace_refs",
             Table::Usage => "usage",
+            Table::TagsByDigest => "tags_by_digest",
         }
     }
 }

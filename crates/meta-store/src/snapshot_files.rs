@@ -246,6 +246,7 @@ impl SnapshotFiles {
             }
         }
         db.write(batch)?;
+        crate::tag_index::rebuild(db)?;
         let mut txn = Txn::new(db);
         state::put_applied(&mut txn, meta.last_log_id.as_ref(), &meta.last_membership)?;
         put_current(&mut txn, meta, file_name)?;
@@ -376,12 +377,17 @@ fn begin_replace(db: &Database, meta: &Meta, file_name: &str) -> Result<(), Stor
     for table in Table::STATE {
         delete_table(db, &mut batch, table)?;
     }
+    crate::tag_index::forget(db, &mut batch)?;
     write_synced(db, batch)
 }
 
 /// Stages the deletion of every row of `table`: one range tombstone up to its last key, and that
 /// key (the range's end is exclusive).
-fn delete_table(db: &Database, batch: &mut WriteBatch, table: Table) -> Result<(), StoreError> {
+pub(crate) fn delete_table(
+    db: &Database,
+    batch: &mut WriteBatch,
+    table: Table,
+) -> Result<(), StoreError> {
     let family = cf(db, table)?;
     let last = db.iterator_cf(family, IteratorMode::End).next();
     if let Some(row) = last {
@@ -403,7 +409,8 @@ mod tests {
     fn rows(db: &Database) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
         let view = DbView::live(db);
         let mut rows = Vec::new();
-        for table in Table::STATE {
+        // The state, and the tag index an install rebuilds from it.
+        for table in Table::STATE.into_iter().chain([Table::TagsByDigest]) {
             view.scan(table, b"", None, &mut |key, value| {
                 rows.push((table, key.to_vec(), value.to_vec()));
                 Ok(true)
@@ -415,8 +422,13 @@ mod tests {
 
     fn write_state(db: &Database, tags: &[&str], index: u64) {
         let mut txn = Txn::new(db);
+        let repo: oci_model::RepositoryName = "app".parse().expect("repo");
         for tag in tags {
-            txn.put(Table::Tags, format!("app\0{tag}"), tag.as_bytes());
+            let record = state::TagRecord {
+                digest: oci_model::Digest::sha256_of(tag.as_bytes()),
+                pushed_ms: 1,
+            };
+            state::put_tag(&mut txn, &repo, &tag.parse().expect("tag"), &record).expect("tag");
         }
         let log_id = LogId::new(CommittedLeaderId::new(1, 1), index);
         state::put_applied(&mut txn, Some(&log_id), &Default::default()).expect("applied");

@@ -496,7 +496,8 @@ pub(crate) fn cluster_map(kv: &impl KvRead) -> Result<ClusterMap, StoreError> {
     })
 }
 
-/// The tags of `repo` that point at `digest`.
+/// The tags of `repo` that point at `digest`, from [`Table::TagsByDigest`]: as many rows as
+/// there are such tags, however many tags the repository has.
 pub(crate) fn tags_pointing_at(
     kv: &impl KvRead,
     repo: &RepositoryName,
@@ -504,15 +505,12 @@ pub(crate) fn tags_pointing_at(
 ) -> Result<Vec<Tag>, StoreError> {
     let mut tags = Vec::new();
     kv.scan(
-        Table::Tags,
-        &prefix(&[repo.as_str()]),
+        Table::TagsByDigest,
+        &prefix(&[repo.as_str(), &digest.to_string()]),
         None,
-        &mut |key, value| {
-            let record: TagRecord = decode("tag", value)?;
-            if record.digest == *digest {
-                let [_, tag] = split_key::<2>("tag key", key)?;
-                tags.push(parse_tag("tag key", tag)?);
-            }
+        &mut |key, _| {
+            let [_, _, tag] = split_key::<3>("tag index key", key)?;
+            tags.push(parse_tag("tag index key", tag)?);
             Ok(true)
         },
     )?;
@@ -562,12 +560,23 @@ pub(crate) fn put_repository(txn: &mut Txn<'_>, repo: &RepositoryName) {
     txn.put(Table::Repositories, repo.as_str().as_bytes(), Vec::new());
 }
 
+/// Points `tag` of `repo` at `record`'s manifest, and keeps [`Table::TagsByDigest`] in step.
 pub(crate) fn put_tag(
     txn: &mut Txn<'_>,
     repo: &RepositoryName,
     tag: &Tag,
     record: &TagRecord,
 ) -> Result<(), StoreError> {
+    if let Some(old) = tag_record(txn, repo, tag)? {
+        if old.digest != record.digest {
+            txn.delete(Table::TagsByDigest, tag_index_key(repo, &old.digest, tag));
+        }
+    }
+    txn.put(
+        Table::TagsByDigest,
+        tag_index_key(repo, &record.digest, tag),
+        [],
+    );
     txn.put(
         Table::Tags,
         key(&[repo.as_str(), tag.as_str()]),
@@ -576,8 +585,22 @@ pub(crate) fn put_tag(
     Ok(())
 }
 
-pub(crate) fn delete_tag(txn: &mut Txn<'_>, repo: &RepositoryName, tag: &Tag) {
+/// Removes `tag` of `repo` (if it exists), and its [`Table::TagsByDigest`] row.
+pub(crate) fn delete_tag(
+    txn: &mut Txn<'_>,
+    repo: &RepositoryName,
+    tag: &Tag,
+) -> Result<(), StoreError> {
+    if let Some(old) = tag_record(txn, repo, tag)? {
+        txn.delete(Table::TagsByDigest, tag_index_key(repo, &old.digest, tag));
+    }
     txn.delete(Table::Tags, key(&[repo.as_str(), tag.as_str()]));
+    Ok(())
+}
+
+/// The [`Table::TagsByDigest`] row saying `tag` of `repo` points at `digest`.
+pub(crate) fn tag_index_key(repo: &RepositoryName, digest: &Digest, tag: &Tag) -> Vec<u8> {
+    key(&[repo.as_str(), &digest.to_string(), tag.as_str()])
 }
 
 pub(crate) fn put_manifest(
