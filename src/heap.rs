@@ -42,9 +42,22 @@ pub fn spawn_trimmer() {
                 unsafe {
                     libc::malloc_trim(0);
                 }
+                publish_heap();
             });
         if let Err(error) = spawned {
             tracing::warn!(%error, "cannot start the heap trimmer");
         }
     }
+}
+
+/// `wharf_process_heap_bytes{state}`: what the allocator holds from the kernel, split into what
+/// is allocated (`in_use`) and what it keeps free (`free`, fragmentation and not-yet-trimmed pages).
+/// RSS minus both is the binary's text, thread stacks and other mappings.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn publish_heap() {
+    // SAFETY: mallinfo2 reads the allocator's counters under its locks and returns them by value.
+    let info = unsafe { libc::mallinfo2() };
+    let in_use = info.uordblks + info.hblkhd;
+    metrics::gauge!("wharf_process_heap_bytes", "state" => "in_use").set(in_use as f64);
+    metrics::gauge!("wharf_process_heap_bytes", "state" => "free").set(info.fordblks as f64);
 }
