@@ -301,9 +301,15 @@ fn put_manifest(txn: &mut Txn<'_>, put: PutManifest, now_ms: u64) -> Outcome {
             return Ok(Err(MetaError::Invalid(reason.to_owned())));
         }
     };
+    let current_tag = match &put.tag {
+        Some(tag) => state::tag(txn, repo, tag)?,
+        None => None,
+    };
     if let Some(tag) = &put.tag {
-        let current = state::tag(txn, repo, tag)?;
-        if current.as_ref().is_some_and(|digest| *digest != put.digest) {
+        if current_tag
+            .as_ref()
+            .is_some_and(|digest| *digest != put.digest)
+        {
             if let Some(rule) = protecting_rule(txn, repo, tag)? {
                 return Ok(Err(MetaError::Denied(format!(
                     "tag {tag} of {repo} is immutable (rule {rule}); push under a new tag"
@@ -325,7 +331,7 @@ fn put_manifest(txn: &mut Txn<'_>, put: PutManifest, now_ms: u64) -> Outcome {
             digest: put.digest.clone(),
             pushed_ms: now_ms,
         };
-        state::put_tag(txn, repo, tag, &record)?;
+        state::put_tag(txn, repo, tag, &record, current_tag.as_ref())?;
     }
     refs::link_manifest(txn, &put, now_ms)?;
     state::put_repository(txn, repo);
@@ -359,15 +365,15 @@ fn delete_manifest(
 }
 
 fn delete_tag(txn: &mut Txn<'_>, repo: &RepositoryName, tag: &Tag) -> Outcome {
-    if state::tag(txn, repo, tag)?.is_none() {
+    let Some(digest) = state::tag(txn, repo, tag)? else {
         return Ok(Err(MetaError::ManifestUnknown(tag.to_string())));
-    }
+    };
     if let Some(rule) = protecting_rule(txn, repo, tag)? {
         return Ok(Err(MetaError::Denied(format!(
             "tag {tag} of {repo} is immutable (rule {rule})"
         ))));
     }
-    state::delete_tag(txn, repo, tag)?;
+    state::delete_tag(txn, repo, tag, &digest);
     Ok(DONE)
 }
 

@@ -477,7 +477,7 @@ pub(crate) fn unlink_manifest(
         let mut record =
             state::manifest(txn, &current)?.ok_or_else(|| missing("manifest", &current))?;
         for tag in state::tags_pointing_at(txn, repo, &current)? {
-            state::delete_tag(txn, repo, &tag)?;
+            state::delete_tag(txn, repo, &tag, &current);
         }
         if let Some(subject) = &record.subject {
             state::delete_referrer(txn, repo, subject, &current);

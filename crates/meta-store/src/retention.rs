@@ -159,7 +159,7 @@ pub(crate) fn apply(
                     .iter()
                     .any(|rule| rule.protects(repo.as_str(), tag.as_str()));
                 if !protected && state::tag_record(txn, repo, tag)? == Some(expected) {
-                    state::delete_tag(txn, repo, tag)?;
+                    state::delete_tag(txn, repo, tag, digest);
                     applied += 1;
                 }
             }

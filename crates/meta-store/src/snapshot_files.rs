@@ -428,7 +428,8 @@ mod tests {
                 digest: oci_model::Digest::sha256_of(tag.as_bytes()),
                 pushed_ms: 1,
             };
-            state::put_tag(&mut txn, &repo, &tag.parse().expect("tag"), &record).expect("tag");
+            state::put_tag(&mut txn, &repo, &tag.parse().expect("tag"), &record, None)
+                .expect("tag");
         }
         let log_id = LogId::new(CommittedLeaderId::new(1, 1), index);
         state::put_applied(&mut txn, Some(&log_id), &Default::default()).expect("applied");

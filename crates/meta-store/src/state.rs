@@ -560,17 +560,17 @@ pub(crate) fn put_repository(txn: &mut Txn<'_>, repo: &RepositoryName) {
     txn.put(Table::Repositories, repo.as_str().as_bytes(), Vec::new());
 }
 
-/// Points `tag` of `repo` at `record`'s manifest, and keeps [`Table::TagsByDigest`] in step.
+/// Points `tag` of `repo` at `record`'s manifest, and keeps [`Table::TagsByDigest`] in step;
+/// `previous` is the manifest the tag pointed at until now (the caller has read it).
 pub(crate) fn put_tag(
     txn: &mut Txn<'_>,
     repo: &RepositoryName,
     tag: &Tag,
     record: &TagRecord,
+    previous: Option<&Digest>,
 ) -> Result<(), StoreError> {
-    if let Some(old) = tag_record(txn, repo, tag)? {
-        if old.digest != record.digest {
-            txn.delete(Table::TagsByDigest, tag_index_key(repo, &old.digest, tag));
-        }
+    if let Some(previous) = previous.filter(|previous| **previous != record.digest) {
+        txn.delete(Table::TagsByDigest, tag_index_key(repo, previous, tag));
     }
     txn.put(
         Table::TagsByDigest,
@@ -585,17 +585,11 @@ pub(crate) fn put_tag(
     Ok(())
 }
 
-/// Removes `tag` of `repo` (if it exists), and its [`Table::TagsByDigest`] row.
-pub(crate) fn delete_tag(
-    txn: &mut Txn<'_>,
-    repo: &RepositoryName,
-    tag: &Tag,
-) -> Result<(), StoreError> {
-    if let Some(old) = tag_record(txn, repo, tag)? {
-        txn.delete(Table::TagsByDigest, tag_index_key(repo, &old.digest, tag));
-    }
+/// Removes `tag` of `repo`, which points at `digest` (the caller has read it), and its
+/// [`Table::TagsByDigest`] row.
+pub(crate) fn delete_tag(txn: &mut Txn<'_>, repo: &RepositoryName, tag: &Tag, digest: &Digest) {
+    txn.delete(Table::TagsByDigest, tag_index_key(repo, digest, tag));
     txn.delete(Table::Tags, key(&[repo.as_str(), tag.as_str()]));
-    Ok(())
 }
 
 /// The [`Table::TagsByDigest`] row saying `tag` of `repo` points at `digest`.

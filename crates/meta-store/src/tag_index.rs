@@ -92,13 +92,14 @@ mod tests {
 
         let mut txn = Txn::new(&db);
         for name in ["a", "b", "c"] {
-            state::put_tag(&mut txn, &repo, &tag(name), &tag_record(&one)).expect("put");
+            state::put_tag(&mut txn, &repo, &tag(name), &tag_record(&one), None).expect("put");
         }
-        state::put_tag(&mut txn, &other, &tag("a"), &tag_record(&one)).expect("put");
+        state::put_tag(&mut txn, &other, &tag("a"), &tag_record(&one), None).expect("put");
+        // Pushed again where it was: one row still.
+        state::put_tag(&mut txn, &repo, &tag("a"), &tag_record(&one), Some(&one)).expect("again");
         // Moved: its row under `one` goes; deleted: its row goes.
-        state::put_tag(&mut txn, &repo, &tag("b"), &tag_record(&two)).expect("move");
-        state::delete_tag(&mut txn, &repo, &tag("c")).expect("delete");
-        state::delete_tag(&mut txn, &repo, &tag("never")).expect("delete a missing tag");
+        state::put_tag(&mut txn, &repo, &tag("b"), &tag_record(&two), Some(&one)).expect("move");
+        state::delete_tag(&mut txn, &repo, &tag("c"), &one);
         db.write(txn.into_batch().expect("batch")).expect("write");
 
         let view = DbView::live(&db);
@@ -143,6 +144,7 @@ mod tests {
             &repo,
             &"v1".parse().expect("tag"),
             &tag_record(&digest),
+            None,
         )
         .expect("put");
         db.write(txn.into_batch().expect("batch")).expect("write");
