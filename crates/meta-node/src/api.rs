@@ -38,6 +38,11 @@ use crate::read_barrier::ReadBarrier;
 /// apply it, before it answers a read `Unavailable` (and its client asks another member).
 const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Under load (a check answered several reads), a follower asks the leader for read indexes at
+/// most once per this long (one tick of tokio's timer), each call carrying every read queued
+/// meanwhile: the leader's work per read falls as the load rises; light load asks at once.
+const FOLLOWER_CHECK_SPACING: Duration = Duration::from_millis(1);
+
 /// The metadata service as served by one meta member.
 pub struct RaftMeta {
     raft: Raft<TypeConfig>,
@@ -153,7 +158,7 @@ impl RaftMeta {
             reader,
             liveness,
             leader_checks: ReadBarrier::new(),
-            follower_checks: ReadBarrier::new(),
+            follower_checks: ReadBarrier::paced(FOLLOWER_CHECK_SPACING),
             peers,
             gc,
             lease: Arc::default(),

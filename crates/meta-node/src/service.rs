@@ -5,18 +5,20 @@
 //! A request from a sender blocked in [`NetworkFaults`] is dropped with `unavailable`, which the
 //! sender's client reports as `Unreachable`. Every Raft request names its sender in its vote: the
 //! leader's for AppendEntries and InstallSnapshot, the candidate's for Vote; a ReadIndex request
-//! names it in `from`.
+//! names it in `from`, as does each message of a `ReadIndexStream`.
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::Stream;
 use meta_store::TypeConfig;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{Raft, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 use wharf_proto::pb::raft_server::{Raft as RaftRpc, RaftServer};
 use wharf_proto::pb::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
 use wharf_proto::status::meta_error_to_status;
@@ -27,6 +29,13 @@ use crate::faults::NetworkFaults;
 /// Largest Raft message either side sends or accepts. A batch of entries larger than this is
 /// split by the sender (`PayloadTooLarge`); a single entry holds at most a 4 MiB manifest.
 pub const RAFT_MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
+
+/// How long the leader keeps one `ReadIndexStream` before ending it (the follower opens another
+/// for its next check): a server stopping gracefully waits for its open streams.
+const READ_INDEX_STREAM_LIFETIME: Duration = Duration::from_secs(1);
+
+type ReadIndexReplies =
+    Pin<Box<dyn Stream<Item = Result<ReadIndexResponse, Status>> + Send + 'static>>;
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, serde_json::Error> {
     Ok(RaftPayload {
@@ -132,5 +141,39 @@ impl RaftRpc for RaftGrpc {
             Ok(index) => Ok(Response::new(ReadIndexResponse { index })),
             Err(error) => Err(meta_error_to_status(&error)),
         }
+    }
+
+    type ReadIndexStreamStream = ReadIndexReplies;
+
+    /// `ReadIndex` for each message, answered in order; the stream ends at the first refusal
+    /// and, between messages, once [`READ_INDEX_STREAM_LIFETIME`] has passed.
+    async fn read_index_stream(
+        &self,
+        request: Request<Streaming<ReadIndexRequest>>,
+    ) -> Result<Response<ReadIndexReplies>, Status> {
+        let ends = tokio::time::Instant::now() + READ_INDEX_STREAM_LIFETIME;
+        let (api, faults) = (self.api.clone(), self.faults.clone());
+        let replies = futures::stream::unfold(Some(request.into_inner()), move |inbound| {
+            let (api, faults) = (api.clone(), faults.clone());
+            async move {
+                let mut inbound = inbound?;
+                let request = match tokio::time::timeout_at(ends, inbound.message()).await {
+                    Ok(Ok(Some(request))) => request,
+                    // Lifetime over, the follower closed its side, or its stream broke.
+                    Ok(Ok(None) | Err(_)) | Err(_) => return None,
+                };
+                let reply = match faults.check(request.from) {
+                    Err(blocked) => Err(Status::unavailable(blocked.to_string())),
+                    Ok(()) => api
+                        .leader_read_index()
+                        .await
+                        .map(|index| ReadIndexResponse { index })
+                        .map_err(|error| meta_error_to_status(&error)),
+                };
+                let next = reply.is_ok().then_some(inbound);
+                Some((reply, next))
+            }
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 }

@@ -219,6 +219,55 @@ async fn three_voters_replicate_redirect_and_fail_over() {
     }
 }
 
+/// A follower asks the leader for read indexes over one stream that the leader ends every
+/// second: reads through the follower for longer than that (so over several streams) each see
+/// the tag write acknowledged just before them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn follower_reads_see_each_acknowledged_write_across_read_index_streams() {
+    let dirs: Vec<TempDir> = (0..2).map(|_| TempDir::new().expect("tempdir")).collect();
+    let leader = start(1, dirs[0].path(), true).await;
+    leader.node.wait_for_leader(DEADLINE).await.expect("leader");
+    let follower = start(2, dirs[1].path(), false).await;
+    leader
+        .node
+        .add_voter(2, &follower.addr.to_string())
+        .await
+        .expect("add voter 2");
+    let (writer, reader) = (leader.node.api(), follower.node.api());
+    let app = repo("app");
+    let layer = blob("layer");
+    writer
+        .register_blob_node(blob_node(1))
+        .await
+        .expect("register");
+    writer
+        .commit_blob(&app, layer.clone(), None)
+        .await
+        .expect("commit");
+
+    let started = std::time::Instant::now();
+    let mut round = 0;
+    while started.elapsed() < std::time::Duration::from_millis(2_500) {
+        round += 1;
+        let image = manifest(
+            "app",
+            &format!("image-{round}"),
+            Some("latest"),
+            &[&layer.digest],
+        );
+        writer.put_manifest(image.clone()).await.expect("put");
+        let read = reader
+            .get_manifest(&app, &Reference::Tag(tag("latest")))
+            .await
+            .expect("the follower serves the read");
+        assert_eq!(read.digest, image.digest, "round {round}: a stale tag");
+    }
+    assert!(round > 1, "only {round} rounds");
+    drop((writer, reader));
+    follower.stop().await;
+    leader.stop().await;
+}
+
 /// Waits, polling `probe` through `client`, until `done` holds for its answer.
 async fn eventually<T: std::fmt::Debug>(
     what: &str,
