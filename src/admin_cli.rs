@@ -46,6 +46,9 @@ pub enum AdminCommand {
     /// Quotas on a namespace's physical bytes.
     #[command(subcommand)]
     Quota(crate::lifecycle_cli::QuotaCommand),
+    /// Placement rules (data residency): the zones a repository's blobs may be stored in.
+    #[command(subcommand)]
+    Placement(crate::placement_cli::PlacementCommand),
     /// Retention rules: keep the newest N tags, keep tags by pattern, delete old untagged
     /// manifests; with a dry run.
     #[command(subcommand)]
@@ -202,6 +205,9 @@ pub async fn run(args: AdminArgs) -> Result<(), Box<dyn std::error::Error>> {
         AdminCommand::Usage { namespace } => return lifecycle::usage(meta, namespace).await,
         AdminCommand::Quota(command) => return lifecycle::quota(meta, command).await,
         AdminCommand::Retention(command) => return lifecycle::retention(meta, command).await,
+        AdminCommand::Placement(command) => {
+            return crate::placement_cli::placement(meta, command).await
+        }
         AdminCommand::Gc => return lifecycle::gc(meta).await,
         AdminCommand::Fsck { repair } => return lifecycle::fsck(meta, repair).await,
         other => return run_access(meta, other).await,
@@ -308,6 +314,7 @@ async fn run_access(meta: &[String], command: AdminCommand) -> CliResult {
         | AdminCommand::Usage { .. }
         | AdminCommand::Quota(_)
         | AdminCommand::Retention(_)
+        | AdminCommand::Placement(_)
         | AdminCommand::Gc
         | AdminCommand::Fsck { .. } => unreachable!("handled by run"),
         AdminCommand::User(UserCommand::Add {

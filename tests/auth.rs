@@ -1062,6 +1062,48 @@ async fn anonymous_pull_policy_catalog_filter_and_admin_api() {
         .await;
         assert_eq!(status, StatusCode::OK);
     }
+
+    // Placement rules through the admin API: set, listed with the map's epoch, refused when
+    // invalid (400), removed, and 404 once gone.
+    let rule_url = format!("{base}/admin/v1/placement/eu");
+    let put = http
+        .put(&rule_url)
+        .header(AUTHORIZATION, root.clone())
+        .body(r#"{"repositories":"eu/**","zones":["eu-west"],"replicas":2}"#)
+        .send()
+        .await
+        .expect("put rule");
+    assert_eq!(put.status(), StatusCode::OK);
+    let listed: Value = http
+        .get(format!("{base}/admin/v1/placement"))
+        .header(AUTHORIZATION, root.clone())
+        .send()
+        .await
+        .expect("list rules")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(listed["rules"][0]["id"], "eu");
+    assert_eq!(listed["rules"][0]["replicas"], 2);
+    assert!(listed["epoch"].as_u64().is_some(), "{listed}");
+    let (status, code, _) = attempt(
+        http.put(format!("{base}/admin/v1/placement/bad"))
+            .header(AUTHORIZATION, root.clone())
+            .body(r#"{"repositories":"eu/**","zones":[]}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{code}");
+    let (status, _, _) = attempt(
+        http.put(&rule_url)
+            .body(r#"{"repositories":"x","zones":["a"]}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "administrators only");
+    for expected in [StatusCode::NO_CONTENT, StatusCode::NOT_FOUND] {
+        let (status, _, _) =
+            attempt(http.delete(&rule_url).header(AUTHORIZATION, root.clone())).await;
+        assert_eq!(status, expected);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

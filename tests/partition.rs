@@ -230,6 +230,7 @@ async fn a_cut_off_meta_leader_serves_no_stale_tag_accepts_no_write_and_rejoins(
         digest: Digest::sha256_of(b"written through a cut-off leader"),
         size: 32,
         replicas: vec![1],
+        placement: Vec::new(),
     };
     let manifest_write = tokio::spawn({
         let client = single_node_client(&old_addr);

@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use blob_store::BlobStore;
-use cluster_api::{BlobError, BlobNodeId, BlobNodes, ClusterMap, MetaApi, NodeState};
+use cluster_api::{
+    BlobError, BlobInfo, BlobNodeId, BlobNodes, ClusterMap, MetaApi, NodeState, RepoPlacement,
+};
 use hash_ring::{Member, Ring};
 use oci_model::Digest;
 
@@ -50,6 +52,66 @@ impl Placement {
             .owners(digest.to_string().as_bytes(), self.ring.len())
     }
 
+    /// The owners of `digest` for a repository placed by `rules`: the copies its placement
+    /// rules ask for (the policy's count without one), on `Up` nodes in the zones they allow;
+    /// empty when no `Up` node is in those zones. Without rules, [`owners`](Placement::owners).
+    pub fn owners_for(&self, digest: &Digest, rules: &RepoPlacement) -> Vec<BlobNodeId> {
+        let key = digest.to_string();
+        let replicas = rules.replicas(&self.map.policy) as usize;
+        match &rules.zones {
+            None => self.ring.owners(key.as_bytes(), replicas),
+            Some(zones) => {
+                let zones: Vec<&str> = zones.iter().map(String::as_str).collect();
+                self.ring.owners_in_zones(key.as_bytes(), replicas, &zones)
+            }
+        }
+    }
+
+    /// The owners a blob's record asks for: for each rule set it was linked under
+    /// ([`BlobInfo::placement`]), the owners of its digest within the zones those rules allow
+    /// now; in order, without repeats. `complete` is false when some set has fewer owners than
+    /// its rules ask for (too few `Up` nodes in its zones), `empty_set` when one has none.
+    pub fn owners_of_record(&self, record: &BlobInfo) -> RecordOwners {
+        if record.placement.is_empty() {
+            let owners = self.owners(&record.digest);
+            return RecordOwners {
+                complete: !self.short_of_owners(owners.len()),
+                empty_set: owners.is_empty(),
+                owners,
+            };
+        }
+        let mut result = RecordOwners {
+            owners: Vec::new(),
+            complete: true,
+            empty_set: false,
+        };
+        for ids in &record.placement {
+            let rules = RepoPlacement::for_rule_ids(&self.map.placement, ids);
+            let owners = self.owners_for(&record.digest, &rules);
+            result.complete &= owners.len() >= rules.replicas(&self.map.policy) as usize;
+            result.empty_set |= owners.is_empty();
+            for owner in owners {
+                if !result.owners.contains(&owner) {
+                    result.owners.push(owner);
+                }
+            }
+        }
+        result
+    }
+
+    /// [`preference`](Placement::preference) within the zones `rules` allow.
+    pub fn preference_for(&self, digest: &Digest, rules: &RepoPlacement) -> Vec<BlobNodeId> {
+        let key = digest.to_string();
+        match &rules.zones {
+            None => self.ring.owners(key.as_bytes(), self.ring.len()),
+            Some(zones) => {
+                let zones: Vec<&str> = zones.iter().map(String::as_str).collect();
+                self.ring
+                    .owners_in_zones(key.as_bytes(), self.ring.len(), &zones)
+            }
+        }
+    }
+
     /// How many owners must hold a durable copy before a push is acknowledged, for a blob with
     /// `owner_count` owners: the policy's `write_quorum`, where 0 means every owner (all of them
     /// are up, by construction; with `replicas >= 2` and at least two `Up` nodes that is at least
@@ -65,6 +127,16 @@ impl Placement {
     pub fn short_of_owners(&self, owner_count: usize) -> bool {
         owner_count < self.map.policy.replicas.max(1) as usize
     }
+}
+
+/// The owners of one blob under its recorded placement ([`Placement::owners_of_record`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordOwners {
+    pub owners: Vec<BlobNodeId>,
+    /// Every rule set has as many owners as its rules ask for.
+    pub complete: bool,
+    /// Some rule set has no owner at all: no copy may be dropped on the others' word.
+    pub empty_set: bool,
 }
 
 /// The cluster map as this node last read it from meta.

@@ -26,7 +26,7 @@ mod repair;
 mod replicator;
 
 pub use background::BackgroundTasks;
-pub use cluster::{ClusterView, Placement};
+pub use cluster::{ClusterView, Placement, RecordOwners};
 pub use collector::{CollectReport, Collector};
 pub use config::BlobNodeConfig;
 pub use error::BlobNodeError;

@@ -8,7 +8,7 @@ use blob_store::{BlobStore, FsBlobStore};
 use cluster_api::{
     BlobApi, BlobError, BlobNodeId, BlobNodes, ByteStream, CommittedBlob, MetaApi, UploadId,
 };
-use oci_model::Digest;
+use oci_model::{Digest, RepositoryName};
 
 use crate::background::{BackgroundTasks, Intervals};
 use crate::cluster::ClusterView;
@@ -158,9 +158,11 @@ impl BlobApi for BlobNode {
 
     async fn commit_upload(
         &self,
+        repo: &RepositoryName,
         id: &UploadId,
         digest: &Digest,
     ) -> Result<CommittedBlob, BlobError> {
+        self.replicator.admit(self.id, repo).await?;
         let size = match self.store.commit(id, digest).await {
             Ok(size) => {
                 self.recent_commits.insert(id, digest);
@@ -172,7 +174,10 @@ impl BlobApi for BlobNode {
             }
             Err(error) => return Err(error),
         };
-        let replicas = self.replicator.replicate(self.id, digest, size).await?;
+        let replicas = self
+            .replicator
+            .replicate(self.id, digest, size, repo)
+            .await?;
         tracing::info!(node = self.id, upload = %id, %digest, size, ?replicas, "blob committed");
         Ok(CommittedBlob { size, replicas })
     }

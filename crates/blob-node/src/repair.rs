@@ -9,7 +9,7 @@ use blob_store::BlobStore;
 use cluster_api::{BlobError, BlobInfo, BlobNodeId, BlobNodes, MetaError};
 use oci_model::Digest;
 
-use crate::cluster::{push_replica, ClusterView, Placement};
+use crate::cluster::{push_replica, ClusterView, Placement, RecordOwners};
 
 /// Meta records are read in pages of this size while matching them to a page of local blobs.
 const META_PAGE: usize = 512;
@@ -160,12 +160,17 @@ impl Repairer {
         size: u64,
         record: &BlobInfo,
     ) -> BlobOutcome {
-        let owners = placement.owners(digest);
+        // Per rule set the blob was linked under (data residency), or the plain ring.
+        let RecordOwners {
+            owners,
+            complete,
+            empty_set,
+        } = placement.owners_of_record(record);
         let mut outcome = BlobOutcome {
-            under_replicated: placement.short_of_owners(owners.len()),
+            under_replicated: !complete,
             ..BlobOutcome::default()
         };
-        let mut every_owner_confirmed = !owners.is_empty();
+        let mut every_owner_confirmed = !owners.is_empty() && !empty_set;
         for &owner in &owners {
             let mut confirmed = self.ensure_copy(owner, digest, size, &mut outcome).await;
             if confirmed && !record.replicas.contains(&owner) {

@@ -5,25 +5,34 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use blob_store::BlobStore;
-use cluster_api::{BlobError, BlobNodeId, BlobNodes};
+use cluster_api::{BlobError, BlobNodeId, BlobNodes, RepoPlacement};
 use futures::future::join_all;
-use oci_model::Digest;
+use oci_model::{Digest, RepositoryName};
 
-use crate::cluster::{push_replica, ClusterView};
+use crate::cluster::{push_replica, ClusterView, Placement};
 
 /// Copies a blob that was just committed on this node to the other nodes that should hold it
 /// (the ring owners of its digest), before the commit is acknowledged.
 #[async_trait]
 pub trait Replicator: Send + Sync + 'static {
-    /// Called once `digest` (`size` bytes) is verified and fsynced on node `local`. Returns every
-    /// node that now holds a verified, fsynced copy, in preferred read order; that list becomes
-    /// the blob's replicas in the metadata service, so it must never name a node whose copy is
-    /// not durable. An error fails the commit (the local copy stays, for repair or a retry).
+    /// Called before an upload into `repo` is committed on node `local`: refuses
+    /// (`Unavailable`) when this node may not hold the repository's blobs, so a refused push
+    /// leaves no copy behind. The default admits every commit.
+    async fn admit(&self, _local: BlobNodeId, _repo: &RepositoryName) -> Result<(), BlobError> {
+        Ok(())
+    }
+
+    /// Called once `digest` (`size` bytes), pushed into `repo`, is verified and fsynced on node
+    /// `local`. Returns every node that now holds a verified, fsynced copy, in preferred read
+    /// order; that list becomes the blob's replicas in the metadata service, so it must never
+    /// name a node whose copy is not durable, nor one outside the zones `repo`'s placement rules
+    /// allow. An error fails the commit (the local copy stays, for repair or a retry).
     async fn replicate(
         &self,
         local: BlobNodeId,
         digest: &Digest,
         size: u64,
+        repo: &RepositoryName,
     ) -> Result<Vec<BlobNodeId>, BlobError>;
 }
 
@@ -39,6 +48,7 @@ impl Replicator for LocalOnly {
         local: BlobNodeId,
         _digest: &Digest,
         _size: u64,
+        _repo: &RepositoryName,
     ) -> Result<Vec<BlobNodeId>, BlobError> {
         Ok(vec![local])
     }
@@ -102,18 +112,65 @@ impl RingReplicator {
     }
 }
 
+/// Refuses a copy on `local` when `repo`'s placement rules do not allow its zone.
+fn check_staging_zone(
+    placement: &Placement,
+    local: BlobNodeId,
+    repo: &RepositoryName,
+    rules: &RepoPlacement,
+) -> Result<(), BlobError> {
+    if placement
+        .map()
+        .zone_of(local)
+        .is_some_and(|zone| rules.allows(zone))
+    {
+        return Ok(());
+    }
+    Err(BlobError::Unavailable(format!(
+        "{} of {repo} does not allow a copy on this staging node ({local}); push again",
+        rules.describe()
+    )))
+}
+
 #[async_trait]
 impl Replicator for RingReplicator {
+    /// Checked against the cached map (no meta read per push), and when that refuses, against
+    /// a fresh one (the rule may have changed since it was cached); `replicate` checks again on
+    /// a fresh map.
+    async fn admit(&self, local: BlobNodeId, repo: &RepositoryName) -> Result<(), BlobError> {
+        let cached = self.view.current().await?;
+        let rules = cached.map().placement_of(repo.as_str());
+        if check_staging_zone(&cached, local, repo, &rules).is_ok() {
+            return Ok(());
+        }
+        let fresh = self.view.refresh().await?;
+        let rules = fresh.map().placement_of(repo.as_str());
+        check_staging_zone(&fresh, local, repo, &rules)
+    }
+
     async fn replicate(
         &self,
         local: BlobNodeId,
         digest: &Digest,
         size: u64,
+        repo: &RepositoryName,
     ) -> Result<Vec<BlobNodeId>, BlobError> {
         // A fresh (linearizable) read of the map on every commit: acknowledging against a cached
-        // map could count owners of an older epoch, or an older policy, as enough copies.
+        // map could count owners of an older epoch, an older policy or older placement rules as
+        // enough copies.
         let placement = self.view.refresh().await?;
-        let owners = placement.owners(digest);
+        let rules = placement.map().placement_of(repo.as_str());
+        // Data residency: the staging node was chosen in the rules' zones and `admit` checked it
+        // on the cached map; a rule changed since then refuses the push here (the client pushes
+        // again and is staged where it may be).
+        check_staging_zone(&placement, local, repo, &rules)?;
+        let owners = placement.owners_for(digest, &rules);
+        if owners.is_empty() {
+            return Err(BlobError::Unavailable(format!(
+                "{} of {repo}: no blob node is up in those zones",
+                rules.describe()
+            )));
+        }
         let required = placement.required_copies(owners.len());
         let others: Vec<BlobNodeId> = owners.iter().copied().filter(|o| *o != local).collect();
         let mut replicas = vec![local];
@@ -126,7 +183,7 @@ impl Replicator for RingReplicator {
         // order (one round: a node that fails here is as unreachable as the owner was).
         let missing = required.saturating_sub(replicas.len());
         let hints: Vec<BlobNodeId> = placement
-            .preference(digest)
+            .preference_for(digest, &rules)
             .into_iter()
             .filter(|node| !owners.contains(node) && !replicas.contains(node))
             .take(missing)

@@ -9,7 +9,7 @@ use blob_store::FsBlobStore;
 use bytes::Bytes;
 use cluster_api::{BlobApi, BlobError, BlobNodeId, ByteStream, CommittedBlob, UploadId};
 use futures::{stream, TryStreamExt};
-use oci_model::{Algorithm, Digest};
+use oci_model::{Algorithm, Digest, RepositoryName};
 use tempfile::TempDir;
 
 fn bytes(parts: &[&'static [u8]]) -> ByteStream {
@@ -61,7 +61,7 @@ async fn full_upload_lifecycle() {
     let digest = Digest::sha256_of(b"hello world");
     assert_eq!(node.stat(&digest).await, Ok(None));
     assert_eq!(
-        node.commit_upload(&id, &digest).await,
+        node.commit_upload(&repo(), &id, &digest).await,
         Ok(CommittedBlob {
             size: 11,
             replicas: vec![3]
@@ -113,7 +113,8 @@ async fn errors_map_to_their_blob_error_variants() {
         Err(BlobError::UploadNotFound(unknown.to_string()))
     );
     assert_eq!(
-        node.commit_upload(&unknown, &Digest::sha256_of(b"")).await,
+        node.commit_upload(&repo(), &unknown, &Digest::sha256_of(b""))
+            .await,
         Err(BlobError::UploadNotFound(unknown.to_string()))
     );
 
@@ -130,14 +131,14 @@ async fn errors_map_to_their_blob_error_variants() {
     );
     let wrong = Digest::of(Algorithm::Sha512, b"abd");
     assert_eq!(
-        node.commit_upload(&id, &wrong).await,
+        node.commit_upload(&repo(), &id, &wrong).await,
         Err(BlobError::DigestMismatch {
             expected: wrong,
             actual: Digest::of(Algorithm::Sha512, b"abc")
         })
     );
     let digest = Digest::sha256_of(b"abc");
-    node.commit_upload(&id, &digest)
+    node.commit_upload(&repo(), &id, &digest)
         .await
         .expect("commit after a mismatch");
 
@@ -169,7 +170,9 @@ async fn blobs_and_uploads_survive_a_restart() {
         node.append_upload(&committed, 0, bytes(&[b"kept"]))
             .await
             .expect("append");
-        node.commit_upload(&committed, &kept).await.expect("commit");
+        node.commit_upload(&repo(), &committed, &kept)
+            .await
+            .expect("commit");
         node.start_upload(&id).await.expect("start");
         node.append_upload(&id, 0, bytes(&[b"half"]))
             .await
@@ -183,9 +186,15 @@ async fn blobs_and_uploads_survive_a_restart() {
         .expect("append");
     let digest = Digest::sha256_of(b"half and half");
     assert_eq!(
-        node.commit_upload(&id, &digest).await.map(|blob| blob.size),
+        node.commit_upload(&repo(), &id, &digest)
+            .await
+            .map(|blob| blob.size),
         Ok(13)
     );
+}
+
+fn repo() -> RepositoryName {
+    RepositoryName::parse("team/app").expect("a repository name")
 }
 
 /// Records what commit hands over and answers with a fixed replica set or an error.
@@ -201,6 +210,7 @@ impl Replicator for RecordingReplicator {
         local: BlobNodeId,
         digest: &Digest,
         size: u64,
+        _repo: &RepositoryName,
     ) -> Result<Vec<BlobNodeId>, BlobError> {
         self.calls
             .lock()
@@ -230,7 +240,7 @@ async fn commit_reports_the_replicators_replica_set() {
         .expect("append");
     let digest = Digest::sha256_of(b"replicate me");
     assert_eq!(
-        node.commit_upload(&id, &digest).await,
+        node.commit_upload(&repo(), &id, &digest).await,
         Ok(CommittedBlob {
             size: 12,
             replicas: vec![9, 4, 2]
@@ -255,7 +265,10 @@ async fn a_replication_failure_fails_the_commit_but_keeps_the_local_copy() {
         .await
         .expect("append");
     let digest = Digest::sha256_of(b"local");
-    assert_eq!(node.commit_upload(&id, &digest).await, Err(failure));
+    assert_eq!(
+        node.commit_upload(&repo(), &id, &digest).await,
+        Err(failure)
+    );
     assert_eq!(node.stat(&digest).await, Ok(Some(5)));
 }
 

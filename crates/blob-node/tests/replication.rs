@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use cluster_api::{BlobApi, BlobError, MetaApi, NodeState, ReplicationPolicy};
+use cluster_api::{BlobApi, BlobError, MetaApi, NodeState, PlacementRule, ReplicationPolicy};
 use oci_model::Digest;
 use support::{blob_data, wait_for, TestCluster, MANUAL};
 
@@ -249,7 +249,10 @@ async fn blobs_meta_does_not_know_are_left_alone() {
     node.append_upload(&id, 0, support::once(&data))
         .await
         .expect("append");
-    node.commit_upload(&id, &digest).await.expect("node commit");
+    let repo = oci_model::RepositoryName::parse("team/app").expect("a repository name");
+    node.commit_upload(&repo, &id, &digest)
+        .await
+        .expect("node commit");
     let holders = cluster.holders(&digest).await;
     let report = cluster.tasks(1).repair_pass().await.expect("pass");
     assert_eq!(report.unknown_to_meta, 1);
@@ -276,4 +279,237 @@ async fn push_round_robin(cluster: &mut TestCluster, count: u32) -> BTreeMap<Dig
         pushed.insert(blob.digest, data);
     }
     pushed
+}
+
+/// Nodes 1 and 5 in eu-west, 2 in eu-central, 3 in us-east, 4 in us-west, and a rule keeping
+/// `eu/**` in the two EU zones.
+async fn eu_and_us() -> TestCluster {
+    let mut cluster = TestCluster::new(rf2(), MANUAL);
+    for (id, zone) in [
+        (1, "eu-west"),
+        (2, "eu-central"),
+        (3, "us-east"),
+        (4, "us-west"),
+        (5, "eu-west"),
+    ] {
+        cluster.add_node(id, zone).await;
+    }
+    cluster
+        .meta
+        .put_placement_rule(eu_rule())
+        .await
+        .expect("add the rule");
+    cluster.refresh_maps().await;
+    cluster
+}
+
+fn eu_rule() -> PlacementRule {
+    PlacementRule {
+        id: "eu".into(),
+        repositories: "eu/**".into(),
+        zones: vec!["eu-west".into(), "eu-central".into()],
+        replicas: None,
+    }
+}
+
+const EU_NODES: [u64; 3] = [1, 2, 5];
+
+#[tokio::test]
+async fn a_placement_rule_keeps_every_copy_of_a_push_in_its_zones() {
+    let mut cluster = eu_and_us().await;
+    let rules = cluster.meta.map().placement_of("eu/app");
+    let mut zones_of_unruled = std::collections::BTreeSet::new();
+    for index in 0..16 {
+        let data = blob_data(index);
+        let blob = cluster
+            .push_into(1, "eu/app", &data)
+            .await
+            .expect("push into eu/app");
+        assert_eq!(blob.replicas[0], 1, "the staging node's own copy first");
+        for holder in cluster.holders(&blob.digest).await {
+            assert!(
+                EU_NODES.contains(&holder),
+                "copy of {} on node {holder}, outside the EU zones",
+                blob.digest
+            );
+        }
+        assert_eq!(
+            blob.replicas[1..],
+            cluster.placement().owners_for(&blob.digest, &rules)[..]
+                .iter()
+                .copied()
+                .filter(|owner| *owner != 1)
+                .collect::<Vec<_>>()[..],
+            "the other copy goes to the digest's owner in the EU zones"
+        );
+        // The same bytes in a repository no rule matches are placed over every zone.
+        let data = blob_data(1_000 + index);
+        let blob = cluster.push_into(1, "team/app", &data).await.expect("push");
+        zones_of_unruled.extend(blob.replicas);
+    }
+    assert!(
+        zones_of_unruled.contains(&3) || zones_of_unruled.contains(&4),
+        "unruled repositories still use the US nodes: {zones_of_unruled:?}"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_staging_node_outside_the_zones_is_refused_and_hints_stay_in_the_zones() {
+    let mut cluster = eu_and_us().await;
+    // Staged on a US node (the rule came after the upload was opened): refused, and no copy
+    // stays there.
+    let refused = cluster.push_into(3, "eu/app", &blob_data(7)).await;
+    assert_eq!(
+        cluster
+            .node(3)
+            .stat(&Digest::sha256_of(&blob_data(7)))
+            .await,
+        Ok(None)
+    );
+    match refused {
+        Err(BlobError::Unavailable(message)) => assert!(
+            message.contains("placement rule \"eu\"") && message.contains("eu/app"),
+            "{message}"
+        ),
+        other => panic!("a US staging node must be refused: {other:?}"),
+    }
+
+    // An unreachable EU owner: its copy goes to the next EU node, never to a US one.
+    cluster.nodes.set_reachable(2, false);
+    let rules = cluster.meta.map().placement_of("eu/app");
+    let placement = cluster.placement();
+    let data = (0..)
+        .map(blob_data)
+        .find(|data| {
+            let owners = placement.owners_for(&Digest::sha256_of(data), &rules);
+            owners.contains(&1) && owners.contains(&2)
+        })
+        .expect("some blob is owned by nodes 1 and 2");
+    let blob = cluster
+        .push_into(1, "eu/app", &data)
+        .await
+        .expect("push with an EU owner unreachable");
+    assert_eq!(
+        blob.replicas,
+        vec![1, 5],
+        "node 5 (eu-west) takes node 2's copy"
+    );
+
+    // With every other EU node unreachable the push fails rather than leave the zones.
+    cluster.nodes.set_reachable(5, false);
+    let data = (0..)
+        .map(blob_data)
+        .filter(|data| {
+            let owners = placement.owners_for(&Digest::sha256_of(data), &rules);
+            owners.contains(&1)
+        })
+        .nth(3)
+        .expect("a blob node 1 owns");
+    assert!(matches!(
+        cluster.push_into(1, "eu/app", &data).await,
+        Err(BlobError::Unavailable(_))
+    ));
+    for us in [3, 4] {
+        assert_eq!(
+            cluster.node(us).stat(&Digest::sha256_of(&data)).await,
+            Ok(None),
+            "no copy on US node {us}"
+        );
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn repair_keeps_a_ruled_blob_in_its_zones_and_moves_it_when_the_rule_changes() {
+    let mut cluster = eu_and_us().await;
+    let mut expected = BTreeMap::new();
+    let mut shared = Vec::new();
+    for index in 0..12 {
+        let data = blob_data(index);
+        let blob = cluster
+            .push_into(5, "eu/app", &data)
+            .await
+            .expect("push into eu/app");
+        if index < 3 {
+            // Also pushed into a repository no rule matches: it may keep copies anywhere too.
+            cluster
+                .push_into(3, "team/app", &data)
+                .await
+                .expect("push into team/app");
+            shared.push(blob.digest.clone());
+        }
+        expected.insert(blob.digest, data);
+    }
+    cluster.settle(&expected).await;
+    let placement = cluster.placement();
+    let eu = cluster.meta.map().placement_of("eu/app");
+    for digest in expected.keys() {
+        let holders = cluster.holders(digest).await;
+        let record = cluster.meta.blob(digest).expect("record");
+        let mut wanted = placement.owners_of_record(&record).owners;
+        wanted.sort_unstable();
+        assert_eq!(
+            holders, wanted,
+            "{digest}: exactly the owners its rule sets ask for"
+        );
+        let eu_owners = placement.owners_for(digest, &eu);
+        assert_eq!(eu_owners.len(), 2);
+        assert!(eu_owners.iter().all(|owner| holders.contains(owner)));
+        if shared.contains(digest) {
+            assert_eq!(record.placement, vec![vec![], vec!["eu".to_owned()]]);
+            for owner in placement.owners(digest) {
+                assert!(holders.contains(&owner), "{digest}: ring owner {owner}");
+            }
+        } else {
+            assert_eq!(record.placement, vec![vec!["eu".to_owned()]]);
+            assert!(
+                holders.iter().all(|node| EU_NODES.contains(node)),
+                "{digest}: repair must not copy an eu/** blob out of the EU: {holders:?}"
+            );
+        }
+    }
+
+    // The rule now allows eu-west only: repair moves the eu-central copies there.
+    cluster
+        .meta
+        .put_placement_rule(PlacementRule {
+            zones: vec!["eu-west".into()],
+            ..eu_rule()
+        })
+        .await
+        .expect("change the rule");
+    cluster.refresh_maps().await;
+    let (pushed, dropped) = cluster.settle(&expected).await;
+    assert!(
+        pushed > 0 && dropped > 0,
+        "copies moved: {pushed} pushed, {dropped} dropped"
+    );
+    for digest in expected.keys().filter(|digest| !shared.contains(digest)) {
+        assert_eq!(cluster.holders(digest).await, vec![1, 5], "{digest}");
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_with_a_stale_map_admits_a_push_the_changed_rule_allows() {
+    let mut cluster = eu_and_us().await;
+    // The rule moves to the US zones; node 3 still holds the map where eu/** is EU only.
+    cluster
+        .meta
+        .put_placement_rule(PlacementRule {
+            zones: vec!["us-east".into(), "us-west".into()],
+            ..eu_rule()
+        })
+        .await
+        .expect("change the rule");
+    let blob = cluster
+        .push_into(3, "eu/app", &blob_data(3))
+        .await
+        .expect("the fresh map allows node 3");
+    assert!(
+        blob.replicas.iter().all(|node| [3, 4].contains(node)),
+        "{blob:?}"
+    );
+    cluster.stop().await;
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
-use oci_model::Digest;
+use oci_model::{Digest, RepositoryName};
 
 use crate::error::BlobError;
 use crate::types::*;
@@ -46,9 +46,11 @@ pub trait BlobApi: Send + Sync + 'static {
     /// The node remembers for a while that `id` became `digest`: the same commit again (a client
     /// retrying a PUT whose answer it lost, or meta not reached the first time) succeeds again,
     /// and re-replicates; any other use of `id` is `UploadNotFound`. A missing staging file is
-    /// never taken as a commit, so an upload id cannot claim a blob it did not upload.
+    /// never taken as a commit, so an upload id cannot claim a blob it did not upload. `repo` is
+    /// the repository the blob is pushed into: its placement rules decide where copies go.
     async fn commit_upload(
         &self,
+        repo: &RepositoryName,
         id: &UploadId,
         digest: &Digest,
     ) -> Result<CommittedBlob, BlobError>;
@@ -58,12 +60,13 @@ pub trait BlobApi: Send + Sync + 'static {
     /// either step would (a failed append commits nothing).
     async fn append_and_commit(
         &self,
+        repo: &RepositoryName,
         id: &UploadId,
         data: ByteStream,
         digest: &Digest,
     ) -> Result<CommittedBlob, BlobError> {
         self.append_at_end(id, data).await?;
-        self.commit_upload(id, digest).await
+        self.commit_upload(repo, id, digest).await
     }
 
     /// Removes upload `id` (and what is remembered of its commit). Idempotent.

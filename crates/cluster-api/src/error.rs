@@ -33,6 +33,10 @@ pub enum MetaError {
     Denied(String),
     #[error("no blob node is available")]
     NoBlobNodes,
+    /// A placement rule cannot be met: no blob node is up in the zones it allows, or the copies
+    /// offered are outside them. Names the rules; nothing was stored elsewhere.
+    #[error("{0}")]
+    PlacementUnmet(String),
     /// The change raced with garbage collection (a blob deleted on a node while this upload was
     /// in flight); nothing changed and the client should push again.
     #[error("conflict with garbage collection, push again: {0}")]
@@ -53,7 +57,9 @@ impl MetaError {
             MetaError::ManifestBlobUnknown(_) => ErrorKind::FailedPrecondition,
             MetaError::Invalid(_) => ErrorKind::InvalidArgument,
             MetaError::Denied(_) => ErrorKind::FailedPrecondition,
-            MetaError::NoBlobNodes | MetaError::Unavailable { .. } => ErrorKind::Unavailable,
+            MetaError::NoBlobNodes
+            | MetaError::PlacementUnmet(_)
+            | MetaError::Unavailable { .. } => ErrorKind::Unavailable,
             // Not `Unavailable`: clients of meta retry that at once, and this one stays refused;
             // the registry client has to push again.
             MetaError::Retry(_) => ErrorKind::FailedPrecondition,

@@ -98,11 +98,11 @@ mod tests {
         );
         let wrong = Digest::sha256_of(b"nope");
         assert!(matches!(
-            node.commit_upload(&id, &wrong).await,
+            node.commit_upload(&repo("r"), &id, &wrong).await,
             Err(BlobError::DigestMismatch { .. })
         ));
         let digest = Digest::sha256_of(b"hello");
-        let committed = node.commit_upload(&id, &digest).await.unwrap();
+        let committed = node.commit_upload(&repo("r"), &id, &digest).await.unwrap();
         assert_eq!(
             committed,
             CommittedBlob {
@@ -141,6 +141,7 @@ mod tests {
             digest: config.clone(),
             size: 2,
             replicas: vec![1],
+            placement: Vec::new(),
         };
         meta.commit_blob(&app, blob, None).await.unwrap();
         let manifest_digest = Digest::sha256_of(b"manifest");

@@ -12,6 +12,7 @@ mod error;
 mod lifecycle;
 mod mac;
 mod meta;
+mod placement;
 mod types;
 mod upload_token;
 
@@ -26,5 +27,8 @@ pub use blob_url::{
 pub use error::{BlobError, ErrorKind, MetaError};
 pub use lifecycle::{RetentionAction, RetentionRule};
 pub use meta::MetaApi;
+pub use placement::{
+    record_rule_set, validate_zone, PlacementRule, RepoPlacement, MAX_RULE_REPLICAS,
+};
 pub use types::*;
 pub use upload_token::{UploadToken, TOKEN_BYTES, UPLOAD_KEY_BYTES};

@@ -5,7 +5,7 @@ use oci_model::{Digest, Reference, RepositoryName, Tag};
 
 use crate::error::MetaError;
 use crate::types::*;
-use crate::{AuthChange, AuthState, RetentionAction, RetentionRule};
+use crate::{AuthChange, AuthState, PlacementRule, RetentionAction, RetentionRule};
 
 /// The Raft-replicated metadata service. Every mutating call returns only once its Raft entry is
 /// committed (durable on a quorum) and applied; every read is linearizable.
@@ -114,6 +114,14 @@ pub trait MetaApi: Send + Sync + 'static {
     /// Sets the replication policy, bumping the epoch when it changes. `Invalid` when `replicas`
     /// is 0 or `write_quorum` exceeds it.
     async fn set_replication_policy(&self, policy: ReplicationPolicy) -> Result<(), MetaError>;
+
+    /// Adds placement rule `rule`, or replaces the one with its id, bumping the epoch when the
+    /// rules change; `Invalid` for a rule that does not validate. The rules are part of the
+    /// [`ClusterMap`].
+    async fn put_placement_rule(&self, rule: PlacementRule) -> Result<(), MetaError>;
+
+    /// Removes placement rule `id`, bumping the epoch; `Invalid` when there is no such rule.
+    async fn delete_placement_rule(&self, id: &str) -> Result<(), MetaError>;
 
     /// A blob node says it is alive; returns the current map epoch so the node knows when to
     /// re-read the map. Liveness is tracked by the leader in memory (no Raft write per beat); its

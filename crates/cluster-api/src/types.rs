@@ -4,6 +4,8 @@
 use oci_model::{Descriptor, Digest, RepositoryName, Tag};
 use serde::{Deserialize, Serialize};
 
+use crate::{PlacementRule, RepoPlacement};
+
 /// Identifies a blob storage node in the cluster map.
 pub type BlobNodeId = u64;
 
@@ -53,6 +55,23 @@ pub struct BlobInfo {
     pub size: u64,
     /// Nodes holding a verified, fsynced copy, in preferred read order.
     pub replicas: Vec<BlobNodeId>,
+    /// Where the blob must keep copies: each distinct set of placement-rule ids that governed a
+    /// repository it was pushed or mounted into (`[]`: a repository no rule matched). Empty
+    /// means `[[]]`: placed by the ring over every zone. Kept by meta; ignored in a commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<Vec<String>>,
+}
+
+impl BlobInfo {
+    /// A blob with no placement rules recorded.
+    pub fn new(digest: Digest, size: u64, replicas: Vec<BlobNodeId>) -> BlobInfo {
+        BlobInfo {
+            digest,
+            size,
+            replicas,
+            placement: Vec::new(),
+        }
+    }
 }
 
 /// What a blob node reports once an upload is verified and durable.
@@ -199,12 +218,25 @@ pub struct ClusterMap {
     pub epoch: u64,
     pub policy: ReplicationPolicy,
     pub members: Vec<ClusterMember>,
+    /// Placement rules (data residency), by id.
+    #[serde(default)]
+    pub placement: Vec<PlacementRule>,
 }
 
 impl ClusterMap {
     /// The member with id `id`, if any.
     pub fn member(&self, id: BlobNodeId) -> Option<&ClusterMember> {
         self.members.iter().find(|member| member.node.id == id)
+    }
+
+    /// Where the blobs of `repo` may be stored under this map's placement rules.
+    pub fn placement_of(&self, repo: &str) -> RepoPlacement {
+        RepoPlacement::for_repository(&self.placement, repo)
+    }
+
+    /// The zone of blob node `id`, if the map lists it.
+    pub fn zone_of(&self, id: BlobNodeId) -> Option<&str> {
+        self.member(id).map(|member| member.node.zone.as_str())
     }
 }
 

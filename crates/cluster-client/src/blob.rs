@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cluster_api::{BlobApi, BlobError, ByteStream, CommittedBlob, UploadId};
 use futures::StreamExt;
-use oci_model::Digest;
+use oci_model::{Digest, RepositoryName};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -58,6 +58,7 @@ impl BlobClient {
             offset,
             data: Bytes::new(),
             commit_digest: String::new(),
+            commit_repo: String::new(),
         };
         let mut client = self.client.clone();
         streaming_call(data, header, append_chunk, |requests| async move {
@@ -132,6 +133,7 @@ fn append_chunk(data: Bytes) -> pb::AppendChunk {
         offset: None,
         data,
         commit_digest: String::new(),
+        commit_repo: String::new(),
     }
 }
 
@@ -189,12 +191,14 @@ impl BlobApi for BlobClient {
 
     async fn commit_upload(
         &self,
+        repo: &RepositoryName,
         id: &UploadId,
         digest: &Digest,
     ) -> Result<CommittedBlob, BlobError> {
         let request = pb::CommitUploadRequest {
             id: id.to_string(),
             digest: digest.to_string(),
+            repo: repo.to_string(),
         };
         let response = self
             .client
@@ -209,6 +213,7 @@ impl BlobApi for BlobClient {
 
     async fn append_and_commit(
         &self,
+        repo: &RepositoryName,
         id: &UploadId,
         data: ByteStream,
         digest: &Digest,
@@ -218,6 +223,7 @@ impl BlobApi for BlobClient {
             offset: None,
             data: Bytes::new(),
             commit_digest: digest.to_string(),
+            commit_repo: repo.to_string(),
         };
         let mut client = self.client.clone();
         streaming_call(data, header, append_chunk, |requests| async move {

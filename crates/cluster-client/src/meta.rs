@@ -489,6 +489,25 @@ impl MetaApi for MetaClient {
         Ok(())
     }
 
+    async fn put_placement_rule(&self, rule: PlacementRule) -> Result<(), MetaError> {
+        let request = convert::placement_rule_to_pb(&rule);
+        self.call(
+            request,
+            |mut c, r| async move { c.put_placement_rule(r).await },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_placement_rule(&self, id: &str) -> Result<(), MetaError> {
+        let request = pb::DeletePlacementRuleRequest { id: id.to_owned() };
+        self.call(request, |mut c, r| async move {
+            c.delete_placement_rule(r).await
+        })
+        .await?;
+        Ok(())
+    }
+
     async fn blob_node_heartbeat(&self, id: BlobNodeId) -> Result<u64, MetaError> {
         let request = pb::BlobNodeRef { id };
         let response = self

@@ -13,6 +13,9 @@
 //! POST   /admin/v1/policies                    {"id"?, "subject", "repositories", "actions"}
 //! DELETE /admin/v1/policies/<id>
 //! POST   /admin/v1/keys/rotate                 a new token signing key
+//! GET    /admin/v1/placement                   {"epoch", "rules"}: data-residency rules
+//! PUT    /admin/v1/placement/<id>              {"repositories", "zones", "replicas"?}
+//! DELETE /admin/v1/placement/<id>
 //! ```
 
 use std::net::IpAddr;
@@ -22,7 +25,7 @@ use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cluster_api::{AuthChange, MetaError, Policy};
+use cluster_api::{AuthChange, MetaError, PlacementRule, Policy};
 use oci_model::ErrorCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -63,6 +66,14 @@ struct NewRobot {
 #[serde(deny_unknown_fields)]
 struct NewQuota {
     bytes: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPlacementRule {
+    repositories: String,
+    zones: Vec<String>,
+    replicas: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +278,45 @@ pub(crate) async fn handle(
                 Some(format!("quota of {namespace} removed")),
             )
         }
+        (Method::GET, ["placement"]) => {
+            let map = gateway.meta.cluster_map().await?;
+            let body = json!({ "epoch": map.epoch, "rules": map.placement });
+            (Json(body).into_response(), None)
+        }
+        (Method::PUT, ["placement", id]) => {
+            let new: NewPlacementRule = parse(&body().await?)?;
+            let rule = PlacementRule {
+                id: (*id).to_owned(),
+                repositories: new.repositories,
+                zones: new.zones,
+                replicas: new.replicas,
+            };
+            let body = json!(rule);
+            gateway
+                .meta
+                .put_placement_rule(rule)
+                .await
+                .map_err(invalid_is_bad_request)?;
+            (
+                (StatusCode::OK, Json(body)).into_response(),
+                Some(format!("placement rule {id} set")),
+            )
+        }
+        (Method::DELETE, ["placement", id]) => {
+            let map = gateway.meta.cluster_map().await?;
+            if !map.placement.iter().any(|rule| rule.id == *id) {
+                return Err(not_found(format!("placement rule {id} does not exist")));
+            }
+            gateway
+                .meta
+                .delete_placement_rule(id)
+                .await
+                .map_err(invalid_is_bad_request)?;
+            (
+                StatusCode::NO_CONTENT.into_response(),
+                Some(format!("placement rule {id} removed")),
+            )
+        }
         (Method::GET, ["retention"]) => {
             let rules = gateway.meta.retention_rules().await?;
             (Json(json!({ "rules": rules })).into_response(), None)
@@ -309,6 +359,13 @@ async fn change(gate: &AuthGate, change: AuthChange) -> Result<u64, ApiError> {
         tracing::warn!(%error, "could not refresh the access-control state");
     }
     Ok(version)
+}
+
+fn invalid_is_bad_request(error: MetaError) -> ApiError {
+    match error {
+        MetaError::Invalid(message) => bad_request(message),
+        other => ApiError::from_meta(other),
+    }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

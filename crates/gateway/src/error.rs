@@ -108,9 +108,10 @@ impl ApiError {
             // the request kind and may pick a more precise code (see `manifests`, `listing`).
             MetaError::Invalid(_) => ApiError::new(ErrorCode::BlobUploadInvalid, message),
             MetaError::Denied(_) => ApiError::new(ErrorCode::Denied, message),
-            MetaError::NoBlobNodes | MetaError::Unavailable { .. } | MetaError::Retry(_) => {
-                ApiError::unavailable(message)
-            }
+            MetaError::NoBlobNodes
+            | MetaError::PlacementUnmet(_)
+            | MetaError::Unavailable { .. }
+            | MetaError::Retry(_) => ApiError::unavailable(message),
             MetaError::Internal(_) => ApiError::internal(message),
         }
     }
@@ -207,6 +208,11 @@ mod tests {
                 ErrorCode::ManifestBlobUnknown,
             ),
             (MetaError::NoBlobNodes, 503, ErrorCode::Unavailable),
+            (
+                MetaError::PlacementUnmet("placement rule \"eu\": no blob node is up".into()),
+                503,
+                ErrorCode::Unavailable,
+            ),
             (
                 MetaError::Denied("tag v1 is immutable".into()),
                 403,

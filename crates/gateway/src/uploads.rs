@@ -270,6 +270,7 @@ async fn commit(
         digest: digest.clone(),
         size: committed.size,
         replicas: committed.replicas,
+        placement: Vec::new(),
     };
     match gateway
         .meta
@@ -300,14 +301,18 @@ async fn commit_on_node(
     body: Body,
 ) -> Result<CommittedBlob, ApiError> {
     if !carries_bytes(headers, &body) {
-        return Ok(node.commit_upload(&session.id, digest).await?);
+        return Ok(node
+            .commit_upload(&session.repo, &session.id, digest)
+            .await?);
     }
     if headers.contains_key(axum::http::header::CONTENT_RANGE) {
         append(node, session, headers, body).await?;
-        return Ok(node.commit_upload(&session.id, digest).await?);
+        return Ok(node
+            .commit_upload(&session.repo, &session.id, digest)
+            .await?);
     }
     let (stream, watch) = blob_stream(body, content_length(headers)?);
-    node.append_and_commit(&session.id, stream, digest)
+    node.append_and_commit(&session.repo, &session.id, stream, digest)
         .await
         .map_err(|error| append_error(session, &watch, error))
 }

@@ -171,6 +171,7 @@ async fn replicated(harness: &Harness, data: &[u8], replicas: Vec<u64>) -> Diges
         digest: digest.clone(),
         size: data.len() as u64,
         replicas,
+        placement: Vec::new(),
     };
     let repo = RepositoryName::parse("app").unwrap();
     harness.meta.commit_blob(&repo, blob, None).await.unwrap();

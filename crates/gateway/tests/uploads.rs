@@ -476,7 +476,10 @@ async fn retried_put_completes_after_the_node_already_committed() {
 
     let id = UploadId::parse(upload_id(&location)).expect("upload id");
     let node = harness.nodes.node(1).await.expect("node 1");
-    node.commit_upload(&id, &digest).await.expect("node commit");
+    let repo = oci_model::RepositoryName::parse("retry").expect("a repository name");
+    node.commit_upload(&repo, &id, &digest)
+        .await
+        .expect("node commit");
     let reply = harness
         .call("GET", &format!("/v2/retry/blobs/{digest}"))
         .await;

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use cluster_api::{
     AuthChange, AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, DoomedBlob, MetaApi,
-    MetaError, NamespaceUsage, NodeState, Page, PutManifest, ReplicationPolicy, RetentionAction,
-    RetentionRule, StoredManifest, SweepReport, UploadId, UploadSession, UploadToken,
-    BLOB_URL_KEY_BYTES, UPLOAD_KEY_BYTES,
+    MetaError, NamespaceUsage, NodeState, Page, PlacementRule, PutManifest, ReplicationPolicy,
+    RetentionAction, RetentionRule, StoredManifest, SweepReport, UploadId, UploadSession,
+    UploadToken, BLOB_URL_KEY_BYTES, UPLOAD_KEY_BYTES,
 };
 use meta_store::{Command, CommandOutput, StateReader, TypeConfig};
 use oci_model::{Descriptor, Digest, Reference, RepositoryName, Tag};
@@ -382,16 +382,31 @@ impl MetaApi for RaftMeta {
         self.linearize_on_leader().await?;
         let key = self.upload_key().await?;
         let nonce: [u8; 16] = random_bytes()?;
-        let nodes: Vec<BlobNodeInfo> = self
-            .reader
-            .cluster_map()?
+        let map = self.reader.cluster_map()?;
+        // Data residency: an upload into a repository under placement rules is staged in the
+        // zones they allow, or not at all.
+        let placement = map.placement_of(repo.as_str());
+        let nodes: Vec<BlobNodeInfo> = map
             .members
             .into_iter()
-            .filter(|member| member.state == NodeState::Up && !avoid.contains(&member.node.id))
+            .filter(|member| {
+                member.state == NodeState::Up
+                    && !avoid.contains(&member.node.id)
+                    && placement.allows(&member.node.zone)
+            })
             .map(|member| member.node)
             .collect();
         let bits = u64::from_be_bytes(nonce[..8].try_into().unwrap_or_default());
-        let staging_node = pick_staging_node(bits, &nodes).ok_or(MetaError::NoBlobNodes)?;
+        let staging_node = match pick_staging_node(bits, &nodes) {
+            Some(node) => node,
+            None if placement.is_unrestricted() => return Err(MetaError::NoBlobNodes),
+            None => {
+                return Err(MetaError::PlacementUnmet(format!(
+                    "{} of {repo}: no blob node is up in those zones",
+                    placement.describe()
+                )))
+            }
+        };
         let token = UploadToken::mint(key, repo, staging_node, unix_ms(), nonce);
         Ok(UploadSession {
             id: token.id(),
@@ -549,6 +564,15 @@ impl MetaApi for RaftMeta {
 
     async fn set_replication_policy(&self, policy: ReplicationPolicy) -> Result<(), MetaError> {
         self.propose_done(Command::SetReplicationPolicy(policy))
+            .await
+    }
+
+    async fn put_placement_rule(&self, rule: PlacementRule) -> Result<(), MetaError> {
+        self.propose_done(Command::PutPlacementRule(rule)).await
+    }
+
+    async fn delete_placement_rule(&self, id: &str) -> Result<(), MetaError> {
+        self.propose_done(Command::DeletePlacementRule { id: id.to_owned() })
             .await
     }
 

@@ -2,8 +2,9 @@
 //! command that fails leaves nothing behind; none reads a clock or a random source.
 
 use cluster_api::{
-    AuthChange, BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PutManifest,
-    ReplicationPolicy, RetentionRule, SweepReport, UploadId, UploadToken,
+    AuthChange, BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PlacementRule,
+    PutManifest, ReplicationPolicy, RepoPlacement, RetentionRule, SweepReport, UploadId,
+    UploadToken,
 };
 use oci_model::{Digest, RepositoryName, Tag};
 
@@ -69,6 +70,8 @@ pub(crate) fn apply_command(
         Command::SetQuota { namespace, bytes } => set_quota(txn, namespace, bytes),
         Command::PutRetentionRule(rule) => put_retention_rule(txn, rule),
         Command::DeleteRetentionRule { id } => delete_retention_rule(txn, &id),
+        Command::PutPlacementRule(rule) => put_placement_rule(txn, rule),
+        Command::DeletePlacementRule { id } => delete_placement_rule(txn, &id),
         Command::BlobsPurged { node, blobs } => {
             for (digest, generation) in &blobs {
                 refs::purged(txn, node, digest, *generation)?;
@@ -175,6 +178,89 @@ fn delete_retention_rule(txn: &mut Txn<'_>, id: &str) -> Outcome {
     Ok(DONE)
 }
 
+fn put_placement_rule(txn: &mut Txn<'_>, rule: PlacementRule) -> Outcome {
+    if let Err(error) = rule.validate() {
+        return Ok(Err(error));
+    }
+    let mut rules = state::placement_rules(txn)?;
+    match rules.binary_search_by(|known| known.id.cmp(&rule.id)) {
+        Ok(at) if rules[at] == rule => return Ok(DONE),
+        Ok(at) => rules[at] = rule,
+        Err(at) => rules.insert(at, rule),
+    }
+    state::put_placement_rules(txn, &rules)?;
+    state::bump_epoch(txn)?;
+    Ok(DONE)
+}
+
+fn delete_placement_rule(txn: &mut Txn<'_>, id: &str) -> Outcome {
+    let mut rules = state::placement_rules(txn)?;
+    let before = rules.len();
+    rules.retain(|rule| rule.id != id);
+    if rules.len() == before {
+        return Ok(Err(MetaError::Invalid(format!(
+            "placement rule {id} does not exist"
+        ))));
+    }
+    state::put_placement_rules(txn, &rules)?;
+    state::bump_epoch(txn)?;
+    Ok(DONE)
+}
+
+/// Where `repo`'s blobs may be stored under the current placement rules.
+fn placement_of(txn: &Txn<'_>, repo: &RepositoryName) -> Result<RepoPlacement, StoreError> {
+    let rules = state::placement_rules(txn)?;
+    Ok(RepoPlacement::for_repository(&rules, repo.as_str()))
+}
+
+/// `repo`'s placement rules refuse copies on a node outside the zones they allow (or on a node
+/// the map does not list): `PlacementUnmet`, naming the rules and the node.
+fn check_placement(
+    txn: &Txn<'_>,
+    repo: &RepositoryName,
+    placement: &RepoPlacement,
+    replicas: &[BlobNodeId],
+) -> Result<Result<(), MetaError>, StoreError> {
+    if placement.is_unrestricted() {
+        return Ok(Ok(()));
+    }
+    for &node in replicas {
+        let zone = state::blob_node(txn, node)?.map(|info| info.zone);
+        if !zone.as_deref().is_some_and(|zone| placement.allows(zone)) {
+            let zone = zone.unwrap_or_else(|| "unknown".into());
+            return Ok(Err(MetaError::PlacementUnmet(format!(
+                "{} of {repo} does not allow a copy on blob node {node} (zone {zone})",
+                placement.describe()
+            ))));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// How many of `replicas` a mount into `repo` needs in the zones its placement rules allow
+/// before it may link without a copy: none without rules; with rules, the copies they ask for,
+/// or fewer when fewer `Up` nodes are in those zones, and at least one.
+fn mount_satisfies_placement(
+    txn: &Txn<'_>,
+    placement: &RepoPlacement,
+    replicas: &[BlobNodeId],
+) -> Result<bool, StoreError> {
+    if placement.is_unrestricted() {
+        return Ok(true);
+    }
+    let map = state::cluster_map(txn)?;
+    let in_zones = |id: &BlobNodeId| map.zone_of(*id).is_some_and(|zone| placement.allows(zone));
+    let up_in_zones = map
+        .members
+        .iter()
+        .filter(|member| member.state == NodeState::Up && placement.allows(&member.node.zone))
+        .count();
+    let wanted = (placement.replicas(&map.policy) as usize)
+        .min(up_in_zones)
+        .max(1);
+    Ok(replicas.iter().filter(|node| in_zones(node)).count() >= wanted)
+}
+
 fn commit_blob(
     txn: &mut Txn<'_>,
     repo: &RepositoryName,
@@ -199,6 +285,11 @@ fn commit_blob(
         refs::discard_claim(txn, &blob.digest, blob.size, &blob.replicas, now_ms)?;
         return Ok(Err(error));
     }
+    let placement = placement_of(txn, repo)?;
+    if let Err(error) = check_placement(txn, repo, &placement, &blob.replicas)? {
+        refs::discard_claim(txn, &blob.digest, blob.size, &blob.replicas, now_ms)?;
+        return Ok(Err(error));
+    }
     if !state::blob_linked(txn, repo, &blob.digest)? {
         if let Err(error) = refs::check_quota(txn, repo, true, &blob.digest, blob.size)? {
             refs::discard_claim(txn, &blob.digest, blob.size, &blob.replicas, now_ms)?;
@@ -220,17 +311,21 @@ fn commit_blob(
                     existing.replicas.push(node);
                 }
             }
+            existing.add_placement(&placement.rules);
             existing
         }
         None => {
             // A doomed blob pushed again comes back with the copies this push wrote; nodes
             // still holding an old copy are told no when they ask to delete it.
             refs::resurrect(txn, &blob.digest);
-            BlobRecord {
+            let mut record = BlobRecord {
                 size: blob.size,
                 replicas: blob.replicas,
                 links: 0,
-            }
+                placement: Vec::new(),
+            };
+            cluster_api::record_rule_set(&mut record.placement, &placement.rules, false);
+            record
         }
     };
     state::put_blob(txn, &blob.digest, &record)?;
@@ -249,13 +344,25 @@ fn mount_blob(
     if !state::blob_linked(txn, from, digest)? {
         return Ok(Ok(CommandOutput::Mounted(None)));
     }
-    let Some(record) = state::blob(txn, digest)? else {
+    let Some(mut record) = state::blob(txn, digest)? else {
         return Ok(Ok(CommandOutput::Mounted(None)));
     };
+    // Data residency: a mount links without copying, so the blob must already hold the copies
+    // `repo`'s rules ask for in their zones; else the client uploads it (202), and that upload
+    // is staged and replicated in those zones.
+    let placement = placement_of(txn, repo)?;
+    if !mount_satisfies_placement(txn, &placement, &record.replicas)? {
+        return Ok(Ok(CommandOutput::Mounted(None)));
+    }
     if !state::blob_linked(txn, repo, digest)? {
         if let Err(error) = refs::check_quota(txn, repo, true, digest, record.size)? {
             return Ok(Err(error));
         }
+    }
+    let before = record.placement.clone();
+    record.add_placement(&placement.rules);
+    if record.placement != before {
+        state::put_blob(txn, digest, &record)?;
     }
     refs::link_blob(txn, repo, digest, now_ms)?;
     state::put_repository(txn, repo);

@@ -4,8 +4,9 @@
 //! [`AuthState::apply`]: cluster_api::AuthState::apply
 
 use cluster_api::{
-    AuthChange, BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PutManifest,
-    ReplicationPolicy, RetentionAction, RetentionRule, SweepReport, UploadId, UploadSession,
+    AuthChange, BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PlacementRule,
+    PutManifest, ReplicationPolicy, RetentionAction, RetentionRule, SweepReport, UploadId,
+    UploadSession,
 };
 use oci_model::{Digest, RepositoryName, Tag};
 use serde::{Deserialize, Serialize};
@@ -152,6 +153,11 @@ pub enum Command {
         blobs: Vec<(Digest, u64)>,
         now_ms: u64,
     },
+    /// Adds or replaces a placement rule (by id), bumping the epoch when the rules change;
+    /// `Invalid` when it does not validate.
+    PutPlacementRule(PlacementRule),
+    /// Removes a placement rule, bumping the epoch; `Invalid` if unknown.
+    DeletePlacementRule { id: String },
 }
 
 /// What a successful command produced.

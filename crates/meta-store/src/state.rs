@@ -3,7 +3,7 @@
 
 use cluster_api::{
     AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, ClusterMember, ImmutableTagRule,
-    NodeState, ReplicationPolicy, RetentionRule,
+    NodeState, PlacementRule, ReplicationPolicy, RetentionRule,
 };
 use std::collections::BTreeMap;
 
@@ -24,6 +24,7 @@ const POLICY: &[u8] = b"policy";
 const AUTH: &[u8] = b"auth";
 const QUOTAS: &[u8] = b"quotas";
 const RETENTION: &[u8] = b"retention";
+const PLACEMENT: &[u8] = b"placement";
 const UPLOAD_KEY: &[u8] = b"upload_key";
 const FENCE_HORIZON: &[u8] = b"fence_horizon";
 /// The immutable-tag rules alone (also in the auth state), so a tagged manifest PUT reads a few
@@ -76,6 +77,9 @@ pub(crate) struct BlobRecord {
     pub replicas: Vec<BlobNodeId>,
     /// Repositories linking this blob; at zero the blob is doomed (see [`DoomedRecord`]).
     pub links: u32,
+    /// The placement-rule sets it was linked under ([`BlobInfo::placement`]); empty for `[[]]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<Vec<String>>,
 }
 
 /// A blob's link into one repository (`blob_links`).
@@ -134,7 +138,14 @@ impl BlobRecord {
             digest,
             size: self.size,
             replicas: self.replicas,
+            placement: self.placement,
         }
+    }
+
+    /// Records that the blob is linked under the rule set `rules` (empty: no rule), so repair
+    /// keeps the copies those rules ask for ([`cluster_api::record_rule_set`]).
+    pub(crate) fn add_placement(&mut self, rules: &[String]) {
+        cluster_api::record_rule_set(&mut self.placement, rules, true);
     }
 }
 
@@ -414,6 +425,18 @@ pub(crate) fn put_quotas(
     put_cluster_value(txn, QUOTAS, "quotas", quotas)
 }
 
+/// Placement rules (data residency), by id; part of the cluster map.
+pub(crate) fn placement_rules(kv: &impl KvRead) -> Result<Vec<PlacementRule>, StoreError> {
+    cluster_value(kv, PLACEMENT, "placement rules")
+}
+
+pub(crate) fn put_placement_rules(
+    txn: &mut Txn<'_>,
+    rules: &[PlacementRule],
+) -> Result<(), StoreError> {
+    put_cluster_value(txn, PLACEMENT, "placement rules", &rules)
+}
+
 /// Retention rules, by id.
 pub(crate) fn retention_rules(kv: &impl KvRead) -> Result<Vec<RetentionRule>, StoreError> {
     cluster_value(kv, RETENTION, "retention rules")
@@ -493,6 +516,7 @@ pub(crate) fn cluster_map(kv: &impl KvRead) -> Result<ClusterMap, StoreError> {
         epoch: epoch(kv)?,
         policy: policy(kv)?,
         members,
+        placement: placement_rules(kv)?,
     })
 }
 

@@ -70,9 +70,11 @@ impl Blob for BlobGrpc {
         let (first, data) = append_stream(request).await?;
         let id = upload_id(&first.id)?;
         let digest = convert::digest("commit_digest", &first.commit_digest).map_err(invalid)?;
-        reply(self.api.append_and_commit(&id, data, &digest).await, |c| {
-            convert::committed_to_pb(&c)
-        })
+        let repo = convert::repo("commit_repo", &first.commit_repo).map_err(invalid)?;
+        reply(
+            self.api.append_and_commit(&repo, &id, data, &digest).await,
+            |c| convert::committed_to_pb(&c),
+        )
     }
 
     async fn upload_status(&self, request: Request<pb::UploadId>) -> Reply<pb::UploadLength> {
@@ -89,7 +91,8 @@ impl Blob for BlobGrpc {
         let request = request.into_inner();
         let id = upload_id(&request.id)?;
         let digest = convert::digest("digest", &request.digest).map_err(invalid)?;
-        reply(self.api.commit_upload(&id, &digest).await, |c| {
+        let repo = convert::repo("repo", &request.repo).map_err(invalid)?;
+        reply(self.api.commit_upload(&repo, &id, &digest).await, |c| {
             convert::committed_to_pb(&c)
         })
     }

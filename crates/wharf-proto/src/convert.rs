@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use cluster_api::{
     BlobInfo, BlobNodeInfo, BlobNodeLiveness, ClusterMap, ClusterMember, ClusterStatus,
-    CommittedBlob, MetaMember, MetaRole, NodeState, Page, PutManifest, ReplicationPolicy,
-    StoredManifest, UploadId, UploadSession,
+    CommittedBlob, MetaMember, MetaRole, NodeState, Page, PlacementRule, PutManifest,
+    ReplicationPolicy, StoredManifest, UploadId, UploadSession,
 };
 use oci_model::{Descriptor, Digest, RepositoryName, Tag};
 
@@ -88,6 +88,13 @@ pub fn blob_info_to_pb(blob: &BlobInfo) -> pb::BlobInfo {
         digest: blob.digest.to_string(),
         size: blob.size,
         replicas: blob.replicas.clone(),
+        placement: blob
+            .placement
+            .iter()
+            .map(|rules| pb::PlacementRuleSet {
+                rules: rules.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -96,6 +103,7 @@ pub fn blob_info_from_pb(blob: pb::BlobInfo) -> Result<BlobInfo, DecodeError> {
         digest: digest("blob.digest", &blob.digest)?,
         size: blob.size,
         replicas: blob.replicas,
+        placement: blob.placement.into_iter().map(|set| set.rules).collect(),
     })
 }
 
@@ -257,6 +265,26 @@ pub fn cluster_map_to_pb(map: &ClusterMap) -> pb::ClusterMap {
                 state: node_state_to_pb(member.state).into(),
             })
             .collect(),
+        placement_rules: map.placement.iter().map(placement_rule_to_pb).collect(),
+    }
+}
+
+pub fn placement_rule_to_pb(rule: &PlacementRule) -> pb::PlacementRule {
+    pb::PlacementRule {
+        id: rule.id.clone(),
+        repositories: rule.repositories.clone(),
+        zones: rule.zones.clone(),
+        replicas: rule.replicas,
+    }
+}
+
+/// Shape only: the state machine validates a rule before storing it.
+pub fn placement_rule_from_pb(rule: pb::PlacementRule) -> PlacementRule {
+    PlacementRule {
+        id: rule.id,
+        repositories: rule.repositories,
+        zones: rule.zones,
+        replicas: rule.replicas,
     }
 }
 
@@ -276,6 +304,11 @@ pub fn cluster_map_from_pb(map: pb::ClusterMap) -> Result<ClusterMap, DecodeErro
         epoch: map.epoch,
         policy: map.policy.map(policy_from_pb).unwrap_or_default(),
         members,
+        placement: map
+            .placement_rules
+            .into_iter()
+            .map(placement_rule_from_pb)
+            .collect(),
     })
 }
 
@@ -423,6 +456,20 @@ mod tests {
                         state,
                     })
                     .collect(),
+                placement: vec![
+                    PlacementRule {
+                        id: "eu".into(),
+                        repositories: "eu/**".into(),
+                        zones: vec!["eu-west".into(), "eu-central".into()],
+                        replicas: Some(2),
+                    },
+                    PlacementRule {
+                        id: "us".into(),
+                        repositories: "us/**".into(),
+                        zones: vec!["us-east".into()],
+                        replicas: None,
+                    },
+                ],
             },
             liveness: vec![
                 BlobNodeLiveness {

@@ -217,6 +217,19 @@ impl Meta for MetaGrpc {
         })
     }
 
+    async fn put_placement_rule(&self, request: Request<pb::PlacementRule>) -> Reply<pb::Empty> {
+        let rule = convert::placement_rule_from_pb(request.into_inner());
+        reply(self.api.put_placement_rule(rule).await, |_| pb::Empty {})
+    }
+
+    async fn delete_placement_rule(
+        &self,
+        request: Request<pb::DeletePlacementRuleRequest>,
+    ) -> Reply<pb::Empty> {
+        let id = request.into_inner().id;
+        reply(self.api.delete_placement_rule(&id).await, |_| pb::Empty {})
+    }
+
     async fn blob_node_heartbeat(
         &self,
         request: Request<pb::BlobNodeRef>,

@@ -249,6 +249,14 @@ impl MetaApi for GcMeta {
         self.inner.set_replication_policy(policy).await
     }
 
+    async fn put_placement_rule(&self, rule: cluster_api::PlacementRule) -> Result<(), MetaError> {
+        self.inner.put_placement_rule(rule).await
+    }
+
+    async fn delete_placement_rule(&self, id: &str) -> Result<(), MetaError> {
+        self.inner.delete_placement_rule(id).await
+    }
+
     async fn blob_node_heartbeat(&self, id: BlobNodeId) -> Result<u64, MetaError> {
         self.inner.blob_node_heartbeat(id).await
     }

@@ -166,19 +166,30 @@ impl TestCluster {
     /// Uploads `data` through node `via` and commits it in meta with the replicas the node
     /// reported, as the gateway does.
     pub async fn push(&mut self, via: BlobNodeId, data: &[u8]) -> Result<BlobInfo, BlobError> {
+        self.push_into(via, "team/app", data).await
+    }
+
+    /// [`push`](TestCluster::push) into repository `repo`.
+    pub async fn push_into(
+        &mut self,
+        via: BlobNodeId,
+        repo: &str,
+        data: &[u8],
+    ) -> Result<BlobInfo, BlobError> {
         self.next_upload += 1;
         let id = UploadId(format!("{:032x}", self.next_upload));
         let node = self.node(via);
         node.start_upload(&id).await?;
         node.append_upload(&id, 0, once(data)).await?;
         let digest = Digest::sha256_of(data);
-        let committed = node.commit_upload(&id, &digest).await?;
+        let repo = RepositoryName::parse(repo).expect("a repository name");
+        let committed = node.commit_upload(&repo, &id, &digest).await?;
         let blob = BlobInfo {
             digest,
             size: committed.size,
             replicas: committed.replicas,
+            placement: Vec::new(),
         };
-        let repo = RepositoryName::parse("team/app").expect("a repository name");
         self.meta
             .commit_blob(&repo, blob.clone(), None)
             .await

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use oci_model::Digest;
+use oci_model::{Digest, RepositoryName};
 
 use super::lock;
 use crate::blob::{BlobApi, BlobNodes, ByteStream};
@@ -214,6 +214,7 @@ impl BlobApi for MemBlob {
 
     async fn commit_upload(
         &self,
+        _repo: &RepositoryName,
         id: &UploadId,
         digest: &Digest,
     ) -> Result<CommittedBlob, BlobError> {

@@ -11,7 +11,10 @@ use super::{lock, page};
 use crate::error::MetaError;
 use crate::meta::MetaApi;
 use crate::types::*;
-use crate::{AuthChange, AuthState, RetentionAction, RetentionRule, UploadToken, UPLOAD_KEY_BYTES};
+use crate::{
+    record_rule_set, AuthChange, AuthState, PlacementRule, RepoPlacement, RetentionAction,
+    RetentionRule, UploadToken, UPLOAD_KEY_BYTES,
+};
 
 /// The metadata service, in memory.
 #[derive(Default)]
@@ -28,6 +31,7 @@ struct MetaState {
     node_states: BTreeMap<BlobNodeId, NodeState>,
     epoch: u64,
     policy: ReplicationPolicy,
+    placement: Vec<PlacementRule>,
     uploads_opened: u128,
     auth: AuthState,
     outage: Option<MetaError>,
@@ -143,12 +147,15 @@ impl MetaState {
         }
     }
 
-    fn link_blob(&mut self, repo: &RepositoryName, blob: BlobInfo) {
+    /// Links `blob` into `repo`, recording the rule set it is linked under as meta does (the
+    /// fake enforces no placement rule; it only remembers them, for repair).
+    fn link_blob(&mut self, repo: &RepositoryName, mut blob: BlobInfo) {
         self.repos
             .entry(repo.clone())
             .or_default()
             .blobs
             .insert(blob.digest.clone());
+        let rules = RepoPlacement::for_repository(&self.placement, repo.as_str()).rules;
         match self.blobs.get_mut(&blob.digest) {
             Some(known) => {
                 for replica in blob.replicas {
@@ -156,8 +163,11 @@ impl MetaState {
                         known.replicas.push(replica);
                     }
                 }
+                record_rule_set(&mut known.placement, &rules, true);
             }
             None => {
+                blob.placement.clear();
+                record_rule_set(&mut blob.placement, &rules, false);
                 self.blobs.insert(blob.digest.clone(), blob);
             }
         }
@@ -188,6 +198,7 @@ impl MetaState {
             epoch: self.epoch,
             policy: self.policy,
             members,
+            placement: self.placement.clone(),
         }
     }
 }
@@ -516,6 +527,34 @@ impl MetaApi for MemMeta {
             state.policy = policy;
             state.epoch += 1;
         }
+        Ok(())
+    }
+
+    async fn put_placement_rule(&self, rule: PlacementRule) -> Result<(), MetaError> {
+        rule.validate()?;
+        let mut state = self.state()?;
+        match state
+            .placement
+            .binary_search_by(|known| known.id.cmp(&rule.id))
+        {
+            Ok(at) if state.placement[at] == rule => return Ok(()),
+            Ok(at) => state.placement[at] = rule,
+            Err(at) => state.placement.insert(at, rule),
+        }
+        state.epoch += 1;
+        Ok(())
+    }
+
+    async fn delete_placement_rule(&self, id: &str) -> Result<(), MetaError> {
+        let mut state = self.state()?;
+        let before = state.placement.len();
+        state.placement.retain(|rule| rule.id != id);
+        if state.placement.len() == before {
+            return Err(MetaError::Invalid(format!(
+                "placement rule {id} does not exist"
+            )));
+        }
+        state.epoch += 1;
         Ok(())
     }
 

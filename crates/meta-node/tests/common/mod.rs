@@ -46,6 +46,7 @@ pub fn blob(content: &str) -> BlobInfo {
         digest: Digest::sha256_of(content.as_bytes()),
         size: content.len() as u64,
         replicas: vec![1],
+        placement: Vec::new(),
     }
 }
 

@@ -65,6 +65,7 @@ pub fn blob(content: &str, replicas: &[u64]) -> BlobInfo {
         digest: digest(content),
         size: content.len() as u64,
         replicas: replicas.to_vec(),
+        placement: Vec::new(),
     }
 }
 
