@@ -11,7 +11,9 @@
 #   SHAPES="1/1/3/0" WORKLOADS=tag-get bash benches/scale.sh
 #   WHARF_SERVER=/path/to/older/wharf bash benches/scale.sh   # measure another build
 #
-# SHAPES: space-separated GATEWAYS/BLOBS/VOTERS/READ_REPLICAS ("1/1/3/0 2/2/3/0 2/2/3/2").
+# SHAPES: space-separated GATEWAYS/BLOBS/VOTERS/READ_REPLICAS ("1/1/3/0 2/2/3/0 2/2/3/2"), or
+# `serve`: one `wharf serve` process (every role in one; with BLOB_HTTP=1 its blob node serves
+# redirected GETs too), measured the same way, for the scale law's comparison with one process.
 # WORKLOADS: any of tag-get, digest-get, blob-get, manifest-put, blob-push (4 KiB blobs)
 # ("tag-get blob-get manifest-put blob-push").
 # REQUESTS (20000 manifest GETs per gateway, -c GET_CONCURRENCY=64), BLOBS (400 blobs of 1 MiB per
@@ -50,6 +52,7 @@ cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 # NAME=PID=ROLE of every member, ROLE telling the meta leader, followers and read replicas apart.
 members() {
   local dir=$1 meta status
+  if [ -e "$dir/members" ]; then cat "$dir/members"; return; fi
   meta=$(jq -r '[.members[] | select(.role == "meta") | .grpc] | join(",")' "$dir/cluster.json")
   status=$("$WHARF" admin --meta "$meta" cluster status)
   jq -r --argjson status "$status" '
@@ -136,7 +139,31 @@ print(json.dumps({
 PY
 }
 
+# `wharf serve` as one shape: a cluster.json with its one URL, and itself as the one member.
+start_serve() {
+  local dir=$1 extra=()
+  mkdir -p "$dir"
+  [[ "$BLOB_HTTP" == 1 ]] && extra=(--blob-http-listen 127.0.0.1:0)
+  "$SERVER" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data "$dir/data" \
+    --addr-file "$dir/addr.json" --log warn "${extra[@]}" >"$OUT/serve.log" 2>&1 &
+  PIDS+=($!)
+  echo "serve=$!=serve" >"$dir/members"
+  wait_for test -s "$dir/addr.json"
+  jq '{gateways: ["http://" + .http]}' "$dir/addr.json" >"$dir/cluster.json"
+}
+
 for shape in $SHAPES; do
+  if [[ "$shape" == serve ]]; then
+    echo "==> wharf serve" >&2
+    dir="$WORK/serve"
+    start_serve "$dir"
+    for workload in $WORKLOADS; do
+      echo "    $workload" >&2
+      run_workload "$shape" "$workload" "$dir"
+    done
+    stop_target
+    continue
+  fi
   IFS=/ read -r gateways blobs voters replicas <<<"$shape"
   echo "==> $gateways gateways, $blobs blob nodes, $voters voters, $replicas read replicas" >&2
   dir="$WORK/cluster"
