@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 use cluster_api::{
-    BlobInfo, BlobNodes, DoomedBlob, MetaApi, NodeState, RetentionAction, RetentionRule,
+    BlobInfo, BlobNodes, DoomedBlob, MetaApi, NodeState, Placement, PlacementStatus,
+    RetentionAction, RetentionRule,
 };
 use cluster_client::{GrpcBlobNodes, MetaClient, RetryPolicy};
 use oci_model::Digest;
@@ -304,6 +305,14 @@ pub async fn fsck(meta: &[String], repair: bool) -> CliResult {
         .map(|(digest, _)| digest)
         .collect();
 
+    // Data residency: copies outside their rules' zones, and copies the rules ask for that are
+    // missing. Every node's repair loop moves them; `impossible` needs nodes in those zones.
+    let placement = Placement::new(map.clone());
+    let mut placement_status = PlacementStatus::new(&placement);
+    for record in records.values() {
+        placement_status.add(&placement, record);
+    }
+
     let mut repaired = json!({"orphans_doomed": 0, "replicas_dropped": 0});
     if repair {
         let (mut doomed, mut dropped) = (0u64, 0u64);
@@ -335,6 +344,7 @@ pub async fn fsck(meta: &[String], repair: bool) -> CliResult {
         "nodes": findings,
         "lost": lost,
         "under_replicated": under_replicated,
+        "placement": placement_status,
         "repaired": repaired,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -350,6 +360,8 @@ pub async fn fsck(meta: &[String], repair: bool) -> CliResult {
         || wrong_sizes
         || unrepaired_copies
         || unreachable
+        || placement_status.violations() > 0
+        || placement_status.impossible > 0
     {
         return Err("fsck found problems (see the report above)".into());
     }

@@ -1,9 +1,9 @@
-//! `wharf admin placement add|list|rm`: data-residency rules through the Meta service. A rule
+//! `wharf admin placement add|list|rm|status`: data-residency rules through the Meta service. A rule
 //! confines the blobs of repositories matching a glob to blob nodes in some zones; the rules are
 //! part of the cluster map, so each change bumps its epoch.
 
 use clap::Subcommand;
-use cluster_api::{MetaApi, PlacementRule};
+use cluster_api::{MetaApi, PlacementRule, PlacementStatus};
 use cluster_client::{MetaClient, RetryPolicy};
 use serde_json::json;
 
@@ -32,6 +32,10 @@ pub enum PlacementCommand {
     Rm { id: String },
     /// The rules, with the cluster map's epoch (JSON).
     List,
+    /// Every blob record judged against the rules it was linked under: compliant, pending (the
+    /// repair loop has yet to move a copy) or impossible (too few up nodes in the zones), in all
+    /// and per rule, with the copies outside the zones and those missing (JSON).
+    Status,
 }
 
 pub async fn placement(meta: &[String], command: PlacementCommand) -> CliResult {
@@ -62,6 +66,10 @@ pub async fn placement(meta: &[String], command: PlacementCommand) -> CliResult 
         PlacementCommand::Rm { id } => {
             client.delete_placement_rule(&id).await?;
             println!("placement rule {id} removed");
+        }
+        PlacementCommand::Status => {
+            let status = PlacementStatus::of(&client).await?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
         }
         PlacementCommand::List => {
             let map = client.cluster_map().await?;

@@ -1086,6 +1086,20 @@ async fn anonymous_pull_policy_catalog_filter_and_admin_api() {
     assert_eq!(listed["rules"][0]["id"], "eu");
     assert_eq!(listed["rules"][0]["replicas"], 2);
     assert!(listed["epoch"].as_u64().is_some(), "{listed}");
+    let status: Value = http
+        .get(format!("{base}/admin/v1/placement/status"))
+        .header(AUTHORIZATION, root.clone())
+        .send()
+        .await
+        .expect("placement status")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(status["rules"][0]["id"], "eu", "{status}");
+    assert_eq!(
+        status["ruled"], 0,
+        "no blob was pushed under the rule: {status}"
+    );
     let (status, code, _) = attempt(
         http.put(format!("{base}/admin/v1/placement/bad"))
             .header(AUTHORIZATION, root.clone())

@@ -97,6 +97,42 @@ async fn a_push_outside_the_rules_zones_is_refused_and_stores_nothing() {
         .push_blob_monolithic("eu/app", &data)
         .await
         .expect("push into eu/app in its zone");
+    // A blob only ever pushed under the rule, beside `data` (also in team/app, unruled).
+    registry
+        .push_blob_monolithic("eu/app", &random_bytes(1024))
+        .await
+        .expect("push an EU-only blob");
+    let status = serve.admin_json(&["placement", "status"]);
+    assert_eq!(status["ruled"], 2, "{status}");
+    assert_eq!(status["compliant"], 2, "{status}");
+    assert_eq!(status["rules"][0]["id"], "eu");
+    assert_eq!(status["rules"][0]["compliant"], 2, "{status}");
+    serve.admin(&["fsck"]);
+
+    // Moved to zones no node is in, the blob cannot comply: status and fsck say so.
+    serve.admin(&[
+        "placement",
+        "add",
+        "--id",
+        "eu",
+        "--repos",
+        "eu/**",
+        "--zones",
+        "eu-west",
+    ]);
+    let status = serve.admin_json(&["placement", "status"]);
+    assert_eq!(status["impossible"], 2, "{status}");
+    assert_eq!(
+        status["copies_outside"], 1,
+        "only the EU-only blob's copy is outside: the other is also team/app's: {status}"
+    );
+    let fsck = serve.admin_output(&["fsck"]);
+    assert!(
+        !fsck.status.success(),
+        "fsck reports the placement violation"
+    );
+    let report: Value = serde_json::from_slice(&fsck.stdout).expect("fsck JSON");
+    assert_eq!(report["placement"]["impossible"], 2, "{report}");
     serve.admin(&["placement", "rm", "eu"]);
     assert_eq!(
         serve.admin_json(&["placement", "list"])["rules"],

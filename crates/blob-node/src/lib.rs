@@ -26,7 +26,8 @@ mod repair;
 mod replicator;
 
 pub use background::BackgroundTasks;
-pub use cluster::{ClusterView, Placement, RecordOwners};
+pub use cluster::ClusterView;
+pub use cluster_api::{Placement, RecordOwners};
 pub use collector::{CollectReport, Collector};
 pub use config::BlobNodeConfig;
 pub use error::BlobNodeError;

@@ -9,7 +9,9 @@ use blob_store::BlobStore;
 use cluster_api::{BlobError, BlobInfo, BlobNodeId, BlobNodes, MetaError};
 use oci_model::Digest;
 
-use crate::cluster::{push_replica, ClusterView, Placement, RecordOwners};
+use cluster_api::{Placement, RecordOwners};
+
+use crate::cluster::{push_replica, ClusterView};
 
 /// Meta records are read in pages of this size while matching them to a page of local blobs.
 const META_PAGE: usize = 512;

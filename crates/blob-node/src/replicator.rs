@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use blob_store::BlobStore;
-use cluster_api::{BlobError, BlobNodeId, BlobNodes, RepoPlacement};
+use cluster_api::{BlobError, BlobNodeId, BlobNodes, Placement, RepoPlacement};
 use futures::future::join_all;
 use oci_model::{Digest, RepositoryName};
 
-use crate::cluster::{push_replica, ClusterView, Placement};
+use crate::cluster::{push_replica, ClusterView};
 
 /// Copies a blob that was just committed on this node to the other nodes that should hold it
 /// (the ring owners of its digest), before the commit is acknowledged.

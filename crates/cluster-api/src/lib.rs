@@ -13,6 +13,8 @@ mod lifecycle;
 mod mac;
 mod meta;
 mod placement;
+mod placement_status;
+mod ring;
 mod types;
 mod upload_token;
 
@@ -30,5 +32,7 @@ pub use meta::MetaApi;
 pub use placement::{
     record_rule_set, validate_zone, PlacementRule, RepoPlacement, MAX_RULE_REPLICAS,
 };
+pub use placement_status::{PlacementStatus, RulePlacementStatus};
+pub use ring::{Placement, RecordOwners};
 pub use types::*;
 pub use upload_token::{UploadToken, TOKEN_BYTES, UPLOAD_KEY_BYTES};

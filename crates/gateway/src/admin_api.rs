@@ -16,6 +16,7 @@
 //! GET    /admin/v1/placement                   {"epoch", "rules"}: data-residency rules
 //! PUT    /admin/v1/placement/<id>              {"repositories", "zones", "replicas"?}
 //! DELETE /admin/v1/placement/<id>
+//! GET    /admin/v1/placement/status            blobs compliant / pending / impossible
 //! ```
 
 use std::net::IpAddr;
@@ -25,7 +26,7 @@ use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cluster_api::{AuthChange, MetaError, PlacementRule, Policy};
+use cluster_api::{AuthChange, MetaError, PlacementRule, PlacementStatus, Policy};
 use oci_model::ErrorCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -282,6 +283,10 @@ pub(crate) async fn handle(
             let map = gateway.meta.cluster_map().await?;
             let body = json!({ "epoch": map.epoch, "rules": map.placement });
             (Json(body).into_response(), None)
+        }
+        (Method::GET, ["placement", "status"]) => {
+            let status = PlacementStatus::of(gateway.meta.as_ref()).await?;
+            (Json(status).into_response(), None)
         }
         (Method::PUT, ["placement", id]) => {
             let new: NewPlacementRule = parse(&body().await?)?;
