@@ -446,7 +446,7 @@ async fn repair_keeps_a_ruled_blob_in_its_zones_and_moves_it_when_the_rule_chang
     let eu = cluster.meta.map().placement_of("eu/app");
     for digest in expected.keys() {
         let holders = cluster.holders(digest).await;
-        let record = cluster.meta.blob(digest).expect("record");
+        let record = cluster.record(digest).await;
         let mut wanted = placement.owners_of_record(&record).owners;
         wanted.sort_unstable();
         assert_eq!(
@@ -511,5 +511,60 @@ async fn a_node_with_a_stale_map_admits_a_push_the_changed_rule_allows() {
         blob.replicas.iter().all(|node| [3, 4].contains(node)),
         "{blob:?}"
     );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_rule_added_later_moves_the_blobs_already_pushed_into_its_zones() {
+    let mut cluster = eu_and_us().await;
+    cluster
+        .meta
+        .delete_placement_rule("eu")
+        .await
+        .expect("start without the rule");
+    cluster.refresh_maps().await;
+    let mut expected = BTreeMap::new();
+    for index in 0..12 {
+        let data = blob_data(index);
+        let blob = cluster.push_into(3, "eu/app", &data).await.expect("push");
+        expected.insert(blob.digest, data);
+    }
+    cluster.settle(&expected).await;
+    let mut outside = 0;
+    for digest in expected.keys() {
+        let holders = cluster.holders(digest).await;
+        outside += holders
+            .iter()
+            .filter(|node| !EU_NODES.contains(node))
+            .count();
+    }
+    assert!(outside > 0, "without a rule, copies land in the US too");
+
+    cluster
+        .meta
+        .put_placement_rule(eu_rule())
+        .await
+        .expect("add the rule");
+    cluster.refresh_maps().await;
+    let (pushed, dropped) = cluster.settle(&expected).await;
+    assert!(
+        pushed > 0 && dropped > 0,
+        "{pushed} pushed, {dropped} dropped"
+    );
+    let rules = cluster.meta.map().placement_of("eu/app");
+    let placement = cluster.placement();
+    for digest in expected.keys() {
+        let mut owners = placement.owners_for(digest, &rules);
+        owners.sort_unstable();
+        assert_eq!(
+            cluster.holders(digest).await,
+            owners,
+            "{digest}: only its EU owners"
+        );
+        assert_eq!(
+            cluster.record(digest).await.placement,
+            vec![vec!["eu".to_owned()]]
+        );
+    }
     cluster.stop().await;
 }

@@ -30,7 +30,7 @@ pub use error::{BlobError, ErrorKind, MetaError};
 pub use lifecycle::{RetentionAction, RetentionRule};
 pub use meta::MetaApi;
 pub use placement::{
-    record_rule_set, validate_zone, PlacementRule, RepoPlacement, MAX_RULE_REPLICAS,
+    placement_sets, validate_zone, PlacementRule, RepoPlacement, MAX_RULE_REPLICAS,
 };
 pub use placement_status::{PlacementStatus, RulePlacementStatus};
 pub use ring::{Placement, RecordOwners};

@@ -146,7 +146,7 @@ pub trait MetaApi: Send + Sync + 'static {
     ) -> Result<(), MetaError>;
 
     /// Global blob records in digest order strictly after `after`, at most `n` (repair and fsck
-    /// scans).
+    /// scans), each with its placement ([`BlobInfo::placement`]).
     async fn list_blobs(
         &self,
         after: Option<&Digest>,

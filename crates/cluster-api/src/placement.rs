@@ -86,23 +86,28 @@ pub fn validate_zone(zone: &str) -> Result<(), MetaError> {
     }
 }
 
-/// Records in `sets` (a blob's [`BlobInfo::placement`](crate::BlobInfo::placement)) that it is
-/// linked under the rule ids `rules` (empty: no rule). `recorded` says whether the blob was
-/// recorded before: an empty list then stands for one empty set, which a new rule set joins; for
-/// a new blob it is simply the first set. Kept sorted, and `[[]]` kept as `[]`.
-pub fn record_rule_set(sets: &mut Vec<Vec<String>>, rules: &[String], recorded: bool) {
-    if sets.is_empty() {
-        if rules.is_empty() {
-            return;
-        }
-        if recorded {
-            sets.push(Vec::new());
+/// A blob's placement ([`BlobInfo::placement`](crate::BlobInfo::placement)) when the
+/// repositories `repos` link it: the distinct rule sets `rules` give them, sorted; empty when no
+/// rule governs any of them.
+pub fn placement_sets<'a>(
+    rules: &[PlacementRule],
+    repos: impl IntoIterator<Item = &'a str>,
+) -> Vec<Vec<String>> {
+    let mut sets: Vec<Vec<String>> = Vec::new();
+    if rules.is_empty() {
+        return sets;
+    }
+    for repo in repos {
+        let set = RepoPlacement::for_repository(rules, repo).rules;
+        if !sets.contains(&set) {
+            sets.push(set);
         }
     }
-    if !sets.iter().any(|known| known == rules) {
-        sets.push(rules.to_vec());
-        sets.sort();
+    sets.sort();
+    if sets.iter().all(Vec::is_empty) {
+        sets.clear();
     }
+    sets
 }
 
 /// Where one repository's blobs may be stored, from every rule that matches it.
@@ -251,23 +256,17 @@ mod tests {
     }
 
     #[test]
-    fn rule_sets_are_recorded_once_with_no_rule_as_the_empty_list() {
+    fn a_blob_keeps_one_rule_set_per_kind_of_repository_linking_it() {
+        let rules = [rule("eu", "eu/**", &["eu-west"], None)];
         let eu = vec!["eu".to_owned()];
-        let mut sets = Vec::new();
-        record_rule_set(&mut sets, &[], false);
-        assert!(sets.is_empty(), "no rule: nothing recorded");
-        record_rule_set(&mut sets, &eu, true);
+        assert!(placement_sets(&rules, ["team/a", "team/b"]).is_empty());
+        assert_eq!(placement_sets(&rules, ["eu/a", "eu/b"]), vec![eu.clone()]);
         assert_eq!(
-            sets,
-            vec![vec![], eu.clone()],
-            "pushed unruled, then into eu"
+            placement_sets(&rules, ["eu/a", "team/a"]),
+            vec![vec![], eu],
+            "also linked where no rule applies"
         );
-        record_rule_set(&mut sets, &eu, true);
-        record_rule_set(&mut sets, &[], true);
-        assert_eq!(sets.len(), 2);
-        let mut fresh = Vec::new();
-        record_rule_set(&mut fresh, &eu, false);
-        assert_eq!(fresh, vec![eu.clone()], "a new blob pushed into eu only");
+        assert!(placement_sets(&[], ["eu/a"]).is_empty());
     }
 
     #[test]

@@ -55,9 +55,10 @@ pub struct BlobInfo {
     pub size: u64,
     /// Nodes holding a verified, fsynced copy, in preferred read order.
     pub replicas: Vec<BlobNodeId>,
-    /// Where the blob must keep copies: each distinct set of placement-rule ids that governed a
-    /// repository it was pushed or mounted into (`[]`: a repository no rule matched). Empty
-    /// means `[[]]`: placed by the ring over every zone. Kept by meta; ignored in a commit.
+    /// Where the blob must keep copies: the distinct sets of placement-rule ids that govern the
+    /// repositories linking it, under the rules as they stand (`[]`: a repository no rule
+    /// matches). Empty means `[[]]`: placed by the ring over every zone. Filled in by
+    /// [`MetaApi::list_blobs`](crate::MetaApi::list_blobs) only; ignored in a commit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placement: Vec<Vec<String>>,
 }

@@ -311,21 +311,17 @@ fn commit_blob(
                     existing.replicas.push(node);
                 }
             }
-            existing.add_placement(&placement.rules);
             existing
         }
         None => {
             // A doomed blob pushed again comes back with the copies this push wrote; nodes
             // still holding an old copy are told no when they ask to delete it.
             refs::resurrect(txn, &blob.digest);
-            let mut record = BlobRecord {
+            BlobRecord {
                 size: blob.size,
                 replicas: blob.replicas,
                 links: 0,
-                placement: Vec::new(),
-            };
-            cluster_api::record_rule_set(&mut record.placement, &placement.rules, false);
-            record
+            }
         }
     };
     state::put_blob(txn, &blob.digest, &record)?;
@@ -344,7 +340,7 @@ fn mount_blob(
     if !state::blob_linked(txn, from, digest)? {
         return Ok(Ok(CommandOutput::Mounted(None)));
     }
-    let Some(mut record) = state::blob(txn, digest)? else {
+    let Some(record) = state::blob(txn, digest)? else {
         return Ok(Ok(CommandOutput::Mounted(None)));
     };
     // Data residency: a mount links without copying, so the blob must already hold the copies
@@ -358,11 +354,6 @@ fn mount_blob(
         if let Err(error) = refs::check_quota(txn, repo, true, digest, record.size)? {
             return Ok(Err(error));
         }
-    }
-    let before = record.placement.clone();
-    record.add_placement(&placement.rules);
-    if record.placement != before {
-        state::put_blob(txn, digest, &record)?;
     }
     refs::link_blob(txn, repo, digest, now_ms)?;
     state::put_repository(txn, repo);

@@ -210,7 +210,6 @@ pub(crate) fn check(kv: &impl KvRead) -> Result<Vec<String>, StoreError> {
             distinct.len()
         ));
     }
-    let mut implied_index = BTreeSet::new();
     for (key, tag) in rows::<TagRecord>(kv, Table::Tags, "tag")? {
         let [repo, name] = split_key::<2>("tag key", &key)?;
         let repo = parse_repo("tag key", repo)?;
@@ -220,25 +219,39 @@ pub(crate) fn check(kv: &impl KvRead) -> Result<Vec<String>, StoreError> {
                 tag.digest
             ));
         }
-        let name = state::parse_tag("tag key", name)?;
-        implied_index.insert(state::tag_index_key(&repo, &tag.digest, &name));
     }
-    let mut index = BTreeSet::new();
-    kv.scan(Table::TagsByDigest, b"", None, &mut |key, _| {
-        index.insert(key.to_vec());
-        Ok(true)
-    })?;
-    for missing in implied_index.difference(&index) {
-        problems.push(format!(
-            "the tag index lacks {}",
-            String::from_utf8_lossy(missing).replace('\0', " ")
-        ));
-    }
-    for extra in index.difference(&implied_index) {
-        problems.push(format!(
-            "the tag index holds {}, which no tag implies",
-            String::from_utf8_lossy(extra).replace('\0', " ")
-        ));
+    for index in crate::derived::ALL {
+        check_index(kv, index, &mut problems)?;
     }
     Ok(problems)
+}
+
+/// A derived index holds exactly the rows its source implies.
+fn check_index(
+    kv: &impl KvRead,
+    index: &crate::derived::DerivedIndex,
+    problems: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    let mut implied = BTreeSet::new();
+    kv.scan(index.source, b"", None, &mut |key, value| {
+        implied.insert((index.row)(key, value)?);
+        Ok(true)
+    })?;
+    let mut held = BTreeSet::new();
+    kv.scan(index.table, b"", None, &mut |key, _| {
+        held.insert(key.to_vec());
+        Ok(true)
+    })?;
+    let show = |row: &[u8]| String::from_utf8_lossy(row).replace('\0', " ");
+    for missing in implied.difference(&held) {
+        problems.push(format!("the {} lacks {}", index.what, show(missing)));
+    }
+    for extra in held.difference(&implied) {
+        problems.push(format!(
+            "the {} holds {}, which nothing implies",
+            index.what,
+            show(extra)
+        ));
+    }
+    Ok(())
 }

@@ -41,12 +41,15 @@ pub(crate) enum Table {
     Usage,
     /// The tags of each manifest, `(repository, digest, tag)` with no value: derived from
     /// [`Table::Tags`] and kept beside it in every write, rebuilt from it after a snapshot install
-    /// (so not in snapshots) and at open when absent (see `tag_index`).
+    /// (so not in snapshots) and at open when absent (see `derived`).
     TagsByDigest,
+    /// The repositories linking each blob, `(digest, repository)` with no value: derived from
+    /// [`Table::BlobLinks`] like [`Table::TagsByDigest`] from the tags (see `derived`).
+    LinksByDigest,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 21] = [
+    pub(crate) const ALL: [Table; 22] = [
         Table::Log,
         Table::Raft,
         Table::SmMeta,
@@ -68,6 +71,7 @@ impl Table {
         Table::NamespaceRefs,
         Table::Usage,
         Table::TagsByDigest,
+        Table::LinksByDigest,
     ];
 
     /// The tables that make up the registry state (what a snapshot carries).
@@ -113,6 +117,7 @@ impl Table {
             Table::NamespaceRefs => "namespace_refs",
             Table::Usage => "usage",
             Table::TagsByDigest => "tags_by_digest",
+            Table::LinksByDigest => "links_by_digest",
         }
     }
 }

@@ -19,7 +19,8 @@
 //! log             index: u64 BE                         openraft Entry (json)
 //! raft            "vote" | "committed" | "last_purged"  Vote / LogId (json)
 //! sm_meta         "last_applied" | "membership" |       LogId / StoredMembership (json) /
-//!                 "tags_by_digest_built"                "" (the tag index is complete)
+//!                 "tags_by_digest_built" |              "" (the tag index is complete) /
+//!                 "links_by_digest_built"               "" (the blob link index is complete)
 //! snapshot        "meta" | "file" | "installing"        SnapshotMeta (json) / the current
 //!                                                       snapshot's file name / an install
 //!                                                       under way (see snapshot_files.rs)
@@ -48,7 +49,9 @@
 //! namespace_refs  namespace \0 "b"|"m" \0 digest        links of the digest in the namespace
 //! usage           namespace                             UsageRecord: logical, physical bytes
 //! tags_by_digest  repo \0 digest \0 tag                 "" (derived from tags; not in
-//!                                                       snapshots, see tag_index.rs)
+//!                                                       snapshots, see derived.rs)
+//! links_by_digest digest \0 repo                        "" (derived from blob_links; not in
+//!                                                       snapshots, see derived.rs)
 //! ```
 //!
 //! `blob_nodes`, `node_states` and `cluster` together are the cluster map; every command that
@@ -74,6 +77,7 @@ mod apply;
 mod check;
 mod command;
 mod db;
+mod derived;
 mod error;
 mod kv;
 mod log_store;
@@ -84,7 +88,6 @@ mod snapshot;
 mod snapshot_files;
 mod state;
 mod state_machine;
-mod tag_index;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -130,7 +133,9 @@ impl MetaStore {
     pub fn open_with(path: &Path, options: &StoreOptions) -> Result<MetaStore, StoreError> {
         let (db, closed) = db::open(path, options)?;
         let files = Arc::new(SnapshotFiles::open(path.join(SNAPSHOT_DIR), &db)?);
-        tag_index::ensure(&db)?;
+        for index in derived::ALL {
+            index.ensure(&db)?;
+        }
         let db = Arc::new(db);
         Ok(MetaStore {
             log_store: LogStore::new(db.clone()),

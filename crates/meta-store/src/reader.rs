@@ -282,19 +282,24 @@ impl StateReader {
         Ok(state::epoch(&self.view()?)?)
     }
 
-    /// Global blob records in digest order strictly after `after`, at most `n`.
+    /// Global blob records in digest order strictly after `after`, at most `n`, each with its
+    /// placement: the rule sets of the repositories linking it, under the rules as they stand.
     pub fn list_blobs(&self, after: Option<&Digest>, n: usize) -> Result<Vec<BlobInfo>, MetaError> {
         let mut blobs = Vec::new();
         if n == 0 {
             return Ok(blobs);
         }
         let after = after.map(|digest| digest.to_string().into_bytes());
-        self.view()?
-            .scan(Table::Blobs, b"", after.as_deref(), &mut |key, value| {
-                let record: BlobRecord = decode("blob record", value)?;
-                blobs.push(record.info(parse_digest("blob key", key)?));
-                Ok(blobs.len() < n)
-            })?;
+        let view = self.view()?;
+        view.scan(Table::Blobs, b"", after.as_deref(), &mut |key, value| {
+            let record: BlobRecord = decode("blob record", value)?;
+            blobs.push(record.info(parse_digest("blob key", key)?));
+            Ok(blobs.len() < n)
+        })?;
+        let rules = state::placement_rules(&view)?;
+        for blob in &mut blobs {
+            blob.placement = state::placement_sets(&view, &rules, &blob.digest)?;
+        }
         Ok(blobs)
     }
 }

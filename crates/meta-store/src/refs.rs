@@ -164,7 +164,6 @@ pub(crate) fn discard_claim(
         size,
         replicas: replicas.to_vec(),
         links: 0,
-        placement: Vec::new(),
     };
     doom(txn, digest, record, now_ms)
 }

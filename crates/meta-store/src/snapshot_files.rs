@@ -246,7 +246,9 @@ impl SnapshotFiles {
             }
         }
         db.write(batch)?;
-        crate::tag_index::rebuild(db)?;
+        for index in crate::derived::ALL {
+            index.rebuild(db)?;
+        }
         let mut txn = Txn::new(db);
         state::put_applied(&mut txn, meta.last_log_id.as_ref(), &meta.last_membership)?;
         put_current(&mut txn, meta, file_name)?;
@@ -377,7 +379,9 @@ fn begin_replace(db: &Database, meta: &Meta, file_name: &str) -> Result<(), Stor
     for table in Table::STATE {
         delete_table(db, &mut batch, table)?;
     }
-    crate::tag_index::forget(db, &mut batch)?;
+    for index in crate::derived::ALL {
+        index.forget(db, &mut batch)?;
+    }
     write_synced(db, batch)
 }
 
@@ -409,8 +413,9 @@ mod tests {
     fn rows(db: &Database) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
         let view = DbView::live(db);
         let mut rows = Vec::new();
-        // The state, and the tag index an install rebuilds from it.
-        for table in Table::STATE.into_iter().chain([Table::TagsByDigest]) {
+        // The state, and the derived indexes an install rebuilds from it.
+        let derived = crate::derived::ALL.map(|index| index.table);
+        for table in Table::STATE.into_iter().chain(derived) {
             view.scan(table, b"", None, &mut |key, value| {
                 rows.push((table, key.to_vec(), value.to_vec()));
                 Ok(true)

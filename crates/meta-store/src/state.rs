@@ -77,9 +77,6 @@ pub(crate) struct BlobRecord {
     pub replicas: Vec<BlobNodeId>,
     /// Repositories linking this blob; at zero the blob is doomed (see [`DoomedRecord`]).
     pub links: u32,
-    /// The placement-rule sets it was linked under ([`BlobInfo::placement`]); empty for `[[]]`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub placement: Vec<Vec<String>>,
 }
 
 /// A blob's link into one repository (`blob_links`).
@@ -138,14 +135,8 @@ impl BlobRecord {
             digest,
             size: self.size,
             replicas: self.replicas,
-            placement: self.placement,
+            placement: Vec::new(),
         }
-    }
-
-    /// Records that the blob is linked under the rule set `rules` (empty: no rule), so repair
-    /// keeps the copies those rules ask for ([`cluster_api::record_rule_set`]).
-    pub(crate) fn add_placement(&mut self, rules: &[String]) {
-        cluster_api::record_rule_set(&mut self.placement, rules, true);
     }
 }
 
@@ -679,7 +670,49 @@ pub(crate) fn put_blob_link(
         key(&[repo.as_str(), &digest.to_string()]),
         encode("blob link", link)?,
     );
+    txn.put(Table::LinksByDigest, link_index_key(digest, repo), []);
     Ok(())
+}
+
+/// The [`Table::LinksByDigest`] row saying `repo` links blob `digest`.
+pub(crate) fn link_index_key(digest: &Digest, repo: &RepositoryName) -> Vec<u8> {
+    key(&[&digest.to_string(), repo.as_str()])
+}
+
+/// The repositories linking blob `digest`, in name order, from [`Table::LinksByDigest`].
+pub(crate) fn repos_linking(
+    kv: &impl KvRead,
+    digest: &Digest,
+) -> Result<Vec<RepositoryName>, StoreError> {
+    let mut repos = Vec::new();
+    kv.scan(
+        Table::LinksByDigest,
+        &prefix(&[&digest.to_string()]),
+        None,
+        &mut |key, _| {
+            let [_, repo] = split_key::<2>("blob link index key", key)?;
+            repos.push(parse_repo("blob link index key", repo)?);
+            Ok(true)
+        },
+    )?;
+    Ok(repos)
+}
+
+/// Blob `digest`'s placement ([`BlobInfo::placement`]): the distinct rule sets `rules` give the
+/// repositories linking it; empty when none is under a rule.
+pub(crate) fn placement_sets(
+    kv: &impl KvRead,
+    rules: &[PlacementRule],
+    digest: &Digest,
+) -> Result<Vec<Vec<String>>, StoreError> {
+    if rules.is_empty() {
+        return Ok(Vec::new());
+    }
+    let repos = repos_linking(kv, digest)?;
+    Ok(cluster_api::placement_sets(
+        rules,
+        repos.iter().map(RepositoryName::as_str),
+    ))
 }
 
 pub(crate) fn delete_blob(txn: &mut Txn<'_>, digest: &Digest) {
@@ -774,6 +807,7 @@ pub(crate) fn parse_unreferenced_key(
 
 pub(crate) fn delete_blob_link(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) {
     txn.delete(Table::BlobLinks, key(&[repo.as_str(), &digest.to_string()]));
+    txn.delete(Table::LinksByDigest, link_index_key(digest, repo));
 }
 
 pub(crate) fn referrer_key(repo: &RepositoryName, subject: &Digest, referrer: &Digest) -> Vec<u8> {

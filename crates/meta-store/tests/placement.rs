@@ -202,12 +202,13 @@ async fn a_mount_links_only_a_blob_holding_the_copies_the_target_rules_ask_for()
         Ok(CommandOutput::Mounted(Some(_)))
     ));
     let placement_of = |store: &Applier, repo_name: &str, content: &str| {
-        store
-            .store
-            .reader
+        let reader = &store.store.reader;
+        reader
             .stat_blob(&repo(repo_name), &digest(content))
-            .expect("linked")
-            .placement
+            .expect("linked");
+        let listed = reader.list_blobs(None, 100).expect("list");
+        let record = listed.iter().find(|blob| blob.digest == digest(content));
+        record.expect("listed").placement.clone()
     };
     let eu = vec!["eu".to_owned()];
     assert_eq!(
@@ -226,4 +227,19 @@ async fn a_mount_links_only_a_blob_holding_the_copies_the_target_rules_ask_for()
         Ok(CommandOutput::Mounted(Some(_)))
     ));
     assert_eq!(placement_of(&store, "team/app", "euonly"), vec![vec![], eu]);
+    // Placement follows the rules as they stand: without the rule, no set is left.
+    assert_eq!(
+        store
+            .apply(Command::DeletePlacementRule { id: "eu".into() })
+            .await,
+        DONE
+    );
+    assert!(placement_of(&store, "eu/app", "euonly").is_empty());
+    // And the index behind it survives a restart and fsck agrees with it.
+    drop(store);
+    let store = Applier::new(open(&dir));
+    assert_eq!(
+        store.store.reader.check_consistency().expect("check"),
+        Vec::<String>::new()
+    );
 }

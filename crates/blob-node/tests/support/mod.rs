@@ -221,6 +221,15 @@ impl TestCluster {
         }
     }
 
+    /// Meta's record of `digest` as repair reads it, placement included.
+    pub async fn record(&self, digest: &Digest) -> BlobInfo {
+        let listed = self.meta.list_blobs(None, usize::MAX).await.expect("list");
+        listed
+            .into_iter()
+            .find(|record| record.digest == *digest)
+            .expect("meta lists the blob")
+    }
+
     /// Nodes (reachable or not) whose store holds `digest`.
     pub async fn holders(&self, digest: &Digest) -> Vec<BlobNodeId> {
         let nodes: Vec<(BlobNodeId, Arc<BlobNode>)> = self

@@ -12,8 +12,8 @@ use crate::error::MetaError;
 use crate::meta::MetaApi;
 use crate::types::*;
 use crate::{
-    record_rule_set, AuthChange, AuthState, PlacementRule, RepoPlacement, RetentionAction,
-    RetentionRule, UploadToken, UPLOAD_KEY_BYTES,
+    placement_sets, AuthChange, AuthState, PlacementRule, RetentionAction, RetentionRule,
+    UploadToken, UPLOAD_KEY_BYTES,
 };
 
 /// The metadata service, in memory.
@@ -147,15 +147,12 @@ impl MetaState {
         }
     }
 
-    /// Links `blob` into `repo`, recording the rule set it is linked under as meta does (the
-    /// fake enforces no placement rule; it only remembers them, for repair).
-    fn link_blob(&mut self, repo: &RepositoryName, mut blob: BlobInfo) {
+    fn link_blob(&mut self, repo: &RepositoryName, blob: BlobInfo) {
         self.repos
             .entry(repo.clone())
             .or_default()
             .blobs
             .insert(blob.digest.clone());
-        let rules = RepoPlacement::for_repository(&self.placement, repo.as_str()).rules;
         match self.blobs.get_mut(&blob.digest) {
             Some(known) => {
                 for replica in blob.replicas {
@@ -163,11 +160,8 @@ impl MetaState {
                         known.replicas.push(replica);
                     }
                 }
-                record_rule_set(&mut known.placement, &rules, true);
             }
             None => {
-                blob.placement.clear();
-                record_rule_set(&mut blob.placement, &rules, false);
                 self.blobs.insert(blob.digest.clone(), blob);
             }
         }
@@ -617,7 +611,18 @@ impl MetaApi for MemMeta {
             })
             .collect();
         blobs.sort_by_key(|blob| blob.digest.to_string());
-        Ok(blobs.into_iter().take(n).cloned().collect())
+        let mut page: Vec<BlobInfo> = blobs.into_iter().take(n).cloned().collect();
+        // The rule sets of the repositories linking each blob, as meta computes them (the fake
+        // enforces no placement rule; repair and status read these).
+        for blob in &mut page {
+            let linking = state
+                .repos
+                .iter()
+                .filter(|(_, repo_state)| repo_state.blobs.contains(&blob.digest))
+                .map(|(repo, _)| repo.as_str());
+            blob.placement = placement_sets(&state.placement, linking);
+        }
+        Ok(page)
     }
 
     /// The fake never collects garbage, so no blob is ever doomed.
