@@ -3,7 +3,8 @@
 # dev cluster (see benches/README.md, "Memory under sustained writes"):
 #
 #   A. PUTS distinct manifest PUTs (`wharf bench manifest-put -c 16`) in rounds of ROUND; SETTLE
-#      seconds after each round (meta returns freed heap every 5 s), every process's RSS and every
+#      seconds after each round (an idle meta node flushes its memtables after 2-4 s of quiet and
+#      returns freed heap every 5 s, so 10 s reads what it holds idle), every process's RSS and every
 #      meta directory's size. Prints the RSS after 50k and at the end, its ratio, the slope after
 #      the first 50k (MiB per 100k PUTs) and each process's peak (VmHWM, transient peaks included).
 #   B. MINUTES of the mixed `wharf bench soak` load (new and moved tags, tag GETs, deletes, blob
@@ -15,7 +16,7 @@
 #   TARGETS=serve PUTS=50000 MINUTES=2 bash benches/soak.sh
 #   PHASES=B MINUTES=30 bash benches/soak.sh
 #
-# Environment: TARGETS ("serve cluster"), PHASES ("A B"), PUTS (200000), ROUND (25000), SETTLE (6), MINUTES
+# Environment: TARGETS ("serve cluster"), PHASES ("A B"), PUTS (200000), ROUND (25000), SETTLE (10), MINUTES
 # (10), CONCURRENCY (8, phase B), SAMPLE (2), OUT (results: CSV, SVG, JSON lines, logs; a temp dir
 # by default), WHARF_SERVER (another wharf binary to measure; the load comes from this checkout).
 set -euo pipefail
@@ -25,7 +26,7 @@ TARGETS=${TARGETS:-"serve cluster"}
 PHASES=${PHASES:-"A B"}
 PUTS=${PUTS:-200000}
 ROUND=${ROUND:-25000}
-SETTLE=${SETTLE:-6}
+SETTLE=${SETTLE:-10}
 MINUTES=${MINUTES:-10}
 CONCURRENCY=${CONCURRENCY:-8}
 SAMPLE=${SAMPLE:-2}

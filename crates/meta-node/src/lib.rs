@@ -27,6 +27,7 @@ mod config;
 mod error;
 mod faults;
 mod gc;
+mod idle;
 mod liveness;
 mod network;
 mod node;

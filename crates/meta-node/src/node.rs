@@ -97,6 +97,7 @@ impl MetaNode {
                 config.blob_down_after(),
             )),
             tokio::spawn(run_metrics(raft.clone(), store.reader.clone())),
+            tokio::spawn(crate::idle::run_idle_flush(store.reader.clone())),
             tokio::spawn(crate::snapshots::run_schedule(
                 raft.clone(),
                 store.reader.clone(),

@@ -94,6 +94,20 @@ impl Table {
         Table::Usage,
     ];
 
+    /// Whether the table is read by key (and so keeps Bloom filters); the others are only
+    /// scanned, by prefix or range.
+    pub(crate) fn point_reads(self) -> bool {
+        !matches!(
+            self,
+            Table::Log
+                | Table::Referrers
+                | Table::Uploads
+                | Table::Unreferenced
+                | Table::TagsByDigest
+                | Table::LinksByDigest
+        )
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Table::Log => "log",
@@ -193,6 +207,11 @@ impl StoreStats {
         self.snapshot_bytes.store(bytes, Ordering::Relaxed);
     }
 
+    /// Log entries this process appended so far.
+    pub fn entries_appended(&self) -> u64 {
+        self.log_entries_appended.load(Ordering::Relaxed)
+    }
+
     /// The mean encoded size of the log entries this process appended (None before the first).
     pub fn mean_entry_bytes(&self) -> Option<u64> {
         let entries = self.log_entries_appended.load(Ordering::Relaxed);
@@ -263,14 +282,21 @@ pub(crate) fn open(
     options.set_max_log_file_size(INFO_LOG_BYTES);
     options.set_keep_log_file_num(INFO_LOGS_KEPT);
     options.set_max_manifest_file_size(MAX_MANIFEST_BYTES);
-    let mut table_options = BlockBasedOptions::default();
-    table_options.set_block_cache(&cache);
-    table_options.set_cache_index_and_filter_blocks(true);
-    table_options.set_pin_l0_filter_and_index_blocks_in_cache(true);
-    table_options.set_bloom_filter(10.0, false);
-    let family_options = || {
+    // Bloom filters only where a point read can use them: a filter costs 10 bits per key in the
+    // cache, and tables only ever scanned by prefix or range would pay that for nothing.
+    let table_options = |filtered: bool| {
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        if filtered {
+            table.set_bloom_filter(10.0, false);
+        }
+        table
+    };
+    let family_options = |table: &Table| {
         let mut family = Options::default();
-        family.set_block_based_table_factory(&table_options);
+        family.set_block_based_table_factory(&table_options(table.point_reads()));
         family.set_write_buffer_size(WRITE_BUFFER_BYTES.min(budget / 4));
         family.set_arena_block_size(ARENA_BLOCK_BYTES);
         family.set_compression_type(DBCompressionType::Lz4);
@@ -278,7 +304,7 @@ pub(crate) fn open(
     };
     let families = Table::ALL
         .iter()
-        .map(|table| ColumnFamilyDescriptor::new(table.name(), family_options()));
+        .map(|table| ColumnFamilyDescriptor::new(table.name(), family_options(table)));
     let db = DB::open_cf_descriptors(&options, path, families)?;
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
     let database = Database {
@@ -292,6 +318,16 @@ pub(crate) fn open(
 }
 
 impl Database {
+    /// Writes every memtable to an SST (waiting for it) and frees it, with the WAL behind it.
+    pub(crate) fn flush_memtables(&self) -> Result<(), StoreError> {
+        let mut options = rocksdb::FlushOptions::default();
+        options.set_wait(true);
+        for table in Table::ALL {
+            self.db.flush_cf_opt(cf(self, table)?, &options)?;
+        }
+        Ok(())
+    }
+
     /// RocksDB's memory as it accounts for it.
     pub(crate) fn memory_usage(&self) -> MemoryUsage {
         use rocksdb::properties::{

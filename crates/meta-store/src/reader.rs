@@ -56,6 +56,11 @@ impl StateReader {
         self.db.memory_usage()
     }
 
+    /// Writes every memtable out and frees it (an idle node's upkeep; no state changes).
+    pub fn flush_memtables(&self) -> Result<(), MetaError> {
+        Ok(self.db.flush_memtables()?)
+    }
+
     /// Log and snapshot figures (for the snapshot schedule and metrics).
     pub fn stats(&self) -> &crate::StoreStats {
         &self.db.stats
