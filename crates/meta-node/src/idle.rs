@@ -17,6 +17,11 @@ const IDLE_ENTRIES: u64 = 8;
 /// Memtables smaller than this are left alone: a flush would write a tiny file for nothing.
 const MIN_FLUSH_BYTES: u64 = 1 << 20;
 
+/// Whether memtables of `memtable_bytes` are flushed after `appended` log entries in one check.
+fn flush_due(appended: u64, memtable_bytes: u64) -> bool {
+    appended <= IDLE_ENTRIES && memtable_bytes >= MIN_FLUSH_BYTES
+}
+
 /// Checks every few seconds and flushes the memtables of an idle node, until the process ends.
 pub(crate) async fn run_idle_flush(reader: StateReader) {
     let mut appended = reader.stats().entries_appended();
@@ -26,9 +31,9 @@ pub(crate) async fn run_idle_flush(reader: StateReader) {
     loop {
         ticker.tick().await;
         let now = reader.stats().entries_appended();
-        let quiet = now.saturating_sub(appended) <= IDLE_ENTRIES;
+        let since = now.saturating_sub(appended);
         appended = now;
-        if !quiet || reader.memory_usage().memtables < MIN_FLUSH_BYTES {
+        if !flush_due(since, reader.memory_usage().memtables) {
             continue;
         }
         let flushing = reader.clone();
@@ -40,5 +45,27 @@ pub(crate) async fn run_idle_flush(reader: StateReader) {
             Ok(Err(error)) => tracing::warn!(%error, "cannot flush the memtables"),
             Err(error) => tracing::warn!(%error, "the memtable flush task failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_quiet_node_with_memtables_worth_writing_flushes() {
+        assert!(flush_due(0, MIN_FLUSH_BYTES));
+        assert!(
+            flush_due(IDLE_ENTRIES, 16 << 20),
+            "the leader's sweeps are quiet"
+        );
+        assert!(
+            !flush_due(IDLE_ENTRIES + 1, 16 << 20),
+            "writes are going on"
+        );
+        assert!(
+            !flush_due(0, MIN_FLUSH_BYTES - 1),
+            "too little to write a file for"
+        );
     }
 }

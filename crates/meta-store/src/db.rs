@@ -394,3 +394,30 @@ pub(crate) fn u64_from_key(what: &'static str, key: &[u8]) -> Result<u64, StoreE
         .map_err(|_| StoreError::corrupt(what, format!("key of {} bytes, not 8", key.len())))?;
     Ok(u64::from_be_bytes(bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use tempfile::TempDir;
+
+    use super::*;
+
+    #[test]
+    fn a_flush_empties_the_memtables_and_keeps_every_row() {
+        let dir = TempDir::new().expect("dir");
+        let (db, _closed) = open(dir.path(), &StoreOptions::default()).expect("open");
+        let family = cf(&db, Table::Manifests).expect("family");
+        for i in 0..2_000u32 {
+            db.put_cf(family, i.to_be_bytes(), [7u8; 512]).expect("put");
+        }
+        let before = db.memory_usage().memtables;
+        assert!(
+            before > 1 << 20,
+            "2,000 rows of 512 bytes in memtables: {before}"
+        );
+        db.flush_memtables().expect("flush");
+        let after = db.memory_usage().memtables;
+        assert!(after < before / 8, "{before} -> {after} bytes");
+        let row = db.get_cf(family, 1_234u32.to_be_bytes()).expect("get");
+        assert_eq!(row.map(|value| value.len()), Some(512));
+    }
+}
