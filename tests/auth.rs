@@ -1069,7 +1069,7 @@ async fn anonymous_pull_policy_catalog_filter_and_admin_api() {
     let put = http
         .put(&rule_url)
         .header(AUTHORIZATION, root.clone())
-        .body(r#"{"repositories":"eu/**","zones":["eu-west"],"replicas":2}"#)
+        .body(r#"{"repositories":"eu/**","zones":["default"],"replicas":2}"#)
         .send()
         .await
         .expect("put rule");

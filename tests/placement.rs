@@ -1,7 +1,7 @@
 //! Placement rules (data residency) end to end on `wharf serve`, whose one blob node is in zone
-//! `default`: `wharf admin placement` as the README shows it, a push into a repository whose
-//! zones have no node refused with 503 naming the rule (and nothing stored), other repositories
-//! unaffected, and the same rule over the node's own zone admitting the push.
+//! `default`: `wharf admin placement` as the README shows it, a rule naming a zone without nodes
+//! refused, a push while no node of the rule's zones is up refused with 503 naming the rule (and
+//! nothing stored), pushes in the zone admitted, and `placement status` and fsck judging them.
 
 mod common;
 
@@ -26,6 +26,23 @@ async fn post(base: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
 async fn a_push_outside_the_rules_zones_is_refused_and_stores_nothing() {
     let serve = Serve::start("", &[]).await;
     let registry = Registry::new(serve.base.clone());
+    // A zone no blob node is in is refused at once, naming the zones that have nodes.
+    let refused = serve.admin_output(&[
+        "placement",
+        "add",
+        "--id",
+        "eu",
+        "--repos",
+        "eu/**",
+        "--zones",
+        "eu-west",
+    ]);
+    assert!(!refused.status.success(), "a zone without nodes is refused");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("no blob node is in zone \"eu-west\"") && stderr.contains("default"),
+        "{stderr}"
+    );
     let out = serve.admin(&[
         "placement",
         "add",
@@ -34,14 +51,17 @@ async fn a_push_outside_the_rules_zones_is_refused_and_stores_nothing() {
         "--repos",
         "eu/**",
         "--zones",
-        "eu-west,eu-central",
+        "default",
     ]);
     assert!(out.contains("placement rule eu set"), "{out}");
     let listed = serve.admin_json(&["placement", "list"]);
     assert_eq!(listed["rules"][0]["id"], "eu");
-    assert_eq!(listed["rules"][0]["zones"][1], "eu-central");
+    assert_eq!(listed["rules"][0]["zones"][0], "default");
     let epoch = listed["epoch"].as_u64().expect("epoch");
 
+    // The rule's one node drains: no node of its zones is up, so a push is refused with 503
+    // naming the rule, and nothing is stored anywhere else.
+    serve.admin(&["cluster", "blob-state", "1", "draining"]);
     let blobs_before = files_under(&serve.blob_dir().join("blobs"));
     let data = random_bytes(4096);
     let digest = Digest::sha256_of(&data);
@@ -55,32 +75,39 @@ async fn a_push_outside_the_rules_zones_is_refused_and_stores_nothing() {
     assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
     let message = body["errors"][0]["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("placement rule \"eu\"") && message.contains("eu-west"),
+        message.contains("placement rule \"eu\"") && message.contains("zones default"),
         "{message}"
     );
     assert_eq!(
         files_under(&serve.blob_dir().join("blobs")),
         blobs_before,
-        "nothing stored elsewhere"
+        "nothing stored"
     );
+    serve.admin(&["cluster", "blob-state", "1", "up"]);
 
-    // Other repositories are not governed by the rule; a mount into eu/app is not a way around.
+    // Up again: the push lands in its zone; one blob shared with a repository no rule governs,
+    // one only ever pushed under the rule.
     registry
         .push_blob_monolithic("team/app", &data)
         .await
         .expect("push into team/app");
-    let (status, _) = post(
-        &serve.base,
-        &format!("/v2/eu/app/blobs/uploads/?mount={digest}&from=team/app"),
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(
-        status, 503,
-        "a mount must not link the blob outside the zones"
-    );
+    registry
+        .push_blob_monolithic("eu/app", &data)
+        .await
+        .expect("push into eu/app in its zone");
+    registry
+        .push_blob_monolithic("eu/app", &random_bytes(1024))
+        .await
+        .expect("push an EU-only blob");
+    let status = serve.admin_json(&["placement", "status"]);
+    assert!(status["epoch"].as_u64().expect("epoch") > epoch, "{status}");
+    assert_eq!(status["ruled"], 2, "{status}");
+    assert_eq!(status["compliant"], 2, "{status}");
+    assert_eq!(status["rules"][0]["id"], "eu");
+    assert_eq!(status["rules"][0]["compliant"], 2, "{status}");
+    serve.admin(&["fsck"]);
 
-    // The rule over the node's own zone admits the push; removing it lifts the rule.
+    // Two copies asked of a zone with one node: the blobs cannot comply; status and fsck say so.
     serve.admin(&[
         "placement",
         "add",
@@ -90,49 +117,20 @@ async fn a_push_outside_the_rules_zones_is_refused_and_stores_nothing() {
         "eu/**",
         "--zones",
         "default",
-    ]);
-    let listed = serve.admin_json(&["placement", "list"]);
-    assert!(listed["epoch"].as_u64().expect("epoch") > epoch, "{listed}");
-    registry
-        .push_blob_monolithic("eu/app", &data)
-        .await
-        .expect("push into eu/app in its zone");
-    // A blob only ever pushed under the rule, beside `data` (also in team/app, unruled).
-    registry
-        .push_blob_monolithic("eu/app", &random_bytes(1024))
-        .await
-        .expect("push an EU-only blob");
-    let status = serve.admin_json(&["placement", "status"]);
-    assert_eq!(status["ruled"], 2, "{status}");
-    assert_eq!(status["compliant"], 2, "{status}");
-    assert_eq!(status["rules"][0]["id"], "eu");
-    assert_eq!(status["rules"][0]["compliant"], 2, "{status}");
-    serve.admin(&["fsck"]);
-
-    // Moved to zones no node is in, the blob cannot comply: status and fsck say so.
-    serve.admin(&[
-        "placement",
-        "add",
-        "--id",
-        "eu",
-        "--repos",
-        "eu/**",
-        "--zones",
-        "eu-west",
+        "--replicas",
+        "2",
     ]);
     let status = serve.admin_json(&["placement", "status"]);
     assert_eq!(status["impossible"], 2, "{status}");
-    assert_eq!(
-        status["copies_outside"], 1,
-        "only the EU-only blob's copy is outside: the other is also team/app's: {status}"
-    );
+    assert_eq!(status["rules"][0]["impossible"], 2, "{status}");
     let fsck = serve.admin_output(&["fsck"]);
     assert!(
         !fsck.status.success(),
-        "fsck reports the placement violation"
+        "fsck reports blobs that cannot comply"
     );
     let report: Value = serde_json::from_slice(&fsck.stdout).expect("fsck JSON");
     assert_eq!(report["placement"]["impossible"], 2, "{report}");
+
     serve.admin(&["placement", "rm", "eu"]);
     assert_eq!(
         serve.admin_json(&["placement", "list"])["rules"],

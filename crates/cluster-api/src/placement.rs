@@ -70,6 +70,38 @@ impl PlacementRule {
     }
 }
 
+impl PlacementRule {
+    /// Refuses a rule naming a zone no blob node is in (`known`: the zones of the cluster map's
+    /// nodes, in any state): a typo would otherwise refuse every push it governs.
+    pub fn check_zones<'a>(
+        &self,
+        known: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), MetaError> {
+        let known: Vec<&str> = known.into_iter().collect();
+        match self
+            .zones
+            .iter()
+            .find(|zone| !known.contains(&zone.as_str()))
+        {
+            None => Ok(()),
+            Some(zone) => {
+                let mut zones = known;
+                zones.sort_unstable();
+                zones.dedup();
+                Err(MetaError::Invalid(format!(
+                    "placement rule {}: no blob node is in zone {zone:?} (zones with nodes: {})",
+                    self.id,
+                    if zones.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        zones.join(", ")
+                    }
+                )))
+            }
+        }
+    }
+}
+
 /// A zone name as rules and blob nodes spell it.
 pub fn validate_zone(zone: &str) -> Result<(), MetaError> {
     let ok = !zone.is_empty()
@@ -277,6 +309,20 @@ mod tests {
         assert_eq!(placement.zones, Some(vec!["eu-west".to_owned()]));
         assert_eq!(placement.replicas, Some(3));
         assert!(RepoPlacement::for_rule_ids(&rules, &["gone".to_owned()]).is_unrestricted());
+    }
+
+    #[test]
+    fn a_rule_naming_a_zone_without_nodes_is_refused() {
+        let eu = rule("eu", "eu/**", &["eu-west", "eu-central"], None);
+        assert!(eu.check_zones(["eu-west", "eu-central", "us-east"]).is_ok());
+        match eu.check_zones(["eu-west", "us-east", "eu-west"]) {
+            Err(MetaError::Invalid(message)) => {
+                assert!(message.contains("\"eu-central\""), "{message}");
+                assert!(message.contains("eu-west, us-east"), "{message}");
+            }
+            other => panic!("eu-central has no node: {other:?}"),
+        }
+        assert!(eu.check_zones([]).is_err());
     }
 
     #[test]

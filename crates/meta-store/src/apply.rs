@@ -182,6 +182,10 @@ fn put_placement_rule(txn: &mut Txn<'_>, rule: PlacementRule) -> Outcome {
     if let Err(error) = rule.validate() {
         return Ok(Err(error));
     }
+    let nodes = state::blob_nodes(txn)?;
+    if let Err(error) = rule.check_zones(nodes.iter().map(|node| node.zone.as_str())) {
+        return Ok(Err(error));
+    }
     let mut rules = state::placement_rules(txn)?;
     match rules.binary_search_by(|known| known.id.cmp(&rule.id)) {
         Ok(at) if rules[at] == rule => return Ok(DONE),

@@ -62,18 +62,33 @@ async fn rules_live_in_the_cluster_map_and_each_change_bumps_its_epoch() {
     let dir = TempDir::new().expect("tempdir");
     let mut store = Applier::new(open(&dir));
     let map = |store: &Applier| store.store.reader.cluster_map().expect("map");
+    // No node in eu-central yet: a rule naming it is refused, naming the zones that have nodes.
+    for (id, zone) in [(1, "eu-west"), (3, "us-east")] {
+        let register = Command::RegisterBlobNode(zoned(id, zone));
+        assert_eq!(store.apply(register).await, DONE);
+    }
+    match store.apply(Command::PutPlacementRule(eu_rule(None))).await {
+        Err(MetaError::Invalid(message)) => {
+            assert!(message.contains("\"eu-central\""), "{message}");
+            assert!(message.contains("eu-west, us-east"), "{message}");
+        }
+        other => panic!("a zone without nodes must be refused: {other:?}"),
+    }
+    let register = Command::RegisterBlobNode(zoned(2, "eu-central"));
+    assert_eq!(store.apply(register).await, DONE);
+    assert_eq!(map(&store).epoch, 3);
     assert_eq!(
         store.apply(Command::PutPlacementRule(eu_rule(None))).await,
         DONE
     );
-    assert_eq!(map(&store).epoch, 1);
+    assert_eq!(map(&store).epoch, 4);
     assert_eq!(map(&store).placement, vec![eu_rule(None)]);
     // The same rule again is no change; a changed one replaces it by id.
     assert_eq!(
         store.apply(Command::PutPlacementRule(eu_rule(None))).await,
         DONE
     );
-    assert_eq!(map(&store).epoch, 1);
+    assert_eq!(map(&store).epoch, 4);
     assert_eq!(
         store
             .apply(Command::PutPlacementRule(eu_rule(Some(3))))
@@ -90,7 +105,7 @@ async fn rules_live_in_the_cluster_map_and_each_change_bumps_its_epoch() {
         store.apply(Command::PutPlacementRule(us.clone())).await,
         DONE
     );
-    assert_eq!(map(&store).epoch, 3);
+    assert_eq!(map(&store).epoch, 6);
     assert_eq!(map(&store).placement, vec![eu_rule(Some(3)), us.clone()]);
     assert_eq!(
         map(&store).placement_of("eu/team/app").replicas,
@@ -113,14 +128,14 @@ async fn rules_live_in_the_cluster_map_and_each_change_bumps_its_epoch() {
             .await,
         Err(MetaError::Invalid(_))
     ));
-    assert_eq!(map(&store).epoch, 3);
+    assert_eq!(map(&store).epoch, 6);
     assert_eq!(
         store
             .apply(Command::DeletePlacementRule { id: "eu".into() })
             .await,
         DONE
     );
-    assert_eq!(map(&store).epoch, 4);
+    assert_eq!(map(&store).epoch, 7);
     assert_eq!(map(&store).placement, vec![us]);
 
     // The rules survive a restart (they are state, not memory).

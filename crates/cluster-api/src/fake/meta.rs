@@ -527,6 +527,7 @@ impl MetaApi for MemMeta {
     async fn put_placement_rule(&self, rule: PlacementRule) -> Result<(), MetaError> {
         rule.validate()?;
         let mut state = self.state()?;
+        rule.check_zones(state.nodes.values().map(|node| node.zone.as_str()))?;
         match state
             .placement
             .binary_search_by(|known| known.id.cmp(&rule.id))
