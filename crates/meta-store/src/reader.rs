@@ -183,15 +183,30 @@ impl StateReader {
         Ok(doomed)
     }
 
+    /// Blob `digest` as linked in `repo`; else `BlobUnknown`. Under placement rules, its replicas
+    /// in the zones `repo`'s rules allow come first (otherwise in their recorded order), so a
+    /// read is served from a copy inside the zones whenever one exists.
     pub fn stat_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobInfo, MetaError> {
         let view = self.view()?;
         if !state::blob_linked(&view, repo, digest)? {
             return Err(MetaError::BlobUnknown(digest.clone()));
         }
-        match state::blob(&view, digest)? {
-            Some(record) => Ok(record.info(digest.clone())),
-            None => Err(MetaError::BlobUnknown(digest.clone())),
+        let Some(record) = state::blob(&view, digest)? else {
+            return Err(MetaError::BlobUnknown(digest.clone()));
+        };
+        let mut info = record.info(digest.clone());
+        let rules = state::placement_rules(&view)?;
+        let placement = cluster_api::RepoPlacement::for_repository(&rules, repo.as_str());
+        if !placement.is_unrestricted() {
+            let nodes = state::blob_nodes(&view)?;
+            let in_zones = |id: &BlobNodeId| {
+                nodes
+                    .iter()
+                    .any(|node| node.id == *id && placement.allows(&node.zone))
+            };
+            info.replicas.sort_by_key(|id| !in_zones(id));
         }
+        Ok(info)
     }
 
     /// The manifest a tag or digest names in `repo`; else `ManifestUnknown`.

@@ -212,6 +212,16 @@ async fn a_mount_links_only_a_blob_holding_the_copies_the_target_rules_ask_for()
         store.apply(commit("eu/app", "base", &[1, 2], 2)).await,
         DONE
     );
+    // Reads through eu/app are served from the EU copies first; us/app keeps the recorded order.
+    let replicas = |store: &Applier, name: &str| {
+        let reader = &store.store.reader;
+        let info = reader
+            .stat_blob(&repo(name), &digest("base"))
+            .expect("linked");
+        info.replicas
+    };
+    assert_eq!(replicas(&store, "eu/app"), vec![1, 2, 3]);
+    assert_eq!(replicas(&store, "us/app"), vec![3, 1, 2]);
     assert!(matches!(
         store.apply(mount("eu/other", "us/app", "base")).await,
         Ok(CommandOutput::Mounted(Some(_)))
