@@ -22,37 +22,52 @@ async fn post(base: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// `wharf admin placement add --id ID --repos GLOB --zones ZONES [EXTRA...]`.
+fn add_rule(
+    serve: &Serve,
+    id: &str,
+    repos: &str,
+    zones: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "placement",
+        "add",
+        "--id",
+        id,
+        "--repos",
+        repos,
+        "--zones",
+        zones,
+    ];
+    args.extend_from_slice(extra);
+    serve.admin_output(&args)
+}
+
+/// [`add_rule`], which must succeed; its standard output.
+fn must_add_rule(serve: &Serve, id: &str, repos: &str, zones: &str, extra: &[&str]) -> String {
+    let output = add_rule(serve, id, repos, zones, extra);
+    assert!(
+        output.status.success(),
+        "placement add failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 #[tokio::test]
 async fn a_push_outside_the_rules_zones_is_refused_and_stores_nothing() {
     let serve = Serve::start("", &[]).await;
     let registry = Registry::new(serve.base.clone());
     // A zone no blob node is in is refused at once, naming the zones that have nodes.
-    let refused = serve.admin_output(&[
-        "placement",
-        "add",
-        "--id",
-        "eu",
-        "--repos",
-        "eu/**",
-        "--zones",
-        "eu-west",
-    ]);
+    let refused = add_rule(&serve, "eu", "eu/**", "eu-west", &[]);
     assert!(!refused.status.success(), "a zone without nodes is refused");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         stderr.contains("no blob node is in zone \"eu-west\"") && stderr.contains("default"),
         "{stderr}"
     );
-    let out = serve.admin(&[
-        "placement",
-        "add",
-        "--id",
-        "eu",
-        "--repos",
-        "eu/**",
-        "--zones",
-        "default",
-    ]);
+    let out = must_add_rule(&serve, "eu", "eu/**", "default", &[]);
     assert!(out.contains("placement rule eu set"), "{out}");
     let listed = serve.admin_json(&["placement", "list"]);
     assert_eq!(listed["rules"][0]["id"], "eu");
@@ -108,18 +123,7 @@ async fn a_push_outside_the_rules_zones_is_refused_and_stores_nothing() {
     serve.admin(&["fsck"]);
 
     // Two copies asked of a zone with one node: the blobs cannot comply; status and fsck say so.
-    serve.admin(&[
-        "placement",
-        "add",
-        "--id",
-        "eu",
-        "--repos",
-        "eu/**",
-        "--zones",
-        "default",
-        "--replicas",
-        "2",
-    ]);
+    must_add_rule(&serve, "eu", "eu/**", "default", &["--replicas", "2"]);
     let status = serve.admin_json(&["placement", "status"]);
     assert_eq!(status["impossible"], 2, "{status}");
     assert_eq!(status["rules"][0]["impossible"], 2, "{status}");
@@ -139,16 +143,7 @@ async fn a_push_outside_the_rules_zones_is_refused_and_stores_nothing() {
     let again = serve.admin_output(&["placement", "rm", "eu"]);
     assert!(!again.status.success(), "removing an unknown rule fails");
     assert!(String::from_utf8_lossy(&again.stderr).contains("does not exist"));
-    let invalid = serve.admin_output(&[
-        "placement",
-        "add",
-        "--id",
-        "bad",
-        "--repos",
-        "x/**",
-        "--zones",
-        "a zone",
-    ]);
+    let invalid = add_rule(&serve, "bad", "x/**", "a zone", &[]);
     assert!(!invalid.status.success(), "an invalid zone is refused");
     assert!(String::from_utf8_lossy(&invalid.stderr).contains("zone"));
 }

@@ -294,13 +294,18 @@ async fn eu_and_us() -> TestCluster {
     ] {
         cluster.add_node(id, zone).await;
     }
+    set_rule(&cluster, eu_rule()).await;
+    cluster
+}
+
+/// Adds or replaces `rule`, and every node reads the new map (as its heartbeat would).
+async fn set_rule(cluster: &TestCluster, rule: PlacementRule) {
     cluster
         .meta
-        .put_placement_rule(eu_rule())
+        .put_placement_rule(rule)
         .await
-        .expect("add the rule");
+        .expect("set the rule");
     cluster.refresh_maps().await;
-    cluster
 }
 
 fn eu_rule() -> PlacementRule {
@@ -471,15 +476,14 @@ async fn repair_keeps_a_ruled_blob_in_its_zones_and_moves_it_when_the_rule_chang
     }
 
     // The rule now allows eu-west only: repair moves the eu-central copies there.
-    cluster
-        .meta
-        .put_placement_rule(PlacementRule {
+    set_rule(
+        &cluster,
+        PlacementRule {
             zones: vec!["eu-west".into()],
             ..eu_rule()
-        })
-        .await
-        .expect("change the rule");
-    cluster.refresh_maps().await;
+        },
+    )
+    .await;
     let (pushed, dropped) = cluster.settle(&expected).await;
     assert!(
         pushed > 0 && dropped > 0,
@@ -540,12 +544,7 @@ async fn a_rule_added_later_moves_the_blobs_already_pushed_into_its_zones() {
     }
     assert!(outside > 0, "without a rule, copies land in the US too");
 
-    cluster
-        .meta
-        .put_placement_rule(eu_rule())
-        .await
-        .expect("add the rule");
-    cluster.refresh_maps().await;
+    set_rule(&cluster, eu_rule()).await;
     let (pushed, dropped) = cluster.settle(&expected).await;
     assert!(
         pushed > 0 && dropped > 0,

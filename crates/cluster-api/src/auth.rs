@@ -7,6 +7,10 @@
 //! whole (meta is their home, gateways sign with them), so this state travels only between
 //! cluster members and never to clients.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use globset::GlobMatcher;
 use serde::{Deserialize, Serialize};
 
 use crate::MetaError;
@@ -239,12 +243,35 @@ pub fn validate_account_name(name: &str) -> Result<(), MetaError> {
 
 /// Whether `text` matches the glob `pattern` (`*` within a path segment, `**` across); a
 /// pattern that does not compile matches nothing (patterns are checked when they are stored).
+///
+/// Compiling a glob costs about 10 us (a regex) where matching it costs well under one, and the
+/// same few patterns are matched all the time (placement rules on every blob stat, commit and
+/// repair page, immutable-tag rules on every tagged push), so compiled ones are kept: at most
+/// [`MAX_COMPILED_GLOBS`], the whole set dropped when full.
 pub(crate) fn glob_matches(pattern: &str, text: &str) -> bool {
-    globset::GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .build()
-        .is_ok_and(|glob| glob.compile_matcher().is_match(text))
+    static COMPILED: OnceLock<Mutex<HashMap<String, Option<GlobMatcher>>>> = OnceLock::new();
+    let mut compiled = COMPILED
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if !compiled.contains_key(pattern) {
+        if compiled.len() >= MAX_COMPILED_GLOBS {
+            compiled.clear();
+        }
+        let matcher = globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .ok()
+            .map(|glob| glob.compile_matcher());
+        compiled.insert(pattern.to_owned(), matcher);
+    }
+    compiled
+        .get(pattern)
+        .is_some_and(|matcher| matcher.as_ref().is_some_and(|m| m.is_match(text)))
 }
+
+/// How many compiled globs [`glob_matches`] keeps.
+const MAX_COMPILED_GLOBS: usize = 1_024;
 
 pub(crate) fn validate_glob(pattern: &str) -> Result<(), MetaError> {
     let compiles = globset::GlobBuilder::new(pattern)
@@ -515,6 +542,23 @@ mod tests {
         bad.repositories = "team/{a,b}".into();
         assert!(state.apply(AuthChange::PutPolicy(bad)).is_err());
         assert_eq!(state.version, 0);
+    }
+
+    #[test]
+    fn compiled_globs_match_as_compiled_ones_and_are_dropped_when_full() {
+        for i in 0..MAX_COMPILED_GLOBS + 10 {
+            let pattern = format!("ns{i}/*");
+            assert!(glob_matches(&pattern, &format!("ns{i}/app")));
+            assert!(!glob_matches(&pattern, &format!("ns{i}/app/deep")));
+        }
+        assert!(
+            glob_matches("ns1/*", "ns1/app"),
+            "compiled again after the drop"
+        );
+        assert!(
+            !glob_matches("eu/[", "eu/["),
+            "a pattern that does not compile matches nothing"
+        );
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub use error::{BlobError, ErrorKind, MetaError};
 pub use lifecycle::{RetentionAction, RetentionRule};
 pub use meta::MetaApi;
 pub use placement::{
-    placement_sets, validate_zone, PlacementRule, RepoPlacement, MAX_RULE_REPLICAS,
+    delete_placement_rule, placement_sets, put_placement_rule, PlacementRule, RepoPlacement,
+    MAX_RULE_REPLICAS,
 };
 pub use placement_status::{PlacementStatus, RulePlacementStatus};
 pub use ring::{Placement, RecordOwners};

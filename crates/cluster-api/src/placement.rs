@@ -102,8 +102,38 @@ impl PlacementRule {
     }
 }
 
-/// A zone name as rules and blob nodes spell it.
-pub fn validate_zone(zone: &str) -> Result<(), MetaError> {
+/// Adds `rule` to `rules` (kept in id order), or replaces the rule with its id, once it
+/// validates and names only zones in `zones_with_nodes`; true when the rules changed (the cluster
+/// map's epoch then moves). The state machine and the fake both change their rules here.
+pub fn put_placement_rule<'a>(
+    rules: &mut Vec<PlacementRule>,
+    rule: PlacementRule,
+    zones_with_nodes: impl IntoIterator<Item = &'a str>,
+) -> Result<bool, MetaError> {
+    rule.validate()?;
+    rule.check_zones(zones_with_nodes)?;
+    match rules.binary_search_by(|known| known.id.cmp(&rule.id)) {
+        Ok(at) if rules[at] == rule => return Ok(false),
+        Ok(at) => rules[at] = rule,
+        Err(at) => rules.insert(at, rule),
+    }
+    Ok(true)
+}
+
+/// Removes rule `id` from `rules`; `Invalid` when there is none.
+pub fn delete_placement_rule(rules: &mut Vec<PlacementRule>, id: &str) -> Result<(), MetaError> {
+    let before = rules.len();
+    rules.retain(|rule| rule.id != id);
+    if rules.len() == before {
+        return Err(MetaError::Invalid(format!(
+            "placement rule {id} does not exist"
+        )));
+    }
+    Ok(())
+}
+
+/// A zone name as rules spell it.
+fn validate_zone(zone: &str) -> Result<(), MetaError> {
     let ok = !zone.is_empty()
         && zone.len() <= 64
         && zone

@@ -37,30 +37,14 @@ impl Placement {
     /// The owners of `digest`, primary first: `policy.replicas` distinct `Up` nodes, or every
     /// `Up` node when there are fewer. The ring key is the digest's canonical text.
     pub fn owners(&self, digest: &Digest) -> Vec<BlobNodeId> {
-        let replicas = self.map.policy.replicas.max(1) as usize;
-        self.ring.owners(digest.to_string().as_bytes(), replicas)
-    }
-
-    /// Every `Up` node in `digest`'s order of preference: the owners first, then the nodes that
-    /// take a hinted copy when an owner cannot (see the blob node's `RingReplicator`).
-    pub fn preference(&self, digest: &Digest) -> Vec<BlobNodeId> {
-        self.ring
-            .owners(digest.to_string().as_bytes(), self.ring.len())
+        self.owners_for(digest, &RepoPlacement::default())
     }
 
     /// The owners of `digest` for a repository placed by `rules`: the copies its placement
     /// rules ask for (the policy's count without one), on `Up` nodes in the zones they allow;
     /// empty when no `Up` node is in those zones. Without rules, [`owners`](Placement::owners).
     pub fn owners_for(&self, digest: &Digest, rules: &RepoPlacement) -> Vec<BlobNodeId> {
-        let key = digest.to_string();
-        let replicas = rules.replicas(&self.map.policy) as usize;
-        match &rules.zones {
-            None => self.ring.owners(key.as_bytes(), replicas),
-            Some(zones) => {
-                let zones: Vec<&str> = zones.iter().map(String::as_str).collect();
-                self.ring.owners_in_zones(key.as_bytes(), replicas, &zones)
-            }
-        }
+        self.ranked(digest, rules.replicas(&self.map.policy) as usize, rules)
     }
 
     /// The owners a blob's record asks for: for each rule set it was linked under
@@ -68,20 +52,19 @@ impl Placement {
     /// now; in order, without repeats. `complete` is false when some set has fewer owners than
     /// its rules ask for (too few `Up` nodes in its zones), `empty_set` when one has none.
     pub fn owners_of_record(&self, record: &BlobInfo) -> RecordOwners {
-        if record.placement.is_empty() {
-            let owners = self.owners(&record.digest);
-            return RecordOwners {
-                complete: !self.short_of_owners(owners.len()),
-                empty_set: owners.is_empty(),
-                owners,
-            };
-        }
+        // No set recorded: one with no rule, the plain ring.
+        let unruled = [Vec::new()];
+        let sets = if record.placement.is_empty() {
+            &unruled[..]
+        } else {
+            &record.placement[..]
+        };
         let mut result = RecordOwners {
             owners: Vec::new(),
             complete: true,
             empty_set: false,
         };
-        for ids in &record.placement {
+        for ids in sets {
             let rules = RepoPlacement::for_rule_ids(&self.map.placement, ids);
             let owners = self.owners_for(&record.digest, &rules);
             result.complete &= owners.len() >= rules.replicas(&self.map.policy) as usize;
@@ -95,15 +78,21 @@ impl Placement {
         result
     }
 
-    /// [`preference`](Placement::preference) within the zones `rules` allow.
+    /// Every `Up` node within the zones `rules` allow, in `digest`'s order of preference: the
+    /// owners first, then the nodes that take a hinted copy when an owner cannot (see the blob
+    /// node's `RingReplicator`).
     pub fn preference_for(&self, digest: &Digest, rules: &RepoPlacement) -> Vec<BlobNodeId> {
+        self.ranked(digest, self.ring.len(), rules)
+    }
+
+    /// The first `n` `Up` nodes in the zones `rules` allow, in `digest`'s ring order.
+    fn ranked(&self, digest: &Digest, n: usize, rules: &RepoPlacement) -> Vec<BlobNodeId> {
         let key = digest.to_string();
         match &rules.zones {
-            None => self.ring.owners(key.as_bytes(), self.ring.len()),
+            None => self.ring.owners(key.as_bytes(), n),
             Some(zones) => {
                 let zones: Vec<&str> = zones.iter().map(String::as_str).collect();
-                self.ring
-                    .owners_in_zones(key.as_bytes(), self.ring.len(), &zones)
+                self.ring.owners_in_zones(key.as_bytes(), n, &zones)
             }
         }
     }
@@ -117,11 +106,6 @@ impl Placement {
             0 => owner_count,
             quorum => (quorum as usize).min(owner_count),
         }
-    }
-
-    /// True when `digest` has fewer owners than the policy asks for (too few `Up` nodes).
-    pub fn short_of_owners(&self, owner_count: usize) -> bool {
-        owner_count < self.map.policy.replicas.max(1) as usize
     }
 }
 

@@ -63,18 +63,6 @@ pub struct BlobInfo {
     pub placement: Vec<Vec<String>>,
 }
 
-impl BlobInfo {
-    /// A blob with no placement rules recorded.
-    pub fn new(digest: Digest, size: u64, replicas: Vec<BlobNodeId>) -> BlobInfo {
-        BlobInfo {
-            digest,
-            size,
-            replicas,
-            placement: Vec::new(),
-        }
-    }
-}
-
 /// What a blob node reports once an upload is verified and durable.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommittedBlob {

@@ -179,18 +179,13 @@ fn delete_retention_rule(txn: &mut Txn<'_>, id: &str) -> Outcome {
 }
 
 fn put_placement_rule(txn: &mut Txn<'_>, rule: PlacementRule) -> Outcome {
-    if let Err(error) = rule.validate() {
-        return Ok(Err(error));
-    }
     let nodes = state::blob_nodes(txn)?;
-    if let Err(error) = rule.check_zones(nodes.iter().map(|node| node.zone.as_str())) {
-        return Ok(Err(error));
-    }
+    let zones = nodes.iter().map(|node| node.zone.as_str());
     let mut rules = state::placement_rules(txn)?;
-    match rules.binary_search_by(|known| known.id.cmp(&rule.id)) {
-        Ok(at) if rules[at] == rule => return Ok(DONE),
-        Ok(at) => rules[at] = rule,
-        Err(at) => rules.insert(at, rule),
+    match cluster_api::put_placement_rule(&mut rules, rule, zones) {
+        Err(error) => return Ok(Err(error)),
+        Ok(false) => return Ok(DONE),
+        Ok(true) => {}
     }
     state::put_placement_rules(txn, &rules)?;
     state::bump_epoch(txn)?;
@@ -199,12 +194,8 @@ fn put_placement_rule(txn: &mut Txn<'_>, rule: PlacementRule) -> Outcome {
 
 fn delete_placement_rule(txn: &mut Txn<'_>, id: &str) -> Outcome {
     let mut rules = state::placement_rules(txn)?;
-    let before = rules.len();
-    rules.retain(|rule| rule.id != id);
-    if rules.len() == before {
-        return Ok(Err(MetaError::Invalid(format!(
-            "placement rule {id} does not exist"
-        ))));
+    if let Err(error) = cluster_api::delete_placement_rule(&mut rules, id) {
+        return Ok(Err(error));
     }
     state::put_placement_rules(txn, &rules)?;
     state::bump_epoch(txn)?;

@@ -120,6 +120,18 @@ mod tests {
     use crate::db::{open, StoreOptions};
     use crate::kv::Txn;
 
+    /// Every row of `index`, in key order.
+    fn rows(db: &Database, index: &DerivedIndex) -> Vec<Vec<u8>> {
+        let mut rows = Vec::new();
+        DbView::live(db)
+            .scan(index.table, b"", None, &mut |key, _| {
+                rows.push(key.to_vec());
+                Ok(true)
+            })
+            .expect("scan");
+        rows
+    }
+
     fn tag_record(digest: &Digest) -> TagRecord {
         TagRecord {
             digest: digest.clone(),
@@ -165,20 +177,10 @@ mod tests {
             [tag("a")]
         );
 
-        let rows = |db: &Database| {
-            let mut rows = Vec::new();
-            DbView::live(db)
-                .scan(Table::TagsByDigest, b"", None, &mut |key, _| {
-                    rows.push(key.to_vec());
-                    Ok(true)
-                })
-                .expect("scan");
-            rows
-        };
-        let kept = rows(&db);
+        let kept = rows(&db, &TAGS_BY_DIGEST);
         assert_eq!(kept.len(), 3);
         assert_eq!(TAGS_BY_DIGEST.rebuild(&db).expect("rebuild"), 3);
-        assert_eq!(rows(&db), kept);
+        assert_eq!(rows(&db, &TAGS_BY_DIGEST), kept);
     }
 
     #[test]
@@ -247,24 +249,14 @@ mod tests {
             [other.clone(), app.clone()]
         );
         assert!(state::repos_linking(&view, &two).expect("two").is_empty());
-        let rows = |db: &Database| {
-            let mut rows = Vec::new();
-            DbView::live(db)
-                .scan(Table::LinksByDigest, b"", None, &mut |key, _| {
-                    rows.push(key.to_vec());
-                    Ok(true)
-                })
-                .expect("scan");
-            rows
-        };
-        let kept = rows(&db);
+        let kept = rows(&db, &LINKS_BY_DIGEST);
         assert_eq!(kept.len(), 2);
         // As a database from before the index: rebuilt from the links at open.
         let mut batch = WriteBatch::default();
         LINKS_BY_DIGEST.forget(&db, &mut batch).expect("forget");
         db.write(batch).expect("write");
-        assert!(rows(&db).is_empty());
+        assert!(rows(&db, &LINKS_BY_DIGEST).is_empty());
         LINKS_BY_DIGEST.ensure(&db).expect("ensure");
-        assert_eq!(rows(&db), kept);
+        assert_eq!(rows(&db, &LINKS_BY_DIGEST), kept);
     }
 }

@@ -525,30 +525,20 @@ impl MetaApi for MemMeta {
     }
 
     async fn put_placement_rule(&self, rule: PlacementRule) -> Result<(), MetaError> {
-        rule.validate()?;
         let mut state = self.state()?;
-        rule.check_zones(state.nodes.values().map(|node| node.zone.as_str()))?;
-        match state
-            .placement
-            .binary_search_by(|known| known.id.cmp(&rule.id))
-        {
-            Ok(at) if state.placement[at] == rule => return Ok(()),
-            Ok(at) => state.placement[at] = rule,
-            Err(at) => state.placement.insert(at, rule),
+        let MetaState {
+            nodes, placement, ..
+        } = &mut *state;
+        let zones = nodes.values().map(|node| node.zone.as_str());
+        if crate::put_placement_rule(placement, rule, zones)? {
+            state.epoch += 1;
         }
-        state.epoch += 1;
         Ok(())
     }
 
     async fn delete_placement_rule(&self, id: &str) -> Result<(), MetaError> {
         let mut state = self.state()?;
-        let before = state.placement.len();
-        state.placement.retain(|rule| rule.id != id);
-        if state.placement.len() == before {
-            return Err(MetaError::Invalid(format!(
-                "placement rule {id} does not exist"
-            )));
-        }
+        crate::delete_placement_rule(&mut state.placement, id)?;
         state.epoch += 1;
         Ok(())
     }
