@@ -15,7 +15,7 @@ use crate::replica::{self, ReplicaWriter};
 use crate::staging::{self, blocking, io_error, DurableDirs, StagingWriter};
 use crate::stream::copy_stream;
 use crate::trash;
-use crate::upload_locks::{RunningHash, UploadLocks};
+use crate::upload_locks::{RunningHash, UploadLocks, UploadState};
 use crate::{BlobStore, UploadInfo};
 
 /// A [`BlobStore`] on a local directory. Cheap to clone; clones share their upload state.
@@ -26,7 +26,7 @@ pub struct FsBlobStore {
 
 struct Inner {
     root: PathBuf,
-    uploads: UploadLocks,
+    uploads: UploadLocks<UploadState>,
     durable_dirs: Arc<DurableDirs>,
     /// Makes each replica staging file name unique within this process.
     replica_counter: AtomicU64,

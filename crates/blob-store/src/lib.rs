@@ -36,7 +36,7 @@ mod replica;
 mod staging;
 mod stream;
 mod trash;
-mod upload_locks;
+pub mod upload_locks;
 
 #[cfg(feature = "testsuite")]
 pub mod testsuite;

@@ -1,4 +1,5 @@
-//! One async lock per open upload, holding that upload's in-memory state.
+//! One async lock per open upload, holding that upload's in-memory state: for every `BlobStore`
+//! implementation, each with its own state type.
 //!
 //! Operations on one upload are serialized by its lock while different uploads proceed in
 //! parallel. Entries are dropped when an upload ends (commit, cancel, or found missing) so the
@@ -12,39 +13,52 @@ use cluster_api::UploadId;
 use oci_model::Digester;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-/// A hash of the first `len` bytes of a staging file, kept as data is appended so that commit
-/// does not have to read the file again.
+/// A hash of the first `len` bytes of an upload, kept as data is appended so that commit does
+/// not have to read the bytes again.
 #[derive(Clone)]
-pub(crate) struct RunningHash {
+pub struct RunningHash {
     pub digester: Digester,
     pub len: u64,
 }
 
-/// What a store remembers about one upload between calls. Everything here can be rebuilt from
-/// the staging file, which is what happens after a restart.
+/// What `FsBlobStore` remembers about one upload between calls. Everything here can be rebuilt
+/// from the staging file, which is what happens after a restart.
 #[derive(Default)]
 pub(crate) struct UploadState {
     /// `None` when unknown (the process restarted, or an append could not be rolled back
     /// cleanly); commit then hashes the file instead.
     pub running_hash: Option<RunningHash>,
+}
+
+#[derive(Default)]
+struct Entry<S> {
+    state: S,
     /// Set when the entry left the map: a waiter that wakes up holding a retired entry must look
     /// the upload up again, or it would run beside the holder of a newer entry for the same id.
     retired: bool,
 }
 
-#[derive(Default)]
-pub(crate) struct UploadLocks {
-    entries: Mutex<HashMap<UploadId, Arc<AsyncMutex<UploadState>>>>,
+/// The locks of the uploads in use, each holding an `S`.
+pub struct UploadLocks<S> {
+    entries: Mutex<HashMap<UploadId, Arc<AsyncMutex<Entry<S>>>>>,
+}
+
+impl<S> Default for UploadLocks<S> {
+    fn default() -> Self {
+        UploadLocks {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 /// Exclusive access to one upload's state until dropped or [retired](UploadLocks::retire).
-pub(crate) struct UploadGuard {
-    state: OwnedMutexGuard<UploadState>,
+pub struct UploadGuard<S> {
+    entry: OwnedMutexGuard<Entry<S>>,
 }
 
-impl UploadLocks {
+impl<S: Default> UploadLocks<S> {
     /// Waits for exclusive access to upload `id`.
-    pub async fn lock(&self, id: &UploadId) -> UploadGuard {
+    pub async fn lock(&self, id: &UploadId) -> UploadGuard<S> {
         loop {
             let entry = {
                 // A poisoned map only means another thread panicked between two map operations,
@@ -52,17 +66,17 @@ impl UploadLocks {
                 let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
                 Arc::clone(entries.entry(id.clone()).or_default())
             };
-            let state = entry.lock_owned().await;
-            if !state.retired {
-                return UploadGuard { state };
+            let entry = entry.lock_owned().await;
+            if !entry.retired {
+                return UploadGuard { entry };
             }
         }
     }
 
     /// Forgets upload `id`'s state because its staging file is gone. Only the holder of the live
     /// entry removes it, so the map entry removed here is always the guard's own.
-    pub fn retire(&self, id: &UploadId, mut guard: UploadGuard) {
-        guard.state.retired = true;
+    pub fn retire(&self, id: &UploadId, mut guard: UploadGuard<S>) {
+        guard.entry.retired = true;
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.remove(id);
     }
@@ -76,16 +90,16 @@ impl UploadLocks {
     }
 }
 
-impl Deref for UploadGuard {
-    type Target = UploadState;
-    fn deref(&self) -> &UploadState {
-        &self.state
+impl<S> Deref for UploadGuard<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.entry.state
     }
 }
 
-impl DerefMut for UploadGuard {
-    fn deref_mut(&mut self) -> &mut UploadState {
-        &mut self.state
+impl<S> DerefMut for UploadGuard<S> {
+    fn deref_mut(&mut self) -> &mut S {
+        &mut self.entry.state
     }
 }
 
@@ -101,7 +115,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiter_on_a_retired_entry_takes_the_new_one() {
-        let locks = Arc::new(UploadLocks::default());
+        let locks = Arc::new(UploadLocks::<UploadState>::default());
         let first = locks.lock(&id(1)).await;
         let waiter = tokio::spawn({
             let locks = Arc::clone(&locks);
@@ -121,7 +135,7 @@ mod tests {
 
     #[tokio::test]
     async fn different_uploads_do_not_block_each_other() {
-        let locks = UploadLocks::default();
+        let locks = UploadLocks::<UploadState>::default();
         let _one = locks.lock(&id(1)).await;
         let two = tokio::time::timeout(Duration::from_secs(5), locks.lock(&id(2))).await;
         assert!(two.is_ok());
