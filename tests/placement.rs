@@ -147,3 +147,65 @@ async fn a_push_outside_the_rules_zones_is_refused_and_stores_nothing() {
     assert!(!invalid.status.success(), "an invalid zone is refused");
     assert!(String::from_utf8_lossy(&invalid.stderr).contains("zone"));
 }
+
+/// The value of `name` (with its labels, as the exposition prints them) in a `/metrics` body.
+fn gauge(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Polls `/metrics` until `wanted` holds for the placement gauges.
+async fn placement_gauges(serve: &Serve, what: &str, wanted: impl Fn(&str) -> bool) {
+    let url = format!("{}/metrics", serve.base);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    common::until(what, deadline, || async {
+        let body = reqwest::get(&url)
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        if wanted(&body) {
+            Ok(())
+        } else {
+            let lines: Vec<&str> = body
+                .lines()
+                .filter(|line| line.starts_with("wharf_placement"))
+                .collect();
+            Err(format!("gauges: {lines:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+}
+
+#[tokio::test]
+async fn placement_gauges_follow_the_blobs_and_the_rules() {
+    let serve = Serve::start("[meta]\nplacement_check_interval_ms = 100\n", &[]).await;
+    let registry = Registry::new(serve.base.clone());
+    must_add_rule(&serve, "eu", "eu/**", "default", &[]);
+    for _ in 0..2 {
+        registry
+            .push_blob_monolithic("eu/app", &random_bytes(2048))
+            .await
+            .expect("push into eu/app");
+    }
+    placement_gauges(&serve, "two compliant blobs, no violation", |body| {
+        gauge(body, "wharf_placement_blobs{state=\"compliant\"}") == Some(2.0)
+            && gauge(body, "wharf_placement_violations{kind=\"outside\"}") == Some(0.0)
+            && gauge(body, "wharf_placement_violations{kind=\"missing\"}") == Some(0.0)
+    })
+    .await;
+    // Two copies asked of a zone with one node: both blobs miss a copy they cannot get.
+    must_add_rule(&serve, "eu", "eu/**", "default", &["--replicas", "2"]);
+    placement_gauges(&serve, "two impossible blobs", |body| {
+        gauge(body, "wharf_placement_blobs{state=\"impossible\"}") == Some(2.0)
+            && gauge(body, "wharf_placement_blobs{state=\"compliant\"}") == Some(0.0)
+    })
+    .await;
+    serve.admin(&["placement", "rm", "eu"]);
+    placement_gauges(&serve, "no rules, nothing counted", |body| {
+        gauge(body, "wharf_placement_blobs{state=\"impossible\"}") == Some(0.0)
+    })
+    .await;
+}

@@ -53,6 +53,9 @@ pub struct MetaConfig {
     /// Upload sessions older than this (from their start) are closed; the staging node then
     /// removes their files.
     pub upload_expiry_ms: u64,
+    /// How often this member folds every blob record into the placement gauges
+    /// (`wharf_placement_violations`); a scan of all records, and none while no rule exists.
+    pub placement_check_interval_ms: u64,
 }
 
 impl Default for MetaConfig {
@@ -78,6 +81,7 @@ impl Default for MetaConfig {
             gc_interval_ms: 5_000,
             upload_grace_ms: 3_600_000,
             upload_expiry_ms: 86_400_000,
+            placement_check_interval_ms: 30_000,
         }
     }
 }
@@ -147,6 +151,9 @@ impl MetaConfig {
         }
         if self.gc_interval_ms == 0 || self.upload_expiry_ms == 0 {
             return fail("gc_interval_ms and upload_expiry_ms must be positive".to_owned());
+        }
+        if self.placement_check_interval_ms == 0 {
+            return fail("placement_check_interval_ms must be positive".to_owned());
         }
         Ok(())
     }

@@ -32,6 +32,7 @@ mod liveness;
 mod network;
 mod node;
 mod observe;
+mod placement_check;
 mod probe;
 mod read_barrier;
 mod service;

@@ -108,6 +108,10 @@ impl MetaNode {
                 store.reader.clone(),
                 config.gc_settings(),
             )),
+            tokio::spawn(crate::placement_check::run_placement_check(
+                store.reader.clone(),
+                Duration::from_millis(config.placement_check_interval_ms),
+            )),
         ];
         if !config.bootstrap && !initialized && !config.join.is_empty() {
             tasks.push(tokio::spawn(join_cluster(config.clone())));
