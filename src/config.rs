@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use s3_blob_store::S3Config;
+
 /// Everything a `wharf` process can be configured with. Unused sections are ignored by roles
 /// that do not need them, so one file can serve a whole host.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +39,9 @@ pub struct WharfConfig {
     /// The base URL clients reach that endpoint at (what gateways redirect to); defaults to
     /// `http://<the bound blob_http_listen>`.
     pub blob_http_advertise: Option<String>,
+    /// `[blob_s3]`: the blob role (and serve) keeps its blobs in this S3-compatible bucket
+    /// instead of under `data`.
+    pub blob_s3: Option<S3Config>,
     /// Meta: initialise a new single-voter cluster when the data dir is empty. Defaults to true
     /// when `join` is empty, false otherwise.
     pub bootstrap: Option<bool>,
@@ -72,6 +77,9 @@ pub struct MetaSection {
     /// RocksDB's memory on a meta node (block cache, index and filter blocks, memtables), in
     /// bytes; `None` keeps the default (32 MiB).
     pub memory_budget: Option<u64>,
+    /// How often a meta member refreshes the placement gauges, in ms; `None` keeps the default
+    /// (30 s).
+    pub placement_check_interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +88,7 @@ pub struct MetaSection {
 struct MetaTable {
     addresses: Vec<String>,
     memory_budget: Option<ByteSize>,
+    placement_check_interval_ms: Option<u64>,
 }
 
 /// A size in bytes: an integer, or a string with a unit (`"64MiB"`, `"1GiB"`, `"500MB"`).
@@ -127,6 +136,7 @@ impl<'de> Deserialize<'de> for MetaSection {
                 Ok(MetaSection {
                     addresses: Vec::deserialize(SeqAccessDeserializer::new(seq))?,
                     memory_budget: None,
+                    placement_check_interval_ms: None,
                 })
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
@@ -137,6 +147,7 @@ impl<'de> Deserialize<'de> for MetaSection {
                 Ok(MetaSection {
                     addresses: table.addresses,
                     memory_budget: table.memory_budget.map(|size| size.0),
+                    placement_check_interval_ms: table.placement_check_interval_ms,
                 })
             }
         }
@@ -185,6 +196,7 @@ impl Default for WharfConfig {
             zone: "default".into(),
             blob_http_listen: None,
             blob_http_advertise: None,
+            blob_s3: None,
             bootstrap: None,
             join: Vec::new(),
             read_replica: false,
@@ -243,6 +255,16 @@ impl WharfConfig {
         self.cluster_tls
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(s3) = &self.blob_s3 {
+            s3.validate().map_err(ConfigError::Invalid)?;
+            if self.blob_http_listen.is_some() {
+                return Err(ConfigError::Invalid(
+                    "blob_http_listen serves blob files from a local directory; a blob node on \
+                     S3 ([blob_s3]) serves its bytes through gateways instead"
+                        .into(),
+                ));
+            }
+        }
         if self.gc.interval_ms == 0 || self.gc.upload_expiry_ms == 0 {
             return Err(ConfigError::Invalid(
                 "gc.interval_ms and gc.upload_expiry_ms must be positive".into(),
@@ -314,6 +336,10 @@ mod tests {
             ("meta.toml", include_str!("../deploy/config/meta.toml")),
             ("blob.toml", include_str!("../deploy/config/blob.toml")),
             (
+                "blob-s3.toml",
+                include_str!("../deploy/config/blob-s3.toml"),
+            ),
+            (
                 "gateway.toml",
                 include_str!("../deploy/config/gateway.toml"),
             ),
@@ -324,6 +350,30 @@ mod tests {
         }
         let meta: WharfConfig = toml::from_str(include_str!("../deploy/config/meta.toml")).unwrap();
         assert_eq!(meta.meta.memory_budget, Some(32 << 20));
+        let s3: WharfConfig =
+            toml::from_str(include_str!("../deploy/config/blob-s3.toml")).unwrap();
+        let section = s3.blob_s3.expect("[blob_s3]");
+        assert_eq!(
+            (section.bucket.as_str(), section.prefix.as_str()),
+            ("wharf-eu-west", "blob-3")
+        );
+    }
+
+    #[test]
+    fn a_blob_s3_section_is_checked() {
+        let bad_bucket: WharfConfig = toml::from_str("[blob_s3]\nbucket = \"No_Such\"\n").unwrap();
+        assert!(bad_bucket.validate().is_err());
+        let with_http: WharfConfig = toml::from_str(
+            "blob_http_listen = \"127.0.0.1:0\"\n[blob_s3]\nbucket = \"wharf-blobs\"\n",
+        )
+        .unwrap();
+        let error = with_http
+            .validate()
+            .expect_err("blob_http_listen with S3")
+            .to_string();
+        assert!(error.contains("blob_http_listen"), "{error}");
+        let unknown = toml::from_str::<WharfConfig>("[blob_s3]\nbucket = \"b-1\"\nkey = 1\n");
+        assert!(unknown.is_err(), "unknown keys are refused");
     }
 
     #[test]

@@ -113,6 +113,8 @@ struct Options {
     tls_reload_interval_ms: Option<u64>,
     #[command(flatten)]
     cluster_tls: ClusterTlsArgs,
+    #[command(flatten)]
+    s3: S3Args,
     /// Meta: all of RocksDB's memory (block cache, index and filter blocks, memtables), e.g.
     /// `64MiB` [default: 32MiB, or `[meta] memory_budget`].
     #[arg(long, env = "WHARF_META_MEMORY_BUDGET", value_parser = wharf::lifecycle_cli::parse_size)]
@@ -127,6 +129,85 @@ struct Options {
     /// [default: 86400000].
     #[arg(long, env = "WHARF_UPLOAD_EXPIRY_MS")]
     upload_expiry_ms: Option<u64>,
+}
+
+/// A blob node (and serve) on an S3-compatible bucket instead of the data directory
+/// (`[blob_s3]`).
+#[derive(Args, Debug, Default)]
+struct S3Args {
+    /// Keep blobs in this S3 bucket (it must exist) instead of under --data.
+    #[arg(long, env = "WHARF_S3_BUCKET")]
+    s3_bucket: Option<String>,
+    /// Key prefix in the bucket, one per blob node, e.g. `eu-west/blob-1` [default: none].
+    #[arg(long, env = "WHARF_S3_PREFIX")]
+    s3_prefix: Option<String>,
+    /// The S3 API endpoint, e.g. `http://127.0.0.1:3900` [default: AWS's, for the region].
+    #[arg(long, env = "WHARF_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// The bucket's region [default: AWS_REGION, or us-east-1].
+    #[arg(long, env = "WHARF_S3_REGION")]
+    s3_region: Option<String>,
+    /// Access key id [default: AWS_ACCESS_KEY_ID, or the instance's role].
+    #[arg(long, env = "WHARF_S3_ACCESS_KEY_ID")]
+    s3_access_key_id: Option<String>,
+    /// Secret access key [default: AWS_SECRET_ACCESS_KEY].
+    #[arg(long, env = "WHARF_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    s3_secret_access_key: Option<String>,
+}
+
+impl S3Args {
+    /// Overrides `[blob_s3]` with the settings given; a bucket given here creates the section.
+    fn apply(self, config: &mut Option<wharf::config::S3Config>) -> Result<(), String> {
+        let S3Args {
+            s3_bucket,
+            s3_prefix,
+            s3_endpoint,
+            s3_region,
+            s3_access_key_id,
+            s3_secret_access_key,
+        } = self;
+        let any_other = s3_prefix.is_some()
+            || s3_endpoint.is_some()
+            || s3_region.is_some()
+            || s3_access_key_id.is_some()
+            || s3_secret_access_key.is_some();
+        let section = match (config.as_mut(), s3_bucket) {
+            (Some(section), bucket) => {
+                if let Some(bucket) = bucket {
+                    section.bucket = bucket;
+                }
+                section
+            }
+            (None, Some(bucket)) => config.insert(wharf::config::S3Config {
+                bucket,
+                prefix: String::new(),
+                endpoint: None,
+                region: None,
+                access_key_id: None,
+                secret_access_key: None,
+            }),
+            (None, None) if any_other => {
+                return Err("the --s3-* settings need --s3-bucket (or a [blob_s3] section)".into())
+            }
+            (None, None) => return Ok(()),
+        };
+        if let Some(prefix) = s3_prefix {
+            section.prefix = prefix;
+        }
+        if let Some(endpoint) = s3_endpoint {
+            section.endpoint = Some(endpoint);
+        }
+        if let Some(region) = s3_region {
+            section.region = Some(region);
+        }
+        if let Some(key) = s3_access_key_id {
+            section.access_key_id = Some(key);
+        }
+        if let Some(secret) = s3_secret_access_key {
+            section.secret_access_key = Some(secret);
+        }
+        Ok(())
+    }
 }
 
 /// mTLS between cluster members (roles and `wharf admin`): all three, or none.
@@ -234,6 +315,9 @@ impl Options {
             config.tls.reload_interval_ms = interval;
         }
         self.cluster_tls.apply(&mut config.cluster_tls);
+        self.s3
+            .apply(&mut config.blob_s3)
+            .map_err(wharf::config::ConfigError::Invalid)?;
         if let Some(interval) = self.gc_interval_ms {
             config.gc.interval_ms = interval;
         }
@@ -381,6 +465,33 @@ mod tests {
             Command::Serve(options) => options,
             _ => panic!("expected serve"),
         }
+    }
+
+    #[test]
+    fn s3_flags_make_or_override_the_blob_s3_section() {
+        let (config, _) = options(&[
+            "wharf",
+            "serve",
+            "--s3-bucket",
+            "wharf-eu",
+            "--s3-prefix",
+            "blob-3",
+            "--s3-endpoint",
+            "http://127.0.0.1:3900",
+        ])
+        .into_config()
+        .expect("config");
+        let s3 = config.blob_s3.expect("a [blob_s3] section from the flags");
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str()),
+            ("wharf-eu", "blob-3")
+        );
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        let orphan = options(&["wharf", "serve", "--s3-prefix", "blob-3"]).into_config();
+        let error = orphan.expect_err("a prefix without a bucket").to_string();
+        assert!(error.contains("--s3-bucket"), "{error}");
+        let (plain, _) = options(&["wharf", "serve"]).into_config().expect("config");
+        assert!(plain.blob_s3.is_none());
     }
 
     /// File < environment < flags, in one test because the environment is process-wide.

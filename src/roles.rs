@@ -279,6 +279,10 @@ async fn open_meta(
         upload_grace_ms: config.gc.upload_grace_ms,
         upload_expiry_ms: config.gc.upload_expiry_ms,
         memory_budget: config.meta.memory_budget.unwrap_or(defaults.memory_budget),
+        placement_check_interval_ms: config
+            .meta
+            .placement_check_interval_ms
+            .unwrap_or(defaults.placement_check_interval_ms),
         ..defaults
     };
     meta_node::MetaNode::open(meta_config)
@@ -320,9 +324,21 @@ async fn open_blob(
         None => None,
     };
     let nodes = Arc::new(GrpcBlobNodes::new(meta.clone()));
-    let (node, tasks) = blob_node::BlobNode::open_clustered(&blob_config, meta.clone(), nodes)
-        .await
-        .map_err(|e| StartError::Blob(e.to_string()))?;
+    let (node, tasks) = match &config.blob_s3 {
+        Some(s3) => {
+            blob_config
+                .validate()
+                .map_err(|e| StartError::Blob(e.to_string()))?;
+            let store = s3_blob_store::S3BlobStore::connect(s3, &config.node_id.to_string())
+                .await
+                .map_err(|e| StartError::Blob(format!("cannot open the blob store: {e}")))?;
+            tracing::info!(node = config.node_id, store = %s3.describe(), "blob node opened on object storage");
+            blob_node::BlobNode::clustered(&blob_config, Arc::new(store), meta.clone(), nodes)
+        }
+        None => blob_node::BlobNode::open_clustered(&blob_config, meta.clone(), nodes)
+            .await
+            .map_err(|e| StartError::Blob(e.to_string()))?,
+    };
     let opened = OpenedBlob {
         node: Arc::new(node),
         info: blob_config.node_info(),

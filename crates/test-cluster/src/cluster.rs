@@ -56,6 +56,11 @@ pub struct Options {
     /// How long meta's failure detector waits for a silent blob node before marking it `Down`
     /// (1.5 s by default, so tests about repair do not wait long).
     pub blob_down_after_ms: u64,
+    /// Zones of blob nodes 1, 2, ... in order; nodes past the list are in zone `default`.
+    pub blob_zones: Vec<String>,
+    /// `[blob_s3]` of blob nodes 1, 2, ... in order: `Some` puts that node's blobs in a
+    /// bucket; nodes past the list keep them on disk.
+    pub blob_s3: Vec<Option<wharf::config::S3Config>>,
 }
 
 impl Default for Options {
@@ -63,6 +68,8 @@ impl Default for Options {
         Options {
             gc: wharf::config::GcConfig::default(),
             blob_down_after_ms: 1500,
+            blob_zones: Vec::new(),
+            blob_s3: Vec::new(),
         }
     }
 }
@@ -113,6 +120,8 @@ impl InProcessCluster {
         let Options {
             gc,
             blob_down_after_ms,
+            blob_zones,
+            blob_s3,
         } = options;
         let dir = tempfile::tempdir()?;
         let mut cluster = InProcessCluster {
@@ -145,8 +154,13 @@ impl InProcessCluster {
                 data: root.join(format!("blob-{id}")),
                 meta: wharf::config::MetaSection {
                     addresses: meta_addrs.clone(),
-                    memory_budget: None,
+                    ..wharf::config::MetaSection::default()
                 },
+                zone: blob_zones
+                    .get(index)
+                    .cloned()
+                    .unwrap_or_else(|| "default".into()),
+                blob_s3: blob_s3.get(index).cloned().flatten(),
                 gc: gc.clone(),
                 ..wharf::WharfConfig::default()
             };
@@ -160,7 +174,7 @@ impl InProcessCluster {
                 data: root.join(format!("gateway-{id}")),
                 meta: wharf::config::MetaSection {
                     addresses: meta_addrs.clone(),
-                    memory_budget: None,
+                    ..wharf::config::MetaSection::default()
                 },
                 ..wharf::WharfConfig::default()
             };
