@@ -346,7 +346,10 @@ impl Inner {
                 .map_err(|error| store_error("copy", from, error));
         }
         let mut writer = ObjectWriter::new(Arc::clone(&self.store), to.clone());
-        if let Err(error) = self.stream_objects(std::slice::from_ref(from), &mut writer).await {
+        if let Err(error) = self
+            .stream_objects(std::slice::from_ref(from), &mut writer)
+            .await
+        {
             writer.abort().await;
             return Err(error);
         }
