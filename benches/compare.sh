@@ -18,6 +18,13 @@
 # go straight to them; 0: every byte through a gateway), CLUSTER_BLOBS (3), CLUSTER_GATEWAYS (2)
 # and CLUSTER_REPLICAS (2): the cluster's shape (always 3 meta voters; the load goes to the
 # first gateway).
+#
+# Object storage (issue 14): the targets `distribution_s3` and `serve_s3` keep their blobs in a
+# bucket of one S3-compatible server on loopback (moto, scripts/s3-test-server.sh), started when
+# such a target is asked for; both registries then pay the same server's costs:
+#
+#   TARGETS="distribution distribution_s3 serve serve_s3" \
+#     CASES="push-big-monolithic pull-big push-200x1MiB pull-200x1MiB" bash benches/compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,22 +46,35 @@ command -v docker-registry >/dev/null || {
 }
 
 PIDS=()        # processes to stop at exit
+S3_DIR=""      # the S3 server's directory, once started
 URL=""         # the target under test
 WATCH=""       # its pids, for RSS sampling
 
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
 build_wharf
-trap cleanup EXIT
+trap 'cleanup; [[ -z "$S3_DIR" ]] || { bash scripts/s3-test-server.sh stop "$S3_DIR"; rm -rf "$S3_DIR"; }' EXIT
 
+# Starts the S3 server once, and creates bucket $1 on it.
+s3_bucket() {
+  if [[ -z "$S3_DIR" ]]; then
+    S3_DIR=$(mktemp -d /tmp/wharf-compare-s3.XXXXXX)
+    eval "$(bash scripts/s3-test-server.sh start "$S3_DIR")"
+  fi
+  curl -fsS -X PUT "$WHARF_TEST_S3_ENDPOINT/$1" >/dev/null
+}
+
+# start_distribution [STORAGE]: Distribution on local files, or on the storage driver whose YAML
+# (indented under `storage:`) is given.
 start_distribution() {
   local dir="$WORK/distribution"
   mkdir -p "$dir/data"
+  local storage=${1:-"  filesystem:
+    rootdirectory: $dir/data"}
   cat >"$dir/config.yml" <<YAML
 version: 0.1
 storage:
-  filesystem:
-    rootdirectory: $dir/data
+$storage
   delete:
     enabled: true
 http:
@@ -72,11 +92,32 @@ YAML
   URL="http://$(grep -o 'listening on [^" ]*' "$dir/log" | head -1 | awk '{print $3}')"
 }
 
+start_distribution_s3() {
+  local bucket="distribution-$RANDOM$RANDOM"
+  s3_bucket "$bucket"
+  start_distribution "  s3:
+    accesskey: wharf-test
+    secretkey: wharf-test
+    region: us-east-1
+    regionendpoint: $WHARF_TEST_S3_ENDPOINT
+    bucket: $bucket
+    secure: false
+    v4auth: true"
+}
+
+start_serve_s3() {
+  local bucket="serve-$RANDOM$RANDOM"
+  s3_bucket "$bucket"
+  start_serve --s3-bucket "$bucket" --s3-prefix blob-1 --s3-endpoint "$WHARF_TEST_S3_ENDPOINT" \
+    --s3-access-key-id wharf-test --s3-secret-access-key wharf-test
+}
+
+# start_serve [ARGS...]: `wharf serve` with ARGS added.
 start_serve() {
   local dir="$WORK/serve"
   mkdir -p "$dir"
   "$SERVER" serve --listen 127.0.0.1:0 --data "$dir/data" --addr-file "$dir/addr.json" \
-    --log warn >"$dir/log" 2>&1 &
+    --log warn "$@" >"$dir/log" 2>&1 &
   PIDS+=($!)
   WATCH=$!
   wait_for test -s "$dir/addr.json"
@@ -140,6 +181,7 @@ for target in $TARGETS; do
     bench "$target" push-big-monolithic push --count 1 --size "$BIG" -c 1
     bench "$target" push-big-chunked push --count 1 --size "$BIG" -c 1 --chunk 16MiB
     bench "$target" pull-big pull --count 1 --size "$BIG" -c 1
+    bench "$target" push-200x1MiB push --count 200 --size 1MiB -c 16
     bench "$target" pull-200x1MiB pull --count 200 --size 1MiB -c 16
     bench "$target" push-2000x4KiB push --count 2000 --size 4KiB -c 16
     bench "$target" manifest-get-tag manifest-get --requests 20000 -c 64

@@ -61,11 +61,38 @@ def main(paths):
             if found:
                 cells.append(f"{target} {min(found):,.1f} - {max(found):,.1f}")
         print(f"- {label}: " + "; ".join(cells))
+    if any(target.endswith("_s3") for target, _, _ in values):
+        s3_table(median, runs)
     failed = {key: count for key, count in errors.items() if count}
     if failed:
         print()
         for (target, case), count in sorted(failed.items()):
             print(f"errors: {target} {case}: {count}")
+
+
+# Rows of the object-storage table (issue 14): (case, figure, label).
+S3_ROWS = [
+    ("push-big-monolithic", "mb_per_second", "push one big blob, monolithic (MB/s)"),
+    ("pull-big", "mb_per_second", "pull one big blob (MB/s)"),
+    ("push-200x1MiB", "ops_per_second", "push 200 x 1 MiB, concurrency 16 (blobs/s)"),
+    ("pull-200x1MiB", "ops_per_second", "pull 200 x 1 MiB, concurrency 16 (blobs/s)"),
+    ("memory", "rss_peak_mib", "peak RSS over all the runs, VmHWM (MiB)"),
+]
+
+
+def s3_table(median, runs):
+    """Registries on a bucket of the same S3 server, beside their own local-disk figures."""
+    print()
+    print(f"on S3 (median of {runs}):")
+    print()
+    print("| workload | Distribution, disk | serve, disk | Distribution, S3 | serve, S3 | serve/Distribution on S3 | serve S3/disk |")
+    print("|---|---|---|---|---|---|---|")
+    for case, field, label in S3_ROWS:
+        disk_d, disk_s = median("distribution", case, field), median("serve", case, field)
+        s3_d, s3_s = median("distribution_s3", case, field), median("serve_s3", case, field)
+        ratio = f"{s3_s / s3_d:.2f}x" if s3_s is not None and s3_d else "-"
+        cost = f"{s3_s / disk_s:.2f}x" if s3_s is not None and disk_s else "-"
+        print(f"| {label} | {fmt(disk_d)} | {fmt(disk_s)} | {fmt(s3_d)} | {fmt(s3_s)} | {ratio} | {cost} |")
 
 
 def fmt(value):

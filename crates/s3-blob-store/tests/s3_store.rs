@@ -316,3 +316,53 @@ fn settings_are_checked_before_any_request() {
         assert!(config.validate().is_err(), "{config:?}");
     }
 }
+
+/// An S3 endpoint that refuses every request, as a server does for a key it does not know.
+async fn refusing_endpoint() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = vec![0; 64 * 1024];
+                let _ = socket.read(&mut request).await;
+                let body =
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InvalidAccessKeyId\
+                            </Code><Message>The AWS Access Key Id you provided does not exist in \
+                            our records.</Message></Error>";
+                let response = format!(
+                    "HTTP/1.1 403 Forbidden\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn refused_credentials_are_a_clear_error_at_connect() {
+    run(async {
+        let config = S3Config {
+            bucket: "wharf-blobs".into(),
+            prefix: "blob-1".into(),
+            endpoint: Some(refusing_endpoint().await),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("unknown".into()),
+            secret_access_key: Some("wrong".into()),
+        };
+        let error = match S3BlobStore::connect(&config, "1").await {
+            Err(error) => error.to_string(),
+            Ok(_) => panic!("connected with refused credentials"),
+        };
+        assert!(
+            error.contains("cannot use s3://wharf-blobs/blob-1"),
+            "{error}"
+        );
+        assert!(error.contains("InvalidAccessKeyId"), "{error}");
+    });
+}
