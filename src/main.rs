@@ -334,6 +334,16 @@ impl Options {
 fn main() -> ExitCode {
     wharf::heap::limit_malloc_arenas();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Admin(_)) {
+        // A command-line tool whose output is piped into `head` should end quietly when the
+        // reader goes, as other Unix tools do, instead of panicking in `println!` on EPIPE.
+        // Only for `admin`: a server must survive a peer closing its socket (sockets are
+        // written with MSG_NOSIGNAL either way, so this touches only stdout and stderr).
+        // SAFETY: restoring a signal's default disposition at start-up, before any thread runs.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -714,3 +714,30 @@ async fn gc_survives_sigkill_mid_collection() {
         String::from_utf8_lossy(&report.stdout)
     );
 }
+
+/// `wharf admin ... | head -1`: the reader goes away before the command has written; the command
+/// ends as a Unix tool does (quietly, by SIGPIPE), never with a panic and a backtrace.
+#[tokio::test]
+async fn admin_output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+
+    let serve = Serve::start("", &[]).await;
+    let mut child = Command::new(common::serve::WHARF)
+        .args(["admin", "--meta", &serve.grpc, "cluster", "status"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wharf admin starts");
+    // Close the read end at once: every write the command makes hits a closed pipe.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wharf admin ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        output.status.success() || output.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        output.status
+    );
+}

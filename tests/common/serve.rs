@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::until;
 
-const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
+pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct Serve {

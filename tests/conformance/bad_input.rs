@@ -457,3 +457,21 @@ async fn range_beyond_the_end_is_416_and_changes_nothing() {
     .expect_error(416, "RANGE_INVALID");
     baseline.assert_intact(&registry).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_that_cannot_exist_is_404_manifest_unknown_on_get_and_head() {
+    let registry = Registry::start().await;
+    let baseline = Baseline::push(&registry).await;
+    // The OCI conformance suite's probe for a manifest that does not exist.
+    for reference in [".INVALID_MANIFEST_NAME", "sha256:nothex"] {
+        let path = manifest_path(&baseline.repo, reference);
+        send(registry.get(&path))
+            .await
+            .expect_error(404, "MANIFEST_UNKNOWN");
+        send(registry.head(&path)).await.expect_status(404);
+        send(registry.delete(&path))
+            .await
+            .expect_error(404, "MANIFEST_UNKNOWN");
+    }
+    baseline.assert_intact(&registry).await;
+}

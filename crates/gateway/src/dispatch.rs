@@ -230,7 +230,20 @@ async fn call(
             }
         }
         Route::Manifest { name, reference } => {
-            let (repo, reference) = (repository(&name)?, reference_param(&reference)?);
+            let repo = repository(&name)?;
+            let reference = match reference_param(&reference) {
+                Ok(parsed) => parsed,
+                // A reference that cannot be written names nothing stored: reads and deletes get
+                // 404 MANIFEST_UNKNOWN (what the OCI conformance suite expects, and Distribution
+                // answers); a PUT still learns why its reference is refused.
+                Err(_) if *method != Method::PUT => return Err(ApiError::new(
+                    ErrorCode::ManifestUnknown,
+                    format!(
+                        "manifest {reference:?} is not known: no manifest can have that reference"
+                    ),
+                )),
+                Err(error) => return Err(error),
+            };
             match *method {
                 Method::PUT => manifests::put(gateway, repo, reference, headers, body).await,
                 Method::DELETE => manifests::delete(gateway, repo, reference).await,
@@ -251,7 +264,8 @@ fn digest_param(text: &str) -> Result<Digest, ApiError> {
 
 /// A reference with `:` is a digest (400 DIGEST_INVALID when malformed); anything else must be a
 /// tag (400 MANIFEST_INVALID when malformed: the spec has no TAG_INVALID code any more, and
-/// Docker's API listed a bad tag under the manifest errors).
+/// Docker's API listed a bad tag under the manifest errors). Only a PUT sees these errors; other
+/// methods answer 404 MANIFEST_UNKNOWN instead (see the caller).
 fn reference_param(text: &str) -> Result<Reference, ApiError> {
     if text.contains(':') {
         return digest_param(text).map(Reference::Digest);

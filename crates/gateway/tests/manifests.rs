@@ -271,22 +271,30 @@ async fn manifests_with_a_subject_answer_oci_subject() {
 }
 
 #[tokio::test]
-async fn bad_references_are_400() {
+async fn references_that_cannot_exist_are_unknown_except_to_a_put() {
     let harness = Harness::new();
-    for method in ["GET", "HEAD", "DELETE"] {
-        let reply = harness.call(method, "/v2/app/manifests/-bad-tag").await;
-        assert_eq!(reply.status, 400, "{method}");
-        let reply = harness
-            .call(method, "/v2/app/manifests/sha256:totallywrong")
-            .await;
-        assert_eq!(reply.status, 400, "{method}");
+    for reference in [
+        "-bad-tag",
+        ".INVALID_MANIFEST_NAME",
+        "sha256:totallywrong",
+        "md5:abc",
+    ] {
+        let path = format!("/v2/app/manifests/{reference}");
+        for method in ["GET", "DELETE"] {
+            harness
+                .call(method, &path)
+                .await
+                .assert_error(404, "MANIFEST_UNKNOWN");
+        }
+        // No body on HEAD, only the status.
+        assert_eq!(harness.call("HEAD", &path).await.status, 404, "{reference}");
     }
     harness
-        .call("GET", "/v2/app/manifests/.dot")
+        .call("PUT", "/v2/app/manifests/.dot")
         .await
         .assert_error(400, "MANIFEST_INVALID");
     harness
-        .call("GET", "/v2/app/manifests/sha256:totallywrong")
+        .call("PUT", "/v2/app/manifests/sha256:totallywrong")
         .await
         .assert_error(400, "DIGEST_INVALID");
 }
