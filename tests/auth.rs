@@ -1021,6 +1021,18 @@ async fn anonymous_pull_policy_catalog_filter_and_admin_api() {
         catalog(root.clone()).await,
         serde_json::json!(["hidden/app", "team/app", "team/public/base"])
     );
+    // A token for the catalog alone names no repository; it lists what the account may pull,
+    // as Basic does (it listed nothing before).
+    let catalog_token = token(
+        &base,
+        Some(("dana", "dana-password")),
+        &["registry:catalog:*"],
+    )
+    .await;
+    assert_eq!(
+        catalog(bearer(&catalog_token)).await,
+        serde_json::json!(["team/app", "team/public/base"])
+    );
 
     // Rotating the signing key keeps earlier tokens valid and signs new ones with the new key.
     let before = token(

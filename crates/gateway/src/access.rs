@@ -69,6 +69,19 @@ impl Caller {
         }
     }
 
+    /// Whether `repo` is in this caller's catalog: its account's policy lets it pull there.
+    /// The token's per-repository grants do not narrow it: a catalog token
+    /// (`registry:catalog:*`) names no repository, and what it grants is listing the names the
+    /// account may see.
+    pub fn lists(&self, repo: &str) -> bool {
+        RepositoryName::parse(repo).is_ok()
+            && self
+                .snapshot
+                .authorizer
+                .allowed(&self.principal, repo)
+                .contains(ActionSet::PULL)
+    }
+
     pub fn is_account(&self) -> bool {
         matches!(self.principal, Principal::Account { .. })
     }

@@ -182,7 +182,7 @@ async fn call(
         Route::Base => Ok(Json(serde_json::json!({})).into_response()),
         Route::Catalog => match auth {
             Some((_, caller)) if !caller.principal.is_admin() => {
-                let visible = |name: &str| caller.allowed(name).contains(ActionSet::PULL);
+                let visible = |name: &str| caller.lists(name);
                 listing::catalog(gateway, query.page()?, Some(&visible)).await
             }
             _ => listing::catalog(gateway, query.page()?, None).await,
@@ -236,12 +236,14 @@ async fn call(
                 // A reference that cannot be written names nothing stored: reads and deletes get
                 // 404 MANIFEST_UNKNOWN (what the OCI conformance suite expects, and Distribution
                 // answers); a PUT still learns why its reference is refused.
-                Err(_) if *method != Method::PUT => return Err(ApiError::new(
-                    ErrorCode::ManifestUnknown,
-                    format!(
+                Err(_) if *method != Method::PUT => {
+                    return Err(ApiError::new(
+                        ErrorCode::ManifestUnknown,
+                        format!(
                         "manifest {reference:?} is not known: no manifest can have that reference"
                     ),
-                )),
+                    ))
+                }
                 Err(error) => return Err(error),
             };
             match *method {
