@@ -113,6 +113,23 @@ impl RingReplicator {
 }
 
 /// Refuses a copy on `local` when `repo`'s placement rules do not allow its zone.
+impl RingReplicator {
+    /// A push refused after `holders` stored the blob: meta never hears of those copies from
+    /// the gateway, so tell it here. Meta dooms them unless the blob is live (then repair counts
+    /// them), and each holder's collector deletes its copy, instead of keeping a file nothing
+    /// knows for good. A retry of the push brings the blob back (a doomed blob pushed again is
+    /// resurrected, and a deletion meanwhile fences the retry's commit, which is refused with
+    /// RETRY). Best effort: what meta does not hear of, `fsck --repair` finds.
+    async fn discard(&self, digest: &Digest, size: u64, holders: &[BlobNodeId]) {
+        let blob = [(digest.clone(), size)];
+        for node in holders {
+            if let Err(error) = self.view.meta().discard_orphans(*node, &blob).await {
+                tracing::warn!(node, %digest, %error, "could not hand an unacknowledged copy to meta");
+            }
+        }
+    }
+}
+
 fn check_staging_zone(
     placement: &Placement,
     local: BlobNodeId,
@@ -163,9 +180,13 @@ impl Replicator for RingReplicator {
         // Data residency: the staging node was chosen in the rules' zones and `admit` checked it
         // on the cached map; a rule changed since then refuses the push here (the client pushes
         // again and is staged where it may be).
-        check_staging_zone(&placement, local, repo, &rules)?;
+        if let Err(error) = check_staging_zone(&placement, local, repo, &rules) {
+            self.discard(digest, size, &[local]).await;
+            return Err(error);
+        }
         let owners = placement.owners_for(digest, &rules);
         if owners.is_empty() {
+            self.discard(digest, size, &[local]).await;
             return Err(BlobError::Unavailable(format!(
                 "{} of {repo}: no blob node is up in those zones",
                 rules.describe()
@@ -192,6 +213,7 @@ impl Replicator for RingReplicator {
         metrics::counter!("wharf_blob_hinted_copies_total").increment(hinted.len() as u64);
         replicas.extend(hinted);
         if replicas.len() < required {
+            self.discard(digest, size, &replicas).await;
             return Err(BlobError::Unavailable(format!(
                 "{digest} is durable on {} nodes {replicas:?} (owners {owners:?}), {required} required",
                 replicas.len()
