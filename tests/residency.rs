@@ -181,6 +181,18 @@ async fn get_blob(registry: &Registry, repo: &str, digest: &Digest) -> Result<Ve
     Ok(response.bytes().await.map_err(|e| e.to_string())?.to_vec())
 }
 
+/// `placement status` says every ruled blob complies, and the copies are where `wants` says.
+async fn placed(
+    meta: &[String],
+    inventory: &Inventory,
+    wants: &[(&str, &Digest, Want)],
+) -> Result<(), String> {
+    let status = serde_json::from_str(&admin_ok(meta, &["placement", "status"]))
+        .map_err(|e| e.to_string())?;
+    status_settled(&status)?;
+    check(&inventory.take().await, wants)
+}
+
 fn status_settled(status: &Value) -> Result<(), String> {
     let settled = status["pending"] == 0
         && status["impossible"] == 0
@@ -317,28 +329,28 @@ async fn ruled_blobs_stay_in_their_zones_across_disks_and_a_bucket() {
         .await
         .expect("upload the blob the mount refused");
 
-    let wants = [
-        (
-            "the shared layer",
-            &base_digest,
-            Want::Exactly(&[1, 2, 3, 4]),
-        ),
-        ("the eu blob", &eu_digest, Want::Exactly(&EU)),
-        ("the us blob", &us_digest, Want::Exactly(&US)),
-        (
-            "the mounted blob",
-            &mounted_digest,
-            Want::Exactly(&[1, 2, 3, 4]),
-        ),
-        ("the unruled blob", &team_digest, Want::AnyTwo),
-    ];
+    // The shared layer, the eu and us blobs and the mounted one, then the team blob's want.
+    let wants = |team: (&'static str, Want)| {
+        [
+            (
+                "the shared layer",
+                &base_digest,
+                Want::Exactly(&[1, 2, 3, 4]),
+            ),
+            ("the eu blob", &eu_digest, Want::Exactly(&EU)),
+            ("the us blob", &us_digest, Want::Exactly(&US)),
+            (
+                "the mounted blob",
+                &mounted_digest,
+                Want::Exactly(&[1, 2, 3, 4]),
+            ),
+            (team.0, &team_digest, team.1),
+        ]
+    };
+    let before_the_rule = wants(("the unruled blob", Want::AnyTwo));
     let deadline = Instant::now() + Duration::from_secs(90);
-    until("every copy in its zones", deadline, || async {
-        status_settled(
-            &serde_json::from_str(&admin_ok(&meta, &["placement", "status"]))
-                .map_err(|e| e.to_string())?,
-        )?;
-        check(&inventory.take().await, &wants)
+    until("every copy in its zones", deadline, || {
+        placed(&meta, &inventory, &before_the_rule)
     })
     .await
     .unwrap_or_else(|error| panic!("{error}"));
@@ -400,31 +412,13 @@ async fn ruled_blobs_stay_in_their_zones_across_disks_and_a_bucket() {
         .restart(Role::Blob, 4)
         .await
         .expect("restart blob node 4");
-    let wants = [
-        (
-            "the shared layer",
-            &base_digest,
-            Want::Exactly(&[1, 2, 3, 4]),
-        ),
-        ("the eu blob", &eu_digest, Want::Exactly(&EU)),
-        ("the us blob", &us_digest, Want::Exactly(&US)),
-        (
-            "the mounted blob",
-            &mounted_digest,
-            Want::Exactly(&[1, 2, 3, 4]),
-        ),
-        ("the moved blob", &team_digest, Want::Exactly(&EU)),
-    ];
+    let after_the_rule = wants(("the moved blob", Want::Exactly(&EU)));
     let deadline = Instant::now() + Duration::from_secs(90);
     until(
         "the moved blob in eu only, fsck clean",
         deadline,
         || async {
-            status_settled(
-                &serde_json::from_str(&admin_ok(&meta, &["placement", "status"]))
-                    .map_err(|e| e.to_string())?,
-            )?;
-            check(&inventory.take().await, &wants)?;
+            placed(&meta, &inventory, &after_the_rule).await?;
             let fsck = admin(&meta, &["fsck"]);
             if fsck.status.success() {
                 Ok(())

@@ -1,6 +1,5 @@
 //! [`FsBlobStore`]: the [`BlobStore`] on a local directory (layout in the crate documentation).
 
-use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +15,7 @@ use crate::staging::{self, blocking, io_error, DurableDirs, StagingWriter};
 use crate::stream::copy_stream;
 use crate::trash;
 use crate::upload_locks::{RunningHash, UploadLocks, UploadState};
-use crate::{BlobStore, UploadInfo};
+use crate::{detached, BlobStore, UploadInfo};
 
 /// A [`BlobStore`] on a local directory. Cheap to clone; clones share their upload state.
 #[derive(Clone)]
@@ -352,19 +351,6 @@ async fn blob_size(path: &Path) -> Result<Option<u64>, BlobError> {
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(io_error("stat blob", path, error)),
     }
-}
-
-/// Runs an upload operation as its own task, so that a caller dropping the future (a client
-/// hanging up) can neither stop it half-way nor release the upload's lock while blocking file
-/// work is still in flight.
-async fn detached<T, F>(operation: F) -> Result<T, BlobError>
-where
-    T: Send + 'static,
-    F: Future<Output = Result<T, BlobError>> + Send + 'static,
-{
-    tokio::spawn(operation)
-        .await
-        .map_err(|error| BlobError::Io(format!("upload task failed: {error}")))?
 }
 
 #[async_trait]

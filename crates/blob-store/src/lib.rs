@@ -49,6 +49,19 @@ use oci_model::Digest;
 
 pub use fs::FsBlobStore;
 
+/// Runs a store operation as its own task, so that a caller dropping the future (a client hanging
+/// up) can neither stop it half-way nor release the upload's lock while file or network work is
+/// still in flight. Every `BlobStore` runs its upload and set-aside operations through this.
+pub async fn detached<T, F>(operation: F) -> Result<T, BlobError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, BlobError>> + Send + 'static,
+{
+    tokio::spawn(operation)
+        .await
+        .map_err(|error| BlobError::Io(format!("blob store task failed: {error}")))?
+}
+
 /// The largest chunk a [`BlobStore::read`] stream may yield, so a reader's memory stays bounded.
 pub const MAX_READ_CHUNK_BYTES: usize = 1 << 20;
 

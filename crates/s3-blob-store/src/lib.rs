@@ -47,7 +47,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use blob_store::upload_locks::{RunningHash, UploadGuard, UploadLocks};
-use blob_store::{BlobStore, UploadInfo, MAX_READ_CHUNK_BYTES};
+use blob_store::{detached, BlobStore, UploadInfo, MAX_READ_CHUNK_BYTES};
 use bytes::Bytes;
 use cluster_api::{BlobError, ByteStream, UploadId};
 use futures::{StreamExt, TryStreamExt};
@@ -356,6 +356,21 @@ impl Inner {
         writer.finish().await.map(drop)
     }
 
+    /// The bytes of the object at `source`, as they arrive.
+    async fn object_chunks(
+        &self,
+        source: &Path,
+    ) -> Result<impl futures::Stream<Item = Result<Bytes, BlobError>> + Unpin, BlobError> {
+        let source = source.clone();
+        let stream = self
+            .store
+            .get(&source)
+            .await
+            .map_err(|error| store_error("get", &source, error))?
+            .into_stream();
+        Ok(stream.map(move |chunk| chunk.map_err(|error| store_error("read", &source, error))))
+    }
+
     /// Streams the objects at `sources`, in order, into `writer`.
     async fn stream_objects(
         &self,
@@ -363,16 +378,9 @@ impl Inner {
         writer: &mut ObjectWriter,
     ) -> Result<(), BlobError> {
         for source in sources {
-            let mut stream = self
-                .store
-                .get(source)
-                .await
-                .map_err(|error| store_error("get", source, error))?
-                .into_stream();
-            while let Some(chunk) = stream.next().await {
-                writer
-                    .write(chunk.map_err(|error| store_error("read", source, error))?)
-                    .await?;
+            let mut chunks = self.object_chunks(source).await?;
+            while let Some(chunk) = chunks.next().await {
+                writer.write(chunk?).await?;
             }
         }
         Ok(())
@@ -389,14 +397,9 @@ impl Inner {
             len: 0,
         };
         for source in sources {
-            let mut stream = self
-                .store
-                .get(source)
-                .await
-                .map_err(|error| store_error("get", source, error))?
-                .into_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|error| store_error("read", source, error))?;
+            let mut chunks = self.object_chunks(source).await?;
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
                 hash.digester.update(&chunk);
                 hash.len += chunk.len() as u64;
             }
@@ -662,26 +665,29 @@ impl Inner {
         length: Option<u64>,
     ) -> Result<ByteStream, BlobError> {
         let key = self.keys.blob(digest);
-        let size = self
-            .head_size(&key)
-            .await?
-            .ok_or_else(|| BlobError::NotFound(digest.clone()))?;
-        // Offset == size is past the last byte, except for the one valid range of an empty blob.
-        if offset > size || (offset == size && size > 0) {
-            return Err(BlobError::RangeNotSatisfiable { offset, size });
+        let mut options = GetOptions::default();
+        // A whole blob (the usual pull) is one GET; a range needs the size first, to answer an
+        // unsatisfiable one as the contract says.
+        if offset != 0 || length.is_some() {
+            let size = self
+                .head_size(&key)
+                .await?
+                .ok_or_else(|| BlobError::NotFound(digest.clone()))?;
+            // Offset == size is past the last byte, except for the one valid range of an empty
+            // blob.
+            if offset > size || (offset == size && size > 0) {
+                return Err(BlobError::RangeNotSatisfiable { offset, size });
+            }
+            let available = size - offset;
+            let length = length.map_or(available, |wanted| wanted.min(available));
+            if length == 0 {
+                return Ok(Box::pin(futures::stream::empty()));
+            }
+            options.range = Some(GetRange::Bounded(offset..offset + length));
         }
-        let available = size - offset;
-        let length = length.map_or(available, |wanted| wanted.min(available));
-        if length == 0 {
-            return Ok(Box::pin(futures::stream::empty()));
-        }
-        let options = GetOptions {
-            range: Some(GetRange::Bounded(offset..offset + length)),
-            ..GetOptions::default()
-        };
         let result = match self.store.get_opts(&key, options).await {
             Ok(result) => result,
-            // Deleted between the two requests.
+            // Absent, or deleted since the size was read.
             Err(error) if is_not_found(&error) => return Err(BlobError::NotFound(digest.clone())),
             Err(error) => return Err(store_error("get", &key, error)),
         };
@@ -760,9 +766,7 @@ impl Inner {
                 blobs.push((digest, object.size));
             }
         }
-        // Key order is digest order (algorithm, then hex); sorting keeps it so whatever order
-        // a store lists in.
-        blobs.sort();
+        // S3 lists keys in binary order, and key order is digest order (algorithm, then hex).
         Ok(blobs)
     }
 
@@ -802,18 +806,6 @@ fn split_chunk(mut bytes: Bytes) -> Vec<Bytes> {
         pieces.push(bytes);
     }
     pieces
-}
-
-/// Runs an operation as its own task, so that a caller dropping the future (a client hanging
-/// up) can neither stop it half-way nor release the upload's lock while a request is in flight.
-async fn detached<T, F>(operation: F) -> Result<T, BlobError>
-where
-    T: Send + 'static,
-    F: std::future::Future<Output = Result<T, BlobError>> + Send + 'static,
-{
-    tokio::spawn(operation)
-        .await
-        .map_err(|error| BlobError::Io(format!("object store task failed: {error}")))?
 }
 
 #[async_trait]
