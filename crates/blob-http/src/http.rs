@@ -140,6 +140,35 @@ async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Result<H
     }
 }
 
+/// What [`parse_request_head`] read of a request head: the fields the server looks at.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RequestHead {
+    pub head: bool,
+    pub method_ok: bool,
+    pub target: String,
+    pub range: Option<String>,
+    pub close: bool,
+    pub has_body: bool,
+}
+
+/// Finds the head in `buffer` and parses it as a connection does: `None` while no whole head
+/// is there, `Err` with the status of the refusal.
+pub fn parse_request_head(buffer: &[u8]) -> Option<Result<RequestHead, u16>> {
+    let end = find_head_end(buffer)?;
+    Some(match parse_head(&buffer[..end]) {
+        Head::Request(request) => Ok(RequestHead {
+            head: request.head,
+            method_ok: request.method_ok,
+            target: request.target,
+            range: request.range,
+            close: request.close,
+            has_body: request.has_body,
+        }),
+        Head::Closed => Err(0),
+        Head::Refuse(answer) => Err(answer.status),
+    })
+}
+
 fn find_head_end(buffer: &[u8]) -> Option<usize> {
     buffer
         .windows(4)

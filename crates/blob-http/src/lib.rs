@@ -19,6 +19,10 @@
 
 mod http;
 
+// The request-head parser, for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub use http::{parse_request_head, RequestHead};
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -33,7 +33,7 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    fn new(state: AuthState) -> Snapshot {
+    pub fn new(state: AuthState) -> Snapshot {
         let (authorizer, problems) = Authorizer::new(&state);
         for problem in problems {
             tracing::warn!(%problem, "a policy grants nothing");
@@ -449,8 +449,11 @@ impl AuthGate {
                 if wanted.contains(ActionSet::PUSH) {
                     wanted = wanted.union(ActionSet::PULL);
                 }
-                let scope = format!("repository:{name}:{}", wanted.names().join(","));
                 let valid_name = RepositoryName::parse(name).is_ok();
+                // The name is the path's, not validated yet: in the challenge only when valid,
+                // since a quote or comma in it would add parameters (a realm) a client obeys.
+                let scope =
+                    valid_name.then(|| format!("repository:{name}:{}", wanted.names().join(",")));
                 let policy = if valid_name {
                     caller.snapshot.authorizer.allowed(&caller.principal, name)
                 } else {
@@ -460,17 +463,12 @@ impl AuthGate {
                     return Err(self.unauthorized(
                         headers,
                         "the token's scope does not cover this request",
-                        Some(scope),
+                        scope,
                         Some("insufficient_scope"),
                     ));
                 }
                 if !caller.is_account() {
-                    return Err(self.unauthorized(
-                        headers,
-                        "authentication required",
-                        Some(scope),
-                        None,
-                    ));
+                    return Err(self.unauthorized(headers, "authentication required", scope, None));
                 }
                 Err(denied(name, *actions))
             }
@@ -658,6 +656,40 @@ mod tests {
         config.realm = Some("https://auth.example/token".into());
         let gate = AuthGate::new(config, meta);
         assert_eq!(gate.realm(&host("x")), "https://auth.example/token");
+    }
+
+    /// Found by the fuzz target `auth_headers` (fuzz/regressions/auth_headers/): a repository
+    /// name from the path went into the challenge unvalidated, so `a",realm="http://evil...`
+    /// gave the challenge a second realm, which a client's parser keeps.
+    #[test]
+    fn a_name_from_the_path_cannot_add_to_the_challenge() {
+        let gate = AuthGate::new(AuthConfig::default(), Arc::new(MemMeta::new()));
+        let anonymous = Caller {
+            principal: Principal::Anonymous,
+            token: None,
+            snapshot: Arc::new(Snapshot::new(AuthState::default())),
+        };
+        let challenge = |name: &str| {
+            let need = Need::Repository {
+                name: name.to_owned(),
+                actions: ActionSet::PULL,
+            };
+            let refusal = gate.authorize(&HeaderMap::new(), &anonymous, &need);
+            let response = axum::response::IntoResponse::into_response(refusal.unwrap_err());
+            response.headers()[WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(
+            challenge("a\",realm=\"http://evil.example/token"),
+            "Bearer realm=\"http://localhost/auth/token\",service=\"wharf\""
+        );
+        assert_eq!(
+            challenge("team/app"),
+            "Bearer realm=\"http://localhost/auth/token\",service=\"wharf\",\
+             scope=\"repository:team/app:pull\""
+        );
     }
 
     #[tokio::test]

@@ -255,12 +255,12 @@ async fn call(
     }
 }
 
-fn repository(name: &str) -> Result<RepositoryName, ApiError> {
+pub(crate) fn repository(name: &str) -> Result<RepositoryName, ApiError> {
     RepositoryName::parse(name)
         .map_err(|error| ApiError::new(ErrorCode::NameInvalid, error.to_string()))
 }
 
-fn digest_param(text: &str) -> Result<Digest, ApiError> {
+pub(crate) fn digest_param(text: &str) -> Result<Digest, ApiError> {
     Digest::parse(text).map_err(|error| ApiError::new(ErrorCode::DigestInvalid, error.to_string()))
 }
 
@@ -268,7 +268,7 @@ fn digest_param(text: &str) -> Result<Digest, ApiError> {
 /// tag (400 MANIFEST_INVALID when malformed: the spec has no TAG_INVALID code any more, and
 /// Docker's API listed a bad tag under the manifest errors). Only a PUT sees these errors; other
 /// methods answer 404 MANIFEST_UNKNOWN instead (see the caller).
-fn reference_param(text: &str) -> Result<Reference, ApiError> {
+pub(crate) fn reference_param(text: &str) -> Result<Reference, ApiError> {
     if text.contains(':') {
         return digest_param(text).map(Reference::Digest);
     }
@@ -288,10 +288,10 @@ fn upload_id(text: &str) -> Result<UploadId, ApiError> {
 }
 
 /// The decoded query string; the first value of a repeated key wins.
-struct Query(Vec<(String, String)>);
+pub(crate) struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(raw: Option<&str>) -> Query {
+    pub fn parse(raw: Option<&str>) -> Query {
         let pairs = raw.map(|raw| {
             form_urlencoded::parse(raw.as_bytes())
                 .into_owned()
@@ -300,7 +300,7 @@ impl Query {
         Query(pairs.unwrap_or_default())
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(name, _)| name == key)
@@ -308,7 +308,7 @@ impl Query {
     }
 
     /// `n` and `last`; `n` that is not a non-negative integer is 400 PAGINATION_NUMBER_INVALID.
-    fn page(&self) -> Result<PageRequest, ApiError> {
+    pub fn page(&self) -> Result<PageRequest, ApiError> {
         let n = self
             .get("n")
             .map(|text| {
@@ -329,7 +329,7 @@ impl Query {
 
     /// `digest`, `mount` (both 400 DIGEST_INVALID when malformed) and `from` (ignored when
     /// malformed, so the mount falls back to a new session as the spec allows).
-    fn start(&self) -> Result<StartRequest, ApiError> {
+    pub fn start(&self) -> Result<StartRequest, ApiError> {
         Ok(StartRequest {
             digest: self.get("digest").map(digest_param).transpose()?,
             mount: self.get("mount").map(digest_param).transpose()?,
@@ -340,7 +340,7 @@ impl Query {
     }
 
     /// The `digest` a closing `PUT` must carry.
-    fn required_digest(&self) -> Result<Digest, ApiError> {
+    pub fn required_digest(&self) -> Result<Digest, ApiError> {
         let text = self.get("digest").ok_or_else(|| {
             ApiError::new(
                 ErrorCode::DigestInvalid,

@@ -57,7 +57,9 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiErro
 
 /// The inclusive byte range a chunk upload claims with `Content-Range: <start>-<end>`. The spec
 /// writes it without a unit; `bytes <start>-<end>` and `bytes=<start>-<end>` are accepted too,
-/// with an optional `/<total>` suffix. A malformed or backwards range is 416 RANGE_INVALID.
+/// with an optional `/<total>` suffix. A malformed or backwards range is 416 RANGE_INVALID, and
+/// so is one of 2^64 bytes, whose length (`end - start + 1`, which the upload computes) a `u64`
+/// cannot hold.
 pub(crate) fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
     let Some(value) = headers.get(CONTENT_RANGE) else {
         return Ok(None);
@@ -80,7 +82,9 @@ pub(crate) fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Api
         all_digits.then(|| part.parse::<u64>().ok()).flatten()
     };
     match (number(start), number(end)) {
-        (Some(start), Some(end)) if start <= end => Ok(Some((start, end))),
+        (Some(start), Some(end)) if start <= end && end - start < u64::MAX => {
+            Ok(Some((start, end)))
+        }
         _ => Err(invalid()),
     }
 }
@@ -107,7 +111,24 @@ mod tests {
         assert_eq!(parse("0-9"), Ok(Some((0, 9))));
         assert_eq!(parse("bytes 10-19"), Ok(Some((10, 19))));
         assert_eq!(parse("bytes=10-19/100"), Ok(Some((10, 19))));
-        for bad in ["", "9-0", "a-b", "10", "-5", "5-", "+1-2", "0--1"] {
+        // `0-18446744073709551615` was found by the fuzz target `range`
+        // (fuzz/regressions/range/): its length overflowed in the upload's `end - start + 1`.
+        assert_eq!(
+            parse("1-18446744073709551615"),
+            Ok(Some((1, u64::MAX))),
+            "the longest countable range"
+        );
+        for bad in [
+            "",
+            "9-0",
+            "a-b",
+            "10",
+            "-5",
+            "5-",
+            "+1-2",
+            "0--1",
+            "0-18446744073709551615",
+        ] {
             assert_eq!(parse(bad), Err(ErrorCode::RangeInvalid), "{bad:?}");
         }
         assert_eq!(

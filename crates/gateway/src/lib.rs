@@ -39,6 +39,9 @@ mod body;
 mod config;
 mod dispatch;
 mod error;
+// The parsers of client bytes, for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 mod listing;
 mod manifest_cache;

@@ -67,7 +67,7 @@ async fn lookup(
 /// OCI manifests and indexes only to clients that accept them; Docker types by digest always
 /// (their bytes are what the digest names), by tag only when accepted (Distribution would
 /// convert them to schema 1, which Wharf does not serve). No `Accept` admits everything.
-fn negotiable(reference: &Reference, stored_type: &str, headers: &HeaderMap) -> bool {
+pub(crate) fn negotiable(reference: &Reference, stored_type: &str, headers: &HeaderMap) -> bool {
     let is_docker_type = stored_type == media_type::DOCKER_MANIFEST
         || stored_type == media_type::DOCKER_MANIFEST_LIST;
     let by_digest = matches!(reference, Reference::Digest(_));

@@ -49,8 +49,9 @@ impl Route {
         // Searching "/<rest>" lets an empty name (`/v2/blobs/...`) reach name validation.
         let slashed = format!("/{rest}");
         if let Some(name) = slashed.strip_suffix("/blobs/uploads") {
+            // `name` is empty for `/v2/blobs/uploads`, else `/<name>`.
             return Some(Route::UploadStart {
-                name: name[1..].to_owned(),
+                name: name.strip_prefix('/').unwrap_or_default().to_owned(),
             });
         }
         let (position, marker) = MARKERS
@@ -236,6 +237,14 @@ mod tests {
             Some(Route::Blob {
                 name: String::new(),
                 digest: name("sha256:abc")
+            })
+        );
+        // Found by the fuzz target `names` (fuzz/regressions/names/): this path panicked
+        // (slicing the empty name) instead of reaching name validation.
+        assert_eq!(
+            Route::parse("/v2/blobs/uploads"),
+            Some(Route::UploadStart {
+                name: String::new()
             })
         );
     }

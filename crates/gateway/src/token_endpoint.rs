@@ -231,7 +231,11 @@ fn refresh_principal(
 }
 
 /// The granted subset of `scopes`.
-fn grant(snapshot: &Snapshot, principal: &Principal, scopes: &[Scope]) -> Vec<ResourceAccess> {
+pub(crate) fn grant(
+    snapshot: &Snapshot,
+    principal: &Principal,
+    scopes: &[Scope],
+) -> Vec<ResourceAccess> {
     let is_account = matches!(principal, Principal::Account { .. });
     let mut repositories: Vec<(&str, ActionSet)> = Vec::new();
     let mut catalog = false;
@@ -271,7 +275,7 @@ fn grant(snapshot: &Snapshot, principal: &Principal, scopes: &[Scope]) -> Vec<Re
     access
 }
 
-fn parse_form(bytes: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn parse_form(bytes: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(bytes).into_owned().collect()
 }
 

@@ -408,7 +408,7 @@ impl Client {
 }
 
 /// `realm="...",service="...",scope="..."` into a map (values may be quoted).
-fn parse_challenge(params: &str) -> HashMap<String, String> {
+pub fn parse_challenge(params: &str) -> HashMap<String, String> {
     let mut map = HashMap::new();
     let mut rest = params.trim();
     while !rest.is_empty() {

@@ -25,6 +25,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+// The `WWW-Authenticate` parser, for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub use client::parse_challenge;
 pub use report::Report;
 pub use size::parse_size;
 pub use soak::{parse_named, Named, SoakSummary};
