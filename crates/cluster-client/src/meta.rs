@@ -167,12 +167,26 @@ impl<C: Clone> LeaderFollower<C> {
                 Err(_) => self.rest(addr),
             }
         }
-        self.call(request, call).await
+        self.send(request, call, Resend::Always).await
     }
 
     /// Sends `request` (a fresh clone per attempt) to the current leader, following leader hints
-    /// and retrying while the service is unavailable, within the retry policy.
+    /// and retrying while the service is unavailable, within the retry policy: at most once.
+    /// An attempt that may have reached the leader without an answer (the connection broke
+    /// mid-call, or no answer in time) is not sent again: the leader may have committed it
+    /// before it died, and a copy sent again would be applied a second time after writes that
+    /// came later (found by `tests/linearizability.rs`). The caller gets `Unavailable` then,
+    /// not knowing whether the change was made, as with any timeout.
     pub(crate) async fn call<R, T, F, Fut>(&self, request: R, call: F) -> Result<T, MetaError>
+    where
+        R: Clone,
+        F: Fn(C, R) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.send(request, call, Resend::Unanswered).await
+    }
+
+    async fn send<R, T, F, Fut>(&self, request: R, call: F, resend: Resend) -> Result<T, MetaError>
     where
         R: Clone,
         F: Fn(C, R) -> Fut,
@@ -187,7 +201,14 @@ impl<C: Clone> LeaderFollower<C> {
             let attempt = call(client, request.clone());
             let error = match tokio::time::timeout(self.policy.attempt_timeout, attempt).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) if resend == Resend::Unanswered && may_have_reached(&status) => {
+                    tracing::debug!(%status, "meta call broke off unanswered; not sent again");
+                    return Err(MetaError::Unavailable { leader: None });
+                }
                 Ok(Err(status)) => status_to_meta_error(&status),
+                Err(_) if resend == Resend::Unanswered => {
+                    return Err(MetaError::Unavailable { leader: None });
+                }
                 Err(_) => MetaError::Unavailable { leader: None },
             };
             let MetaError::Unavailable { leader } = &error else {
@@ -201,6 +222,33 @@ impl<C: Clone> LeaderFollower<C> {
             backoff = (backoff * 2).min(self.policy.max_backoff);
         }
     }
+}
+
+/// Which failed attempts [`LeaderFollower`] sends again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// Every `Unavailable`: for reads, which change nothing.
+    Always,
+    /// Only those the member answered (a follower naming the leader, a leader without quorum)
+    /// or that never reached it (no connection): for changes.
+    Unanswered,
+}
+
+/// True when a failed call may have reached the member and been acted on: it carries no answer
+/// of Wharf's (the exact error a member sends travels in the status details) and the failure is
+/// not a connection that was never made.
+fn may_have_reached(status: &Status) -> bool {
+    if !status.details().is_empty() {
+        return false;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.downcast_ref::<tonic::ConnectError>().is_some() {
+            return false;
+        }
+        source = error.source();
+    }
+    true
 }
 
 /// A leader-following client of the metadata service.
@@ -508,8 +556,16 @@ impl MetaApi for MetaClient {
         Ok(())
     }
 
-    async fn blob_node_heartbeat(&self, id: BlobNodeId) -> Result<u64, MetaError> {
-        let request = pb::BlobNodeRef { id };
+    async fn blob_node_heartbeat(
+        &self,
+        id: BlobNodeId,
+        health: cluster_api::BlobNodeHealth,
+    ) -> Result<u64, MetaError> {
+        let request = pb::HeartbeatRequest {
+            id,
+            full: health.full,
+            free_bytes: health.free_bytes,
+        };
         let response = self
             .call(
                 request,
