@@ -42,6 +42,10 @@ pub struct WharfConfig {
     /// `[blob_s3]`: the blob role (and serve) keeps its blobs in this S3-compatible bucket
     /// instead of under `data`.
     pub blob_s3: Option<S3Config>,
+    /// Blob role (and serve): below this many free bytes on its disk the node reports itself
+    /// full and meta stages no upload on it (bytes, or a string such as `"1GiB"`; 64 MiB).
+    #[serde(deserialize_with = "size")]
+    pub blob_min_free_bytes: u64,
     /// Meta: initialise a new single-voter cluster when the data dir is empty. Defaults to true
     /// when `join` is empty, false otherwise.
     pub bootstrap: Option<bool>,
@@ -93,6 +97,10 @@ struct MetaTable {
 
 /// A size in bytes: an integer, or a string with a unit (`"64MiB"`, `"1GiB"`, `"500MB"`).
 struct ByteSize(u64);
+
+fn size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    ByteSize::deserialize(deserializer).map(|size| size.0)
+}
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -197,6 +205,7 @@ impl Default for WharfConfig {
             blob_http_listen: None,
             blob_http_advertise: None,
             blob_s3: None,
+            blob_min_free_bytes: 64 << 20,
             bootstrap: None,
             join: Vec::new(),
             read_replica: false,

@@ -309,6 +309,7 @@ async fn open_blob(
     blob_config.zone = config.zone.clone();
     blob_config.gc_interval_ms = config.gc.interval_ms;
     blob_config.stale_upload_after_ms = config.gc.stale_upload_after_ms;
+    blob_config.min_free_bytes = config.blob_min_free_bytes;
     let http_listener = match &config.blob_http_listen {
         Some(addr) => {
             let listener = bind(addr).await?;
@@ -465,12 +466,16 @@ fn spawn_gateway(
         wharf_tls::spawn_reloader(&resolver, config.tls.reload_interval(), shutdown.clone());
         wharf_tls::https_server_config(resolver)
     });
+    let limits = wharf_tls::ConnectionLimits {
+        max_connections: config.gateway.max_connections,
+        header_read_timeout: config.gateway.header_read_timeout(),
+        max_header_bytes: config.gateway.max_header_bytes,
+    };
     tasks.spawn(async move {
         let signal = shutdown.cancelled_owned();
-        let served = match https {
-            Some(Ok(tls)) => wharf_tls::serve_https(listener, router, tls, signal).await,
-            Some(Err(error)) => Err(std::io::Error::other(error)),
-            None => gateway::serve(listener, router, signal).await,
+        let served = match https.transpose() {
+            Ok(tls) => wharf_tls::serve(listener, router, tls, limits, signal).await,
+            Err(error) => Err(std::io::Error::other(error)),
         };
         if let Err(error) = served {
             tracing::error!(%error, "gateway server failed");

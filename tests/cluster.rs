@@ -624,3 +624,69 @@ async fn a_push_refused_for_its_write_quorum_leaves_no_file_behind() {
     assert!(!report.contains(hex), "fsck still sees {digest}: {report}");
     cluster.shutdown().await;
 }
+
+/// A blob node below its free-space floor (issue 15, part 5) says so in its heartbeats: the
+/// leader stages no upload on it, pushes go to the node with space, reads of what it holds go
+/// on, and `cluster status` shows it full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_are_staged_around_a_full_blob_node() {
+    let options = test_cluster::Options {
+        // Node 1's floor is above any disk's free space: it is full from its first heartbeat.
+        blob_min_free_bytes: vec![9_000_000_000_000_000_000],
+        ..test_cluster::Options::default()
+    };
+    let policy = ReplicationPolicy {
+        replicas: 1,
+        write_quorum: 0,
+    };
+    let cluster = InProcessCluster::start_with(1, 2, 1, policy, options)
+        .await
+        .expect("cluster starts");
+    let admin = cluster.admin().expect("admin client");
+    test_cluster::wait_until(
+        "node 1 reports itself full",
+        Duration::from_secs(30),
+        || async {
+            admin.cluster_status().await.is_ok_and(|status| {
+                status
+                    .liveness
+                    .iter()
+                    .any(|entry| entry.id == 1 && entry.health.full)
+            })
+        },
+    )
+    .await
+    .expect("full in cluster status");
+    let status = admin.cluster_status().await.expect("status");
+    let node2 = status
+        .liveness
+        .iter()
+        .find(|entry| entry.id == 2)
+        .expect("node 2");
+    assert!(!node2.health.full && node2.health.free_bytes.is_some());
+
+    let meta = meta(&cluster);
+    let repo = RepositoryName::parse("full/app").expect("name");
+    for _ in 0..20 {
+        let session = meta.create_upload(&repo, &[]).await.expect("session");
+        assert_eq!(session.staging_node, 2, "an upload staged on the full node");
+    }
+    let registry = Registry::new(cluster.gateway_url(1));
+    for index in 0..4 {
+        let image = registry
+            .push_image("full/app", &format!("v{index}"), 50_000)
+            .await
+            .expect("push with one node full");
+        registry.verify_image(&image).await.expect("pull");
+    }
+    // With node 2 the only one with space avoided too, nothing can stage: 507.
+    let refused = meta
+        .create_upload(&repo, &[2])
+        .await
+        .expect_err("no node left");
+    assert!(
+        matches!(refused, cluster_api::MetaError::StorageFull(_)),
+        "{refused:?}"
+    );
+    cluster.shutdown().await;
+}

@@ -74,6 +74,19 @@ impl Registry {
         Ok(digest)
     }
 
+    /// Opens an upload session (`POST`, 202); returns its absolute URL.
+    pub async fn start_upload(&self, repo: &str) -> Result<String, String> {
+        let url = format!("{}/v2/{repo}/blobs/uploads/", self.base);
+        let response = self
+            .http
+            .post(url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        expect(response.status(), StatusCode::ACCEPTED, "upload POST")?;
+        Ok(self.absolute(&location_of(&response)?))
+    }
+
     /// Chunked upload: POST, PATCHes of `chunk` bytes with Content-Range, PUT ?digest=.
     pub async fn push_blob_chunked(
         &self,

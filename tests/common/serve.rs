@@ -60,7 +60,17 @@ fn spawn(dir: &Path, extra: &[String]) -> Child {
 impl Serve {
     /// Starts `wharf serve` with `config` (TOML) and `extra` flags; waits for its addresses.
     pub async fn start(config: &str, extra: &[&str]) -> Serve {
+        Serve::start_prepared(config, extra, |_| {}).await
+    }
+
+    /// As [`Serve::start`], calling `prepare` with the directory (`wharf.toml`, `data/`) first.
+    pub async fn start_prepared(
+        config: &str,
+        extra: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Serve {
         let dir = tempfile::tempdir().expect("temp dir");
+        prepare(dir.path());
         std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
         let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
         let child = spawn(dir.path(), &extra);
@@ -97,6 +107,11 @@ impl Serve {
         .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
         self.base = format!("http://{}", addrs["http"].as_str().expect("http address"));
         self.grpc = addrs["grpc"].as_str().expect("grpc address").to_owned();
+    }
+
+    /// The `serve` process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log(&self) -> String {

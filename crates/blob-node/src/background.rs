@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_api::{BlobError, BlobNodeId};
+use blob_store::BlobStore;
+use cluster_api::{BlobError, BlobNodeHealth, BlobNodeId};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -25,6 +26,32 @@ pub struct BackgroundTasks {
     collector: Arc<Collector>,
 }
 
+/// What the heartbeat reports of the node's disk.
+pub(crate) struct Capacity {
+    pub store: Arc<dyn BlobStore>,
+    pub min_free_bytes: u64,
+}
+
+impl Capacity {
+    /// The store's free bytes against the node's floor; also published as the gauges
+    /// `wharf_blob_free_bytes` and `wharf_blob_full`. A store that cannot tell is not full.
+    async fn health(&self, local: BlobNodeId) -> BlobNodeHealth {
+        let free_bytes = match self.store.free_bytes().await {
+            Ok(free) => free,
+            Err(error) => {
+                tracing::warn!(node = local, %error, "cannot read the free space");
+                None
+            }
+        };
+        let full = free_bytes.is_some_and(|free| free < self.min_free_bytes);
+        if let Some(free) = free_bytes {
+            metrics::gauge!("wharf_blob_free_bytes").set(free as f64);
+        }
+        metrics::gauge!("wharf_blob_full").set(if full { 1.0 } else { 0.0 });
+        BlobNodeHealth { full, free_bytes }
+    }
+}
+
 /// How often each loop runs.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Intervals {
@@ -41,12 +68,14 @@ impl BackgroundTasks {
         repairer: Arc<Repairer>,
         collector: Arc<Collector>,
         intervals: Intervals,
+        capacity: Capacity,
     ) -> BackgroundTasks {
         let shutdown = CancellationToken::new();
         let map_changed = Arc::new(Notify::new());
         let heartbeat = tokio::spawn(heartbeat_loop(
             local,
             Arc::clone(&view),
+            capacity,
             intervals.heartbeat,
             Arc::clone(&map_changed),
             shutdown.clone(),
@@ -133,6 +162,7 @@ impl Drop for BackgroundTasks {
 async fn heartbeat_loop(
     local: BlobNodeId,
     view: Arc<ClusterView>,
+    capacity: Capacity,
     interval: Duration,
     map_changed: Arc<Notify>,
     shutdown: CancellationToken,
@@ -144,7 +174,8 @@ async fn heartbeat_loop(
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let epoch = match view.meta().blob_node_heartbeat(local).await {
+        let health = capacity.health(local).await;
+        let epoch = match view.meta().blob_node_heartbeat(local, health).await {
             Ok(epoch) => epoch,
             Err(error) => {
                 tracing::debug!(node = local, %error, "heartbeat failed");

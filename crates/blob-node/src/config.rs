@@ -49,6 +49,15 @@ pub struct BlobNodeConfig {
     /// (`blob-http`), published in the cluster map; `None` when it serves none.
     #[serde(default)]
     pub http_url: Option<String>,
+    /// Below this many free bytes on its disk the node reports itself full (in its heartbeat,
+    /// `wharf_blob_full`): meta stages no upload on it until space is freed; it still serves
+    /// reads and takes the replicas it owns while they fit.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
+}
+
+fn default_min_free_bytes() -> u64 {
+    64 << 20
 }
 
 fn default_node_id() -> BlobNodeId {
@@ -98,6 +107,7 @@ impl BlobNodeConfig {
             gc_interval_ms: default_gc_interval_ms(),
             stale_upload_after_ms: default_stale_upload_after_ms(),
             http_url: None,
+            min_free_bytes: default_min_free_bytes(),
         }
     }
 

@@ -10,7 +10,7 @@ use cluster_api::{
 };
 use oci_model::{Digest, RepositoryName};
 
-use crate::background::{BackgroundTasks, Intervals};
+use crate::background::{BackgroundTasks, Capacity, Intervals};
 use crate::cluster::ClusterView;
 use crate::collector::Collector;
 use crate::config::BlobNodeConfig;
@@ -113,6 +113,10 @@ impl BlobNode {
             Arc::new(repairer),
             Arc::new(collector),
             intervals,
+            Capacity {
+                store: Arc::clone(&store),
+                min_free_bytes: config.min_free_bytes,
+            },
         );
         let node = BlobNode::new(config.node_id, store, Arc::new(replicator));
         (node, tasks)

@@ -150,6 +150,19 @@ impl Inner {
         mut caller_gone: oneshot::Receiver<()>,
     ) -> Result<u64, BlobError> {
         let path = self.upload_path(id)?;
+        // A body whose length is known (the client's Content-Length) that cannot fit is
+        // refused before a byte of it is read or written.
+        if let (declared, Some(upper)) = data.size_hint() {
+            if declared == upper && declared > 0 {
+                let dir = self.root.join("uploads");
+                let available = blocking(move || staging::available_bytes(&dir)).await?;
+                if available < declared as u64 {
+                    return Err(BlobError::Full(format!(
+                        "{declared} bytes do not fit: {available} bytes free on this node's disk"
+                    )));
+                }
+            }
+        }
         let mut guard = self.uploads.lock(id).await;
         let running_hash = guard.running_hash.take();
         let (open_path, open_id) = (path.clone(), id.clone());
@@ -448,5 +461,12 @@ impl BlobStore for FsBlobStore {
     async fn purge(&self, digest: &Digest) -> Result<(), BlobError> {
         let aside = trash::aside_path(&self.inner.root, digest);
         blocking(move || trash::purge(&aside)).await
+    }
+
+    async fn free_bytes(&self) -> Result<Option<u64>, BlobError> {
+        let root = self.inner.root.clone();
+        blocking(move || staging::available_bytes(&root))
+            .await
+            .map(Some)
     }
 }

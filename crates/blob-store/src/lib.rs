@@ -178,4 +178,12 @@ pub trait BlobStore: Send + Sync + 'static {
     /// (one committed or replicated after the set-aside stays). Idempotent: nothing set aside,
     /// nothing done.
     async fn purge(&self, digest: &Digest) -> Result<(), BlobError>;
+
+    // ---- capacity ----
+
+    /// Bytes this store may still write; `None` when it has no such limit (an object store).
+    /// The node reports itself full below its `min_free_bytes`.
+    async fn free_bytes(&self) -> Result<Option<u64>, BlobError> {
+        Ok(None)
+    }
 }

@@ -21,7 +21,30 @@ const HASH_BUFFER_BYTES: usize = 1 << 20;
 
 /// An I/O error with the action and path that failed, since `BlobError::Io` carries only text.
 pub(crate) fn io_error(action: &str, path: &Path, error: io::Error) -> BlobError {
-    BlobError::Io(format!("{action} {}: {error}", path.display()))
+    let message = format!("{action} {}: {error}", path.display());
+    if cluster_api::is_out_of_space(&error) {
+        BlobError::Full(message)
+    } else {
+        BlobError::Io(message)
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `dir` (statvfs's
+/// `f_bavail`).
+pub(crate) fn available_bytes(dir: &Path) -> Result<u64, BlobError> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| BlobError::Invalid(format!("{} contains a NUL byte", dir.display())))?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stats` is written by statvfs on success,
+    // read only then.
+    let result = unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) };
+    if result != 0 {
+        return Err(io_error("statvfs", dir, io::Error::last_os_error()));
+    }
+    // SAFETY: statvfs returned 0, so it filled `stats`.
+    let stats = unsafe { stats.assume_init() };
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
 /// A file that takes appended batches on the blocking pool: a staging upload or an incoming replica.

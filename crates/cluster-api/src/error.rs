@@ -11,6 +11,8 @@ pub enum ErrorKind {
     FailedPrecondition,
     AlreadyExists,
     Unavailable,
+    /// Out of space (a disk or a quota): retry elsewhere or once space is freed.
+    ResourceExhausted,
     Internal,
 }
 
@@ -33,6 +35,9 @@ pub enum MetaError {
     Denied(String),
     #[error("no blob node is available")]
     NoBlobNodes,
+    /// Every blob node that could take the write is full (or meta's own disk is).
+    #[error("out of space: {0}")]
+    StorageFull(String),
     /// A placement rule cannot be met: no blob node is up in the zones it allows, or the copies
     /// offered are outside them. Names the rules; nothing was stored elsewhere.
     #[error("{0}")]
@@ -63,6 +68,7 @@ impl MetaError {
             // Not `Unavailable`: clients of meta retry that at once, and this one stays refused;
             // the registry client has to push again.
             MetaError::Retry(_) => ErrorKind::FailedPrecondition,
+            MetaError::StorageFull(_) => ErrorKind::ResourceExhausted,
             MetaError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -84,6 +90,9 @@ pub enum BlobError {
     Invalid(String),
     #[error("blob node unavailable: {0}")]
     Unavailable(String),
+    /// The node's disk (or quota) is full: nothing of the write was kept.
+    #[error("blob node out of space: {0}")]
+    Full(String),
     #[error("blob node i/o error: {0}")]
     Io(String),
 }
@@ -97,6 +106,7 @@ impl BlobError {
             }
             BlobError::DigestMismatch { .. } | BlobError::Invalid(_) => ErrorKind::InvalidArgument,
             BlobError::Unavailable(_) => ErrorKind::Unavailable,
+            BlobError::Full(_) => ErrorKind::ResourceExhausted,
             BlobError::Io(_) => ErrorKind::Internal,
         }
     }
@@ -104,6 +114,18 @@ impl BlobError {
 
 impl From<std::io::Error> for BlobError {
     fn from(error: std::io::Error) -> Self {
-        BlobError::Io(error.to_string())
+        if is_out_of_space(&error) {
+            BlobError::Full(error.to_string())
+        } else {
+            BlobError::Io(error.to_string())
+        }
     }
+}
+
+/// True for "no space left on device" and "disk quota exceeded".
+pub fn is_out_of_space(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }

@@ -26,7 +26,7 @@ pub use blob::{BlobApi, BlobNodes, ByteStream};
 pub use blob_url::{
     sign_blob_query, verify_blob_query, BlobUrlError, BlobUrlKeys, BLOB_URL_KEY_BYTES,
 };
-pub use error::{BlobError, ErrorKind, MetaError};
+pub use error::{is_out_of_space, BlobError, ErrorKind, MetaError};
 pub use lifecycle::{RetentionAction, RetentionRule};
 pub use meta::MetaApi;
 pub use placement::{

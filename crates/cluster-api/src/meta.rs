@@ -126,8 +126,14 @@ pub trait MetaApi: Send + Sync + 'static {
     /// A blob node says it is alive; returns the current map epoch so the node knows when to
     /// re-read the map. Liveness is tracked by the leader in memory (no Raft write per beat); its
     /// failure detector proposes `Down` for silent nodes and `Up` when they return (never
-    /// overriding `Draining`). A follower answers `Unavailable { leader }`.
-    async fn blob_node_heartbeat(&self, id: BlobNodeId) -> Result<u64, MetaError>;
+    /// overriding `Draining`). A follower answers `Unavailable { leader }`. `health` says whether
+    /// the node is full: the leader stages no upload on a full node until a later beat says
+    /// otherwise.
+    async fn blob_node_heartbeat(
+        &self,
+        id: BlobNodeId,
+        health: BlobNodeHealth,
+    ) -> Result<u64, MetaError>;
 
     /// Records that `nodes` now hold a verified, durable copy of `digest` (repair, rebalance).
     /// `BlobUnknown` when meta has no record of the blob.

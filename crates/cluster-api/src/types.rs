@@ -256,6 +256,19 @@ pub struct BlobNodeLiveness {
     /// Milliseconds since the node's last heartbeat reached the current leader; `None` when none
     /// has since it became leader.
     pub last_seen_ms_ago: Option<u64>,
+    /// What its last heartbeat said of its storage.
+    #[serde(default)]
+    pub health: BlobNodeHealth,
+}
+
+/// What a blob node says of its storage in each heartbeat.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobNodeHealth {
+    /// Below its `min_free_bytes`: it still serves reads and keeps its blobs, but is not chosen
+    /// to stage uploads until space is freed.
+    pub full: bool,
+    /// Bytes free for its blobs; `None` for a store with no such limit (an S3 bucket).
+    pub free_bytes: Option<u64>,
 }
 
 /// The state of the whole cluster as the answering meta node (the leader) sees it.

@@ -1,9 +1,11 @@
 //! Request bodies: blob bytes are streamed to a blob node as a [`ByteStream`] whose length is
 //! checked against what the client declared; manifests are read whole under a size cap.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::{Body, BodyDataStream, Bytes};
 use cluster_api::{BlobError, ByteStream};
@@ -23,23 +25,55 @@ enum BodyFault {
     Read(String),
 }
 
-/// Tells whether a streamed append failed because of the request body.
+/// Tells whether a streamed append failed because of the request body, and gets back what the
+/// blob node did not read of it.
 #[derive(Clone, Default)]
-pub(crate) struct BodyWatch(Arc<Mutex<Option<BodyFault>>>);
+pub(crate) struct BodyWatch {
+    fault: Arc<Mutex<Option<BodyFault>>>,
+    /// The body's unread rest, handed back when the stream is dropped before its end (the node
+    /// refused or failed the append).
+    rest: Arc<Mutex<Option<BodyDataStream>>>,
+}
+
+/// How much of an unread body is drained after a failed append so the client reads the error
+/// rather than a reset connection, and for how long at most.
+const UNREAD_DRAIN_BYTES: u64 = 64 << 20;
+const UNREAD_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl BodyWatch {
     fn record(&self, fault: BodyFault) {
         let mut slot = self
-            .0
+            .fault
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         slot.get_or_insert(fault);
     }
 
+    /// Reads and discards what the append left of the body (bounded), so that the client,
+    /// still sending, reads the error answer instead of a reset. Past the bound the connection
+    /// closes as before.
+    pub async fn drain_unread(&self) {
+        let rest = self
+            .rest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(mut rest) = rest {
+            let deadline = tokio::time::Instant::now() + UNREAD_DRAIN_TIME;
+            let mut discarded = 0u64;
+            while discarded <= UNREAD_DRAIN_BYTES {
+                match tokio::time::timeout_at(deadline, rest.next()).await {
+                    Ok(Some(Ok(chunk))) => discarded += chunk.len() as u64,
+                    _ => return,
+                }
+            }
+        }
+    }
+
     /// The client-side error to report if the body was at fault, else `None`.
     pub fn fault(&self) -> Option<ApiError> {
         let slot = self
-            .0
+            .fault
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         slot.as_ref().map(|fault| match fault {
@@ -64,7 +98,7 @@ impl BodyWatch {
 pub(crate) fn blob_stream(body: Body, declared: Option<u64>) -> (ByteStream, BodyWatch) {
     let watch = BodyWatch::default();
     let stream = CheckedBody {
-        inner: body.into_data_stream(),
+        inner: Some(body.into_data_stream()),
         declared,
         received: 0,
         watch: watch.clone(),
@@ -75,7 +109,8 @@ pub(crate) fn blob_stream(body: Body, declared: Option<u64>) -> (ByteStream, Bod
 }
 
 struct CheckedBody {
-    inner: BodyDataStream,
+    /// `None` once handed back (on drop).
+    inner: Option<BodyDataStream>,
     declared: Option<u64>,
     received: u64,
     watch: BodyWatch,
@@ -92,14 +127,44 @@ impl CheckedBody {
     }
 }
 
+impl Drop for CheckedBody {
+    fn drop(&mut self) {
+        if !self.finished {
+            if let Some(inner) = self.inner.take() {
+                *self
+                    .watch
+                    .rest
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(inner);
+            }
+        }
+    }
+}
+
 impl Stream for CheckedBody {
     type Item = Result<Bytes, BlobError>;
+
+    /// Exact when the client declared the length: the blob node refuses a body that cannot fit
+    /// before reading it.
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self.declared {
+            Some(declared) if !self.finished => {
+                let left =
+                    usize::try_from(declared.saturating_sub(self.received)).unwrap_or(usize::MAX);
+                (left, Some(left))
+            }
+            _ => (0, None),
+        }
+    }
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.finished {
             return Poll::Ready(None);
         }
-        match self.inner.poll_next_unpin(cx) {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match inner.poll_next_unpin(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(chunk))) => {
                 self.received += chunk.len() as u64;
@@ -185,4 +250,88 @@ pub(crate) async fn read_manifest(
         )),
         _ => Ok(manifest),
     }
+}
+
+/// The error a request body ends with when the client sent nothing for too long.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no body bytes for {} s", .0.as_secs_f64())]
+struct BodyIdle(Duration);
+
+/// A request body that fails once the client has sent nothing for `idle`: a client that stalls
+/// mid-body holds its request (and an upload's staging) for at most that long. The timer is
+/// made on the first wait and pushed back whenever a frame arrives.
+pub(crate) struct IdleBody {
+    inner: Body,
+    idle: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame arrived since the timer was last set.
+    moved: bool,
+}
+
+impl IdleBody {
+    pub(crate) fn new(inner: Body, idle: Duration) -> IdleBody {
+        IdleBody {
+            inner,
+            idle,
+            timer: None,
+            moved: false,
+        }
+    }
+}
+
+impl http_body::Body for IdleBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.moved = true;
+                Poll::Ready(frame)
+            }
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + this.idle;
+                let timer = match &mut this.timer {
+                    Some(timer) => {
+                        if this.moved {
+                            timer.as_mut().reset(deadline);
+                        }
+                        timer
+                    }
+                    None => this
+                        .timer
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                this.moved = false;
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(axum::Error::new(BodyIdle(this.idle)))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Middleware: every request body becomes an [`IdleBody`].
+pub(crate) async fn idle_bodies(
+    axum::extract::State(idle): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    next.run(request.map(|body| Body::new(IdleBody::new(body, idle))))
+        .await
 }

@@ -6,6 +6,9 @@ use std::time::Duration;
 use oci_model::MAX_MANIFEST_BYTES;
 use serde::{Deserialize, Serialize};
 
+/// The smallest `max_header_bytes`: hyper's HTTP/1.1 read buffer cannot be smaller.
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+
 /// Settings of one gateway. The binary layers file < `WHARF_*` environment < flags over
 /// [`GatewayConfig::default`] and calls [`GatewayConfig::validate`] before serving.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +52,20 @@ pub struct GatewayConfig {
     /// Access control: off by default (every client may do everything, as on a fresh
     /// Distribution); see [`AuthConfig`].
     pub auth: AuthConfig,
+    /// Connections served at once; a connection past it is answered 503 `TOOMANYREQUESTS` and
+    /// closed. Keep it under the process's file descriptor limit.
+    pub max_connections: usize,
+    /// A client must send a request's whole header within this many milliseconds of starting it
+    /// (and an idle keep-alive connection is closed after it); a slow client holds no more.
+    pub header_read_timeout_ms: u64,
+    /// Largest request header, in bytes (HTTP/1.1's read buffer, HTTP/2's header list); a
+    /// larger one gets 431 (HTTP/1.1) or a stream reset (HTTP/2).
+    pub max_header_bytes: usize,
+    /// An upload or manifest body that sends nothing for this many milliseconds is abandoned:
+    /// the request fails and nothing of it is stored.
+    pub body_idle_timeout_ms: u64,
+    /// Request rates and uploads at once per client address and per account; off by default.
+    pub limits: limits::LimitsConfig,
 }
 
 /// Authentication and authorization at the gateway. With `enabled`, every request is checked
@@ -114,6 +131,11 @@ impl Default for GatewayConfig {
             blob_redirect_ttl_secs: 300,
             audit_log: None,
             auth: AuthConfig::default(),
+            max_connections: 4_096,
+            header_read_timeout_ms: 30_000,
+            max_header_bytes: 64 * 1024,
+            body_idle_timeout_ms: 60_000,
+            limits: limits::LimitsConfig::default(),
         }
     }
 }
@@ -178,6 +200,24 @@ impl GatewayConfig {
                 reason: reason.to_owned(),
             })
         };
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
+        if self.header_read_timeout_ms == 0 || self.body_idle_timeout_ms == 0 {
+            return invalid(
+                "header_read_timeout_ms",
+                "header_read_timeout_ms and body_idle_timeout_ms must be at least 1",
+            );
+        }
+        if self.max_header_bytes < MIN_HEADER_BYTES {
+            return invalid(
+                "max_header_bytes",
+                &format!("must be at least {MIN_HEADER_BYTES} (HTTP/1.1's smallest read buffer)"),
+            );
+        }
+        if let Err(error) = self.limits.validate() {
+            return invalid("limits", &error.to_string());
+        }
         if auth.service.is_empty() || auth.issuer.is_empty() {
             return invalid("auth.service", "service and issuer must not be empty");
         }
@@ -202,6 +242,16 @@ impl GatewayConfig {
             }
         }
         Ok(())
+    }
+
+    /// How long a request body may send nothing before it is abandoned.
+    pub fn body_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_idle_timeout_ms)
+    }
+
+    /// How long a client has to send a request's header.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
     }
 
     /// How long the manifest cache answers for an entry; zero when it is off.

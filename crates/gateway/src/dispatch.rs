@@ -3,9 +3,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use auth::ActionSet;
+use auth::{ActionSet, Principal};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::RETRY_AFTER;
 use axum::http::request::Parts;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
@@ -36,11 +37,15 @@ pub(crate) async fn handle(State(gateway): State<Gateway>, request: Request) -> 
     let kind = RouteKind(route.kind());
     let audited = audited(&route, &parts.method);
     let (result, actor) = match &gateway.auth {
-        None => (call(&gateway, route, &parts, body, None).await, None),
+        None => (
+            limited(&gateway, route, &parts, body, None, client).await,
+            None,
+        ),
         Some(gate) => match gate.authenticate(&parts.headers, client).await {
             Ok(caller) => {
                 let actor = caller.principal.name().to_owned();
-                let result = call(&gateway, route, &parts, body, Some((gate, &caller))).await;
+                let checked = Some((&**gate, &caller));
+                let result = limited(&gateway, route, &parts, body, checked, client).await;
                 (result, Some(actor))
             }
             Err(error) => (Err(error), None),
@@ -157,6 +162,77 @@ fn need(route: &Route, method: &Method) -> Need {
 }
 
 type Checked<'a> = Option<(&'a AuthGate, &'a Caller)>;
+
+/// [`call`] once the request limits admit it (after authentication, so an exempt robot is known
+/// as one); the admission's upload slots are held until the handler returns, which for an
+/// upload is after its body was read.
+async fn limited(
+    gateway: &Gateway,
+    route: Route,
+    parts: &Parts,
+    body: Body,
+    auth: Checked<'_>,
+    client: Option<IpAddr>,
+) -> Result<Response, ApiError> {
+    let upload = matches!(
+        (&route, &parts.method),
+        (Route::UploadStart { .. }, &Method::POST)
+            | (Route::Upload { .. }, &Method::PATCH | &Method::PUT)
+    );
+    let _admitted = match &gateway.limiter {
+        Some(limiter) => Some(admit(limiter, &route, upload, client, auth)?),
+        None => None,
+    };
+    let _counted = upload.then(UploadGauge::start);
+    call(gateway, route, parts, body, auth).await
+}
+
+/// `wharf_gateway_uploads_in_progress`: upload requests running on this gateway.
+struct UploadGauge;
+
+impl UploadGauge {
+    fn start() -> UploadGauge {
+        metrics::gauge!("wharf_gateway_uploads_in_progress").increment(1.0);
+        UploadGauge
+    }
+}
+
+impl Drop for UploadGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("wharf_gateway_uploads_in_progress").decrement(1.0);
+    }
+}
+
+fn admit(
+    limiter: &limits::Limiter,
+    route: &Route,
+    upload: bool,
+    client: Option<IpAddr>,
+    auth: Checked<'_>,
+) -> Result<limits::Admitted, ApiError> {
+    let account = auth.and_then(|(_, caller)| match &caller.principal {
+        Principal::Account { name, .. } => Some(name.as_str()),
+        Principal::Anonymous => None,
+    });
+    let request = limits::Request {
+        client,
+        account,
+        repository: route.name(),
+        upload,
+    };
+    limiter
+        .admit(&request, std::time::Instant::now())
+        .map_err(|refusal| {
+            metrics::counter!(
+                "wharf_gateway_limited_total",
+                "limit" => refusal.limit.as_str(),
+                "by" => refusal.by.as_str()
+            )
+            .increment(1);
+            ApiError::new(ErrorCode::TooManyRequests, refusal.message.clone())
+                .with_header(RETRY_AFTER, &refusal.retry_after_secs().to_string())
+        })
+}
 
 async fn call(
     gateway: &Gateway,

@@ -112,6 +112,7 @@ impl ApiError {
             | MetaError::PlacementUnmet(_)
             | MetaError::Unavailable { .. }
             | MetaError::Retry(_) => ApiError::unavailable(message),
+            MetaError::StorageFull(_) => ApiError::new(ErrorCode::StorageFull, message),
             MetaError::Internal(_) => ApiError::internal(message),
         }
     }
@@ -134,6 +135,7 @@ impl ApiError {
             }
             BlobError::Invalid(_) => ApiError::new(ErrorCode::BlobUploadInvalid, message),
             BlobError::Unavailable(_) => ApiError::unavailable(message),
+            BlobError::Full(_) => ApiError::new(ErrorCode::StorageFull, message),
             BlobError::Io(_) => ApiError::internal(message),
         }
     }
@@ -209,6 +211,11 @@ mod tests {
             ),
             (MetaError::NoBlobNodes, 503, ErrorCode::Unavailable),
             (
+                MetaError::StorageFull("full".into()),
+                507,
+                ErrorCode::StorageFull,
+            ),
+            (
                 MetaError::PlacementUnmet("placement rule \"eu\": no blob node is up".into()),
                 503,
                 ErrorCode::Unavailable,
@@ -256,6 +263,7 @@ mod tests {
             (BlobError::Invalid("x".into()), 400),
             (BlobError::Unavailable("down".into()), 503),
             (BlobError::Io("eio".into()), 500),
+            (BlobError::Full("enospc".into()), 507),
         ];
         for (error, status) in cases {
             assert_eq!(status_of(ApiError::from_blob(error)), status);

@@ -53,14 +53,12 @@ mod route;
 mod token_endpoint;
 mod uploads;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::any;
 use axum::Router;
 use cluster_api::{BlobNodes, MetaApi};
-use tokio::net::TcpListener;
 
 use crate::access::AuthGate;
 use crate::audit::Audit;
@@ -83,6 +81,8 @@ pub struct Gateway {
     blob_url_keys: Arc<cluster_api::BlobUrlKeys>,
     /// Access control; `None` when auth is off.
     auth: Option<Arc<AuthGate>>,
+    /// Request rates and uploads at once; `None` when no limit is set.
+    limiter: Option<Arc<limits::Limiter>>,
     audit: Audit,
 }
 
@@ -100,8 +100,17 @@ impl Gateway {
             AuthGate::spawn_refresher(&gate);
             gate
         });
+        let limiter = match limits::Limiter::new(&config.limits) {
+            Ok(limiter) => (!limiter.is_off()).then(|| Arc::new(limiter)),
+            // `validate` refuses such a config before a gateway is built.
+            Err(error) => {
+                tracing::error!(%error, "request limits refused; serving without them");
+                None
+            }
+        };
         Gateway {
             auth,
+            limiter,
             audit: Audit::new(config.audit_log.clone()),
             manifest_cache: Arc::new(manifest_cache),
             blob_cache: Arc::new(blob_cache(
@@ -126,31 +135,11 @@ impl Gateway {
             .route("/admin/v1/{*rest}", any(dispatch::admin))
             .fallback(dispatch::handle)
             .with_state(self.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                self.config.body_idle_timeout(),
+                body::idle_bodies,
+            ))
             .layer(DefaultBodyLimit::disable())
             .layer(axum::middleware::from_fn(observe::observe))
     }
-}
-
-/// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests finish.
-/// The caller binds the listener (STYLE rule 6): tests use `127.0.0.1:0`.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // No Nagle: a response written in more than one piece (a streamed blob, a body after its
-    // headers) must not wait on the client's delayed ACK.
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    // Handlers see the peer address (`ConnectInfo`): failed logins are limited per client.
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }

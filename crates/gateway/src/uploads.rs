@@ -161,7 +161,9 @@ async fn start_session(
             Err(error) => {
                 abandon(gateway, &session).await;
                 avoid.push(session.staging_node);
-                if !matches!(error, BlobError::Unavailable(_)) || avoid.len() >= STAGING_ATTEMPTS {
+                // A full node is passed over like an unreachable one.
+                let elsewhere = matches!(error, BlobError::Unavailable(_) | BlobError::Full(_));
+                if !elsewhere || avoid.len() >= STAGING_ATTEMPTS {
                     return Err(error.into());
                 }
                 tracing::warn!(node = session.staging_node, %error, "staging node unreachable; picking another");
@@ -237,6 +239,9 @@ async fn append(
         Some((start, _)) => node.append_upload(&session.id, start, stream).await,
         None => node.append_at_end(&session.id, stream).await,
     };
+    if appended.is_err() {
+        watch.drain_unread().await;
+    }
     appended.map_err(|error| append_error(session, &watch, error))
 }
 
@@ -312,9 +317,13 @@ async fn commit_on_node(
             .await?);
     }
     let (stream, watch) = blob_stream(body, content_length(headers)?);
-    node.append_and_commit(&session.repo, &session.id, stream, digest)
-        .await
-        .map_err(|error| append_error(session, &watch, error))
+    let committed = node
+        .append_and_commit(&session.repo, &session.id, stream, digest)
+        .await;
+    if committed.is_err() {
+        watch.drain_unread().await;
+    }
+    committed.map_err(|error| append_error(session, &watch, error))
 }
 
 /// Closes a session that failed for good by removing its staging file, best effort: a node that

@@ -26,9 +26,15 @@ async fn start(harness: &Harness) -> Server {
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let router = harness.router.clone();
-    let task = tokio::spawn(gateway::serve(listener, router, async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(wharf_tls::serve(
+        listener,
+        router,
+        None,
+        wharf_tls::ConnectionLimits::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     Server { addr, stop, task }
 }
 

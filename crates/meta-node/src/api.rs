@@ -17,10 +17,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use cluster_api::{
-    AuthChange, AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, DoomedBlob, MetaApi,
-    MetaError, NamespaceUsage, NodeState, Page, PlacementRule, PutManifest, ReplicationPolicy,
-    RetentionAction, RetentionRule, StoredManifest, SweepReport, UploadId, UploadSession,
-    UploadToken, BLOB_URL_KEY_BYTES, UPLOAD_KEY_BYTES,
+    AuthChange, AuthState, BlobInfo, BlobNodeHealth, BlobNodeId, BlobNodeInfo, ClusterMap,
+    DoomedBlob, MetaApi, MetaError, NamespaceUsage, NodeState, Page, PlacementRule, PutManifest,
+    ReplicationPolicy, RetentionAction, RetentionRule, StoredManifest, SweepReport, UploadId,
+    UploadSession, UploadToken, BLOB_URL_KEY_BYTES, UPLOAD_KEY_BYTES,
 };
 use meta_store::{Command, CommandOutput, StateReader, TypeConfig};
 use oci_model::{Descriptor, Digest, Reference, RepositoryName, Tag};
@@ -396,6 +396,18 @@ impl MetaApi for RaftMeta {
             })
             .map(|member| member.node)
             .collect();
+        // Full nodes (by their last heartbeat to this leader) stage nothing; when every
+        // candidate is full the upload is refused as out of space.
+        let full = nodes.len();
+        let nodes: Vec<BlobNodeInfo> = nodes
+            .into_iter()
+            .filter(|node| !self.liveness.is_full(node.id))
+            .collect();
+        if nodes.is_empty() && full > 0 {
+            return Err(MetaError::StorageFull(format!(
+                "every blob node that could stage an upload of {repo} is full"
+            )));
+        }
         let bits = u64::from_be_bytes(nonce[..8].try_into().unwrap_or_default());
         let staging_node = match pick_staging_node(bits, &nodes) {
             Some(node) => node,
@@ -576,7 +588,11 @@ impl MetaApi for RaftMeta {
             .await
     }
 
-    async fn blob_node_heartbeat(&self, id: BlobNodeId) -> Result<u64, MetaError> {
+    async fn blob_node_heartbeat(
+        &self,
+        id: BlobNodeId,
+        health: BlobNodeHealth,
+    ) -> Result<u64, MetaError> {
         let (state, term, leader) = {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow();
@@ -592,7 +608,7 @@ impl MetaApi for RaftMeta {
         // A leader cut off from its quorum must not take beats: the blob node would never move
         // on to the real leader, whose failure detector would then mark it down.
         self.linearize_on_leader().await?;
-        self.liveness.beat(term, id, Instant::now());
+        self.liveness.beat(term, id, health, Instant::now());
         self.reader.epoch()
     }
 

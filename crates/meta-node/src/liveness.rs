@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cluster_api::{BlobNodeId, BlobNodeLiveness, ClusterMap, NodeState};
+use cluster_api::{BlobNodeHealth, BlobNodeId, BlobNodeLiveness, ClusterMap, NodeState};
 use meta_store::{Command, StateReader, TypeConfig};
 use openraft::{Raft, ServerState};
 
@@ -22,6 +22,8 @@ struct Term {
     term: u64,
     since: Instant,
     last_seen: HashMap<BlobNodeId, Instant>,
+    /// What each node's last heartbeat said of its storage.
+    health: HashMap<BlobNodeId, BlobNodeHealth>,
 }
 
 /// What the detector decided for one node.
@@ -39,6 +41,7 @@ impl Liveness {
                 term: 0,
                 since: Instant::now(),
                 last_seen: HashMap::new(),
+                health: HashMap::new(),
             }),
         }
     }
@@ -57,14 +60,31 @@ impl Liveness {
                 term,
                 since: now,
                 last_seen: HashMap::new(),
+                health: HashMap::new(),
             };
         }
     }
 
     /// Records a heartbeat from `id` received while leading in `term`.
-    pub(crate) fn beat(&self, term: u64, id: BlobNodeId, now: Instant) {
+    pub(crate) fn beat(&self, term: u64, id: BlobNodeId, health: BlobNodeHealth, now: Instant) {
         self.lead(term, now);
-        self.lock().last_seen.insert(id, now);
+        let mut inner = self.lock();
+        inner.last_seen.insert(id, now);
+        if inner.health.insert(id, health).map(|before| before.full) != Some(health.full) {
+            if health.full {
+                tracing::warn!(node = id, free_bytes = ?health.free_bytes, "blob node is full: no uploads are staged on it");
+            } else {
+                tracing::info!(node = id, free_bytes = ?health.free_bytes, "blob node takes uploads");
+            }
+        }
+    }
+
+    /// True when `id`'s last heartbeat in this term said it is full.
+    pub(crate) fn is_full(&self, id: BlobNodeId) -> bool {
+        self.lock()
+            .health
+            .get(&id)
+            .is_some_and(|health| health.full)
     }
 
     /// The state changes `map` needs at `now`: `Up` members silent for longer than `timeout`
@@ -103,6 +123,11 @@ impl Liveness {
                     u64::try_from(now.saturating_duration_since(*seen).as_millis())
                         .unwrap_or(u64::MAX)
                 }),
+                health: inner
+                    .health
+                    .get(&member.node.id)
+                    .copied()
+                    .unwrap_or_default(),
             })
             .collect()
     }
@@ -179,6 +204,28 @@ mod tests {
     }
 
     #[test]
+    fn a_full_node_is_known_as_full_until_a_beat_says_otherwise() {
+        let now = Instant::now();
+        let liveness = Liveness::new();
+        let full = BlobNodeHealth {
+            full: true,
+            free_bytes: Some(1024),
+        };
+        liveness.beat(3, 1, full, now);
+        liveness.beat(3, 2, BlobNodeHealth::default(), now);
+        assert!(liveness.is_full(1));
+        assert!(!liveness.is_full(2));
+        let report = liveness.report(&map(&[(1, NodeState::Up), (2, NodeState::Up)]), now);
+        assert_eq!(report[0].health, full);
+        liveness.beat(3, 1, BlobNodeHealth::default(), now);
+        assert!(!liveness.is_full(1));
+        // A new term knows nothing yet: no node is held full on an old leader's word.
+        liveness.beat(3, 2, full, now);
+        liveness.lead(4, now);
+        assert!(!liveness.is_full(2));
+    }
+
+    #[test]
     fn judges_silence_returns_and_leaves_draining_alone() {
         let timeout = Duration::from_secs(10);
         let start = Instant::now();
@@ -195,8 +242,8 @@ mod tests {
             .judge(&cluster, timeout, start + Duration::from_secs(9))
             .is_empty());
         let later = start + Duration::from_secs(11);
-        liveness.beat(3, 1, later);
-        liveness.beat(3, 4, later);
+        liveness.beat(3, 1, BlobNodeHealth::default(), later);
+        liveness.beat(3, 4, BlobNodeHealth::default(), later);
         let verdicts = liveness.judge(&cluster, timeout, later);
         assert_eq!(
             verdicts,

@@ -410,7 +410,10 @@ async fn nodes_join_follow_the_leader_detect_failures_and_leave() {
     let map = eventually(
         "node 11 down",
         async || {
-            via_second.blob_node_heartbeat(10).await.expect("beat 10");
+            via_second
+                .blob_node_heartbeat(10, Default::default())
+                .await
+                .expect("beat 10");
             via_second.cluster_map().await.expect("map")
         },
         |map| map.member(11).is_some_and(|m| m.state == NodeState::Down),
@@ -429,8 +432,14 @@ async fn nodes_join_follow_the_leader_detect_failures_and_leave() {
     let map = eventually(
         "node 11 back up",
         async || {
-            via_second.blob_node_heartbeat(10).await.expect("beat 10");
-            via_second.blob_node_heartbeat(11).await.expect("beat 11");
+            via_second
+                .blob_node_heartbeat(10, Default::default())
+                .await
+                .expect("beat 10");
+            via_second
+                .blob_node_heartbeat(11, Default::default())
+                .await
+                .expect("beat 11");
             via_second.cluster_map().await.expect("map")
         },
         |map| map.member(11).is_some_and(|m| m.state == NodeState::Up),

@@ -48,6 +48,8 @@ error_codes! {
     PayloadTooLarge => ("MANIFEST_INVALID", 413, "manifest exceeds the size limit"),
     PaginationNumberInvalid => ("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"),
     Unavailable => ("UNAVAILABLE", 503, "service unavailable"),
+    // No code in the spec's table; 507 tells the client the failure is space, not a fault.
+    StorageFull => ("UNAVAILABLE", 507, "insufficient storage"),
     Unknown => ("UNKNOWN", 500, "unknown error"),
 }
 

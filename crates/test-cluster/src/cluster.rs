@@ -61,6 +61,9 @@ pub struct Options {
     /// `[blob_s3]` of blob nodes 1, 2, ... in order: `Some` puts that node's blobs in a
     /// bucket; nodes past the list keep them on disk.
     pub blob_s3: Vec<Option<wharf::config::S3Config>>,
+    /// `blob_min_free_bytes` of blob nodes 1, 2, ... in order (a node past the list keeps the
+    /// default); a huge value makes a node report itself full.
+    pub blob_min_free_bytes: Vec<u64>,
 }
 
 impl Default for Options {
@@ -70,6 +73,7 @@ impl Default for Options {
             blob_down_after_ms: 1500,
             blob_zones: Vec::new(),
             blob_s3: Vec::new(),
+            blob_min_free_bytes: Vec::new(),
         }
     }
 }
@@ -122,6 +126,7 @@ impl InProcessCluster {
             blob_down_after_ms,
             blob_zones,
             blob_s3,
+            blob_min_free_bytes,
         } = options;
         let dir = tempfile::tempdir()?;
         let mut cluster = InProcessCluster {
@@ -161,6 +166,10 @@ impl InProcessCluster {
                     .cloned()
                     .unwrap_or_else(|| "default".into()),
                 blob_s3: blob_s3.get(index).cloned().flatten(),
+                blob_min_free_bytes: blob_min_free_bytes
+                    .get(index)
+                    .copied()
+                    .unwrap_or(wharf::WharfConfig::default().blob_min_free_bytes),
                 gc: gc.clone(),
                 ..wharf::WharfConfig::default()
             };

@@ -1,6 +1,8 @@
 //! TLS for Wharf, on `ring` only (no second crypto library):
 //!
-//! - **HTTPS for the gateway** ([`serve_https`]): a rustls server whose certificate comes from a
+//! - **The gateway's accept loop** ([`serve`]), plain HTTP or HTTPS, under [`ConnectionLimits`]
+//!   (connections at once, the header read timeout, the header size).
+//! - **HTTPS for the gateway**: a rustls server whose certificate comes from a
 //!   [`ReloadingCertResolver`]; a background task ([`spawn_reloader`]) re-reads the certificate
 //!   and key files every `reload_interval_ms` and swaps a new pair in without a restart. A bad
 //!   file keeps the old pair (and a `warn`), so the listener never serves nothing.
@@ -27,5 +29,5 @@ pub use config::{ClusterTlsConfig, HttpsConfig};
 pub use error::TlsError;
 pub use load::{load_ca, load_cert_chain, load_certified_key, load_private_key, ring_provider};
 pub use reload::{https_server_config, spawn_reloader, ReloadingCertResolver};
-pub use serve::{serve_https, HANDSHAKE_TIMEOUT};
+pub use serve::{serve, ConnectionLimits, HANDSHAKE_TIMEOUT};
 pub use x509::CertSummary;

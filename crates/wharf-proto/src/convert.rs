@@ -354,6 +354,8 @@ pub fn cluster_status_to_pb(status: &ClusterStatus) -> pb::ClusterStatusResponse
             .map(|liveness| pb::BlobNodeLiveness {
                 id: liveness.id,
                 last_seen_ms_ago: liveness.last_seen_ms_ago,
+                full: liveness.health.full,
+                free_bytes: liveness.health.free_bytes,
             })
             .collect(),
     }
@@ -380,6 +382,10 @@ pub fn cluster_status_from_pb(
             .map(|liveness| BlobNodeLiveness {
                 id: liveness.id,
                 last_seen_ms_ago: liveness.last_seen_ms_ago,
+                health: cluster_api::BlobNodeHealth {
+                    full: liveness.full,
+                    free_bytes: liveness.free_bytes,
+                },
             })
             .collect(),
     })
@@ -475,10 +481,15 @@ mod tests {
                 BlobNodeLiveness {
                     id: 0,
                     last_seen_ms_ago: Some(12),
+                    health: cluster_api::BlobNodeHealth {
+                        full: true,
+                        free_bytes: Some(4096),
+                    },
                 },
                 BlobNodeLiveness {
                     id: 1,
                     last_seen_ms_ago: None,
+                    health: cluster_api::BlobNodeHealth::default(),
                 },
             ],
         };

@@ -232,12 +232,17 @@ impl Meta for MetaGrpc {
 
     async fn blob_node_heartbeat(
         &self,
-        request: Request<pb::BlobNodeRef>,
+        request: Request<pb::HeartbeatRequest>,
     ) -> Reply<pb::HeartbeatResponse> {
-        let id = request.into_inner().id;
-        reply(self.api.blob_node_heartbeat(id).await, |epoch| {
-            pb::HeartbeatResponse { epoch }
-        })
+        let request = request.into_inner();
+        let health = cluster_api::BlobNodeHealth {
+            full: request.full,
+            free_bytes: request.free_bytes,
+        };
+        reply(
+            self.api.blob_node_heartbeat(request.id, health).await,
+            |epoch| pb::HeartbeatResponse { epoch },
+        )
     }
 
     async fn add_blob_replicas(

@@ -14,6 +14,7 @@ pub fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
         ErrorKind::AlreadyExists => Code::AlreadyExists,
         ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
         ErrorKind::Internal => Code::Internal,
     }
 }

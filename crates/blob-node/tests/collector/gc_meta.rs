@@ -257,8 +257,12 @@ impl MetaApi for GcMeta {
         self.inner.delete_placement_rule(id).await
     }
 
-    async fn blob_node_heartbeat(&self, id: BlobNodeId) -> Result<u64, MetaError> {
-        self.inner.blob_node_heartbeat(id).await
+    async fn blob_node_heartbeat(
+        &self,
+        id: BlobNodeId,
+        health: cluster_api::BlobNodeHealth,
+    ) -> Result<u64, MetaError> {
+        self.inner.blob_node_heartbeat(id, health).await
     }
 
     async fn add_blob_replicas(

@@ -544,7 +544,11 @@ impl MetaApi for MemMeta {
     }
 
     /// The fake has no failure detector: a heartbeat only answers the epoch.
-    async fn blob_node_heartbeat(&self, _id: BlobNodeId) -> Result<u64, MetaError> {
+    async fn blob_node_heartbeat(
+        &self,
+        _id: BlobNodeId,
+        _health: BlobNodeHealth,
+    ) -> Result<u64, MetaError> {
         Ok(self.state()?.epoch)
     }
 
