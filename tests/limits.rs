@@ -66,6 +66,26 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String, Vec<u8>) {
     (status, head, raw[head_end..head_end + length].to_vec())
 }
 
+/// Starts a `PATCH` of `location` over a raw connection declaring `length` bytes (and `extra`
+/// headers) but sending only `first`; the caller holds the rest back.
+async fn start_patch(
+    serve: &Serve,
+    location: &str,
+    extra: &str,
+    length: usize,
+    first: &[u8],
+) -> TcpStream {
+    let path = location.trim_start_matches(&serve.base);
+    let mut stream = TcpStream::connect(addr_of(serve)).await.unwrap();
+    let head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
+         {extra}Content-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first).await.unwrap();
+    stream
+}
+
 fn error_code(body: &[u8]) -> String {
     let value: Value = serde_json::from_slice(body)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)));
@@ -187,19 +207,14 @@ async fn a_stalled_upload_body_is_abandoned_and_nothing_of_it_is_kept() {
     let serve = Serve::start("[gateway]\nbody_idle_timeout_ms = 1000\n", &[]).await;
     let registry = Registry::new(serve.base.clone());
     let location = registry.start_upload("stall/me").await.unwrap();
-    let path = location.trim_start_matches(&serve.base).to_owned();
-
-    let mut stream = TcpStream::connect(addr_of(&serve)).await.unwrap();
-    stream
-        .write_all(
-            format!(
-                "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
-                 Content-Range: 0-999\r\nContent-Length: 1000\r\n\r\n0123456789"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
+    let mut stream = start_patch(
+        &serve,
+        &location,
+        "Content-Range: 0-999\r\n",
+        1000,
+        b"0123456789",
+    )
+    .await;
     let (status, _, body) =
         tokio::time::timeout(Duration::from_secs(20), read_response(&mut stream))
             .await
@@ -334,18 +349,7 @@ async fn uploads_at_once_are_capped_per_client() {
     let first = registry.start_upload("cap/me").await.unwrap();
     let second = registry.start_upload("cap/me").await.unwrap();
     // The first upload's PATCH holds its slot while its body streams.
-    let path = first.trim_start_matches(&serve.base).to_owned();
-    let mut stream = TcpStream::connect(addr_of(&serve)).await.unwrap();
-    stream
-        .write_all(
-            format!(
-                "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
-                 Content-Length: 6\r\n\r\nabc"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
+    let mut stream = start_patch(&serve, &first, "", 6, b"abc").await;
     until(
         "the first PATCH to be running",
         Instant::now() + Duration::from_secs(10),

@@ -95,15 +95,7 @@ impl Registry {
         chunk: usize,
     ) -> Result<Digest, String> {
         let digest = Digest::sha256_of(data);
-        let url = format!("{}/v2/{repo}/blobs/uploads/", self.base);
-        let response = self
-            .http
-            .post(url)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        expect(response.status(), StatusCode::ACCEPTED, "upload POST")?;
-        let mut location = location_of(&response)?;
+        let mut location = self.start_upload(repo).await?;
         for (index, piece) in data.chunks(chunk.max(1)).enumerate() {
             let start = index * chunk;
             let end = start + piece.len() - 1;
