@@ -78,7 +78,8 @@ run() {
   local merge=$1 target=$2 seconds=$3
   shift 3
   targets | grep -qx "$target" || { echo "unknown target $target (benches/fuzz.sh list)" >&2; exit 2; }
-  build "$target"
+  # FUZZ_SKIP_BUILD: the caller has just built every target (scripts/fuzz-smoke.sh).
+  [ -n "${FUZZ_SKIP_BUILD:-}" ] || build "$target"
   local work=${FUZZ_WORK:-$CARGO_TARGET_DIR/work/$target}
   rm -rf "$work"
   mkdir -p "$work/corpus" "$work/artifacts"

@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}
 bash benches/fuzz.sh build
+export FUZZ_SKIP_BUILD=1
 failed=()
 for target in $(bash benches/fuzz.sh list); do
   bash benches/fuzz.sh "$target" "$seconds" -seed=1 || failed+=("$target")

@@ -148,6 +148,8 @@ fn main() -> std::io::Result<()> {
                 liveness: vec![pb::BlobNodeLiveness {
                     id: 1,
                     last_seen_ms_ago: Some(120),
+                    full: false,
+                    free_bytes: Some(64 << 30),
                 }],
             }
             .encode_to_vec(),

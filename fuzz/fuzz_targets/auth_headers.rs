@@ -55,7 +55,11 @@ fn check_gateway_challenge(name: &str, push: bool) {
         Some("http://localhost/auth/token"),
         "{challenge}"
     );
-    assert_eq!(params.get("service").map(String::as_str), Some("wharf"), "{challenge}");
+    assert_eq!(
+        params.get("service").map(String::as_str),
+        Some("wharf"),
+        "{challenge}"
+    );
     for key in params.keys() {
         assert!(
             ["realm", "service", "scope"].contains(&key.as_str()),

@@ -59,7 +59,7 @@ fn check_blob_query(digest: &Digest, query: &str) {
         let expires = query
             .split('&')
             .filter_map(|pair| pair.strip_prefix("expires="))
-            .last()
+            .next_back()
             .and_then(|value| value.parse::<u64>().ok())
             .expect("an accepted query has an expiry");
         assert!(expires >= NOW);
