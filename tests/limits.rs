@@ -372,14 +372,17 @@ async fn uploads_at_once_are_capped_per_client() {
     )
     .await
     .unwrap();
-    let refused = registry
-        .http
-        .patch(&second)
-        .header("content-type", "application/octet-stream")
-        .body("xyz")
-        .send()
-        .await
-        .unwrap();
+    let patch_second = || async {
+        registry
+            .http
+            .patch(&second)
+            .header("content-type", "application/octet-stream")
+            .body("xyz")
+            .send()
+            .await
+            .unwrap()
+    };
+    let refused = patch_second().await;
     assert_eq!(refused.status(), 429);
     assert!(refused.headers().contains_key("retry-after"));
     let body = refused.bytes().await.unwrap();
@@ -389,15 +392,7 @@ async fn uploads_at_once_are_capped_per_client() {
     stream.write_all(b"def").await.unwrap();
     let (status, _, _) = read_response(&mut stream).await;
     assert_eq!(status, 202);
-    let response = registry
-        .http
-        .patch(&second)
-        .header("content-type", "application/octet-stream")
-        .body("xyz")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    assert_eq!(patch_second().await.status(), 202);
 }
 
 #[tokio::test]
