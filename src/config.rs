@@ -46,6 +46,9 @@ pub struct WharfConfig {
     /// full and meta stages no upload on it (bytes, or a string such as `"1GiB"`; 64 MiB).
     #[serde(deserialize_with = "size")]
     pub blob_min_free_bytes: u64,
+    /// Blob role (and serve): open upload sessions of one repository a node stages at most; a
+    /// session past it gets 429 `TOOMANYREQUESTS` (0: no cap; 1024).
+    pub blob_max_open_uploads_per_repo: usize,
     /// Meta: initialise a new single-voter cluster when the data dir is empty. Defaults to true
     /// when `join` is empty, false otherwise.
     pub bootstrap: Option<bool>,
@@ -206,6 +209,7 @@ impl Default for WharfConfig {
             blob_http_advertise: None,
             blob_s3: None,
             blob_min_free_bytes: 64 << 20,
+            blob_max_open_uploads_per_repo: 1024,
             bootstrap: None,
             join: Vec::new(),
             read_replica: false,

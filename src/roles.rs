@@ -310,6 +310,7 @@ async fn open_blob(
     blob_config.gc_interval_ms = config.gc.interval_ms;
     blob_config.stale_upload_after_ms = config.gc.stale_upload_after_ms;
     blob_config.min_free_bytes = config.blob_min_free_bytes;
+    blob_config.max_open_uploads_per_repo = config.blob_max_open_uploads_per_repo;
     let http_listener = match &config.blob_http_listen {
         Some(addr) => {
             let listener = bind(addr).await?;

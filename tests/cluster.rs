@@ -672,12 +672,29 @@ async fn uploads_are_staged_around_a_full_blob_node() {
         assert_eq!(session.staging_node, 2, "an upload staged on the full node");
     }
     let registry = Registry::new(cluster.gateway_url(1));
-    for index in 0..4 {
+    let node1_blobs =
+        test_cluster::data_dir(cluster.member(Role::Blob, 1).expect("node 1")).join("blobs");
+    let mut pushed = Vec::new();
+    for index in 0..6 {
         let image = registry
             .push_image("full/app", &format!("v{index}"), 50_000)
             .await
             .expect("push with one node full");
         registry.verify_image(&image).await.expect("pull");
+        pushed.extend(image.blobs.into_iter().map(|(digest, _)| digest));
+    }
+    // Nor does it take replicas: the blobs the ring gives to node 1 stay on node 2 (placed on
+    // the next node in ring order, as for an owner that cannot be reached).
+    for digest in &pushed {
+        let hex = digest.hex();
+        assert!(
+            !node1_blobs
+                .join("sha256")
+                .join(&hex[..2])
+                .join(hex)
+                .exists(),
+            "the full node took a replica of {digest}"
+        );
     }
     // With node 2 the only one with space avoided too, nothing can stage: 507.
     let refused = meta

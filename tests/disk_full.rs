@@ -1,7 +1,9 @@
 //! A full disk under `wharf serve` (issue 15, part 5): the blob node's directory is a small tmpfs
 //! mounted for the test. A push that cannot fit gets a 507 with the spec's error body (refused
 //! before its body is read when its length is declared, rolled back when the disk fills mid-body),
-//! keeps nothing of it, and the registry goes on serving reads and taking pushes that fit.
+//! keeps nothing of it, and the registry goes on serving reads and taking pushes that fit. Meta's
+//! directory on a tmpfs that fills: writes are refused with 507, and nothing acknowledged is lost
+//! across a kill, freed space and a restart.
 
 mod common;
 
@@ -179,4 +181,158 @@ async fn a_node_below_its_free_space_floor_stages_nothing_and_pushes_get_507() {
         .await
         .unwrap();
     assert_eq!(tags.status(), 200);
+}
+
+/// Free bytes of the filesystem holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let output = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .expect("run df");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|line| line.trim().parse().ok())
+        .expect("df's available bytes")
+}
+
+/// A manifest of `config` and `layer`, made `index`-th by a large annotation, so that every PUT
+/// is a new manifest of about 32 KiB.
+fn padded_manifest(config: &(Digest, usize), layer: &(Digest, usize), index: usize) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config.0.to_string(),
+            "size": config.1,
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer.0.to_string(),
+            "size": layer.1,
+        }],
+        "annotations": { "index": index.to_string(), "padding": "p".repeat(32 * 1024) },
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn meta_out_of_space_refuses_writes_with_507_and_loses_nothing_acknowledged() {
+    let mut mount = None;
+    let mut serve = Serve::start_prepared("", &[], |dir| {
+        mount = Some(Tmpfs::mount(&dir.join("data").join("meta"), 48 << 20));
+    })
+    .await;
+    let mount = mount.expect("mounted");
+    let registry = Registry::new(serve.base.clone());
+    let config = random_bytes(300);
+    let layer = random_bytes(3000);
+    let config = (
+        registry
+            .push_blob_monolithic("meta/full", &config)
+            .await
+            .unwrap(),
+        config.len(),
+    );
+    let layer = (
+        registry
+            .push_blob_monolithic("meta/full", &layer)
+            .await
+            .unwrap(),
+        layer.len(),
+    );
+    // Leave meta's disk about a megabyte.
+    let filler = mount.0.join("filler");
+    let room = free_bytes(&mount.0).saturating_sub(1 << 20);
+    let written = Command::new("fallocate")
+        .args(["-l", &room.to_string()])
+        .arg(&filler)
+        .status()
+        .expect("run fallocate");
+    assert!(written.success());
+
+    let put = |base: &str, index: usize| {
+        let body = padded_manifest(&config, &layer, index);
+        let url = format!("{base}/v2/meta/full/manifests/t{index}");
+        let http = registry.http.clone();
+        async move {
+            let response = http
+                .put(url)
+                .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+                .body(body.clone())
+                .send()
+                .await
+                .expect("an answer, not a dropped connection");
+            (
+                response.status().as_u16(),
+                response.bytes().await.unwrap(),
+                body,
+            )
+        }
+    };
+    let mut acknowledged = Vec::new();
+    let mut refused = None;
+    for index in 0..2_000 {
+        let (status, answer, body) = put(&serve.base, index).await;
+        match status {
+            201 => acknowledged.push((index, Digest::sha256_of(&body))),
+            // The write that met the full disk, or one after it.
+            503 | 507 => {
+                eprintln!(
+                    "{} manifests acknowledged, then {status}: {}",
+                    acknowledged.len(),
+                    String::from_utf8_lossy(&answer)
+                );
+                refused = Some(index);
+                break;
+            }
+            other => panic!("PUT {index}: {other} {}", String::from_utf8_lossy(&answer)),
+        }
+    }
+    let first_refused = refused.expect("a 48 MiB disk filled by 2,000 PUTs of 32 KiB");
+    assert!(!acknowledged.is_empty(), "no write fitted at all");
+    // From then on every write is refused as out of space, with the spec's error body.
+    let mut index = first_refused + 1;
+    let answer = common::until(
+        "meta to refuse writes as out of space",
+        std::time::Instant::now() + std::time::Duration::from_secs(30),
+        || {
+            index += 1;
+            let attempt = put(&serve.base, index);
+            async move {
+                let (status, answer, _) = attempt.await;
+                match status {
+                    507 => Ok(answer),
+                    503 => Err("503".to_owned()),
+                    other => panic!("{other} {}", String::from_utf8_lossy(&answer)),
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", serve.log()));
+    let (code, message) = error_of(&answer);
+    assert_eq!(code, "UNAVAILABLE");
+    assert!(message.contains("disk is full"), "{message}");
+
+    // Space freed and the member restarted (killed: a full disk is no time for a clean
+    // shutdown), every acknowledged manifest is there, and writes are taken again.
+    std::fs::remove_file(&filler).unwrap();
+    serve.kill9_and_restart().await;
+    let registry = Registry::new(serve.base.clone());
+    for (index, digest) in &acknowledged {
+        let by_tag = registry
+            .http
+            .get(format!("{}/v2/meta/full/manifests/t{index}", serve.base))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(by_tag.status(), 200, "acknowledged tag t{index} lost");
+        assert_eq!(Digest::sha256_of(&by_tag.bytes().await.unwrap()), *digest);
+    }
+    let (status, answer, _) = put(&serve.base, 10_000).await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
 }

@@ -396,6 +396,83 @@ async fn uploads_at_once_are_capped_per_client() {
 }
 
 #[tokio::test]
+async fn open_upload_sessions_are_capped_per_repository() {
+    let serve = Serve::start("blob_max_open_uploads_per_repo = 3\n", &[]).await;
+    let registry = Registry::new(serve.base.clone());
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(registry.start_upload("cap/sessions").await.unwrap());
+    }
+    let post = |repo: &'static str| {
+        let url = format!("{}/v2/{repo}/blobs/uploads/", serve.base);
+        let http = registry.http.clone();
+        async move { http.post(url).send().await.unwrap() }
+    };
+    let refused = post("cap/sessions").await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body = refused.bytes().await.unwrap();
+    assert_eq!(error_code(&body), "TOOMANYREQUESTS");
+    assert!(String::from_utf8_lossy(&body).contains("upload sessions of this repository"));
+    // A monolithic push opens a session too, and is refused the same way.
+    let data = b"one more blob";
+    let digest = oci_model::Digest::sha256_of(data);
+    let whole = registry
+        .http
+        .post(format!(
+            "{}/v2/cap/sessions/blobs/uploads/?digest={digest}",
+            serve.base
+        ))
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.status(), 429);
+    // Another repository is not affected.
+    assert_eq!(post("cap/other").await.status(), 202);
+    // A cancelled session frees its slot, and so does a committed one.
+    let cancelled = registry.http.delete(&open[0]).send().await.unwrap();
+    assert_eq!(cancelled.status(), 204);
+    assert_eq!(post("cap/sessions").await.status(), 202);
+    assert_eq!(post("cap/sessions").await.status(), 429);
+    let committed = registry
+        .http
+        .put(format!("{}&digest={digest}", with_query(&open[1])))
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(committed.status(), 201);
+    assert_eq!(post("cap/sessions").await.status(), 202);
+    let metrics = registry
+        .http
+        .get(format!("{}/metrics", serve.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "wharf_blob_upload_sessions_refused_total 3"),
+        "{metrics}"
+    );
+}
+
+/// `url` with a query string begun, so `&name=value` can follow.
+fn with_query(url: &str) -> String {
+    if url.contains('?') {
+        url.to_owned()
+    } else {
+        format!("{url}?")
+    }
+}
+
+#[tokio::test]
 async fn connections_past_the_cap_get_a_503_and_an_oversize_header_a_431() {
     let serve = Serve::start(
         "[gateway]\nmax_connections = 8\nmax_header_bytes = 16384\n",

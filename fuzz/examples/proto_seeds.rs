@@ -280,6 +280,7 @@ fn main() -> std::io::Result<()> {
                 data: b"chunk".to_vec().into(),
                 commit_digest: DIGEST.into(),
                 commit_repo: "library/alpine".into(),
+                declared_length: Some(5),
             }
             .encode_to_vec(),
         ),

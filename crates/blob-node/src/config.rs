@@ -54,6 +54,15 @@ pub struct BlobNodeConfig {
     /// reads and takes the replicas it owns while they fit.
     #[serde(default = "default_min_free_bytes")]
     pub min_free_bytes: u64,
+    /// Open upload sessions of one repository this node stages at most (0: no cap); a session
+    /// past it is refused with 429 `TOOMANYREQUESTS` until one is committed, cancelled or
+    /// collected as stale.
+    #[serde(default = "default_max_open_uploads_per_repo")]
+    pub max_open_uploads_per_repo: usize,
+}
+
+fn default_max_open_uploads_per_repo() -> usize {
+    1024
 }
 
 fn default_min_free_bytes() -> u64 {
@@ -108,6 +117,7 @@ impl BlobNodeConfig {
             stale_upload_after_ms: default_stale_upload_after_ms(),
             http_url: None,
             min_free_bytes: default_min_free_bytes(),
+            max_open_uploads_per_repo: default_max_open_uploads_per_repo(),
         }
     }
 

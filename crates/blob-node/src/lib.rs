@@ -24,6 +24,7 @@ mod node;
 mod recent_commits;
 mod repair;
 mod replicator;
+mod upload_cap;
 
 pub use background::BackgroundTasks;
 pub use cluster::ClusterView;
@@ -34,3 +35,4 @@ pub use error::BlobNodeError;
 pub use node::BlobNode;
 pub use repair::{RepairReport, Repairer};
 pub use replicator::{LocalOnly, Replicator, RingReplicator};
+pub use upload_cap::UploadCap;

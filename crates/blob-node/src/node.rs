@@ -18,6 +18,7 @@ use crate::error::BlobNodeError;
 use crate::recent_commits::{self, RecentCommits};
 use crate::repair::Repairer;
 use crate::replicator::{LocalOnly, Replicator, RingReplicator};
+use crate::upload_cap::UploadCap;
 
 /// One blob storage node. Every call is one call into the store, except commit, which also
 /// hands the durable blob to the replicator (and is remembered, so the same commit asked again
@@ -32,6 +33,9 @@ pub struct BlobNode {
     fs: Option<FsBlobStore>,
     /// Where this node serves redirected GETs (`blob-http`), if it does.
     http_url: Option<String>,
+    /// Below this many free bytes the node takes no new replica (0: it takes them while they
+    /// fit); see [`BlobNodeConfig::min_free_bytes`].
+    min_free_bytes: u64,
 }
 
 impl BlobNode {
@@ -47,14 +51,17 @@ impl BlobNode {
             recent_commits: RecentCommits::new(recent_commits::CAPACITY, recent_commits::MAX_AGE),
             fs: None,
             http_url: None,
+            min_free_bytes: 0,
         }
     }
 
     /// Validates `config` and opens its node on an [`FsBlobStore`] in `data_dir`, keeping every
-    /// copy local ([`LocalOnly`]): the single-node setup of `wharf serve`.
+    /// copy local ([`LocalOnly`]), with no background loops: a node alone (tests, tools).
     pub async fn open(config: &BlobNodeConfig) -> Result<BlobNode, BlobNodeError> {
         let store = open_store(config).await?;
-        let mut node = BlobNode::new(config.node_id, Arc::new(store.clone()), Arc::new(LocalOnly));
+        let capped = UploadCap::new(Arc::new(store.clone()), config.max_open_uploads_per_repo);
+        let mut node = BlobNode::new(config.node_id, Arc::new(capped), Arc::new(LocalOnly));
+        node.min_free_bytes = config.min_free_bytes;
         node.fs = Some(store);
         node.http_url = config.http_url.clone();
         Ok(node)
@@ -86,6 +93,10 @@ impl BlobNode {
         meta: Arc<dyn MetaApi>,
         nodes: Arc<dyn BlobNodes>,
     ) -> (BlobNode, BackgroundTasks) {
+        // Under everything that opens or ends a session (the API, the collector), so the count
+        // follows every one of them.
+        let store: Arc<dyn BlobStore> =
+            Arc::new(UploadCap::new(store, config.max_open_uploads_per_repo));
         let view = Arc::new(ClusterView::new(meta));
         let replicator =
             RingReplicator::new(Arc::clone(&store), Arc::clone(&view), Arc::clone(&nodes));
@@ -118,7 +129,8 @@ impl BlobNode {
                 min_free_bytes: config.min_free_bytes,
             },
         );
-        let node = BlobNode::new(config.node_id, store, Arc::new(replicator));
+        let mut node = BlobNode::new(config.node_id, store, Arc::new(replicator));
+        node.min_free_bytes = config.min_free_bytes;
         (node, tasks)
     }
 
@@ -213,8 +225,21 @@ impl BlobApi for BlobNode {
     }
 
     /// Straight into the store: a replica is never handed to the replicator, so it is never
-    /// pushed onward.
+    /// pushed onward. A node below its free-space floor refuses a replica it does not hold yet
+    /// (`Full`): the sender places the copy on the next node in ring order, as for an owner it
+    /// cannot reach, and repair offers it again once space is freed.
     async fn put_replica(&self, digest: &Digest, data: ByteStream) -> Result<(), BlobError> {
+        if self.min_free_bytes > 0 && self.store.stat(digest).await?.is_none() {
+            if let Some(free) = self.store.free_bytes().await? {
+                if free < self.min_free_bytes {
+                    return Err(BlobError::Full(format!(
+                        "{free} bytes free, under this node's floor of {} (blob_min_free_bytes): \
+                         it takes no new replica until space is freed",
+                        self.min_free_bytes
+                    )));
+                }
+            }
+        }
         self.store.put_replica(digest, data).await.map(drop)
     }
 

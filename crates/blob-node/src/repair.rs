@@ -226,6 +226,12 @@ impl Repairer {
                 tracing::debug!(node = self.local, owner, %digest, "repair pushed a replica");
                 true
             }
+            // A full owner refuses every pass until space is freed: not worth a warning each time
+            // (its heartbeat and `wharf_blob_full` say it once).
+            Err(error @ BlobError::Full(_)) => {
+                tracing::debug!(node = self.local, owner, %digest, %error, "repair push refused: the owner is full");
+                false
+            }
             Err(error) => {
                 tracing::warn!(node = self.local, owner, %digest, %error, "repair push failed");
                 false

@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -11,8 +12,50 @@ use oci_model::{Digest, RepositoryName};
 use crate::error::BlobError;
 use crate::types::*;
 
-/// A stream of blob bytes. Errors end the stream.
+/// A stream of blob bytes. Errors end the stream. Its `size_hint` counts bytes, not chunks, and
+/// is exact (`(n, Some(n))`) when the length is known up front (the client's `Content-Length`):
+/// a store refuses a body that cannot fit before reading it.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, BlobError>> + Send + 'static>>;
+
+/// The bytes `data` says it will yield, when it knows (see [`ByteStream`]); `None` for an
+/// unknown or zero length.
+pub fn declared_length(data: &ByteStream) -> Option<u64> {
+    match data.size_hint() {
+        (low, Some(high)) if low == high && low > 0 => u64::try_from(low).ok(),
+        _ => None,
+    }
+}
+
+/// `data`, declaring that it yields `length` bytes (a stream that crossed the network lost its
+/// hint; the sender's declaration puts it back).
+pub fn with_declared_length(data: ByteStream, length: u64) -> ByteStream {
+    Box::pin(Declared {
+        inner: data,
+        left: length,
+    })
+}
+
+struct Declared {
+    inner: ByteStream,
+    left: u64,
+}
+
+impl Stream for Declared {
+    type Item = Result<Bytes, BlobError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &polled {
+            self.left = self.left.saturating_sub(chunk.len() as u64);
+        }
+        polled
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = usize::try_from(self.left).unwrap_or(usize::MAX);
+        (left, Some(left))
+    }
+}
 
 /// One blob storage node: content-addressed blobs plus staging files for uploads.
 #[async_trait]
@@ -115,4 +158,35 @@ pub trait BlobApi: Send + Sync + 'static {
 pub trait BlobNodes: Send + Sync + 'static {
     /// A handle on node `id`; `Unavailable` if the node is not known.
     async fn node(&self, id: BlobNodeId) -> Result<Arc<dyn BlobApi>, BlobError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn chunks(parts: &[&'static [u8]]) -> ByteStream {
+        let parts: Vec<Result<Bytes, BlobError>> =
+            parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        Box::pin(futures::stream::iter(parts))
+    }
+
+    #[test]
+    fn a_declared_length_counts_down_as_bytes_go_by() {
+        futures::executor::block_on(counts_down());
+    }
+
+    async fn counts_down() {
+        let plain = chunks(&[b"abc", b"de"]);
+        // An iterator stream's own hint counts items: two chunks, not five bytes, so it is not
+        // taken for a length.
+        assert_ne!(declared_length(&plain), Some(5));
+        let mut declared = with_declared_length(plain, 5);
+        assert_eq!(declared_length(&declared), Some(5));
+        assert_eq!(declared.next().await.unwrap().unwrap(), "abc");
+        assert_eq!(declared_length(&declared), Some(2));
+        assert_eq!(declared.next().await.unwrap().unwrap(), "de");
+        assert_eq!(declared_length(&declared), None);
+        assert!(declared.next().await.is_none());
+    }
 }

@@ -11,7 +11,8 @@ pub enum ErrorKind {
     FailedPrecondition,
     AlreadyExists,
     Unavailable,
-    /// Out of space (a disk or a quota): retry elsewhere or once space is freed.
+    /// Out of space (a disk or a quota), or at a cap (open upload sessions): retry once some
+    /// is freed (a full disk: elsewhere too).
     ResourceExhausted,
     Internal,
 }
@@ -93,6 +94,10 @@ pub enum BlobError {
     /// The node's disk (or quota) is full: nothing of the write was kept.
     #[error("blob node out of space: {0}")]
     Full(String),
+    /// The node already holds as many open upload sessions of the repository as it allows;
+    /// nothing was created.
+    #[error("too many open uploads: {0}")]
+    TooManyUploads(String),
     #[error("blob node i/o error: {0}")]
     Io(String),
 }
@@ -106,7 +111,7 @@ impl BlobError {
             }
             BlobError::DigestMismatch { .. } | BlobError::Invalid(_) => ErrorKind::InvalidArgument,
             BlobError::Unavailable(_) => ErrorKind::Unavailable,
-            BlobError::Full(_) => ErrorKind::ResourceExhausted,
+            BlobError::Full(_) | BlobError::TooManyUploads(_) => ErrorKind::ResourceExhausted,
             BlobError::Io(_) => ErrorKind::Internal,
         }
     }

@@ -22,7 +22,7 @@ mod upload_token;
 pub mod fake;
 
 pub use auth::*;
-pub use blob::{BlobApi, BlobNodes, ByteStream};
+pub use blob::{declared_length, with_declared_length, BlobApi, BlobNodes, ByteStream};
 pub use blob_url::{
     sign_blob_query, verify_blob_query, BlobUrlError, BlobUrlKeys, BLOB_URL_KEY_BYTES,
 };

@@ -98,6 +98,15 @@ impl UploadToken {
         u64::from_be_bytes(self.bytes[17..25].try_into().unwrap_or_default())
     }
 
+    /// The session's repository as the token binds it: the first 8 bytes of the SHA-256 of its
+    /// name (enough to count sessions per repository; [`verify`](UploadToken::verify) checks
+    /// the name itself).
+    pub fn repo_tag(&self) -> [u8; 8] {
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&self.bytes[33..41]);
+        tag
+    }
+
     pub fn started_ms(&self) -> u64 {
         u64::from_be_bytes(self.bytes[25..33].try_into().unwrap_or_default())
     }
@@ -135,6 +144,8 @@ mod tests {
         assert_eq!(decoded, token);
         assert_eq!(decoded.staging_node(), 42);
         assert_eq!(decoded.started_ms(), 1_700_000_000_123);
+        assert_eq!(decoded.repo_tag(), repo_tag(&repo("team/app")));
+        assert_ne!(decoded.repo_tag(), repo_tag(&repo("team/other")));
         assert!(decoded.verify(&KEY, &repo("team/app")));
         let session = UploadToken::session(&repo("team/app"), &id).expect("a session");
         assert_eq!(

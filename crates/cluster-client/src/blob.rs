@@ -4,7 +4,7 @@ use std::future::Future;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use cluster_api::{BlobApi, BlobError, ByteStream, CommittedBlob, UploadId};
+use cluster_api::{declared_length, BlobApi, BlobError, ByteStream, CommittedBlob, UploadId};
 use futures::StreamExt;
 use oci_model::{Digest, RepositoryName};
 use tokio::sync::{mpsc, oneshot};
@@ -59,6 +59,7 @@ impl BlobClient {
             data: Bytes::new(),
             commit_digest: String::new(),
             commit_repo: String::new(),
+            declared_length: declared_length(&data),
         };
         let mut client = self.client.clone();
         streaming_call(data, header, append_chunk, |requests| async move {
@@ -134,6 +135,7 @@ fn append_chunk(data: Bytes) -> pb::AppendChunk {
         data,
         commit_digest: String::new(),
         commit_repo: String::new(),
+        declared_length: None,
     }
 }
 
@@ -224,6 +226,7 @@ impl BlobApi for BlobClient {
             data: Bytes::new(),
             commit_digest: digest.to_string(),
             commit_repo: repo.to_string(),
+            declared_length: declared_length(&data),
         };
         let mut client = self.client.clone();
         streaming_call(data, header, append_chunk, |requests| async move {

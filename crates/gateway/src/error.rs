@@ -136,6 +136,10 @@ impl ApiError {
             BlobError::Invalid(_) => ApiError::new(ErrorCode::BlobUploadInvalid, message),
             BlobError::Unavailable(_) => ApiError::unavailable(message),
             BlobError::Full(_) => ApiError::new(ErrorCode::StorageFull, message),
+            // Sessions end when clients finish or cancel them: a retry soon may fit.
+            BlobError::TooManyUploads(_) => {
+                ApiError::new(ErrorCode::TooManyRequests, message).with_header(RETRY_AFTER, "10")
+            }
             BlobError::Io(_) => ApiError::internal(message),
         }
     }
@@ -264,6 +268,7 @@ mod tests {
             (BlobError::Unavailable("down".into()), 503),
             (BlobError::Io("eio".into()), 500),
             (BlobError::Full("enospc".into()), 507),
+            (BlobError::TooManyUploads("cap".into()), 429),
         ];
         for (error, status) in cases {
             assert_eq!(status_of(ApiError::from_blob(error)), status);

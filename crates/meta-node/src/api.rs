@@ -91,6 +91,12 @@ pub(crate) fn stopped(error: impl std::fmt::Display) -> MetaError {
     MetaError::Unavailable { leader: None }
 }
 
+/// True when an error's text says the disk is full: RocksDB reports `ENOSPC` as an I/O error
+/// carrying the system's message, and that text is all that crosses openraft's storage error.
+pub(crate) fn is_out_of_space_text(text: &str) -> bool {
+    text.contains("No space left on device") || text.contains("Disk quota exceeded")
+}
+
 /// Maps a failed proposal or membership change: redirect to the leader, retry later while another
 /// membership change is in progress, or refuse an impossible change.
 pub(crate) fn write_error(error: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> MetaError {
@@ -184,8 +190,34 @@ impl RaftMeta {
     pub(crate) async fn propose(&self, command: Command) -> Result<CommandOutput, MetaError> {
         match self.raft.client_write(command).await {
             Ok(response) => response.data.into_result(),
+            Err(RaftError::Fatal(fatal)) => {
+                Err(self.out_of_space().unwrap_or_else(|| stopped(fatal)))
+            }
             Err(error) => Err(write_error(error)),
         }
+    }
+
+    /// `StorageFull` when this member's Raft core stopped because its disk is full: RocksDB
+    /// refused a write with `ENOSPC` (or a quota), so the core halted before acknowledging it.
+    /// Every later write is refused the same way (507, not a retry-soon 503) until space is
+    /// freed and the member restarts; what was acknowledged before is on disk.
+    fn out_of_space(&self) -> Option<MetaError> {
+        let metrics = self.raft.metrics();
+        let state = metrics.borrow();
+        let Err(fatal) = &state.running_state else {
+            return None;
+        };
+        let text = fatal.to_string();
+        if !is_out_of_space_text(&text) {
+            return None;
+        }
+        // The cause (with the file's path) is for the operator's log, not the client.
+        tracing::debug!(error = %text, "a write refused: meta's disk is full");
+        Some(MetaError::StorageFull(
+            "the metadata store's disk is full: this member takes no writes until space is freed \
+             and it is restarted"
+                .to_owned(),
+        ))
     }
 
     async fn propose_done(&self, command: Command) -> Result<(), MetaError> {

@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use cluster_api::{BlobApi, BlobError, ByteStream};
+use cluster_api::{with_declared_length, BlobApi, BlobError, ByteStream};
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -210,5 +210,10 @@ async fn append_stream(
             BlobError::Invalid(format!("append stream failed: {}", status.message()))
         })
     });
-    Ok((first, Box::pin(head.chain(rest))))
+    let data: ByteStream = Box::pin(head.chain(rest));
+    let data = match first.declared_length {
+        Some(length) if length > 0 => with_declared_length(data, length),
+        _ => data,
+    };
+    Ok((first, data))
 }
