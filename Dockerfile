@@ -1,6 +1,8 @@
 # Wharf in a `FROM scratch` image: one fully static binary and nothing else (no shell, no libc,
 # no CA bundle). Build it with `scripts/build-image.sh`, which compiles the static binary and runs
 # `docker build` on a small context holding `wharf`, this file and `rootfs/` (empty /data, /tmp).
+# (`scripts/build-image.sh --binary PATH`, which .ci/run uses on its debug build, packs a dynamic
+# binary instead, with the shared libraries it loads in `rootfs/`.)
 FROM scratch
 
 # (No --chmod: the legacy builder on this engine lacks it; the context keeps the mode bits.)
