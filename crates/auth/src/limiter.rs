@@ -44,6 +44,12 @@ impl FailureLimiter {
             .max()
     }
 
+    /// Keys held now.
+    #[cfg(test)]
+    fn keys(&self) -> usize {
+        self.counters.lock().len()
+    }
+
     /// Records one failed attempt against each key.
     pub fn failed(&self, keys: &[&str], now: Instant) {
         let mut counters = self.counters.lock();
@@ -89,5 +95,51 @@ mod tests {
             limiter.blocked(&["ip:1"], t0 + Duration::from_secs(11)),
             None
         );
+    }
+
+    #[test]
+    fn a_key_far_over_its_burst_drains_at_the_refill_rate() {
+        let limiter = FailureLimiter::new(3, Duration::from_secs(10));
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            limiter.failed(&["ip:1"], t0);
+        }
+        // 5 failures, 0.5 drained after 5 s: 4.5, still 1.5 over the burst, so 25 s to wait.
+        let wait = limiter
+            .blocked(&["ip:1"], t0 + Duration::from_secs(5))
+            .expect("still blocked");
+        assert!(
+            wait > Duration::from_secs(24) && wait <= Duration::from_secs(25),
+            "{wait:?}"
+        );
+        assert_eq!(
+            limiter.blocked(&["ip:1"], t0 + Duration::from_secs(26)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_full_table_drops_drained_keys_first_then_everything() {
+        let limiter = FailureLimiter::new(3, Duration::from_secs(1));
+        let t0 = Instant::now();
+        let names: Vec<String> = (1..MAX_KEYS).map(|n| format!("ip:{n}")).collect();
+        let keys: Vec<&str> = names.iter().map(String::as_str).collect();
+        limiter.failed(&keys, t0);
+        // Later, when those have drained, bob's first failure fills the table; his second finds
+        // it full, and only the drained keys go: his third puts him at his burst.
+        let later = t0 + Duration::from_secs(5);
+        limiter.failed(&["acct:bob"], later);
+        assert_eq!(limiter.keys(), MAX_KEYS);
+        limiter.failed(&["acct:bob"], later);
+        limiter.failed(&["acct:bob"], later);
+        assert_eq!(limiter.keys(), 1);
+        assert!(limiter.blocked(&["acct:bob"], later).is_some());
+        // Full of keys that have not drained: the table starts over.
+        let names: Vec<String> = (0..MAX_KEYS).map(|n| format!("ip:b{n}")).collect();
+        let keys: Vec<&str> = names.iter().map(String::as_str).collect();
+        limiter.failed(&keys, later);
+        limiter.failed(&["ip:last"], later);
+        assert_eq!(limiter.keys(), 1);
+        assert_eq!(limiter.blocked(&["acct:bob"], later), None);
     }
 }

@@ -296,6 +296,68 @@ mod tests {
     }
 
     #[test]
+    fn action_sets_are_sets() {
+        assert_eq!(ActionSet::parse_docker("pull"), ActionSet::PULL);
+        assert_eq!(ActionSet::parse_docker("push"), ActionSet::PUSH);
+        assert_eq!(ActionSet::parse_docker("delete"), ActionSet::DELETE);
+        let pull_push = ActionSet::parse_docker_all(["pull", "push", "fly"]);
+        assert_eq!(pull_push.names(), ["pull", "push"]);
+        assert_eq!(pull_push.union(ActionSet::PULL), pull_push);
+        assert_eq!(pull_push.union(ActionSet::DELETE), ActionSet::ALL);
+        assert_eq!(pull_push.intersection(ActionSet::PULL), ActionSet::PULL);
+        assert_eq!(pull_push.intersection(ActionSet::DELETE), ActionSet::NONE);
+        assert_eq!(ActionSet::ALL.intersection(pull_push), pull_push);
+        assert!(pull_push.contains(ActionSet::PUSH));
+        assert!(!pull_push.contains(ActionSet::DELETE));
+        assert!(!ActionSet::PULL.contains(pull_push));
+        assert!(ActionSet::NONE.is_empty());
+        assert!(!ActionSet::PULL.is_empty());
+        assert!(ActionSet::of(Action::Admin).contains(ActionSet::ALL));
+    }
+
+    #[test]
+    fn principals_are_named_and_grants_anything_tells_who_may_get_something() {
+        let bob = Principal::Account {
+            name: "bob".into(),
+            admin: false,
+        };
+        let root = Principal::Account {
+            name: "root".into(),
+            admin: true,
+        };
+        assert_eq!(Principal::Anonymous.name(), "anonymous");
+        assert_eq!(bob.name(), "bob");
+        let (nobody, _) = Authorizer::new(&AuthState::default());
+        assert!(!nobody.grants_anything(&Principal::Anonymous));
+        assert!(!nobody.grants_anything(&bob));
+        assert!(
+            nobody.grants_anything(&root),
+            "an administrator may do everything"
+        );
+        let (bobs, _) = Authorizer::new(&AuthState {
+            policies: vec![policy(
+                Subject::Account("bob".into()),
+                "team/**",
+                &[Action::Pull],
+            )],
+            ..AuthState::default()
+        });
+        assert!(bobs.grants_anything(&bob));
+        assert!(!bobs.grants_anything(&Principal::Anonymous));
+    }
+
+    #[test]
+    fn policies_from_parts_read_comma_lists_and_refuse_unknown_actions() {
+        let policy =
+            policy_from_parts(None, "authenticated", "team/**", &["pull,, push".into()]).unwrap();
+        assert_eq!(policy.actions, [Action::Pull, Action::Push]);
+        assert_eq!(policy.subject, Subject::Authenticated);
+        let refused = policy_from_parts(None, "anonymous", "team/**", &["pull,fly".into()]);
+        assert!(refused.unwrap_err().contains("fly"));
+        assert!(policy_from_parts(None, "anonymous", "a[", &["pull".into()]).is_err());
+    }
+
+    #[test]
     fn bad_globs_grant_nothing_and_are_reported() {
         let (auth, problems) = Authorizer::new(&AuthState {
             policies: vec![policy(Subject::Anonymous, "a[", &[Action::Pull])],

@@ -126,6 +126,28 @@ pub fn new_robot(
 mod tests {
     use super::*;
 
+    #[test]
+    fn passwords_are_8_to_max_characters_and_hashed_with_owasps_argon2id() {
+        assert!(matches!(
+            hash_password("1234567"),
+            Err(SecretError::BadLength)
+        ));
+        let hash = hash_password("12345678").unwrap();
+        // OWASP's baseline: 19 MiB, 2 passes, 1 lane.
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        // Characters, not bytes, count toward the least; bytes toward the most.
+        assert!(hash_password("ééééééé").is_err());
+        assert!(hash_password("éééééééé").is_ok());
+        assert!(hash_password(&"a".repeat(MAX_SECRET_LEN)).is_ok());
+        assert!(matches!(
+            hash_password(&"a".repeat(MAX_SECRET_LEN + 1)),
+            Err(SecretError::BadLength)
+        ));
+    }
+
     fn account(kind: AccountKind, secret_hash: String) -> Account {
         Account {
             name: "a".into(),
@@ -147,6 +169,15 @@ mod tests {
         assert!(verify_secret(&user, "correct horse"));
         assert!(!verify_secret(&user, "correct horsE"));
         assert!(!verify_secret(&user, ""));
+        // The longest secret is checked; one byte more is refused without hashing.
+        let longest = "a".repeat(MAX_SECRET_LEN);
+        let user = account(AccountKind::User, hash_password(&longest).unwrap());
+        assert!(verify_secret(&user, &longest));
+        let robot = account(AccountKind::Robot, hash_robot_secret(&longest));
+        assert!(verify_secret(&robot, &longest));
+        let too_long = "a".repeat(MAX_SECRET_LEN + 1);
+        let robot = account(AccountKind::Robot, hash_robot_secret(&too_long));
+        assert!(!verify_secret(&robot, &too_long));
         assert_ne!(hash_password("correct horse").unwrap(), hash, "salted");
         assert!(hash_password("short").is_err());
     }

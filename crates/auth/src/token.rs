@@ -262,6 +262,34 @@ mod tests {
     }
 
     #[test]
+    fn keys_sign_only_with_a_usable_key_and_tokens_have_a_size_limit() {
+        let keys = TokenKeys::new(&[generate_signing_key(NOW)]);
+        assert!(keys.can_sign());
+        let none = TokenKeys::new(&[]);
+        assert!(!none.can_sign());
+        assert_eq!(none.sign(&claims(300)), Err(TokenError::NoSigningKey));
+        // A token up to 16 KiB is read; past that it is refused unread.
+        let mut big = claims(300);
+        big.access[0].actions = vec!["x".repeat(10 * 1024)];
+        let token = keys.sign(&big).unwrap();
+        assert!(
+            token.len() > 10 * 1024 && token.len() <= 16 * 1024,
+            "{}",
+            token.len()
+        );
+        assert!(keys
+            .verify(&token, "wharf", "registry", TokenUse::Access, NOW)
+            .is_ok());
+        let mut bigger = claims(300);
+        bigger.access[0].actions = vec!["x".repeat(16 * 1024)];
+        let token = keys.sign(&bigger).unwrap();
+        assert_eq!(
+            keys.verify(&token, "wharf", "registry", TokenUse::Access, NOW),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
     fn rotated_keys_still_verify_and_unknown_keys_do_not() {
         let old = generate_signing_key(NOW);
         let new = generate_signing_key(NOW);

@@ -170,7 +170,9 @@ mod tests {
     #[test]
     fn empty_ring_and_zero_n_own_nothing() {
         assert!(Ring::new([]).owners(b"key", 3).is_empty());
+        assert!(Ring::new([]).is_empty());
         let ring = Ring::new([Member::new(1, "a", 1)]);
+        assert!(!ring.is_empty());
         assert!(ring.owners(b"key", 0).is_empty());
         assert_eq!(ring.owners(b"key", 3), vec![1]);
     }
@@ -194,6 +196,7 @@ mod tests {
             Member::new(3, "a", 1),
             Member::new(4, "b", 1),
         ]);
+        assert_eq!(ring.len(), 4);
         for key in 0..200u32 {
             let owners = ring.owners(&key.to_be_bytes(), 2);
             assert!(

@@ -107,6 +107,18 @@ mod tests {
         assert_eq!(member_seed(7), GOLDEN_SEED_7);
     }
 
+    /// A key's score for a member is frozen too, and strictly inside (0, 1) at the extremes.
+    #[test]
+    fn unit_interval_is_frozen_and_open() {
+        for (key, seed) in [(0, 0), (u64::MAX, 0), (0, u64::MAX), (u64::MAX, u64::MAX)] {
+            let u = unit_interval(key, seed);
+            assert!(u > 0.0 && u < 1.0, "{key} {seed}: {u}");
+        }
+        let u = unit_interval(hash_bytes(b"sha256:abc"), member_seed(7));
+        assert_eq!(u.to_bits(), GOLDEN_UNIT, "{u}");
+    }
+
+    const GOLDEN_UNIT: u64 = 4_596_935_891_375_753_998;
     const GOLDEN_EMPTY: u64 = 11_286_133_854_226_296_554;
     const GOLDEN_SHORT: u64 = 9_981_960_760_240_378_395;
     const GOLDEN_SEED_7: u64 = 10_382_557_984_345_131_359;

@@ -199,6 +199,8 @@ mod tests {
         let digest = Digest::parse(EMPTY_SHA256).unwrap();
         assert_eq!(digest.algorithm(), Algorithm::Sha256);
         assert_eq!(digest.to_string(), EMPTY_SHA256);
+        // Debug prints the digest as written (logs and assertion messages show it so).
+        assert_eq!(format!("{digest:?}"), EMPTY_SHA256);
         assert_eq!(Digest::sha256_of(b""), digest);
         assert!(digest.verifies(b""));
         assert!(!digest.verifies(b"x"));
@@ -231,6 +233,40 @@ mod tests {
             Digest::parse("md5:d41d8cd98f00b204e9800998ecf8427e"),
             Err(DigestError::UnsupportedAlgorithm(_))
         ));
+    }
+
+    /// The algorithm's grammar (`[a-z0-9]+([+._-][a-z0-9]+)*`) is checked before whether the
+    /// algorithm is supported: a well-formed unknown one is `UnsupportedAlgorithm`, a malformed
+    /// one `Syntax`.
+    #[test]
+    fn the_algorithm_grammar_comes_before_support() {
+        for unsupported in ["md5", "sha256+b64u", "multihash+base58", "a.b_c-d", "x9"] {
+            assert!(
+                matches!(
+                    Digest::parse(&format!("{unsupported}:abc")),
+                    Err(DigestError::UnsupportedAlgorithm(ref name)) if name == unsupported
+                ),
+                "{unsupported:?}"
+            );
+        }
+        // An empty encoded part is a syntax error too, whatever the algorithm.
+        for empty in ["sha256:", "md5:"] {
+            assert!(
+                matches!(Digest::parse(empty), Err(DigestError::Syntax(_))),
+                "{empty:?}"
+            );
+        }
+        for malformed in [
+            "sha256+", "+sha256", "sha..256", "sha+-256", "-", "Sha256", "sha 256",
+        ] {
+            assert!(
+                matches!(
+                    Digest::parse(&format!("{malformed}:abc")),
+                    Err(DigestError::Syntax(_))
+                ),
+                "{malformed:?}"
+            );
+        }
     }
 
     #[test]

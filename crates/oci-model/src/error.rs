@@ -144,6 +144,14 @@ mod tests {
     }
 
     #[test]
+    fn an_error_answers_with_its_codes_status() {
+        for code in ErrorCode::ALL {
+            assert_eq!(OciError::of(*code).status(), code.status(), "{code:?}");
+        }
+        assert_eq!(OciError::new(ErrorCode::NameUnknown, "x").status(), 404);
+    }
+
+    #[test]
     fn table_statuses() {
         assert_eq!(ErrorCode::NameUnknown.status(), 404);
         assert_eq!(ErrorCode::Denied.status(), 403);

@@ -292,6 +292,102 @@ mod tests {
         );
     }
 
+    /// The media type comes from the Content-Type and the body's `mediaType`, which must agree
+    /// when both are given; with neither, from the body's shape.
+    #[test]
+    fn the_media_type_from_header_body_or_shape() {
+        let image = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor(OCI_IMAGE_CONFIG, b"{}"),
+            "layers": [],
+        });
+        let bytes = image.to_string();
+        assert_eq!(
+            ParsedManifest::parse(Some(OCI_MANIFEST), bytes.as_bytes())
+                .unwrap()
+                .media_type,
+            OCI_MANIFEST
+        );
+        assert!(matches!(
+            ParsedManifest::parse(Some(OCI_INDEX), bytes.as_bytes()),
+            Err(ManifestError::MediaTypeMismatch { .. })
+        ));
+        let mut shapeless = image.clone();
+        shapeless.as_object_mut().unwrap().remove("mediaType");
+        let bytes = shapeless.to_string();
+        assert_eq!(
+            ParsedManifest::parse(None, bytes.as_bytes())
+                .unwrap()
+                .media_type,
+            OCI_MANIFEST
+        );
+        let index = json!({"schemaVersion": 2, "manifests": []}).to_string();
+        assert_eq!(
+            ParsedManifest::parse(None, index.as_bytes())
+                .unwrap()
+                .media_type,
+            OCI_INDEX
+        );
+        let neither = json!({"schemaVersion": 2}).to_string();
+        assert_eq!(
+            ParsedManifest::parse(None, neither.as_bytes()),
+            Err(ManifestError::MissingMediaType)
+        );
+    }
+
+    #[test]
+    fn annotations_and_an_index_children_are_read() {
+        let children = [b"amd64".as_slice(), b"arm64".as_slice()];
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": children.iter().map(|c| descriptor(OCI_MANIFEST, c)).collect::<Vec<_>>(),
+            "annotations": {"org.opencontainers.image.created": "2026-12-07", "a": "b"},
+        })
+        .to_string();
+        let parsed = ParsedManifest::parse(Some(OCI_INDEX), index.as_bytes()).unwrap();
+        assert_eq!(
+            parsed.manifests,
+            children.map(Digest::sha256_of).to_vec(),
+            "the index's children, in order"
+        );
+        let annotations = parsed.annotations.expect("annotations");
+        assert_eq!(annotations.len(), 2);
+        assert_eq!(annotations["a"], "b");
+        assert_eq!(
+            annotations["org.opencontainers.image.created"],
+            "2026-12-07"
+        );
+        let bare = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}).to_string();
+        let parsed = ParsedManifest::parse(None, bare.as_bytes()).unwrap();
+        assert_eq!(parsed.annotations, None);
+        let numeric = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [],
+            "annotations": {"a": 1}})
+        .to_string();
+        assert!(matches!(
+            ParsedManifest::parse(None, numeric.as_bytes()),
+            Err(ManifestError::InvalidField {
+                field: "annotations",
+                ..
+            })
+        ));
+    }
+
+    /// distribution-spec: a registry SHOULD accept manifests of at least 4 MiB.
+    #[test]
+    fn a_manifest_of_four_mebibytes_is_accepted() {
+        let body = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor(OCI_IMAGE_CONFIG, b"{}"),
+            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", b"layer")],
+        });
+        let mut bytes = body.to_string().into_bytes();
+        bytes.resize(4 << 20, b' ');
+        assert!(ParsedManifest::parse(Some(OCI_MANIFEST), &bytes).is_ok());
+    }
+
     #[test]
     fn foreign_layers_are_not_required() {
         let mut layer = descriptor(

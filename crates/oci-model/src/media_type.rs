@@ -48,6 +48,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn index_types_are_the_two_lists_and_manifests_the_four() {
+        for media_type in MANIFEST_TYPES {
+            assert!(is_manifest(media_type));
+            let listing = media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST;
+            assert_eq!(is_index(media_type), listing, "{media_type}");
+        }
+        assert!(!is_index(OCI_IMAGE_CONFIG) && !is_manifest(OCI_IMAGE_CONFIG));
+        assert!(!is_index("") && !is_manifest(""));
+    }
+
+    #[test]
     fn accept_negotiation() {
         assert!(accepts(&[], OCI_MANIFEST));
         assert!(accepts(

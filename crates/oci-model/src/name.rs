@@ -192,7 +192,8 @@ mod tests {
             "0/1/2/3",
             "my_repo",
         ] {
-            RepositoryName::parse(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            let name = RepositoryName::parse(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(name.as_str(), good);
         }
     }
 
@@ -211,6 +212,8 @@ mod tests {
             "a___b",
             "-a",
             "a-",
+            "a_",
+            "a__",
             "a.",
             ".a",
             "a b",
@@ -244,6 +247,23 @@ mod tests {
             Ok(Reference::Digest(_))
         ));
         assert!(Reference::parse("sha256:nothex").is_err());
+    }
+
+    #[test]
+    fn references_round_trip_through_their_text() {
+        let digest = Digest::sha256_of(b"x").to_string();
+        for text in ["v1", "_v1.2-rc.3", digest.as_str()] {
+            let reference = Reference::parse(text).unwrap();
+            assert_eq!(reference.to_string(), text);
+            if let Reference::Tag(tag) = &reference {
+                assert_eq!(tag.as_str(), text);
+                assert_eq!(tag.to_string(), text);
+            }
+        }
+        assert_eq!(
+            Reference::parse("v1").unwrap(),
+            Reference::Tag(Tag::parse("v1").unwrap())
+        );
     }
 
     proptest! {
