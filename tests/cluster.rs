@@ -410,9 +410,12 @@ async fn metrics_until(url: &str, what: &str, published: impl Fn(&str) -> bool) 
 /// deleted no node holds a blob file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_removes_every_replica_and_only_what_nothing_uses() {
+    // The grace must outlast a push from its first blob to its manifest PUT on a loaded
+    // machine (300 ms did not, once, in a full CI run): a blob collected before its manifest
+    // arrives fails the push with 400 MANIFEST_BLOB_UNKNOWN, as it should.
     let gc = wharf::config::GcConfig {
         interval_ms: 100,
-        upload_grace_ms: 300,
+        upload_grace_ms: 2_000,
         ..wharf::config::GcConfig::default()
     };
     let cluster = InProcessCluster::start_with_gc(3, 3, 1, RF2, gc)
