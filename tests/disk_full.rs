@@ -81,16 +81,8 @@ async fn a_push_that_does_not_fit_gets_507_keeps_nothing_and_the_registry_goes_o
     // Declared up front (Content-Length): refused before the body is read; the client, still
     // sending, reads the answer (the gateway drains what it refused).
     let big = random_bytes(12 << 20);
-    let digest = Digest::sha256_of(&big);
     let response = registry
-        .http
-        .post(format!(
-            "{}/v2/full/app/blobs/uploads/?digest={digest}",
-            serve.base
-        ))
-        .header("content-type", "application/octet-stream")
-        .body(big.clone())
-        .send()
+        .post_monolithic("full/app", &big)
         .await
         .expect("the client gets an answer, not a reset");
     assert_out_of_space(response, "do not fit").await;

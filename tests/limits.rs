@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::serve::Serve;
-use common::{until, Registry};
+use common::{until, with_digest, Registry};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -416,16 +416,8 @@ async fn open_upload_sessions_are_capped_per_repository() {
     assert!(String::from_utf8_lossy(&body).contains("upload sessions of this repository"));
     // A monolithic push opens a session too, and is refused the same way.
     let data = b"one more blob";
-    let digest = oci_model::Digest::sha256_of(data);
     let whole = registry
-        .http
-        .post(format!(
-            "{}/v2/cap/sessions/blobs/uploads/?digest={digest}",
-            serve.base
-        ))
-        .header("content-type", "application/octet-stream")
-        .body(data.to_vec())
-        .send()
+        .post_monolithic("cap/sessions", data)
         .await
         .unwrap();
     assert_eq!(whole.status(), 429);
@@ -436,9 +428,10 @@ async fn open_upload_sessions_are_capped_per_repository() {
     assert_eq!(cancelled.status(), 204);
     assert_eq!(post("cap/sessions").await.status(), 202);
     assert_eq!(post("cap/sessions").await.status(), 429);
+    let digest = oci_model::Digest::sha256_of(data);
     let committed = registry
         .http
-        .put(format!("{}&digest={digest}", with_query(&open[1])))
+        .put(with_digest(&open[1], &digest))
         .header("content-type", "application/octet-stream")
         .body(data.to_vec())
         .send()
@@ -461,15 +454,6 @@ async fn open_upload_sessions_are_capped_per_repository() {
             .any(|line| line == "wharf_blob_upload_sessions_refused_total 3"),
         "{metrics}"
     );
-}
-
-/// `url` with a query string begun, so `&name=value` can follow.
-fn with_query(url: &str) -> String {
-    if url.contains('?') {
-        url.to_owned()
-    } else {
-        format!("{url}?")
-    }
 }
 
 #[tokio::test]

@@ -55,23 +55,32 @@ impl Registry {
         }
     }
 
-    /// Monolithic upload: one `POST ?digest=`.
-    pub async fn push_blob_monolithic(&self, repo: &str, data: &[u8]) -> Result<Digest, String> {
+    /// `POST ?digest=` of `data` in one body; the answer as it came, whatever its status.
+    pub async fn post_monolithic(
+        &self,
+        repo: &str,
+        data: &[u8],
+    ) -> Result<reqwest::Response, String> {
         let digest = Digest::sha256_of(data);
         let url = format!("{}/v2/{repo}/blobs/uploads/?digest={digest}", self.base);
-        let response = self
-            .http
+        self.http
             .post(url)
+            .header("Content-Type", "application/octet-stream")
             .body(data.to_vec())
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())
+    }
+
+    /// Monolithic upload: one `POST ?digest=`, 201.
+    pub async fn push_blob_monolithic(&self, repo: &str, data: &[u8]) -> Result<Digest, String> {
+        let response = self.post_monolithic(repo, data).await?;
         expect(
             response.status(),
             StatusCode::CREATED,
             "monolithic blob upload",
         )?;
-        Ok(digest)
+        Ok(Digest::sha256_of(data))
     }
 
     /// Opens an upload session (`POST`, 202); returns its absolute URL.
@@ -111,8 +120,7 @@ impl Registry {
             expect(response.status(), StatusCode::ACCEPTED, "upload PATCH")?;
             location = location_of(&response)?;
         }
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let url = format!("{}{separator}digest={digest}", self.absolute(&location));
+        let url = with_digest(&self.absolute(&location), &digest);
         let response = self.http.put(url).send().await.map_err(|e| e.to_string())?;
         expect(response.status(), StatusCode::CREATED, "upload PUT")?;
         Ok(digest)
@@ -231,6 +239,12 @@ fn location_of(response: &reqwest::Response) -> Result<String, String> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .ok_or_else(|| "response has no Location".to_owned())
+}
+
+/// An upload's `location` with `digest=` added to its query: where the `PUT` that closes it goes.
+pub fn with_digest(location: &str, digest: &Digest) -> String {
+    let separator = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{separator}digest={digest}")
 }
 
 pub fn hex_of(bytes: &[u8]) -> String {

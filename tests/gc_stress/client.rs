@@ -7,7 +7,7 @@ use oci_model::Digest;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::Registry;
+use crate::common::{with_digest, Registry};
 use crate::model::{Blob, RepoModel, Stored};
 use crate::{CHUNK, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST};
 
@@ -139,8 +139,7 @@ impl Repo {
             location = upload_location(self.send(request, "upload PATCH").await?)?;
         }
         let location = self.absolute(&location);
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let url = format!("{location}{separator}digest={}", blob.digest);
+        let url = with_digest(&location, &blob.digest);
         let sent = Instant::now();
         let answer = self.send(self.registry.http.put(url), "upload PUT").await?;
         upload_outcome(answer, sent)

@@ -118,13 +118,18 @@ mod tests {
         );
     }
 
+    /// One failure for each of `count` keys named `prefix` and a number, at `now`.
+    fn fail_all(limiter: &FailureLimiter, prefix: &str, count: usize, now: Instant) {
+        let names: Vec<String> = (0..count).map(|n| format!("{prefix}{n}")).collect();
+        let keys: Vec<&str> = names.iter().map(String::as_str).collect();
+        limiter.failed(&keys, now);
+    }
+
     #[test]
     fn a_full_table_drops_drained_keys_first_then_everything() {
         let limiter = FailureLimiter::new(3, Duration::from_secs(1));
         let t0 = Instant::now();
-        let names: Vec<String> = (1..MAX_KEYS).map(|n| format!("ip:{n}")).collect();
-        let keys: Vec<&str> = names.iter().map(String::as_str).collect();
-        limiter.failed(&keys, t0);
+        fail_all(&limiter, "ip:a", MAX_KEYS - 1, t0);
         // Later, when those have drained, bob's first failure fills the table; his second finds
         // it full, and only the drained keys go: his third puts him at his burst.
         let later = t0 + Duration::from_secs(5);
@@ -135,9 +140,7 @@ mod tests {
         assert_eq!(limiter.keys(), 1);
         assert!(limiter.blocked(&["acct:bob"], later).is_some());
         // Full of keys that have not drained: the table starts over.
-        let names: Vec<String> = (0..MAX_KEYS).map(|n| format!("ip:b{n}")).collect();
-        let keys: Vec<&str> = names.iter().map(String::as_str).collect();
-        limiter.failed(&keys, later);
+        fail_all(&limiter, "ip:b", MAX_KEYS, later);
         limiter.failed(&["ip:last"], later);
         assert_eq!(limiter.keys(), 1);
         assert_eq!(limiter.blocked(&["acct:bob"], later), None);

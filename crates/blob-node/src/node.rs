@@ -229,9 +229,13 @@ impl BlobApi for BlobNode {
     /// (`Full`): the sender places the copy on the next node in ring order, as for an owner it
     /// cannot reach, and repair offers it again once space is freed.
     async fn put_replica(&self, digest: &Digest, data: ByteStream) -> Result<(), BlobError> {
-        if self.min_free_bytes > 0 && self.store.stat(digest).await?.is_none() {
-            if let Some(free) = self.store.free_bytes().await? {
-                if free < self.min_free_bytes {
+        // The free space first: it is one statvfs, and only a node under its floor needs to
+        // know whether it already holds the blob (the store's own put_replica checks that too).
+        if self.min_free_bytes > 0 {
+            let free = self.store.free_bytes().await?;
+            let below = free.filter(|free| *free < self.min_free_bytes);
+            if let Some(free) = below {
+                if self.store.stat(digest).await?.is_none() {
                     return Err(BlobError::Full(format!(
                         "{free} bytes free, under this node's floor of {} (blob_min_free_bytes): \
                          it takes no new replica until space is freed",

@@ -52,7 +52,7 @@ struct Repo {
 }
 
 impl Open {
-    /// Counts `id` for `repo` unless it is at `cap`; true when `id` is counted (now or before).
+    /// Counts `id` for `repo` unless the repository is at `cap`.
     fn reserve(&mut self, repo: [u8; 8], id: &UploadId, cap: usize) -> Reserved {
         let entry = self.by_repo.entry(repo).or_default();
         if entry.ids.contains(id) {
@@ -112,12 +112,9 @@ impl UploadCap {
     }
 
     fn forget(&self, id: &UploadId) {
-        let total = {
-            let mut open = self.lock();
-            open.forget(id);
-            open.total
-        };
-        metrics::gauge!("wharf_blob_open_uploads").set(total as f64);
+        let mut open = self.lock();
+        open.forget(id);
+        publish(&open);
     }
 
     async fn seed(&self) -> Result<(), BlobError> {
@@ -127,12 +124,11 @@ impl UploadCap {
                 let mut open = self.lock();
                 for upload in existing {
                     if let Some(token) = UploadToken::decode(&upload.id) {
-                        let entry = open.by_repo.entry(token.repo_tag()).or_default();
-                        if entry.ids.insert(upload.id) {
-                            open.total += 1;
-                        }
+                        // Counted whatever the cap: these files exist.
+                        open.reserve(token.repo_tag(), &upload.id, usize::MAX);
                     }
                 }
+                publish(&open);
                 Ok(())
             })
             .await
@@ -177,6 +173,11 @@ impl UploadCap {
     }
 }
 
+/// `wharf_blob_open_uploads`: the sessions counted now.
+fn publish(open: &Open) {
+    metrics::gauge!("wharf_blob_open_uploads").set(open.total as f64);
+}
+
 #[async_trait]
 impl BlobStore for UploadCap {
     async fn start_upload(&self, id: &UploadId) -> Result<(), BlobError> {
@@ -196,8 +197,9 @@ impl BlobStore for UploadCap {
         let started = self.inner.start_upload(id).await;
         if started.is_err() && reserved == Reserved::Now {
             self.forget(id);
+        } else {
+            publish(&self.lock());
         }
-        metrics::gauge!("wharf_blob_open_uploads").set(self.lock().total as f64);
         started
     }
 

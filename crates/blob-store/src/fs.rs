@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cluster_api::{BlobError, ByteStream, UploadId};
+use cluster_api::{declared_length, BlobError, ByteStream, UploadId};
 use oci_model::Digest;
 use tokio::sync::oneshot;
 
@@ -152,15 +152,13 @@ impl Inner {
         let path = self.upload_path(id)?;
         // A body whose length is known (the client's Content-Length) that cannot fit is
         // refused before a byte of it is read or written.
-        if let (declared, Some(upper)) = data.size_hint() {
-            if declared == upper && declared > 0 {
-                let dir = self.root.join("uploads");
-                let available = blocking(move || staging::available_bytes(&dir)).await?;
-                if available < declared as u64 {
-                    return Err(BlobError::Full(format!(
-                        "{declared} bytes do not fit: {available} bytes free on this node's disk"
-                    )));
-                }
+        if let Some(declared) = declared_length(&data) {
+            let dir = self.root.join("uploads");
+            let available = blocking(move || staging::available_bytes(&dir)).await?;
+            if available < declared {
+                return Err(BlobError::Full(format!(
+                    "{declared} bytes do not fit: {available} bytes free on this node's disk"
+                )));
             }
         }
         let mut guard = self.uploads.lock(id).await;

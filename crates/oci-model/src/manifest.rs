@@ -221,14 +221,19 @@ mod tests {
         json!({"mediaType": media_type, "digest": Digest::sha256_of(data).to_string(), "size": data.len()})
     }
 
-    #[test]
-    fn image_manifest() {
-        let body = json!({
+    /// An OCI image manifest of the config `{}` and one layer `layer`.
+    fn one_layer_image() -> serde_json::Value {
+        json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": descriptor(OCI_IMAGE_CONFIG, b"{}"),
             "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", b"layer")],
-        });
+        })
+    }
+
+    #[test]
+    fn image_manifest() {
+        let body = one_layer_image();
         let parsed =
             ParsedManifest::parse(Some(OCI_MANIFEST), body.to_string().as_bytes()).unwrap();
         assert_eq!(parsed.media_type, OCI_MANIFEST);
@@ -296,12 +301,7 @@ mod tests {
     /// when both are given; with neither, from the body's shape.
     #[test]
     fn the_media_type_from_header_body_or_shape() {
-        let image = json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor(OCI_IMAGE_CONFIG, b"{}"),
-            "layers": [],
-        });
+        let image = one_layer_image();
         let bytes = image.to_string();
         assert_eq!(
             ParsedManifest::parse(Some(OCI_MANIFEST), bytes.as_bytes())
@@ -377,12 +377,7 @@ mod tests {
     /// distribution-spec: a registry SHOULD accept manifests of at least 4 MiB.
     #[test]
     fn a_manifest_of_four_mebibytes_is_accepted() {
-        let body = json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor(OCI_IMAGE_CONFIG, b"{}"),
-            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", b"layer")],
-        });
+        let body = one_layer_image();
         let mut bytes = body.to_string().into_bytes();
         bytes.resize(4 << 20, b' ');
         assert!(ParsedManifest::parse(Some(OCI_MANIFEST), &bytes).is_ok());
