@@ -464,7 +464,21 @@ async fn adversarial_matrix_answers_401_or_403_and_changes_nothing() {
         serde_json::json!(["pull"]),
         "the token server grants only what the policy allows"
     );
-    let ci_token = token(&base, Some(("ci", &ci)), &["repository:ci/app:pull,push"]).await;
+    // A new policy reaches the gateway within its state refresh interval (1 s): a token asked
+    // for sooner is granted what the gateway knew then, so ask until the grant shows it.
+    let ci_token = until(
+        "the robot's policy to reach the gateway",
+        Instant::now() + DEADLINE,
+        || async {
+            let token = token(&base, Some(("ci", &ci)), &["repository:ci/app:pull,push"]).await;
+            let granted = claims_of(&token)["access"][0]["actions"].clone();
+            (granted == serde_json::json!(["pull", "push"]))
+                .then_some(token)
+                .ok_or_else(|| format!("granted {granted}"))
+        },
+    )
+    .await
+    .expect("the robot's token");
 
     struct Case {
         name: &'static str,

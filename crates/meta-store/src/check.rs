@@ -255,3 +255,474 @@ fn check_index(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The check must see every kind of disagreement: a consistent state built through the
+    //! commands, then one row of one table changed at a time (in a transaction over it, so each
+    //! case starts from the same state), each reported.
+
+    use cluster_api::{BlobInfo, PutManifest};
+    use oci_model::{Digest, RepositoryName, Tag};
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::apply::apply_command;
+    use crate::command::Command;
+    use crate::db::{encode, open, Database, StoreClosed, StoreOptions};
+    use crate::kv::Txn;
+
+    const NOW_MS: u64 = 1_700_000_000_000;
+
+    fn repo(name: &str) -> RepositoryName {
+        name.parse().expect("repository name")
+    }
+
+    fn digest(content: &str) -> Digest {
+        Digest::sha256_of(content.as_bytes())
+    }
+
+    fn commit(repo_name: &str, content: &str) -> Command {
+        Command::CommitBlob {
+            repo: repo(repo_name),
+            blob: BlobInfo {
+                digest: digest(content),
+                size: content.len() as u64,
+                replicas: vec![1],
+                placement: Vec::new(),
+            },
+            upload: None,
+            now_ms: NOW_MS,
+        }
+    }
+
+    fn put(
+        repo_name: &str,
+        bytes: &str,
+        tag: &str,
+        blobs: &[&str],
+        children: &[&Digest],
+    ) -> Command {
+        Command::PutManifest {
+            put: Box::new(PutManifest {
+                repo: repo(repo_name),
+                digest: digest(bytes),
+                media_type: oci_model::media_type::OCI_MANIFEST.to_owned(),
+                bytes: bytes.as_bytes().to_vec(),
+                tag: Some(tag.parse::<Tag>().expect("tag")),
+                blobs: blobs.iter().map(|blob| digest(blob)).collect(),
+                manifests: children.iter().map(|child| (*child).clone()).collect(),
+                subject: None,
+                referrer: None,
+            }),
+            now_ms: NOW_MS,
+        }
+    }
+
+    const IMAGE: &str = r#"{"schemaVersion":2,"label":"image"}"#;
+    const INDEX: &str = r#"{"schemaVersion":2,"label":"index"}"#;
+
+    /// Two namespaces: `team/a` holds an image (config, layer) tagged `v1`, an index of it
+    /// tagged `all`, and a blob no manifest uses; `other/b` holds the same image, mounted.
+    fn consistent_state() -> (TempDir, Database, StoreClosed) {
+        let dir = TempDir::new().expect("dir");
+        let (db, closed) = open(dir.path(), &StoreOptions::default()).expect("open");
+        let commands = vec![
+            commit("team/a", "config"),
+            commit("team/a", "layer"),
+            commit("team/a", "loose"),
+            put("team/a", IMAGE, "v1", &["config", "layer"], &[]),
+            put("team/a", INDEX, "all", &[], &[&digest(IMAGE)]),
+            commit("other/b", "config"),
+            commit("other/b", "layer"),
+            put("other/b", IMAGE, "v1", &["config", "layer"], &[]),
+        ];
+        for command in commands {
+            let mut txn = Txn::new(&db);
+            let response = apply_command(&mut txn, command).expect("apply");
+            assert!(response.0.is_ok(), "{:?}", response.0);
+            db.write(txn.into_batch().expect("batch")).expect("write");
+        }
+        (dir, db, closed)
+    }
+
+    fn digest_row(content: &str) -> Vec<u8> {
+        digest(content).to_string().into_bytes()
+    }
+
+    fn link_row(repo_name: &str, content: &str) -> Vec<u8> {
+        state::key(&[repo_name, &digest(content).to_string()])
+    }
+
+    /// What the check reports with `change` made over the consistent state.
+    fn problems_after(db: &Database, change: impl FnOnce(&mut Txn<'_>)) -> Vec<String> {
+        let mut txn = Txn::new(db);
+        change(&mut txn);
+        check(&txn).expect("check")
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(txn: &Txn<'_>, table: Table, key: &[u8]) -> T {
+        let bytes = txn.get(table, key).expect("get").expect("row");
+        decode("test row", &bytes).expect("decode")
+    }
+
+    #[track_caller]
+    fn reported(problems: &[String], expected: &str) {
+        assert!(
+            problems.iter().any(|problem| problem.contains(expected)),
+            "expected a problem containing {expected:?}, got {problems:#?}"
+        );
+    }
+
+    #[test]
+    fn a_consistent_state_has_no_problems() {
+        let (_dir, db, _closed) = consistent_state();
+        assert_eq!(problems_after(&db, |_| {}), Vec::<String>::new());
+        // Every table the check reads has rows, so the cases below change real ones.
+        let view = crate::kv::DbView::live(&db);
+        for table in [
+            Table::Manifests,
+            Table::Blobs,
+            Table::ManifestLinks,
+            Table::BlobLinks,
+            Table::Unreferenced,
+            Table::Usage,
+            Table::NamespaceRefs,
+            Table::Tags,
+            Table::TagsByDigest,
+            Table::LinksByDigest,
+        ] {
+            let mut any = false;
+            view.scan(table, b"", None, &mut |_, _| {
+                any = true;
+                Ok(false)
+            })
+            .expect("scan");
+            assert!(any, "{table:?} is empty");
+        }
+    }
+
+    #[test]
+    fn records_missing_under_their_links_are_reported() {
+        let (_dir, db, _closed) = consistent_state();
+        let problems = problems_after(&db, |txn| txn.delete(Table::Manifests, digest_row(INDEX)));
+        reported(&problems, "team/a links manifest");
+        reported(&problems, "which has no record");
+        let problems = problems_after(&db, |txn| txn.delete(Table::Blobs, digest_row("loose")));
+        reported(&problems, "team/a links blob");
+        reported(&problems, "which has no live record");
+    }
+
+    #[test]
+    fn wrong_reference_counts_on_links_are_reported() {
+        let (_dir, db, _closed) = consistent_state();
+        let image_link = link_row("team/a", IMAGE);
+        let problems = problems_after(&db, |txn| {
+            let mut link: ManifestLinkRecord = read(txn, Table::ManifestLinks, &image_link);
+            assert_eq!(link.refs, 1, "the index references the image");
+            link.refs = 2;
+            txn.put(
+                Table::ManifestLinks,
+                image_link.clone(),
+                encode("link", &link).expect("encode"),
+            );
+        });
+        assert_eq!(
+            problems,
+            [format!(
+                "manifest {} in team/a: 2 index references kept, 1 in the graph",
+                digest(IMAGE)
+            )]
+        );
+
+        let layer_link = link_row("other/b", "layer");
+        let problems = problems_after(&db, |txn| {
+            let mut link: BlobLinkRecord = read(txn, Table::BlobLinks, &layer_link);
+            assert_eq!(link.refs, 1);
+            link.refs = 0;
+            txn.put(
+                Table::BlobLinks,
+                layer_link.clone(),
+                encode("link", &link).expect("encode"),
+            );
+        });
+        reported(
+            &problems,
+            &format!(
+                "blob {} in other/b: 0 manifest references kept, 1 in the graph",
+                digest("layer")
+            ),
+        );
+        // A link at zero references must have its unreferenced row: it has none here.
+        reported(
+            &problems,
+            "unreferenced-link rows kept, 2 expected (1 differ)",
+        );
+    }
+
+    #[test]
+    fn graph_edges_to_unlinked_targets_are_reported() {
+        let (_dir, db, _closed) = consistent_state();
+        // The index's child loses its link in team/a.
+        let problems = problems_after(&db, |txn| {
+            txn.delete(Table::ManifestLinks, link_row("team/a", IMAGE));
+        });
+        reported(
+            &problems,
+            &format!(
+                "an index in team/a lists {}, which is not linked",
+                digest(IMAGE)
+            ),
+        );
+        // A layer loses its link in other/b while a manifest there lists it.
+        let problems = problems_after(&db, |txn| {
+            txn.delete(Table::BlobLinks, link_row("other/b", "layer"));
+        });
+        reported(
+            &problems,
+            &format!(
+                "a manifest in other/b lists blob {}, which is not linked",
+                digest("layer")
+            ),
+        );
+        // A tag points at a manifest its repository does not link.
+        let problems = problems_after(&db, |txn| {
+            let tag = TagRecord {
+                digest: digest(INDEX),
+                pushed_ms: NOW_MS,
+            };
+            txn.put(
+                Table::Tags,
+                state::key(&["other/b", "v1"]),
+                encode("tag", &tag).expect("encode"),
+            );
+        });
+        reported(
+            &problems,
+            &format!("tag v1 of other/b points at unlinked {}", digest(INDEX)),
+        );
+    }
+
+    #[test]
+    fn unreferenced_rows_must_match_the_links_at_zero() {
+        let (_dir, db, _closed) = consistent_state();
+        let loose: BlobLinkRecord = {
+            let txn = Txn::new(&db);
+            read(&txn, Table::BlobLinks, &link_row("team/a", "loose"))
+        };
+        assert_eq!(loose.refs, 0);
+        let row = state::unreferenced_key(loose.pushed_ms, &repo("team/a"), &digest("loose"));
+        let problems = problems_after(&db, |txn| txn.delete(Table::Unreferenced, row.clone()));
+        assert_eq!(
+            problems,
+            ["0 unreferenced-link rows kept, 1 expected (1 differ)"]
+        );
+        let stray = state::unreferenced_key(loose.pushed_ms, &repo("team/a"), &digest("layer"));
+        let problems = problems_after(&db, |txn| txn.put(Table::Unreferenced, stray, []));
+        assert_eq!(
+            problems,
+            ["2 unreferenced-link rows kept, 1 expected (1 differ)"]
+        );
+    }
+
+    #[test]
+    fn wrong_link_counts_on_records_are_reported() {
+        let (_dir, db, _closed) = consistent_state();
+        let problems = problems_after(&db, |txn| {
+            let mut record: ManifestRecord = read(txn, Table::Manifests, &digest_row(IMAGE));
+            assert_eq!(record.links, 2);
+            record.links = 1;
+            txn.put(
+                Table::Manifests,
+                digest_row(IMAGE),
+                encode("manifest", &record).expect("encode"),
+            );
+        });
+        assert_eq!(
+            problems,
+            [format!(
+                "manifest {}: 1 links kept, 2 in the graph",
+                digest(IMAGE)
+            )]
+        );
+        let problems = problems_after(&db, |txn| {
+            let mut record: BlobRecord = read(txn, Table::Blobs, &digest_row("config"));
+            assert_eq!(record.links, 2);
+            record.links = 3;
+            txn.put(
+                Table::Blobs,
+                digest_row("config"),
+                encode("blob", &record).expect("encode"),
+            );
+        });
+        assert_eq!(
+            problems,
+            [format!(
+                "blob {}: 3 links kept, 2 in the graph",
+                digest("config")
+            )]
+        );
+    }
+
+    #[test]
+    fn records_nothing_links_are_reported_even_at_zero() {
+        let (_dir, db, _closed) = consistent_state();
+        let orphan = ManifestRecord {
+            media_type: oci_model::media_type::OCI_MANIFEST.to_owned(),
+            bytes: b"{}".to_vec(),
+            subject: None,
+            blobs: Vec::new(),
+            manifests: Vec::new(),
+            links: 0,
+        };
+        let problems = problems_after(&db, |txn| {
+            txn.put(
+                Table::Manifests,
+                digest_row("{}"),
+                encode("manifest", &orphan).expect("encode"),
+            );
+        });
+        assert_eq!(
+            problems,
+            [format!(
+                "manifest {}: 0 links kept, 0 in the graph",
+                digest("{}")
+            )]
+        );
+        let orphan = BlobRecord {
+            size: 6,
+            replicas: vec![1],
+            links: 0,
+        };
+        let problems = problems_after(&db, |txn| {
+            txn.put(
+                Table::Blobs,
+                digest_row("orphan"),
+                encode("blob", &orphan).expect("encode"),
+            );
+        });
+        assert_eq!(
+            problems,
+            [format!(
+                "blob {}: 0 links kept, 0 in the graph",
+                digest("orphan")
+            )]
+        );
+    }
+
+    #[test]
+    fn a_blob_both_live_and_doomed_is_reported() {
+        let (_dir, db, _closed) = consistent_state();
+        let doomed = state::DoomedRecord {
+            size: 5,
+            pending: vec![1],
+            generation: 1,
+            doomed_ms: NOW_MS,
+        };
+        let problems = problems_after(&db, |txn| {
+            txn.put(
+                Table::Doomed,
+                digest_row("layer"),
+                encode("doomed", &doomed).expect("encode"),
+            );
+        });
+        assert_eq!(
+            problems,
+            [format!("blob {} is both live and doomed", digest("layer"))]
+        );
+    }
+
+    #[test]
+    fn usage_and_namespace_references_are_recomputed() {
+        let (_dir, db, _closed) = consistent_state();
+        // The state's usage is what the graph gives, field by field.
+        let txn = Txn::new(&db);
+        let team: UsageRecord = read(&txn, Table::Usage, b"team");
+        let other: UsageRecord = read(&txn, Table::Usage, b"other");
+        let blobs = ("config".len() + "layer".len()) as u64;
+        let (image, index) = (IMAGE.len() as u64, INDEX.len() as u64);
+        assert_eq!(
+            team,
+            UsageRecord {
+                logical_bytes: blobs + "loose".len() as u64 + image + index,
+                physical_bytes: blobs + "loose".len() as u64 + image + index,
+                blobs: 3,
+                manifests: 2,
+            }
+        );
+        assert_eq!(
+            other,
+            UsageRecord {
+                logical_bytes: blobs + image,
+                physical_bytes: blobs + image,
+                blobs: 2,
+                manifests: 1,
+            }
+        );
+        drop(txn);
+        for field in 0..4 {
+            let problems = problems_after(&db, |txn| {
+                let mut usage = team;
+                match field {
+                    0 => usage.logical_bytes += 1,
+                    1 => usage.physical_bytes -= 1,
+                    2 => usage.blobs += 1,
+                    _ => usage.manifests -= 1,
+                }
+                txn.put(
+                    Table::Usage,
+                    b"team".to_vec(),
+                    encode("usage", &usage).expect("encode"),
+                );
+            });
+            assert_eq!(problems.len(), 1, "{problems:#?}");
+            reported(&problems, "namespace usage kept");
+        }
+        // One (namespace, digest) pair loses its reference row: 7 rows for 8 pairs (team: 3
+        // blobs and 2 manifests, other: 2 blobs and 1 manifest).
+        let mut first = None;
+        crate::kv::DbView::live(&db)
+            .scan(Table::NamespaceRefs, b"", None, &mut |key, _| {
+                first = Some(key.to_vec());
+                Ok(false)
+            })
+            .expect("scan");
+        let first = first.expect("a namespace reference row");
+        let problems = problems_after(&db, |txn| txn.delete(Table::NamespaceRefs, first));
+        assert_eq!(
+            problems,
+            ["7 namespace reference rows kept, 8 distinct (namespace, digest) pairs"]
+        );
+    }
+
+    #[test]
+    fn derived_index_rows_missing_or_stray_are_reported() {
+        let (_dir, db, _closed) = consistent_state();
+        let tag_row =
+            state::tag_index_key(&repo("team/a"), &digest(IMAGE), &"v1".parse().expect("tag"));
+        let problems = problems_after(&db, |txn| txn.delete(Table::TagsByDigest, tag_row.clone()));
+        assert_eq!(
+            problems,
+            [format!("the tag index lacks team/a {} v1", digest(IMAGE))]
+        );
+        let stray =
+            state::tag_index_key(&repo("team/a"), &digest(INDEX), &"v1".parse().expect("tag"));
+        let problems = problems_after(&db, |txn| txn.put(Table::TagsByDigest, stray, []));
+        assert_eq!(
+            problems,
+            [format!(
+                "the tag index holds team/a {} v1, which nothing implies",
+                digest(INDEX)
+            )]
+        );
+        let link_index = state::link_index_key(&digest("loose"), &repo("team/a"));
+        let problems = problems_after(&db, |txn| txn.delete(Table::LinksByDigest, link_index));
+        assert_eq!(
+            problems,
+            [format!(
+                "the blob link index lacks {} team/a",
+                digest("loose")
+            )]
+        );
+    }
+}
