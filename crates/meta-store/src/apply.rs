@@ -634,3 +634,119 @@ fn remove_blob_replicas(txn: &mut Txn<'_>, digest: &Digest, nodes: &[BlobNodeId]
     }
     Ok(DONE)
 }
+
+#[cfg(test)]
+mod tests {
+    use cluster_api::BlobInfo;
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::db::{open, Database, StoreOptions};
+    use crate::state::BlobLinkRecord;
+
+    const T0_MS: u64 = 1_700_000_000_000;
+
+    fn repo(name: &str) -> RepositoryName {
+        name.parse().expect("repository name")
+    }
+
+    fn digest(content: &str) -> Digest {
+        Digest::sha256_of(content.as_bytes())
+    }
+
+    fn apply(
+        db: &Database,
+        change: impl FnOnce(&mut Txn<'_>) -> Option<Command>,
+    ) -> CommandResponse {
+        let mut txn = Txn::new(db);
+        let response = match change(&mut txn) {
+            Some(command) => apply_command(&mut txn, command).expect("apply"),
+            None => CommandResponse::done(),
+        };
+        db.write(txn.into_batch().expect("batch")).expect("write");
+        response
+    }
+
+    fn commit(content: &str) -> Command {
+        Command::CommitBlob {
+            repo: repo("a"),
+            blob: BlobInfo {
+                digest: digest(content),
+                size: content.len() as u64,
+                replicas: vec![1],
+                placement: Vec::new(),
+            },
+            upload: None,
+            now_ms: T0_MS,
+        }
+    }
+
+    #[test]
+    fn a_sweep_drops_unreferenced_rows_no_link_matches_and_acts_on_none() {
+        let dir = TempDir::new().expect("dir");
+        let (db, _closed) = open(dir.path(), &StoreOptions::default()).expect("open");
+        for content in ["loose", "used"] {
+            assert!(apply(&db, |_| Some(commit(content))).0.is_ok());
+        }
+        let put = PutManifest {
+            repo: repo("a"),
+            digest: digest("manifest"),
+            media_type: oci_model::media_type::OCI_MANIFEST.to_owned(),
+            bytes: b"manifest".to_vec(),
+            tag: None,
+            blobs: vec![digest("used")],
+            manifests: Vec::new(),
+            subject: None,
+            referrer: None,
+        };
+        let put = Command::PutManifest {
+            put: Box::new(put),
+            now_ms: T0_MS,
+        };
+        assert!(apply(&db, |_| Some(put)).0.is_ok());
+        // Rows the links do not match (as a database written before the rows were kept in step
+        // with the links could hold): an older time for the unused blob, and the exact time of
+        // a blob a manifest uses.
+        apply(&db, |txn| {
+            let used: BlobLinkRecord = crate::db::decode(
+                "link",
+                &txn.get(
+                    Table::BlobLinks,
+                    &state::key(&["a", &digest("used").to_string()]),
+                )
+                .expect("get")
+                .expect("linked"),
+            )
+            .expect("decode");
+            assert_eq!(used.refs, 1);
+            for (pushed_ms, content) in [(T0_MS - 5, "loose"), (used.pushed_ms, "used")] {
+                txn.put(
+                    Table::Unreferenced,
+                    state::unreferenced_key(pushed_ms, &repo("a"), &digest(content)),
+                    [],
+                );
+            }
+            None
+        });
+        let sweep = Command::Sweep {
+            now_ms: T0_MS + 1,
+            links_pushed_before_ms: T0_MS + 1,
+            fences_before_ms: 0,
+            limit: 10,
+        };
+        let report = match apply(&db, |_| Some(sweep)).0 {
+            Ok(CommandOutput::Swept(report)) => report,
+            other => panic!("a sweep answered {other:?}"),
+        };
+        // Only the unused blob's real row acts: its link goes and the blob is doomed.
+        assert_eq!((report.links_removed, report.blobs_doomed), (1, 1));
+        let view = crate::kv::DbView::live(&db);
+        assert!(state::blob_linked(&view, &repo("a"), &digest("used")).expect("read"));
+        assert!(!state::blob_linked(&view, &repo("a"), &digest("loose")).expect("read"));
+        // And the stale rows are gone with it.
+        assert_eq!(
+            crate::check::check(&view).expect("check"),
+            Vec::<String>::new()
+        );
+    }
+}

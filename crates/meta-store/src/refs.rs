@@ -460,15 +460,13 @@ pub(crate) fn link_manifest(
 /// Removes manifest `digest` from `repo` with its tags and referrer entry, releasing its
 /// references; then, in the same batch, every manifest of the repository that lived only through
 /// it (index children now unreferenced and untagged, untagged referrers of it). The caller has
-/// checked that `digest` is linked, listed by no index and carries no protected tag. Returns how
-/// many manifests went.
+/// checked that `digest` is linked, listed by no index and carries no protected tag.
 pub(crate) fn unlink_manifest(
     txn: &mut Txn<'_>,
     repo: &RepositoryName,
     digest: &Digest,
     now_ms: u64,
-) -> Result<u64, StoreError> {
-    let mut removed = 0;
+) -> Result<(), StoreError> {
     let mut pending = vec![digest.clone()];
     while let Some(current) = pending.pop() {
         if state::manifest_link(txn, repo, &current)?.is_none() {
@@ -511,7 +509,6 @@ pub(crate) fn unlink_manifest(
         } else {
             state::put_manifest(txn, &current, &record)?;
         }
-        removed += 1;
     }
-    Ok(removed)
+    Ok(())
 }

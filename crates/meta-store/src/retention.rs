@@ -1,7 +1,7 @@
 //! Retention: the plan (what the rules would remove now, read from one view) and its
 //! application (each action re-checked against the state it finds, so a push racing a pass wins).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use cluster_api::{ImmutableTagRule, RetentionAction, RetentionRule};
 use oci_model::{Digest, RepositoryName};
@@ -78,7 +78,8 @@ fn plan_repo(
             .cmp(&a.pushed_ms)
             .then_with(|| a_tag.as_str().cmp(b_tag.as_str()))
     });
-    let mut kept: BTreeMap<Digest, usize> = BTreeMap::new();
+    // The manifests a kept tag points at.
+    let mut kept: BTreeSet<Digest> = BTreeSet::new();
     for (rank, (tag, record)) in tags.into_iter().enumerate() {
         let protected = immutable
             .iter()
@@ -96,11 +97,11 @@ fn plan_repo(
                 rule: ids.to_owned(),
             });
         } else {
-            *kept.entry(record.digest).or_default() += 1;
+            kept.insert(record.digest);
         }
     }
     for (digest, link) in state::manifest_links_of(kv, repo)? {
-        if kept.contains_key(&digest) || link.refs > 0 {
+        if kept.contains(&digest) || link.refs > 0 {
             continue;
         }
         if !rules
