@@ -637,56 +637,19 @@ fn remove_blob_replicas(txn: &mut Txn<'_>, digest: &Digest, nodes: &[BlobNodeId]
 
 #[cfg(test)]
 mod tests {
-    use cluster_api::BlobInfo;
     use tempfile::TempDir;
 
     use super::*;
-    use crate::db::{open, Database, StoreOptions};
+    use crate::db::{open, StoreOptions};
     use crate::state::BlobLinkRecord;
-
-    const T0_MS: u64 = 1_700_000_000_000;
-
-    fn repo(name: &str) -> RepositoryName {
-        name.parse().expect("repository name")
-    }
-
-    fn digest(content: &str) -> Digest {
-        Digest::sha256_of(content.as_bytes())
-    }
-
-    fn apply(
-        db: &Database,
-        change: impl FnOnce(&mut Txn<'_>) -> Option<Command>,
-    ) -> CommandResponse {
-        let mut txn = Txn::new(db);
-        let response = match change(&mut txn) {
-            Some(command) => apply_command(&mut txn, command).expect("apply"),
-            None => CommandResponse::done(),
-        };
-        db.write(txn.into_batch().expect("batch")).expect("write");
-        response
-    }
-
-    fn commit(content: &str) -> Command {
-        Command::CommitBlob {
-            repo: repo("a"),
-            blob: BlobInfo {
-                digest: digest(content),
-                size: content.len() as u64,
-                replicas: vec![1],
-                placement: Vec::new(),
-            },
-            upload: None,
-            now_ms: T0_MS,
-        }
-    }
+    use crate::testing::{apply, commit, digest, repo, T0_MS};
 
     #[test]
     fn a_sweep_drops_unreferenced_rows_no_link_matches_and_acts_on_none() {
         let dir = TempDir::new().expect("dir");
         let (db, _closed) = open(dir.path(), &StoreOptions::default()).expect("open");
         for content in ["loose", "used"] {
-            assert!(apply(&db, |_| Some(commit(content))).0.is_ok());
+            assert!(apply(&db, |_| {}, Some(commit("a", content))).0.is_ok());
         }
         let put = PutManifest {
             repo: repo("a"),
@@ -703,11 +666,11 @@ mod tests {
             put: Box::new(put),
             now_ms: T0_MS,
         };
-        assert!(apply(&db, |_| Some(put)).0.is_ok());
+        assert!(apply(&db, |_| {}, Some(put)).0.is_ok());
         // Rows the links do not match (as a database written before the rows were kept in step
         // with the links could hold): an older time for the unused blob, and the exact time of
         // a blob a manifest uses.
-        apply(&db, |txn| {
+        let stale = |txn: &mut Txn<'_>| {
             let used: BlobLinkRecord = crate::db::decode(
                 "link",
                 &txn.get(
@@ -726,15 +689,15 @@ mod tests {
                     [],
                 );
             }
-            None
-        });
+        };
+        apply(&db, stale, None);
         let sweep = Command::Sweep {
             now_ms: T0_MS + 1,
             links_pushed_before_ms: T0_MS + 1,
             fences_before_ms: 0,
             limit: 10,
         };
-        let report = match apply(&db, |_| Some(sweep)).0 {
+        let report = match apply(&db, |_| {}, Some(sweep)).0 {
             Ok(CommandOutput::Swept(report)) => report,
             other => panic!("a sweep answered {other:?}"),
         };

@@ -262,39 +262,15 @@ mod tests {
     //! commands, then one row of one table changed at a time (in a transaction over it, so each
     //! case starts from the same state), each reported.
 
-    use cluster_api::{BlobInfo, PutManifest};
-    use oci_model::{Digest, RepositoryName, Tag};
+    use cluster_api::PutManifest;
+    use oci_model::Tag;
     use tempfile::TempDir;
 
     use super::*;
-    use crate::apply::apply_command;
     use crate::command::Command;
     use crate::db::{encode, open, Database, StoreClosed, StoreOptions};
     use crate::kv::Txn;
-
-    const NOW_MS: u64 = 1_700_000_000_000;
-
-    fn repo(name: &str) -> RepositoryName {
-        name.parse().expect("repository name")
-    }
-
-    fn digest(content: &str) -> Digest {
-        Digest::sha256_of(content.as_bytes())
-    }
-
-    fn commit(repo_name: &str, content: &str) -> Command {
-        Command::CommitBlob {
-            repo: repo(repo_name),
-            blob: BlobInfo {
-                digest: digest(content),
-                size: content.len() as u64,
-                replicas: vec![1],
-                placement: Vec::new(),
-            },
-            upload: None,
-            now_ms: NOW_MS,
-        }
-    }
+    use crate::testing::{apply, commit, digest, repo, T0_MS as NOW_MS};
 
     fn put(
         repo_name: &str,
@@ -338,10 +314,8 @@ mod tests {
             put("other/b", IMAGE, "v1", &["config", "layer"], &[]),
         ];
         for command in commands {
-            let mut txn = Txn::new(&db);
-            let response = apply_command(&mut txn, command).expect("apply");
+            let response = apply(&db, |_| {}, Some(command));
             assert!(response.0.is_ok(), "{:?}", response.0);
-            db.write(txn.into_batch().expect("batch")).expect("write");
         }
         (dir, db, closed)
     }

@@ -88,6 +88,8 @@ mod snapshot;
 mod snapshot_files;
 mod state;
 mod state_machine;
+#[cfg(test)]
+mod testing;
 
 use std::path::Path;
 use std::sync::Arc;

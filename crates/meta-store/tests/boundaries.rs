@@ -6,35 +6,17 @@ mod common;
 
 use cluster_api::{
     AuthChange, BlobNodeInfo, ImmutableTagRule, MetaError, NodeState, PlacementRule,
-    ReplicationPolicy, RetentionRule, SweepReport,
+    ReplicationPolicy, RetentionRule,
 };
 use common::*;
-use meta_store::{Command, CommandOutput, StateReader};
+use meta_store::{Command, CommandOutput};
 use oci_model::Digest;
 use tempfile::TempDir;
 
 const DONE: Result<CommandOutput, MetaError> = Ok(CommandOutput::Done);
-const NODE: u64 = 7;
-const T0_MS: u64 = 1_700_000_000_000;
 /// How long after a deletion (or the fence horizon) an upload must have started to commit:
 /// `refs::FENCE_MARGIN_MS`.
 const FENCE_MARGIN_MS: u64 = 250;
-
-fn commit(repo_name: &str, content: &str, upload: Option<u64>, now_ms: u64) -> Command {
-    Command::CommitBlob {
-        repo: repo(repo_name),
-        blob: blob(content, &[NODE]),
-        upload: upload.map(|started_ms| token(repo_name, 1, started_ms)),
-        now_ms,
-    }
-}
-
-fn put(manifest: &cluster_api::PutManifest) -> Command {
-    Command::PutManifest {
-        put: Box::new(manifest.clone()),
-        now_ms: T0_MS,
-    }
-}
 
 fn sweep(links_before_ms: u64, fences_before_ms: u64, limit: u32) -> Command {
     Command::Sweep {
@@ -43,18 +25,6 @@ fn sweep(links_before_ms: u64, fences_before_ms: u64, limit: u32) -> Command {
         fences_before_ms,
         limit,
     }
-}
-
-fn swept(outcome: Result<CommandOutput, MetaError>) -> SweepReport {
-    match outcome {
-        Ok(CommandOutput::Swept(report)) => report,
-        other => panic!("a sweep answered {other:?}"),
-    }
-}
-
-fn consistent(reader: &StateReader) {
-    let problems = reader.check_consistency().expect("check");
-    assert!(problems.is_empty(), "inconsistent state: {problems:#?}");
 }
 
 async fn store_with_key(dir: &TempDir) -> Applier {
@@ -121,23 +91,23 @@ async fn an_immutable_tag_is_pushed_again_in_place_but_never_moved_or_removed() 
     let blobs = [&digest("config"), &digest("layer")];
     let first = manifest("team/app", "first", Some("v1"), &blobs, None);
     let second = manifest("team/app", "second", Some("v1"), &blobs, None);
-    assert_eq!(store.apply(put(&first)).await, DONE);
+    assert_eq!(store.apply(put(&first, T0_MS)).await, DONE);
     assert_eq!(
-        store.apply(put(&first)).await,
+        store.apply(put(&first, T0_MS)).await,
         DONE,
         "the same manifest again under its immutable tag"
     );
-    let moved = store.apply(put(&second)).await;
+    let moved = store.apply(put(&second, T0_MS)).await;
     assert!(
         matches!(&moved, Err(MetaError::Denied(reason)) if reason.contains("rule releases")),
         "{moved:?}"
     );
     // Under a tag the rule does not cover, and in a repository it does not cover, it goes in.
     let latest = manifest("team/app", "second", Some("latest"), &blobs, None);
-    assert_eq!(store.apply(put(&latest)).await, DONE);
+    assert_eq!(store.apply(put(&latest, T0_MS)).await, DONE);
     let elsewhere = |label: &str| manifest("other/app", label, Some("v1"), &blobs, None);
-    assert_eq!(store.apply(put(&elsewhere("first"))).await, DONE);
-    assert_eq!(store.apply(put(&elsewhere("second"))).await, DONE);
+    assert_eq!(store.apply(put(&elsewhere("first"), T0_MS)).await, DONE);
+    assert_eq!(store.apply(put(&elsewhere("second"), T0_MS)).await, DONE);
 
     let delete_tag = |name: &str| Command::DeleteTag {
         repo: repo("team/app"),
@@ -174,7 +144,7 @@ async fn a_referrer_descriptor_must_describe_the_manifest_itself() {
     let mut store = store_with_key(&dir).await;
     assert_eq!(store.apply(commit("a", "config", None, T0_MS)).await, DONE);
     let subject = manifest("a", "subject", Some("v1"), &[&digest("config")], None);
-    assert_eq!(store.apply(put(&subject)).await, DONE);
+    assert_eq!(store.apply(put(&subject, T0_MS)).await, DONE);
     let referrer = manifest(
         "a",
         "signature",
@@ -189,10 +159,10 @@ async fn a_referrer_descriptor_must_describe_the_manifest_itself() {
         .expect("a referrer descriptor")
         .digest = subject.digest.clone();
     assert!(matches!(
-        store.apply(put(&lying)).await,
+        store.apply(put(&lying, T0_MS)).await,
         Err(MetaError::Invalid(_))
     ));
-    assert_eq!(store.apply(put(&referrer)).await, DONE);
+    assert_eq!(store.apply(put(&referrer, T0_MS)).await, DONE);
     let listed = store
         .store
         .reader
@@ -484,7 +454,7 @@ async fn a_blob_and_a_manifest_of_the_same_bytes_are_counted_apart() {
     // The same bytes pushed as a blob first (as some clients do with an index), same digest.
     assert_eq!(store.apply(commit("a", &bytes, None, T0_MS)).await, DONE);
     assert_eq!(digest(&bytes), twin.digest);
-    assert_eq!(store.apply(put(&twin)).await, DONE);
+    assert_eq!(store.apply(put(&twin, T0_MS)).await, DONE);
     let reader = &store.store.reader;
     let usage = reader.usage(Some("a")).expect("usage").pop().expect("a");
     let size = bytes.len() as u64;

@@ -11,27 +11,6 @@ use oci_model::{Digest, Reference};
 use tempfile::TempDir;
 
 const DONE: Result<CommandOutput, MetaError> = Ok(CommandOutput::Done);
-const NODE: u64 = 7;
-/// Sessions start at 1_700_000_000 s (see `common::session`); pushes happen around then.
-const T0_MS: u64 = 1_700_000_000_000;
-
-/// A commit of `content` into `repo_name`, by an upload token started at `started_ms` if given.
-fn commit(repo_name: &str, content: &str, started_ms: Option<u64>, now_ms: u64) -> Command {
-    Command::CommitBlob {
-        repo: repo(repo_name),
-        blob: blob(content, &[NODE]),
-        upload: started_ms.map(|started_ms| token(repo_name, 1, started_ms)),
-        now_ms,
-    }
-}
-
-fn put(manifest: &PutManifest, now_ms: u64) -> Command {
-    Command::PutManifest {
-        put: Box::new(manifest.clone()),
-        now_ms,
-    }
-}
-
 fn delete(repo_name: &str, digest: &Digest) -> Command {
     Command::DeleteManifest {
         repo: repo(repo_name),
@@ -47,18 +26,6 @@ fn sweep(links_before_ms: u64) -> Command {
         fences_before_ms: 0,
         limit: 100,
     }
-}
-
-fn swept(outcome: Result<CommandOutput, MetaError>) -> SweepReport {
-    match outcome {
-        Ok(CommandOutput::Swept(report)) => report,
-        other => panic!("a sweep answered {other:?}"),
-    }
-}
-
-fn consistent(reader: &StateReader) {
-    let problems = reader.check_consistency().expect("check");
-    assert!(problems.is_empty(), "inconsistent state: {problems:#?}");
 }
 
 fn usage(reader: &StateReader, namespace: &str) -> NamespaceUsage {

@@ -1,8 +1,11 @@
 //! Helpers shared by the meta-store test suites.
 #![allow(dead_code)]
 
-use cluster_api::{BlobInfo, BlobNodeInfo, UploadId, UploadToken, UPLOAD_KEY_BYTES};
-use meta_store::{Command, CommandOutput, MetaStore, TypeConfig};
+use cluster_api::{
+    BlobInfo, BlobNodeInfo, MetaError, PutManifest, SweepReport, UploadId, UploadToken,
+    UPLOAD_KEY_BYTES,
+};
+use meta_store::{Command, CommandOutput, MetaStore, StateReader, TypeConfig};
 use oci_model::{Digest, RepositoryName, Tag};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
@@ -200,4 +203,40 @@ pub fn observe(reader: &meta_store::StateReader, repos: &[&str], digests: &[&Dig
     }
     out += &format!("upload key {:?}\n", reader.upload_key());
     out
+}
+
+/// The blob node the command helpers below record copies on.
+pub const NODE: u64 = 7;
+/// Sessions start at 1_700_000_000 s (see [`token`]'s callers); pushes happen around then.
+pub const T0_MS: u64 = 1_700_000_000_000;
+
+/// A commit of `content` into `repo_name` on [`NODE`], by an upload token started at
+/// `started_ms` if given.
+pub fn commit(repo_name: &str, content: &str, started_ms: Option<u64>, now_ms: u64) -> Command {
+    Command::CommitBlob {
+        repo: repo(repo_name),
+        blob: blob(content, &[NODE]),
+        upload: started_ms.map(|started_ms| token(repo_name, 1, started_ms)),
+        now_ms,
+    }
+}
+
+pub fn put(manifest: &PutManifest, now_ms: u64) -> Command {
+    Command::PutManifest {
+        put: Box::new(manifest.clone()),
+        now_ms,
+    }
+}
+
+pub fn swept(outcome: Result<CommandOutput, MetaError>) -> SweepReport {
+    match outcome {
+        Ok(CommandOutput::Swept(report)) => report,
+        other => panic!("a sweep answered {other:?}"),
+    }
+}
+
+/// The kept counts agree with the graph (`check_consistency` finds nothing).
+pub fn consistent(reader: &StateReader) {
+    let problems = reader.check_consistency().expect("check");
+    assert!(problems.is_empty(), "inconsistent state: {problems:#?}");
 }
