@@ -515,3 +515,54 @@ async fn a_deleted_blob_commits_again_only_from_an_upload_started_past_its_fence
     );
     consistent(&store.store.reader);
 }
+
+#[tokio::test]
+async fn a_planned_deletion_of_an_untagged_manifest_loses_to_whatever_changed_it_since() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = store_with_key(&dir).await;
+    assert_eq!(
+        store.apply(commit("ci/app", "layer", None, T0_MS)).await,
+        DONE
+    );
+    let rule = RetentionRule {
+        id: "untagged".into(),
+        repositories: "ci/**".into(),
+        keep_last: None,
+        keep_tags: None,
+        untagged_older_than_secs: Some(60),
+        dry_run: false,
+    };
+    assert_eq!(store.apply(Command::PutRetentionRule(rule)).await, DONE);
+    let untagged = |label: &str| manifest("ci/app", label, None, &[&digest("layer")], None);
+    let (listed, pushed_again, tagged) =
+        (untagged("listed"), untagged("again"), untagged("tagged"));
+    for image in [&listed, &pushed_again, &tagged] {
+        assert_eq!(store.apply(put(image, T0_MS)).await, DONE);
+    }
+    let plan = store
+        .store
+        .reader
+        .retention_plan(T0_MS + 120_000, false)
+        .expect("plan");
+    assert_eq!(plan.len(), 3, "{plan:?}");
+    // Since the plan: an index lists one, one is pushed again, one is tagged (at the same time,
+    // so only its tag tells).
+    let mut index = manifest("ci/app", "index", Some("all"), &[], None);
+    index.manifests = vec![listed.digest.clone()];
+    assert_eq!(store.apply(put(&index, T0_MS + 1_000)).await, DONE);
+    assert_eq!(store.apply(put(&pushed_again, T0_MS + 2_000)).await, DONE);
+    let mut tagging = tagged.clone();
+    tagging.tag = Some(tag("keep"));
+    assert_eq!(store.apply(put(&tagging, T0_MS)).await, DONE);
+    let applied = Command::ApplyRetention {
+        actions: plan,
+        now_ms: T0_MS + 120_000,
+    };
+    assert_eq!(store.apply(applied).await, Ok(CommandOutput::Retained(0)));
+    let reader = &store.store.reader;
+    for image in [&listed, &pushed_again, &tagged] {
+        let reference = oci_model::Reference::Digest(image.digest.clone());
+        assert!(reader.get_manifest(&repo("ci/app"), &reference).is_ok());
+    }
+    consistent(reader);
+}
