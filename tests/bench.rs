@@ -3,13 +3,15 @@
 //! JSON output and exit status, and failures counted rather than hidden. Figures are not checked
 //! here: they live in `benches/` (see benches/README.md).
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+mod common;
+
 use clap::Parser;
+use common::distribution::Distribution;
 use load::{BenchArgs, Report};
-use test_cluster::{wait_until, InProcessServe};
+use test_cluster::InProcessServe;
 
 #[derive(Parser)]
 struct Cli {
@@ -153,80 +155,6 @@ async fn wharf(args: &[&str]) -> std::process::Output {
         .await
         .expect("wharf bench ends within 2 minutes")
         .expect("wharf runs")
-}
-
-/// CNCF Distribution on a temp dir and a port of its own choosing (read from its log).
-struct Distribution {
-    url: String,
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Distribution {
-    async fn start() -> Distribution {
-        let binary = PathBuf::from("/usr/bin/docker-registry");
-        assert!(
-            binary.exists(),
-            "Debian's docker-registry is required (.ci/run installs it: apt-get install docker-registry)"
-        );
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("config.yml");
-        let data = dir.path().join("data");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\nlog:\n  level: info\n  accesslog:\n    disabled: true\n",
-                data.display()
-            ),
-        )
-        .expect("write config");
-        let log = dir.path().join("log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let child = std::process::Command::new(&binary)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start docker-registry");
-        let log_path = log.clone();
-        wait_until(
-            "docker-registry to log its address",
-            Duration::from_secs(30),
-            || {
-                let found = listening_addr(&log_path).is_some();
-                async move { found }
-            },
-        )
-        .await
-        .expect("docker-registry starts");
-        let addr = listening_addr(&log).expect("address logged");
-        Distribution {
-            url: format!("http://{addr}"),
-            child,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Distribution {
-    /// Killed and reaped, so no process outlives the test.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `msg="listening on 127.0.0.1:PORT"` from Distribution's log, once it is there.
-fn listening_addr(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
-    let start = text.find("listening on ")? + "listening on ".len();
-    let addr: String = text[start..]
-        .chars()
-        .take_while(|c| !c.is_whitespace() && *c != '"')
-        .collect();
-    (!addr.is_empty()).then_some(addr)
 }
 
 /// The Docker token flow: a registry that answers 401 with a Bearer challenge gets a token from

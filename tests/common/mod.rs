@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod dev;
+pub mod distribution;
 pub mod serve;
 
 use std::time::{Duration, Instant};
@@ -153,12 +154,29 @@ impl Registry {
         tag: &str,
         layer_len: usize,
     ) -> Result<PushedImage, String> {
+        self.push_image_with(repo, tag, layer_len, true).await
+    }
+
+    /// [`push_image`](Registry::push_image), with the config pushed in one `POST` (`monolithic`,
+    /// which Distribution 2.8 does not take) or in chunks like the layer.
+    pub async fn push_image_with(
+        &self,
+        repo: &str,
+        tag: &str,
+        layer_len: usize,
+        monolithic: bool,
+    ) -> Result<PushedImage, String> {
         let config = format!(
             r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"nonce":"{}"}}"#,
             hex_of(&random_bytes(8))
         );
         let layer = random_bytes(layer_len);
-        let config_digest = self.push_blob_monolithic(repo, config.as_bytes()).await?;
+        let config_digest = if monolithic {
+            self.push_blob_monolithic(repo, config.as_bytes()).await?
+        } else {
+            self.push_blob_chunked(repo, config.as_bytes(), 64 * 1024)
+                .await?
+        };
         let layer_digest = self.push_blob_chunked(repo, &layer, 64 * 1024).await?;
         let manifest = serde_json::json!({
             "schemaVersion": 2,

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use oci_model::challenge::{parse_challenge, percent_encode};
 use oci_model::{Algorithm, Digester};
 use tokio::net::TcpStream;
 
@@ -407,58 +408,9 @@ impl Client {
     }
 }
 
-/// `realm="...",service="...",scope="..."` into a map (values may be quoted).
-pub fn parse_challenge(params: &str) -> HashMap<String, String> {
-    let mut map = HashMap::new();
-    let mut rest = params.trim();
-    while !rest.is_empty() {
-        let Some((key, after)) = rest.split_once('=') else {
-            break;
-        };
-        let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
-            match quoted.split_once('"') {
-                Some((value, after)) => (value, after),
-                None => (quoted, ""),
-            }
-        } else {
-            after.split_once(',').map_or((after, ""), |(v, a)| (v, a))
-        };
-        map.insert(key.trim().to_ascii_lowercase(), value.to_string());
-        rest = after.trim_start_matches([',', ' ']);
-    }
-    map
-}
-
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn challenges_parse() {
-        let map = parse_challenge(
-            r#"realm="http://127.0.0.1:5001/token",service="wharf",scope="repository:a/b:pull,push""#,
-        );
-        assert_eq!(map["realm"], "http://127.0.0.1:5001/token");
-        assert_eq!(map["service"], "wharf");
-        assert_eq!(map["scope"], "repository:a/b:pull,push");
-        assert_eq!(
-            percent_encode("repository:a/b:pull"),
-            "repository%3Aa%2Fb%3Apull"
-        );
-    }
 
     #[test]
     fn urls_are_checked() {

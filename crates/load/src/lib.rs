@@ -27,7 +27,7 @@ use clap::{Args, Subcommand};
 
 // The `WWW-Authenticate` parser, for the fuzz targets in `fuzz/`.
 #[doc(hidden)]
-pub use client::parse_challenge;
+pub use oci_model::challenge::parse_challenge;
 pub use report::Report;
 pub use size::parse_size;
 pub use soak::{parse_named, Named, SoakSummary};

@@ -4,6 +4,7 @@
 //! This crate performs no I/O and must not depend on any networking, storage or async crate: every
 //! other Wharf crate builds on it, and its code is the hot pure path that `benches/` measures.
 
+pub mod challenge;
 pub mod digest;
 pub mod error;
 pub mod manifest;

@@ -1,0 +1,759 @@
+//! [`Upstream`]: a client of one upstream registry.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+use futures::stream::{self, BoxStream, StreamExt};
+use oci_model::challenge::{percent_encode, Challenge};
+use oci_model::{media_type, Digest, Digester, Reference, RepositoryName, MAX_MANIFEST_BYTES};
+use parking_lot::Mutex;
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    WWW_AUTHENTICATE,
+};
+use reqwest::{Method, Response, StatusCode};
+
+/// Tokens kept at most; past it the expired ones go, and if that is not enough, all of them.
+const MAX_TOKENS: usize = 1024;
+/// How long a token is used when its service does not say (the Docker token spec's default).
+const DEFAULT_TOKEN_SECS: u64 = 60;
+/// A token is renewed this long before it expires, so it does not expire in flight.
+const TOKEN_MARGIN: Duration = Duration::from_secs(5);
+/// Characters of an upstream's error text kept in an [`UpstreamError`].
+const MAX_MESSAGE: usize = 300;
+
+/// Where an upstream is and how to log in to it.
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    /// `https://registry-1.docker.io`: scheme, host and port (no path).
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub connect_timeout: Duration,
+    /// Longest wait for an answer's head, and then between two pieces of its body.
+    pub read_timeout: Duration,
+    /// Trust roots (PEM) besides the system's, for an upstream with a private CA.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl UpstreamConfig {
+    pub fn new(url: impl Into<String>) -> UpstreamConfig {
+        UpstreamConfig {
+            url: url.into(),
+            username: None,
+            password: None,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            ca_pem: None,
+        }
+    }
+}
+
+/// Why an upstream gave no content.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the upstream is not reachable: {0}")]
+    Unreachable(String),
+    #[error("the upstream did not answer in time: {0}")]
+    Timeout(String),
+    #[error("the upstream is rate-limiting this registry (429{})", retry_after.map(|s| format!(", retry after {s} s")).unwrap_or_default())]
+    RateLimited { retry_after: Option<u64> },
+    #[error("the upstream refused this registry's credentials: {0}")]
+    Unauthorized(String),
+    #[error("the upstream answered {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("the upstream sent content of digest {actual} for {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("the upstream's answer is not usable: {0}")]
+    Invalid(String),
+    #[error("the upstream configuration is not usable: {0}")]
+    Config(String),
+}
+
+impl UpstreamError {
+    /// Whether the upstream is down, slow, overloaded or rate-limiting (where a cache serves
+    /// what it has: stale-if-error), as opposed to answering that the content is not there,
+    /// not allowed or wrong.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            UpstreamError::Unreachable(_)
+            | UpstreamError::Timeout(_)
+            | UpstreamError::RateLimited { .. } => true,
+            UpstreamError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    fn of_transport(error: reqwest::Error) -> UpstreamError {
+        let text = error_chain(&error);
+        if error.is_timeout() {
+            UpstreamError::Timeout(text)
+        } else {
+            UpstreamError::Unreachable(text)
+        }
+    }
+}
+
+/// An error and its causes, as one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A manifest as the upstream has it, checked against its digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// What a `HEAD` of a manifest tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestHead {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// A blob's body as it arrives. The stream checks the bytes against the digest asked for: its
+/// last item is an error when they do not match (or when fewer or more bytes came than the
+/// upstream announced), so a consumer that stores them commits nothing unverified.
+pub struct UpstreamBlob {
+    /// The length the upstream announced, if it did.
+    pub size: Option<u64>,
+    body: BoxStream<'static, Result<Bytes, UpstreamError>>,
+}
+
+impl UpstreamBlob {
+    pub fn into_stream(self) -> BoxStream<'static, Result<Bytes, UpstreamError>> {
+        self.body
+    }
+
+    /// The whole body, checked (for small blobs and tests).
+    pub async fn bytes(self) -> Result<Bytes, UpstreamError> {
+        let mut all = BytesMut::new();
+        let mut body = self.body;
+        while let Some(piece) = body.next().await {
+            all.extend_from_slice(&piece?);
+        }
+        Ok(all.freeze())
+    }
+}
+
+/// A client of one upstream registry; cheap to share (`Arc`), safe to use from many tasks.
+pub struct Upstream {
+    http: reqwest::Client,
+    base: String,
+    basic: Option<HeaderValue>,
+    /// Bearer tokens by scope, with the time to stop using them.
+    tokens: Mutex<HashMap<String, (HeaderValue, Instant)>>,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
+        let base = config.url.trim_end_matches('/').to_owned();
+        let after_scheme = base
+            .strip_prefix("https://")
+            .or_else(|| base.strip_prefix("http://"))
+            .ok_or_else(|| {
+                UpstreamError::Config(format!("{} is not an http:// or https:// URL", config.url))
+            })?;
+        if after_scheme.is_empty() || after_scheme.contains(['/', '?', '#']) {
+            return Err(UpstreamError::Config(format!(
+                "{} must be a scheme, host and port only (the registry's root)",
+                config.url
+            )));
+        }
+        let basic = match (&config.username, &config.password) {
+            (Some(user), Some(password)) => {
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
+                    .map_err(|_| UpstreamError::Config("unusable credentials".into()))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(UpstreamError::Config(
+                    "give both a user name and a password, or neither".into(),
+                ))
+            }
+        };
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &config.ca_pem {
+            for certificate in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|error| UpstreamError::Config(format!("CA bundle: {error}")))?
+            {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|error| UpstreamError::Config(error_chain(&error)))?;
+        Ok(Upstream {
+            http,
+            base,
+            basic,
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The registry's root URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// The manifest `reference` of `repo` in one of the `accept`ed media types; `None` when the
+    /// upstream does not have it.
+    pub async fn manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        accept: &[&str],
+    ) -> Result<Option<UpstreamManifest>, UpstreamError> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let response = self.send(Method::GET, &path, accept, repo).await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = success(response).await?;
+        let media_type = content_type(response.headers())?;
+        let announced = announced_digest(response.headers())?;
+        let bytes = read_limited(response, MAX_MANIFEST_BYTES).await?;
+        let digest = match (reference, &announced) {
+            (Reference::Digest(expected), _) => verified(expected, &bytes)?,
+            (Reference::Tag(_), Some(announced)) => verified(announced, &bytes)?,
+            (Reference::Tag(_), None) => Digest::sha256_of(&bytes),
+        };
+        Ok(Some(UpstreamManifest {
+            digest,
+            media_type,
+            bytes,
+        }))
+    }
+
+    /// What the manifest `reference` of `repo` is now (a tag's current digest), without its
+    /// body when the upstream says the digest; `None` when it does not have it.
+    pub async fn head_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        accept: &[&str],
+    ) -> Result<Option<ManifestHead>, UpstreamError> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let response = self.send(Method::HEAD, &path, accept, repo).await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = success(response).await?;
+        let headers = response.headers();
+        match (announced_digest(headers)?, content_length(headers)) {
+            (Some(digest), Some(size)) => Ok(Some(ManifestHead {
+                digest,
+                media_type: content_type(headers)?,
+                size,
+            })),
+            // Registries need not say the digest on a HEAD: the body tells it.
+            _ => Ok(self
+                .manifest(repo, reference, accept)
+                .await?
+                .map(|manifest| ManifestHead {
+                    size: manifest.bytes.len() as u64,
+                    digest: manifest.digest,
+                    media_type: manifest.media_type,
+                })),
+        }
+    }
+
+    /// Blob `digest` of `repo`, streamed and checked as it arrives; `None` when the upstream
+    /// does not have it. Redirects (to a CDN or a bucket) are followed; credentials are not
+    /// sent to another host.
+    pub async fn blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<UpstreamBlob>, UpstreamError> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let response = self.send(Method::GET, &path, &[], repo).await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = success(response).await?;
+        let size = content_length(response.headers());
+        let body = response
+            .bytes_stream()
+            .map(|piece| piece.map_err(UpstreamError::of_transport))
+            .boxed();
+        Ok(Some(UpstreamBlob {
+            size,
+            body: checked(body, digest.clone(), size),
+        }))
+    }
+
+    /// Sends a request, answering one 401 with what its challenge asks for.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &[&str],
+        repo: &RepositoryName,
+    ) -> Result<Response, UpstreamError> {
+        let url = format!("{}{path}", self.base);
+        let scope = format!("repository:{repo}:pull");
+        let first = self.token(&scope).or_else(|| self.basic.clone());
+        let response = self
+            .request(method.clone(), &url, accept, first.as_ref())
+            .await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let challenge = response
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(Challenge::parse);
+        let retry = match challenge {
+            Some(challenge) if challenge.is("bearer") => {
+                Some(self.fetch_token(&challenge, &scope).await?)
+            }
+            Some(challenge) if challenge.is("basic") && first != self.basic => self.basic.clone(),
+            _ => None,
+        };
+        match retry {
+            Some(authorization) => {
+                self.request(method, &url, accept, Some(&authorization))
+                    .await
+            }
+            None => Ok(response),
+        }
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        accept: &[&str],
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Response, UpstreamError> {
+        let mut request = self.http.request(method, url);
+        if !accept.is_empty() {
+            request = request.header(ACCEPT, accept.join(", "));
+        }
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, value.clone());
+        }
+        request.send().await.map_err(UpstreamError::of_transport)
+    }
+
+    fn token(&self, scope: &str) -> Option<HeaderValue> {
+        let tokens = self.tokens.lock();
+        let (value, until) = tokens.get(scope)?;
+        (Instant::now() < *until).then(|| value.clone())
+    }
+
+    /// The Docker token flow: a token for `scope` from the challenge's realm, with this
+    /// upstream's credentials when it has some (anonymously otherwise).
+    async fn fetch_token(
+        &self,
+        challenge: &Challenge,
+        scope: &str,
+    ) -> Result<HeaderValue, UpstreamError> {
+        let realm = challenge
+            .param("realm")
+            .filter(|realm| realm.starts_with("https://") || realm.starts_with("http://"))
+            .ok_or_else(|| {
+                UpstreamError::Invalid("a Bearer challenge without an http(s) realm".into())
+            })?;
+        let mut query = Vec::new();
+        if let Some(service) = challenge.param("service") {
+            query.push(format!("service={}", percent_encode(service)));
+        }
+        query.push(format!("scope={}", percent_encode(scope)));
+        let separator = if realm.contains('?') { '&' } else { '?' };
+        let url = format!("{realm}{separator}{}", query.join("&"));
+        let response = self
+            .request(Method::GET, &url, &[], self.basic.as_ref())
+            .await?;
+        if matches!(
+            response.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            let message = error_message(response).await;
+            return Err(UpstreamError::Unauthorized(format!(
+                "its token service refused: {message}"
+            )));
+        }
+        let body = read_limited(success(response).await?, 64 * 1024).await?;
+        let body: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|error| UpstreamError::Invalid(format!("token service: {error}")))?;
+        let token = body
+            .get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(|token| token.as_str())
+            .filter(|token| !token.is_empty())
+            .ok_or_else(|| UpstreamError::Invalid("the token service gave no token".into()))?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            UpstreamError::Invalid("the token service gave an unusable token".into())
+        })?;
+        value.set_sensitive(true);
+        let lifetime = Duration::from_secs(
+            body.get("expires_in")
+                .and_then(|seconds| seconds.as_u64())
+                .unwrap_or(DEFAULT_TOKEN_SECS),
+        );
+        let until = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN);
+        let mut tokens = self.tokens.lock();
+        if tokens.len() >= MAX_TOKENS {
+            let now = Instant::now();
+            tokens.retain(|_, (_, until)| *until > now);
+            if tokens.len() >= MAX_TOKENS {
+                tokens.clear();
+            }
+        }
+        tokens.insert(scope.to_owned(), (value.clone(), until));
+        Ok(value)
+    }
+}
+
+/// The response if it succeeded; otherwise the error it says.
+async fn success(response: Response) -> Result<Response, UpstreamError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Err(UpstreamError::Unauthorized(error_message(response).await))
+        }
+        StatusCode::TOO_MANY_REQUESTS => Err(UpstreamError::RateLimited {
+            retry_after: response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse().ok()),
+        }),
+        _ => Err(UpstreamError::Status {
+            status: status.as_u16(),
+            message: error_message(response).await,
+        }),
+    }
+}
+
+/// The first message of an OCI error body, else the start of the body, else the status.
+async fn error_message(response: Response) -> String {
+    let status = response.status();
+    let body = read_limited(response, 16 * 1024).await.unwrap_or_default();
+    let from_json = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|value| {
+            let first = value.get("errors")?.get(0)?.clone();
+            let code = first
+                .get("code")
+                .and_then(|code| code.as_str())
+                .unwrap_or("");
+            let message = first.get("message").and_then(|m| m.as_str()).unwrap_or("");
+            Some(format!("{code} {message}").trim().to_owned())
+        });
+    let text = from_json
+        .filter(|text| !text.is_empty())
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
+    let text = if text.is_empty() {
+        status.to_string()
+    } else {
+        text
+    };
+    text.chars().take(MAX_MESSAGE).collect()
+}
+
+/// A body of at most `limit` bytes.
+async fn read_limited(mut response: Response, limit: usize) -> Result<Bytes, UpstreamError> {
+    if content_length(response.headers()).is_some_and(|length| length > limit as u64) {
+        return Err(UpstreamError::Invalid(format!(
+            "a body over {limit} bytes where at most that is allowed"
+        )));
+    }
+    let mut body = BytesMut::new();
+    while let Some(piece) = response
+        .chunk()
+        .await
+        .map_err(UpstreamError::of_transport)?
+    {
+        if body.len() + piece.len() > limit {
+            return Err(UpstreamError::Invalid(format!(
+                "a body over {limit} bytes where at most that is allowed"
+            )));
+        }
+        body.extend_from_slice(&piece);
+    }
+    Ok(body.freeze())
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+}
+
+fn content_type(headers: &HeaderMap) -> Result<String, UpstreamError> {
+    let value = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(media_type::essence)
+        .filter(|value| !value.is_empty())
+        .ok_or_else(|| UpstreamError::Invalid("a manifest without a Content-Type".into()))?;
+    Ok(value.to_owned())
+}
+
+/// The `Docker-Content-Digest` the upstream announced, if any.
+fn announced_digest(headers: &HeaderMap) -> Result<Option<Digest>, UpstreamError> {
+    let Some(value) = headers.get("docker-content-digest") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| UpstreamError::Invalid("an unreadable Docker-Content-Digest".into()))?;
+    Digest::parse(text.trim())
+        .map(Some)
+        .map_err(|error| UpstreamError::Invalid(format!("Docker-Content-Digest {text}: {error}")))
+}
+
+/// `expected` when `bytes` hash to it.
+fn verified(expected: &Digest, bytes: &[u8]) -> Result<Digest, UpstreamError> {
+    let actual = Digest::of(expected.algorithm(), bytes);
+    if actual == *expected {
+        Ok(actual)
+    } else {
+        Err(UpstreamError::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+        })
+    }
+}
+
+/// `body`, hashed as it passes: ends with an error when its bytes do not hash to `expected`
+/// or do not add up to the announced `size`.
+fn checked(
+    body: BoxStream<'static, Result<Bytes, UpstreamError>>,
+    expected: Digest,
+    size: Option<u64>,
+) -> BoxStream<'static, Result<Bytes, UpstreamError>> {
+    struct State {
+        body: BoxStream<'static, Result<Bytes, UpstreamError>>,
+        digester: Option<Digester>,
+        expected: Digest,
+        size: Option<u64>,
+        seen: u64,
+    }
+    let state = State {
+        body,
+        digester: Some(Digester::new(expected.algorithm())),
+        expected,
+        size,
+        seen: 0,
+    };
+    stream::unfold(state, |mut state| async move {
+        let digester = state.digester.as_mut()?;
+        match state.body.next().await {
+            Some(Ok(piece)) => {
+                digester.update(&piece);
+                state.seen += piece.len() as u64;
+                if state.size.is_some_and(|size| state.seen > size) {
+                    state.digester = None;
+                    let error = UpstreamError::Invalid(format!(
+                        "blob {} is longer than the {} bytes announced",
+                        state.expected,
+                        state.size.unwrap_or_default()
+                    ));
+                    return Some((Err(error), state));
+                }
+                Some((Ok(piece), state))
+            }
+            Some(Err(error)) => {
+                state.digester = None;
+                Some((Err(error), state))
+            }
+            None => {
+                let actual = state.digester.take()?.finish();
+                if let Some(size) = state.size.filter(|size| *size != state.seen) {
+                    let error = UpstreamError::Invalid(format!(
+                        "blob {} ended after {} of the {size} bytes announced",
+                        state.expected, state.seen
+                    ));
+                    return Some((Err(error), state));
+                }
+                if actual != state.expected {
+                    let error = UpstreamError::DigestMismatch {
+                        expected: state.expected.clone(),
+                        actual,
+                    };
+                    return Some((Err(error), state));
+                }
+                None
+            }
+        }
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(parts: &[&'static [u8]]) -> BoxStream<'static, Result<Bytes, UpstreamError>> {
+        let parts: Vec<_> = parts
+            .iter()
+            .map(|part| Ok(Bytes::from_static(part)))
+            .collect();
+        stream::iter(parts).boxed()
+    }
+
+    async fn collect(
+        body: BoxStream<'static, Result<Bytes, UpstreamError>>,
+    ) -> (Vec<u8>, Option<UpstreamError>) {
+        let mut bytes = Vec::new();
+        let mut body = body;
+        while let Some(piece) = body.next().await {
+            match piece {
+                Ok(piece) => bytes.extend_from_slice(&piece),
+                Err(error) => {
+                    assert!(body.next().await.is_none(), "nothing after an error");
+                    return (bytes, Some(error));
+                }
+            }
+        }
+        (bytes, None)
+    }
+
+    #[tokio::test]
+    async fn a_blob_stream_ends_in_an_error_unless_its_bytes_match() {
+        let digest = Digest::sha256_of(b"hello world");
+        let (bytes, error) = collect(checked(
+            pieces(&[b"hello ", b"world"]),
+            digest.clone(),
+            Some(11),
+        ))
+        .await;
+        assert_eq!((bytes.as_slice(), error), (b"hello world".as_slice(), None));
+        // Unknown length: the digest alone decides.
+        let (_, error) = collect(checked(pieces(&[b"hello world"]), digest.clone(), None)).await;
+        assert_eq!(error, None);
+
+        let (_, error) = collect(checked(
+            pieces(&[b"hello", b" World"]),
+            digest.clone(),
+            None,
+        ))
+        .await;
+        assert!(
+            matches!(&error, Some(UpstreamError::DigestMismatch { expected, .. }) if *expected == digest),
+            "{error:?}"
+        );
+        let (_, error) = collect(checked(pieces(&[b"hello"]), digest.clone(), Some(11))).await;
+        assert!(
+            matches!(&error, Some(UpstreamError::Invalid(text)) if text.contains("after 5 of the 11")),
+            "{error:?}"
+        );
+        let (bytes, error) = collect(checked(
+            pieces(&[b"hello ", b"world", b"!"]),
+            digest.clone(),
+            Some(11),
+        ))
+        .await;
+        assert_eq!(bytes, b"hello world");
+        assert!(
+            matches!(error, Some(UpstreamError::Invalid(_))),
+            "{error:?}"
+        );
+        // A transport error ends it at once.
+        let failing = stream::iter(vec![
+            Ok(Bytes::from_static(b"hello")),
+            Err(UpstreamError::Timeout("stalled".into())),
+            Ok(Bytes::from_static(b" world")),
+        ])
+        .boxed();
+        let (bytes, error) = collect(checked(failing, digest, Some(11))).await;
+        assert_eq!(
+            (bytes.as_slice(), error),
+            (
+                b"hello".as_slice(),
+                Some(UpstreamError::Timeout("stalled".into()))
+            )
+        );
+    }
+
+    #[test]
+    fn only_a_registry_root_is_an_upstream_url() {
+        for good in ["https://registry-1.docker.io", "http://127.0.0.1:5000/"] {
+            assert!(Upstream::new(&UpstreamConfig::new(good)).is_ok(), "{good}");
+        }
+        for bad in [
+            "ftp://x",
+            "registry-1.docker.io",
+            "https://x/v2/",
+            "https://",
+            "http://x?y",
+        ] {
+            assert!(
+                matches!(
+                    Upstream::new(&UpstreamConfig::new(bad)),
+                    Err(UpstreamError::Config(_))
+                ),
+                "{bad}"
+            );
+        }
+        let half = UpstreamConfig {
+            username: Some("u".into()),
+            ..UpstreamConfig::new("https://x")
+        };
+        assert!(matches!(
+            Upstream::new(&half),
+            Err(UpstreamError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn transient_errors_are_the_ones_a_cache_serves_through() {
+        let transient = [
+            UpstreamError::Unreachable("refused".into()),
+            UpstreamError::Timeout("slow".into()),
+            UpstreamError::RateLimited {
+                retry_after: Some(60),
+            },
+            UpstreamError::Status {
+                status: 503,
+                message: "down".into(),
+            },
+        ];
+        assert!(transient.iter().all(UpstreamError::is_transient));
+        let lasting = [
+            UpstreamError::Status {
+                status: 400,
+                message: "bad".into(),
+            },
+            UpstreamError::Unauthorized("no".into()),
+            UpstreamError::Invalid("odd".into()),
+        ];
+        assert!(!lasting.iter().any(UpstreamError::is_transient));
+        assert_eq!(
+            UpstreamError::RateLimited {
+                retry_after: Some(60)
+            }
+            .to_string(),
+            "the upstream is rate-limiting this registry (429, retry after 60 s)"
+        );
+    }
+}
