@@ -566,3 +566,32 @@ async fn a_planned_deletion_of_an_untagged_manifest_loses_to_whatever_changed_it
     }
     consistent(reader);
 }
+
+#[tokio::test]
+async fn a_new_manifest_counts_against_the_quota_and_one_the_namespace_holds_does_not() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = store_with_key(&dir).await;
+    let image = manifest("team/a", "image", Some("v1"), &[], None);
+    let other = manifest("team/a", "other", Some("v2"), &[], None);
+    let quota = image.bytes.len() as u64;
+    let set_quota = Command::SetQuota {
+        namespace: "team".into(),
+        bytes: Some(quota),
+    };
+    assert_eq!(store.apply(set_quota).await, DONE);
+    assert_eq!(store.apply(put(&image, T0_MS)).await, DONE);
+    // The namespace is full: a new manifest is refused, the one it holds goes in again, also
+    // into another of its repositories.
+    let refused = store.apply(put(&other, T0_MS)).await;
+    assert!(
+        matches!(&refused, Err(MetaError::Denied(message)) if message.contains("quota")),
+        "{refused:?}"
+    );
+    assert_eq!(store.apply(put(&image, T0_MS + 1)).await, DONE);
+    let mut copy = image.clone();
+    copy.repo = repo("team/b");
+    assert_eq!(store.apply(put(&copy, T0_MS)).await, DONE);
+    let usage = store.store.reader.usage(Some("team")).expect("usage");
+    assert_eq!(usage[0].physical_bytes, quota);
+    consistent(&store.store.reader);
+}
