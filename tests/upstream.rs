@@ -77,7 +77,7 @@ async fn reads_back(upstream: &Upstream, image: &PushedImage) {
         .is_none());
     assert_eq!(
         upstream
-            .head_manifest(&name("never/pushed"), &tag("v1"), &ACCEPT)
+            .head_manifest(&name(&format!("{}/never", image.repo)), &tag("v1"), &ACCEPT)
             .await
             .expect("a missing repository"),
         None
@@ -125,4 +125,75 @@ async fn an_unreachable_upstream_is_a_transient_error() {
         .expect_err("nothing listens");
     assert!(matches!(error, UpstreamError::Unreachable(_)), "{error:?}");
     assert!(error.is_transient());
+}
+
+/// `wharf serve --auth` answers 401 with a Bearer challenge: the client gets a token from its
+/// realm with the robot's credentials, and keeps it for the next requests of that scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_the_token_flow_of_wharf_with_auth() {
+    use common::auth_serve::{basic, registry, AuthServe};
+
+    let serve = AuthServe::start(&[]).await;
+    serve.user("root", "root-password", true);
+    let image = registry(&serve.base, Some(&basic("root", "root-password")))
+        .push_image("team/app", "v1", 100 * 1024)
+        .await
+        .expect("push as root");
+    let secret = serve.robot("mirror", "team/**", "pull");
+    let config = |user: Option<&str>, password: Option<&str>| UpstreamConfig {
+        username: user.map(str::to_owned),
+        password: password.map(str::to_owned),
+        ..UpstreamConfig::new(&serve.base)
+    };
+    // A robot's policy reaches the gateway within its refresh interval (1 s).
+    let upstream = Upstream::new(&config(Some("mirror"), Some(&secret))).expect("upstream");
+    common::until(
+        "the robot's policy to reach the gateway",
+        std::time::Instant::now() + common::auth_serve::DEADLINE,
+        || async {
+            upstream
+                .head_manifest(&name("team/app"), &tag("v1"), &ACCEPT)
+                .await
+                .map_err(|error| error.to_string())
+        },
+    )
+    .await
+    .expect("the robot pulls");
+    let issued = |serve: &AuthServe| {
+        serve
+            .audit()
+            .lines()
+            .filter(|line| line.contains("token issued") && line.contains("mirror"))
+            .count()
+    };
+    // The audit log is written behind the requests, in order: wait for the lines.
+    let logged = |at_least: usize| {
+        let serve = &serve;
+        common::until(
+            "the audit log to show the tokens issued",
+            std::time::Instant::now() + common::auth_serve::DEADLINE,
+            move || async move {
+                let count = issued(serve);
+                (count >= at_least)
+                    .then_some(count)
+                    .ok_or_else(|| format!("{count} tokens logged"))
+            },
+        )
+    };
+    let before = logged(1).await.expect("the first token");
+    reads_back(&upstream, &image).await;
+    // The dozen requests for team/app reuse its token; the one for the repository below it,
+    // asked last, takes one more.
+    let after = logged(before + 1).await.expect("the second token");
+    assert_eq!(after, before + 1, "{}", serve.audit());
+
+    for (user, password) in [(Some("mirror"), Some("wrong-secret")), (None, None)] {
+        let refused = Upstream::new(&config(user, password)).expect("upstream");
+        let error = refused
+            .manifest(&name("team/app"), &tag("v1"), &ACCEPT)
+            .await
+            .expect_err("no access");
+        assert!(matches!(error, UpstreamError::Unauthorized(_)), "{error:?}");
+        assert!(!error.is_transient());
+    }
 }

@@ -1,6 +1,7 @@
 //! Small OCI client helpers shared by the root integration tests (durability, real clients).
 #![allow(dead_code)]
 
+pub mod auth_serve;
 pub mod dev;
 pub mod distribution;
 pub mod serve;

@@ -1,6 +1,7 @@
 //! [`Upstream`]: a client of one upstream registry.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -154,6 +155,9 @@ pub struct Upstream {
     http: reqwest::Client,
     base: String,
     basic: Option<HeaderValue>,
+    /// Whether the upstream asked for Basic credentials (its challenge said so once): they are
+    /// then sent with every request instead of being asked for each time.
+    basic_challenged: AtomicBool,
     /// Bearer tokens by scope, with the time to stop using them.
     tokens: Mutex<HashMap<String, (HeaderValue, Instant)>>,
 }
@@ -207,6 +211,7 @@ impl Upstream {
             http,
             base,
             basic,
+            basic_challenged: AtomicBool::new(false),
             tokens: Mutex::new(HashMap::new()),
         })
     }
@@ -313,7 +318,13 @@ impl Upstream {
     ) -> Result<Response, UpstreamError> {
         let url = format!("{}{path}", self.base);
         let scope = format!("repository:{repo}:pull");
-        let first = self.token(&scope).or_else(|| self.basic.clone());
+        // A token this scope already has, or Basic credentials the upstream asked for before;
+        // otherwise nothing, and its challenge says what it wants.
+        let first = self.token(&scope).or_else(|| {
+            self.basic
+                .clone()
+                .filter(|_| self.basic_challenged.load(Ordering::Relaxed))
+        });
         let response = self
             .request(method.clone(), &url, accept, first.as_ref())
             .await?;
@@ -329,7 +340,10 @@ impl Upstream {
             Some(challenge) if challenge.is("bearer") => {
                 Some(self.fetch_token(&challenge, &scope).await?)
             }
-            Some(challenge) if challenge.is("basic") && first != self.basic => self.basic.clone(),
+            Some(challenge) if challenge.is("basic") && first != self.basic => {
+                self.basic_challenged.store(true, Ordering::Relaxed);
+                self.basic.clone()
+            }
             _ => None,
         };
         match retry {
