@@ -197,3 +197,101 @@ async fn follows_the_token_flow_of_wharf_with_auth() {
         assert!(!error.is_transient());
     }
 }
+
+/// Every way an upstream can fail, through the fault proxy in front of Distribution: each is a
+/// clear error, classed transient (a cache serves what it has) or not, and a blob that comes cut
+/// or altered never reads as complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_upstream_is_a_clear_error_and_never_content() {
+    use common::fault_proxy::{Fault, FaultProxy};
+
+    let distribution = Distribution::start().await;
+    let image = Registry::new(distribution.url.clone())
+        .push_image_with("library/alpine", "3.20", 256 * 1024, false)
+        .await
+        .expect("push to Distribution");
+    let proxy = FaultProxy::start(&distribution.url).await;
+    let config = UpstreamConfig {
+        read_timeout: std::time::Duration::from_millis(500),
+        ..UpstreamConfig::new(&proxy.url)
+    };
+    let upstream = Upstream::new(&config).expect("upstream");
+    let repo = name(&image.repo);
+    let (layer, content) = image
+        .blobs
+        .iter()
+        .max_by_key(|(_, content)| content.len())
+        .expect("a layer");
+
+    proxy.set(Fault::Status(429));
+    let error = upstream
+        .manifest(&repo, &tag(&image.tag), &ACCEPT)
+        .await
+        .expect_err("429");
+    assert_eq!(
+        error,
+        UpstreamError::RateLimited {
+            retry_after: Some(30)
+        }
+    );
+    assert!(error.is_transient());
+
+    proxy.set(Fault::Status(503));
+    let error = upstream.blob(&repo, layer).await.err().expect("503");
+    assert!(
+        matches!(&error, UpstreamError::Status { status: 503, message } if message.contains("UNAVAILABLE")),
+        "{error:?}"
+    );
+    assert!(error.is_transient());
+
+    proxy.set(Fault::Stall);
+    let error = upstream
+        .head_manifest(&repo, &tag(&image.tag), &ACCEPT)
+        .await
+        .expect_err("stalled");
+    assert!(matches!(error, UpstreamError::Timeout(_)), "{error:?}");
+    assert!(error.is_transient());
+
+    // A body cut mid-way: the bytes before the cut come, then an error, never the end.
+    proxy.set(Fault::CutAfter(100 * 1024));
+    let blob = upstream
+        .blob(&repo, layer)
+        .await
+        .expect("head")
+        .expect("present");
+    assert_eq!(blob.size, Some(content.len() as u64));
+    let error = blob.bytes().await.expect_err("cut");
+    assert!(error.is_transient(), "{error:?}");
+
+    // A flipped byte: the whole length comes, and the check refuses it.
+    proxy.set(Fault::FlipByte(1000));
+    let blob = upstream
+        .blob(&repo, layer)
+        .await
+        .expect("head")
+        .expect("present");
+    let error = blob.bytes().await.expect_err("altered");
+    assert!(
+        matches!(&error, UpstreamError::DigestMismatch { expected, .. } if expected == layer),
+        "{error:?}"
+    );
+    proxy.set(Fault::FlipByte(10));
+    let error = upstream
+        .manifest(
+            &repo,
+            &Reference::Digest(image.manifest_digest.clone()),
+            &ACCEPT,
+        )
+        .await
+        .expect_err("an altered manifest");
+    assert!(
+        matches!(error, UpstreamError::DigestMismatch { .. }),
+        "{error:?}"
+    );
+    assert!(!error.is_transient());
+
+    // And once the upstream behaves, the same reads succeed.
+    proxy.set(Fault::None);
+    reads_back(&upstream, &image).await;
+    assert!(proxy.count("GET", &format!("/blobs/{layer}")) >= 3);
+}

@@ -4,6 +4,7 @@
 pub mod auth_serve;
 pub mod dev;
 pub mod distribution;
+pub mod fault_proxy;
 pub mod serve;
 
 use std::time::{Duration, Instant};

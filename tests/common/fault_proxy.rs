@@ -1,0 +1,212 @@
+//! A small HTTP proxy in front of a registry that misbehaves on demand: answers 429 or 503, stalls,
+//! cuts a body mid-way, or flips a byte of it. It counts the requests it forwards, so a test can
+//! tell how often the upstream was asked. Redirects are passed through, not followed.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::StreamExt;
+
+/// What the proxy does to the next requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Forwards faithfully.
+    None,
+    /// Answers this status itself (with an OCI error body; `Retry-After` on a 429).
+    Status(u16),
+    /// Never answers.
+    Stall,
+    /// Forwards the head and the first `n` bytes of the body, then drops the connection.
+    CutAfter(usize),
+    /// Forwards everything, with the body's byte at this offset inverted.
+    FlipByte(usize),
+}
+
+#[derive(Clone)]
+struct Shared {
+    upstream: String,
+    http: reqwest::Client,
+    fault: Arc<Mutex<Fault>>,
+    forwarded: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct FaultProxy {
+    pub url: String,
+    shared: Shared,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Headers copied both ways (hop-by-hop ones and the rest are not).
+const PASSED: [&str; 9] = [
+    "accept",
+    "authorization",
+    "content-type",
+    "content-length",
+    "docker-content-digest",
+    "location",
+    "www-authenticate",
+    "retry-after",
+    "range",
+];
+
+impl FaultProxy {
+    /// A proxy on a loopback port of its own in front of `upstream` (`http://host:port`).
+    pub async fn start(upstream: &str) -> FaultProxy {
+        let shared = Shared {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            fault: Arc::new(Mutex::new(Fault::None)),
+            forwarded: Arc::new(Mutex::new(Vec::new())),
+        };
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FaultProxy {
+            url,
+            shared,
+            server,
+        }
+    }
+
+    pub fn set(&self, fault: Fault) {
+        *self.shared.fault.lock().expect("lock") = fault;
+    }
+
+    /// The requests forwarded to the upstream so far, as `METHOD /path?query`.
+    pub fn forwarded(&self) -> Vec<String> {
+        self.shared.forwarded.lock().expect("lock").clone()
+    }
+
+    /// How many forwarded requests were `method` on a path containing `part`.
+    pub fn count(&self, method: &str, part: &str) -> usize {
+        self.forwarded()
+            .iter()
+            .filter(|line| line.starts_with(&format!("{method} ")) && line.contains(part))
+            .count()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn forward(State(shared): State<Shared>, request: Request) -> Response {
+    let fault = shared.fault.lock().expect("lock").clone();
+    match fault {
+        Fault::Status(status) => return refusal(status),
+        Fault::Stall => {
+            // Long past any client's timeout; the task goes when the proxy does.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return refusal(504);
+        }
+        _ => {}
+    }
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_default();
+    let method = request.method().clone();
+    shared
+        .forwarded
+        .lock()
+        .expect("lock")
+        .push(format!("{method} {path}"));
+    let mut outgoing = shared
+        .http
+        .request(method, format!("{}{path}", shared.upstream));
+    for name in PASSED {
+        if let Some(value) = request.headers().get(name) {
+            outgoing = outgoing.header(name, value.clone());
+        }
+    }
+    let body = axum::body::to_bytes(request.into_body(), 64 << 20)
+        .await
+        .unwrap_or_default();
+    let upstream = match outgoing.body(body).send().await {
+        Ok(upstream) => upstream,
+        Err(_) => return refusal(502),
+    };
+    let status = upstream.status();
+    let mut headers = HeaderMap::new();
+    for name in PASSED {
+        if let Some(value) = upstream.headers().get(name) {
+            headers.insert(HeaderName::from_static(name), value.clone());
+        }
+    }
+    let cutting = matches!(fault, Fault::CutAfter(_));
+    let mut offset = 0usize;
+    let body = upstream.bytes_stream().scan(false, move |cut, piece| {
+        if *cut {
+            return futures::future::ready(None);
+        }
+        let piece = match piece {
+            Ok(piece) => piece,
+            Err(error) => return futures::future::ready(Some(Err(std::io::Error::other(error)))),
+        };
+        let start = offset;
+        offset += piece.len();
+        let piece = match &fault {
+            Fault::CutAfter(n) if offset > *n => {
+                *cut = true;
+                let kept = piece.slice(..n.saturating_sub(start).min(piece.len()));
+                if kept.is_empty() {
+                    return futures::future::ready(Some(Err(std::io::Error::other("cut"))));
+                }
+                // What is kept goes out, then the error that drops the connection.
+                return futures::future::ready(Some(Ok(kept)));
+            }
+            Fault::FlipByte(at) if (start..offset).contains(at) => {
+                let mut bytes = piece.to_vec();
+                bytes[at - start] ^= 0xff;
+                Bytes::from(bytes)
+            }
+            _ => piece,
+        };
+        futures::future::ready(Some(Ok(piece)))
+    });
+    // After a cut, the stream ends in an error so the connection drops short of the length.
+    let cut_error = futures::stream::once(async { Err(std::io::Error::other("cut")) });
+    let body = if cutting {
+        Body::from_stream(body.chain(cut_error))
+    } else {
+        Body::from_stream(body)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+fn refusal(status: u16) -> Response {
+    let (code, message) = match status {
+        429 => ("TOOMANYREQUESTS", "rate limit exceeded"),
+        _ => ("UNAVAILABLE", "the registry is not available"),
+    };
+    let body = format!(r#"{{"errors":[{{"code":"{code}","message":"{message}"}}]}}"#);
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(status).expect("status");
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    if status == 429 {
+        headers.insert("retry-after", HeaderValue::from_static("30"));
+    }
+    response
+}
