@@ -295,3 +295,51 @@ async fn a_failing_upstream_is_a_clear_error_and_never_content() {
     reads_back(&upstream, &image).await;
     assert!(proxy.count("GET", &format!("/blobs/{layer}")) >= 3);
 }
+
+/// Catalogs and tag lists read whole across their `Link` pages, from Distribution and from
+/// `wharf serve`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_catalogs_and_tags_across_pages() {
+    let distribution = Distribution::start().await;
+    let serve = InProcessServe::start().await.expect("serve");
+    for (url, monolithic) in [(distribution.url.clone(), false), (serve.base_url(), true)] {
+        let registry = Registry::new(url.clone());
+        for (repo, tag) in [
+            ("a/one", "v1"),
+            ("a/one", "v2"),
+            ("a/one", "v3"),
+            ("b/two", "v1"),
+            ("c", "latest"),
+        ] {
+            registry
+                .push_image_with(repo, tag, 1024, monolithic)
+                .await
+                .expect("push");
+        }
+        let upstream = Upstream::new(&UpstreamConfig::new(&url)).expect("upstream");
+        for page in [1, 2, 100] {
+            assert_eq!(
+                upstream.catalog(page).await.expect("catalog"),
+                ["a/one", "b/two", "c"],
+                "{url}, pages of {page}"
+            );
+            let mut tags = upstream
+                .tags(&name("a/one"), page)
+                .await
+                .expect("tags")
+                .expect("a known repository");
+            tags.sort();
+            assert_eq!(tags, ["v1", "v2", "v3"], "{url}, pages of {page}");
+        }
+        assert_eq!(
+            upstream
+                .tags(&name("never/pushed"), 10)
+                .await
+                .expect("tags"),
+            None,
+            "{url}"
+        );
+        drop(upstream);
+    }
+    serve.stop().await;
+}

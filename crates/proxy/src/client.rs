@@ -11,7 +11,7 @@ use oci_model::challenge::{percent_encode, Challenge};
 use oci_model::{media_type, Digest, Digester, Reference, RepositoryName, MAX_MANIFEST_BYTES};
 use parking_lot::Mutex;
 use reqwest::header::{
-    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LINK, RETRY_AFTER,
     WWW_AUTHENTICATE,
 };
 use reqwest::{Method, Response, StatusCode};
@@ -24,6 +24,8 @@ const DEFAULT_TOKEN_SECS: u64 = 60;
 const TOKEN_MARGIN: Duration = Duration::from_secs(5);
 /// Characters of an upstream's error text kept in an [`UpstreamError`].
 const MAX_MESSAGE: usize = 300;
+/// Names one catalog or tag listing returns at most.
+const MAX_LISTED: usize = 1_000_000;
 
 /// Where an upstream is and how to log in to it.
 #[derive(Clone, Debug)]
@@ -230,7 +232,9 @@ impl Upstream {
         accept: &[&str],
     ) -> Result<Option<UpstreamManifest>, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{reference}");
-        let response = self.send(Method::GET, &path, accept, repo).await?;
+        let response = self
+            .send(Method::GET, &path, accept, &pull_scope(repo))
+            .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -259,7 +263,9 @@ impl Upstream {
         accept: &[&str],
     ) -> Result<Option<ManifestHead>, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{reference}");
-        let response = self.send(Method::HEAD, &path, accept, repo).await?;
+        let response = self
+            .send(Method::HEAD, &path, accept, &pull_scope(repo))
+            .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -292,7 +298,9 @@ impl Upstream {
         digest: &Digest,
     ) -> Result<Option<UpstreamBlob>, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        let response = self.send(Method::GET, &path, &[], repo).await?;
+        let response = self
+            .send(Method::GET, &path, &[], &pull_scope(repo))
+            .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -308,19 +316,88 @@ impl Upstream {
         }))
     }
 
+    /// Every repository the upstream's catalog lists (`GET /v2/_catalog`, `page` names a
+    /// request, following its `Link` headers), in its order.
+    pub async fn catalog(&self, page: usize) -> Result<Vec<String>, UpstreamError> {
+        let first = format!("/v2/_catalog?n={page}");
+        Ok(self
+            .listing(first, "registry:catalog:*", "repositories")
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Every tag of `repo` (`GET /v2/<name>/tags/list`, `page` a request, following `Link`);
+    /// `None` when the upstream does not know the repository.
+    pub async fn tags(
+        &self,
+        repo: &RepositoryName,
+        page: usize,
+    ) -> Result<Option<Vec<String>>, UpstreamError> {
+        let first = format!("/v2/{repo}/tags/list?n={page}");
+        self.listing(first, &pull_scope(repo), "tags").await
+    }
+
+    /// The names of a paged list, every page of it (at most [`MAX_LISTED`] names).
+    async fn listing(
+        &self,
+        first: String,
+        scope: &str,
+        field: &str,
+    ) -> Result<Option<Vec<String>>, UpstreamError> {
+        let mut names = Vec::new();
+        let mut next = Some(first);
+        while let Some(path) = next.take() {
+            let response = self.send(Method::GET, &path, &[], scope).await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            let response = success(response).await?;
+            next = next_page(response.headers());
+            let body = read_limited(response, 16 << 20).await?;
+            let body: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|error| UpstreamError::Invalid(format!("a {field} list: {error}")))?;
+            let page = match body.get(field) {
+                Some(serde_json::Value::Array(page)) => page,
+                // Distribution answers `"tags": null` for a repository with none.
+                Some(serde_json::Value::Null) => break,
+                _ => {
+                    return Err(UpstreamError::Invalid(format!(
+                        "a {field} list without {field:?}"
+                    )))
+                }
+            };
+            let before = names.len();
+            for name in page {
+                let name = name.as_str().ok_or_else(|| {
+                    UpstreamError::Invalid(format!("a {field} list with a non-string"))
+                })?;
+                names.push(name.to_owned());
+            }
+            // A page that adds nothing ends it, whatever its Link says (no endless loop).
+            if names.len() == before || names.len() > MAX_LISTED {
+                break;
+            }
+        }
+        if names.len() > MAX_LISTED {
+            return Err(UpstreamError::Invalid(format!(
+                "a {field} list of more than {MAX_LISTED} names"
+            )));
+        }
+        Ok(Some(names))
+    }
+
     /// Sends a request, answering one 401 with what its challenge asks for.
     async fn send(
         &self,
         method: Method,
         path: &str,
         accept: &[&str],
-        repo: &RepositoryName,
+        scope: &str,
     ) -> Result<Response, UpstreamError> {
         let url = format!("{}{path}", self.base);
-        let scope = format!("repository:{repo}:pull");
         // A token this scope already has, or Basic credentials the upstream asked for before;
         // otherwise nothing, and its challenge says what it wants.
-        let first = self.token(&scope).or_else(|| {
+        let first = self.token(scope).or_else(|| {
             self.basic
                 .clone()
                 .filter(|_| self.basic_challenged.load(Ordering::Relaxed))
@@ -338,7 +415,7 @@ impl Upstream {
             .and_then(Challenge::parse);
         let retry = match challenge {
             Some(challenge) if challenge.is("bearer") => {
-                Some(self.fetch_token(&challenge, &scope).await?)
+                Some(self.fetch_token(&challenge, scope).await?)
             }
             Some(challenge) if challenge.is("basic") && first != self.basic => {
                 self.basic_challenged.store(true, Ordering::Relaxed);
@@ -440,6 +517,32 @@ impl Upstream {
         tokens.insert(scope.to_owned(), (value.clone(), until));
         Ok(value)
     }
+}
+
+/// The token scope of reading `repo`.
+fn pull_scope(repo: &RepositoryName) -> String {
+    format!("repository:{repo}:pull")
+}
+
+/// The path of the next page a `Link: </v2/...?last=x&n=y>; rel="next"` header names (a path
+/// on this registry; an absolute URL is taken for its path only, as the spec's examples use
+/// paths).
+fn next_page(headers: &HeaderMap) -> Option<String> {
+    let link = headers.get(LINK)?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params.split(';').any(|param| {
+            param
+                .replace([' ', '"'], "")
+                .eq_ignore_ascii_case("rel=next")
+        });
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let path = match target.find("/v2/") {
+            Some(at) => &target[at..],
+            None => return None,
+        };
+        is_next.then(|| path.to_owned())
+    })
 }
 
 /// The response if it succeeded; otherwise the error it says.
@@ -707,6 +810,30 @@ mod tests {
                 Some(UpstreamError::Timeout("stalled".into()))
             )
         );
+    }
+
+    #[test]
+    fn the_next_page_is_read_from_the_link_header() {
+        let next = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(LINK, HeaderValue::from_str(value).expect("header"));
+            next_page(&headers)
+        };
+        assert_eq!(
+            next(r#"</v2/_catalog?last=b&n=2>; rel="next""#).as_deref(),
+            Some("/v2/_catalog?last=b&n=2")
+        );
+        assert_eq!(
+            next(r#"<https://r.example/v2/a/tags/list?last=v2&n=2>; rel=next"#).as_deref(),
+            Some("/v2/a/tags/list?last=v2&n=2")
+        );
+        assert_eq!(
+            next(r#"</v2/x?a=1>; rel="prev", </v2/y?b=2>; rel="next""#).as_deref(),
+            Some("/v2/y?b=2")
+        );
+        assert_eq!(next(r#"</elsewhere>; rel="next""#), None);
+        assert_eq!(next(r#"</v2/_catalog?last=b>; rel="prev""#), None);
+        assert_eq!(next("garbage"), None);
     }
 
     #[test]
