@@ -343,3 +343,40 @@ async fn lists_catalogs_and_tags_across_pages() {
     }
     serve.stop().await;
 }
+
+/// Distribution with Basic authentication (htpasswd): the client answers its Basic challenge
+/// with the upstream's credentials, and refused credentials are Unauthorized.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_basic_challenge_with_its_credentials() {
+    use common::auth_serve::{basic, registry};
+
+    let distribution = Distribution::start_with(Some(("mirror", "s3cret"))).await;
+    let image = registry(&distribution.url, Some(&basic("mirror", "s3cret")))
+        .push_image_with("library/busybox", "1.36", 64 * 1024, false)
+        .await
+        .expect("push with Basic");
+    let config = |password: Option<&str>| UpstreamConfig {
+        username: password.map(|_| "mirror".to_owned()),
+        password: password.map(str::to_owned),
+        ..UpstreamConfig::new(&distribution.url)
+    };
+    // Through the fault proxy (faithful here), to count the upstream's 401s: once asked, the
+    // client sends its credentials with every request.
+    let proxy = common::fault_proxy::FaultProxy::start(&distribution.url).await;
+    let through = UpstreamConfig {
+        url: proxy.url.clone(),
+        ..config(Some("s3cret"))
+    };
+    let upstream = Upstream::new(&through).expect("upstream");
+    reads_back(&upstream, &image).await;
+    assert_eq!(proxy.answered(401), 1, "{:#?}", proxy.forwarded());
+    assert_eq!(proxy.answered(200), 5, "{:#?}", proxy.forwarded());
+    for password in [Some("wrong"), None] {
+        let refused = Upstream::new(&config(password)).expect("upstream");
+        let error = refused
+            .manifest(&name("library/busybox"), &tag("1.36"), &ACCEPT)
+            .await
+            .expect_err("no access");
+        assert!(matches!(error, UpstreamError::Unauthorized(_)), "{error:?}");
+    }
+}

@@ -16,6 +16,13 @@ pub struct Distribution {
 
 impl Distribution {
     pub async fn start() -> Distribution {
+        Distribution::start_with(None).await
+    }
+
+    /// With `Some((user, password))`, Distribution asks for Basic credentials (its htpasswd
+    /// backend, bcrypt, written by Debian's `htpasswd` from apache2-utils, which `.ci/run`
+    /// installs).
+    pub async fn start_with(basic: Option<(&str, &str)>) -> Distribution {
         let binary = PathBuf::from("/usr/bin/docker-registry");
         assert!(
             binary.exists(),
@@ -24,14 +31,24 @@ impl Distribution {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("config.yml");
         let data = dir.path().join("data");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\nlog:\n  level: info\n  accesslog:\n    disabled: true\n",
-                data.display()
-            ),
-        )
-        .expect("write config");
+        let mut text = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\nlog:\n  level: info\n  accesslog:\n    disabled: true\n",
+            data.display()
+        );
+        if let Some((user, password)) = basic {
+            let htpasswd = dir.path().join("htpasswd");
+            let output = std::process::Command::new("htpasswd")
+                .args(["-nbB", user, password])
+                .output()
+                .expect("htpasswd runs (apt-get install apache2-utils)");
+            assert!(output.status.success(), "htpasswd failed");
+            std::fs::write(&htpasswd, &output.stdout).expect("write htpasswd");
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: wharf-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, text).expect("write config");
         let log = dir.path().join("log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = std::process::Command::new(&binary)

@@ -87,9 +87,18 @@ impl FaultProxy {
         *self.shared.fault.lock().expect("lock") = fault;
     }
 
-    /// The requests forwarded to the upstream so far, as `METHOD /path?query`.
+    /// The requests forwarded to the upstream so far, as `METHOD /path?query -> STATUS`.
     pub fn forwarded(&self) -> Vec<String> {
         self.shared.forwarded.lock().expect("lock").clone()
+    }
+
+    /// How many forwarded requests the upstream answered with `status`.
+    pub fn answered(&self, status: u16) -> usize {
+        let suffix = format!(" -> {status}");
+        self.forwarded()
+            .iter()
+            .filter(|line| line.ends_with(&suffix))
+            .count()
     }
 
     /// How many forwarded requests were `method` on a path containing `part`.
@@ -124,11 +133,7 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
         .map(|path| path.as_str().to_owned())
         .unwrap_or_default();
     let method = request.method().clone();
-    shared
-        .forwarded
-        .lock()
-        .expect("lock")
-        .push(format!("{method} {path}"));
+    let line = format!("{method} {path}");
     let mut outgoing = shared
         .http
         .request(method, format!("{}{path}", shared.upstream));
@@ -145,6 +150,11 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
         Err(_) => return refusal(502),
     };
     let status = upstream.status();
+    shared
+        .forwarded
+        .lock()
+        .expect("lock")
+        .push(format!("{line} -> {}", status.as_u16()));
     let mut headers = HeaderMap::new();
     for name in PASSED {
         if let Some(value) = upstream.headers().get(name) {
