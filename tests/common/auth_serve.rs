@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use cluster_client::{MetaClient, RetryPolicy};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
-use serde_json::Value;
 
-use super::{until, Registry};
+use super::Registry;
 
 pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -55,21 +54,10 @@ impl AuthServe {
             base: String::new(),
             grpc: String::new(),
         };
-        let addrs: Value = until(
-            "serve to write its addresses",
-            Instant::now() + DEADLINE,
-            || {
-                let file = addr_file.clone();
-                async move {
-                    let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
-                    serde_json::from_str(&text).map_err(|e| e.to_string())
-                }
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", serve.log()));
-        serve.base = format!("http://{}", addrs["http"].as_str().expect("http address"));
-        serve.grpc = addrs["grpc"].as_str().expect("grpc address").to_owned();
+        let (base, grpc) = super::serve_addresses(&addr_file, Instant::now() + DEADLINE)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", serve.log()));
+        (serve.base, serve.grpc) = (base, grpc);
         serve
     }
 

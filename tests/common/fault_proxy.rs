@@ -3,7 +3,6 @@
 //! tell how often the upstream was asked. Redirects are passed through, not followed.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -11,15 +10,16 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
+use tokio::sync::Notify;
 
 /// What the proxy does to the next requests.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// Forwards faithfully.
     None,
     /// Answers this status itself (with an OCI error body; `Retry-After` on a 429).
     Status(u16),
-    /// Never answers.
+    /// Answers nothing (until the fault changes or the proxy goes).
     Stall,
     /// Forwards the head and the first `n` bytes of the body, then drops the connection.
     CutAfter(usize),
@@ -32,6 +32,8 @@ struct Shared {
     upstream: String,
     http: reqwest::Client,
     fault: Arc<Mutex<Fault>>,
+    /// Wakes the stalled requests.
+    released: Arc<Notify>,
     forwarded: Arc<Mutex<Vec<String>>>,
 }
 
@@ -64,6 +66,7 @@ impl FaultProxy {
                 .build()
                 .expect("client"),
             fault: Arc::new(Mutex::new(Fault::None)),
+            released: Arc::new(Notify::new()),
             forwarded: Arc::new(Mutex::new(Vec::new())),
         };
         let app = axum::Router::new()
@@ -85,6 +88,7 @@ impl FaultProxy {
 
     pub fn set(&self, fault: Fault) {
         *self.shared.fault.lock().expect("lock") = fault;
+        self.shared.released.notify_waiters();
     }
 
     /// The requests forwarded to the upstream so far, as `METHOD /path?query -> STATUS`.
@@ -112,17 +116,18 @@ impl FaultProxy {
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
+        self.shared.released.notify_waiters();
         self.server.abort();
     }
 }
 
 async fn forward(State(shared): State<Shared>, request: Request) -> Response {
-    let fault = shared.fault.lock().expect("lock").clone();
+    let fault = *shared.fault.lock().expect("lock");
     match fault {
         Fault::Status(status) => return refusal(status),
         Fault::Stall => {
-            // Long past any client's timeout; the task goes when the proxy does.
-            tokio::time::sleep(Duration::from_secs(3600)).await;
+            // Until the fault changes or the proxy goes.
+            shared.released.notified().await;
             return refusal(504);
         }
         _ => {}
@@ -161,44 +166,25 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
             headers.insert(HeaderName::from_static(name), value.clone());
         }
     }
-    let cutting = matches!(fault, Fault::CutAfter(_));
     let mut offset = 0usize;
-    let body = upstream.bytes_stream().scan(false, move |cut, piece| {
-        if *cut {
-            return futures::future::ready(None);
-        }
-        let piece = match piece {
-            Ok(piece) => piece,
-            Err(error) => return futures::future::ready(Some(Err(std::io::Error::other(error)))),
-        };
+    let body = upstream.bytes_stream().map(move |piece| {
+        let piece = piece.map_err(std::io::Error::other)?;
         let start = offset;
         offset += piece.len();
-        let piece = match &fault {
-            Fault::CutAfter(n) if offset > *n => {
-                *cut = true;
-                let kept = piece.slice(..n.saturating_sub(start).min(piece.len()));
-                if kept.is_empty() {
-                    return futures::future::ready(Some(Err(std::io::Error::other("cut"))));
-                }
-                // What is kept goes out, then the error that drops the connection.
-                return futures::future::ready(Some(Ok(kept)));
-            }
-            Fault::FlipByte(at) if (start..offset).contains(at) => {
+        match fault {
+            // Past the cut, an error drops the connection short of the announced length (as
+            // does a body that simply ends there).
+            Fault::CutAfter(n) if start >= n => Err(std::io::Error::other("cut")),
+            Fault::CutAfter(n) if offset > n => Ok(piece.slice(..n - start)),
+            Fault::FlipByte(at) if (start..offset).contains(&at) => {
                 let mut bytes = piece.to_vec();
                 bytes[at - start] ^= 0xff;
-                Bytes::from(bytes)
+                Ok(Bytes::from(bytes))
             }
-            _ => piece,
-        };
-        futures::future::ready(Some(Ok(piece)))
+            _ => Ok(piece),
+        }
     });
-    // After a cut, the stream ends in an error so the connection drops short of the length.
-    let cut_error = futures::stream::once(async { Err(std::io::Error::other("cut")) });
-    let body = if cutting {
-        Body::from_stream(body.chain(cut_error))
-    } else {
-        Body::from_stream(body)
-    };
+    let body = Body::from_stream(body);
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;

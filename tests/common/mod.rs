@@ -35,6 +35,25 @@ pub fn random_bytes(len: usize) -> Vec<u8> {
     bytes
 }
 
+/// The HTTP base URL and gRPC address `wharf serve --addr-file FILE` writes once it listens,
+/// waited for until `deadline`.
+pub async fn serve_addresses(
+    addr_file: &std::path::Path,
+    deadline: Instant,
+) -> Result<(String, String), String> {
+    let addrs: serde_json::Value = until("serve to write its addresses", deadline, || {
+        let file = addr_file.to_owned();
+        async move {
+            let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        }
+    })
+    .await?;
+    let http = addrs["http"].as_str().ok_or("no http address")?;
+    let grpc = addrs["grpc"].as_str().ok_or("no grpc address")?;
+    Ok((format!("http://{http}"), grpc.to_owned()))
+}
+
 /// An image pushed and acknowledged: what must be readable afterwards.
 #[derive(Clone, Debug)]
 pub struct PushedImage {

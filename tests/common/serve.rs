@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::until;
-
 pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -96,17 +94,10 @@ impl Serve {
     async fn wait_ready(&mut self) {
         let addr_file = self.dir.path().join("addr.json");
         let deadline = Instant::now() + START_DEADLINE;
-        let addrs: Value = until("serve to write its addresses", deadline, || {
-            let file = addr_file.clone();
-            async move {
-                let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
-                serde_json::from_str(&text).map_err(|e| e.to_string())
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
-        self.base = format!("http://{}", addrs["http"].as_str().expect("http address"));
-        self.grpc = addrs["grpc"].as_str().expect("grpc address").to_owned();
+        let (base, grpc) = super::serve_addresses(&addr_file, deadline)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
+        (self.base, self.grpc) = (base, grpc);
     }
 
     /// The `serve` process's id.

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use oci_model::challenge::{parse_challenge, percent_encode};
+use oci_model::challenge::Challenge;
 use oci_model::{Algorithm, Digester};
 use tokio::net::TcpStream;
 
@@ -342,24 +342,16 @@ impl Client {
     /// Answers a 401: fetches a bearer token when the challenge names a token service. Returns
     /// whether a retry can succeed.
     async fn authenticate(&mut self, response: &Response) -> Result<bool, String> {
-        let Some(challenge) = response.header(WWW_AUTHENTICATE.as_str()) else {
+        let Some(challenge) = response
+            .header(WWW_AUTHENTICATE.as_str())
+            .and_then(Challenge::parse)
+            .filter(|challenge| challenge.is("bearer"))
+        else {
             return Ok(false);
         };
-        let Some(params) = challenge.strip_prefix("Bearer ") else {
+        let Some(url) = challenge.token_url(challenge.param("scope")) else {
             return Ok(false);
         };
-        let params = parse_challenge(params);
-        let Some(realm) = params.get("realm") else {
-            return Ok(false);
-        };
-        let mut query = Vec::new();
-        for key in ["service", "scope"] {
-            if let Some(value) = params.get(key) {
-                query.push(format!("{key}={}", percent_encode(value)));
-            }
-        }
-        let separator = if realm.contains('?') { '&' } else { '?' };
-        let url = format!("{realm}{separator}{}", query.join("&"));
         let mut token_request = Request::new(Method::GET, url);
         if let Some(basic) = &self.target.basic {
             let value = basic.to_str().unwrap_or_default().to_string();

@@ -641,7 +641,6 @@ mod tests {
 
     use super::*;
     use crate::db::{open, StoreOptions};
-    use crate::state::BlobLinkRecord;
     use crate::testing::{apply, commit, digest, repo, T0_MS};
 
     #[test]
@@ -649,7 +648,7 @@ mod tests {
         let dir = TempDir::new().expect("dir");
         let (db, _closed) = open(dir.path(), &StoreOptions::default()).expect("open");
         for content in ["loose", "used"] {
-            assert!(apply(&db, |_| {}, Some(commit("a", content))).0.is_ok());
+            assert!(apply(&db, commit("a", content)).0.is_ok());
         }
         let put = PutManifest {
             repo: repo("a"),
@@ -666,38 +665,30 @@ mod tests {
             put: Box::new(put),
             now_ms: T0_MS,
         };
-        assert!(apply(&db, |_| {}, Some(put)).0.is_ok());
+        assert!(apply(&db, put).0.is_ok());
         // Rows the links do not match (as a database written before the rows were kept in step
         // with the links could hold): an older time for the unused blob, and the exact time of
         // a blob a manifest uses.
-        let stale = |txn: &mut Txn<'_>| {
-            let used: BlobLinkRecord = crate::db::decode(
-                "link",
-                &txn.get(
-                    Table::BlobLinks,
-                    &state::key(&["a", &digest("used").to_string()]),
-                )
-                .expect("get")
-                .expect("linked"),
-            )
-            .expect("decode");
-            assert_eq!(used.refs, 1);
-            for (pushed_ms, content) in [(T0_MS - 5, "loose"), (used.pushed_ms, "used")] {
-                txn.put(
-                    Table::Unreferenced,
-                    state::unreferenced_key(pushed_ms, &repo("a"), &digest(content)),
-                    [],
-                );
-            }
-        };
-        apply(&db, stale, None);
+        let mut txn = Txn::new(&db);
+        let used = state::blob_link(&txn, &repo("a"), &digest("used"))
+            .expect("read")
+            .expect("linked");
+        assert_eq!(used.refs, 1);
+        for (pushed_ms, content) in [(T0_MS - 5, "loose"), (used.pushed_ms, "used")] {
+            txn.put(
+                Table::Unreferenced,
+                state::unreferenced_key(pushed_ms, &repo("a"), &digest(content)),
+                [],
+            );
+        }
+        db.write(txn.into_batch().expect("batch")).expect("write");
         let sweep = Command::Sweep {
             now_ms: T0_MS + 1,
             links_pushed_before_ms: T0_MS + 1,
             fences_before_ms: 0,
             limit: 10,
         };
-        let report = match apply(&db, |_| {}, Some(sweep)).0 {
+        let report = match apply(&db, sweep).0 {
             Ok(CommandOutput::Swept(report)) => report,
             other => panic!("a sweep answered {other:?}"),
         };

@@ -314,7 +314,7 @@ mod tests {
             put("other/b", IMAGE, "v1", &["config", "layer"], &[]),
         ];
         for command in commands {
-            let response = apply(&db, |_| {}, Some(command));
+            let response = apply(&db, command);
             assert!(response.0.is_ok(), "{:?}", response.0);
         }
         (dir, db, closed)

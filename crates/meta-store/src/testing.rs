@@ -34,19 +34,10 @@ pub(crate) fn commit(repo_name: &str, content: &str) -> Command {
     }
 }
 
-/// Applies one command as its own batch, after `change` (raw writes the test makes first, in
-/// the same batch); `None` writes only the change.
-pub(crate) fn apply(
-    db: &Database,
-    change: impl FnOnce(&mut Txn<'_>),
-    command: Option<Command>,
-) -> CommandResponse {
+/// Applies one command as its own batch.
+pub(crate) fn apply(db: &Database, command: Command) -> CommandResponse {
     let mut txn = Txn::new(db);
-    change(&mut txn);
-    let response = match command {
-        Some(command) => apply_command(&mut txn, command).expect("apply"),
-        None => CommandResponse::done(),
-    };
+    let response = apply_command(&mut txn, command).expect("apply");
     db.write(txn.into_batch().expect("batch")).expect("write");
     response
 }

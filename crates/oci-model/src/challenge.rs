@@ -32,6 +32,23 @@ impl Challenge {
     pub fn param(&self, key: &str) -> Option<&str> {
         self.params.get(key).map(String::as_str)
     }
+
+    /// Where a Bearer challenge's token is asked for: its realm with its `service` and `scope`
+    /// (when given) as the query; `None` without an http(s) realm.
+    pub fn token_url(&self, scope: Option<&str>) -> Option<String> {
+        let realm = self
+            .param("realm")
+            .filter(|realm| realm.starts_with("https://") || realm.starts_with("http://"))?;
+        let query: Vec<String> = [("service", self.param("service")), ("scope", scope)]
+            .into_iter()
+            .filter_map(|(key, value)| Some(format!("{key}={}", percent_encode(value?))))
+            .collect();
+        if query.is_empty() {
+            return Some(realm.to_owned());
+        }
+        let separator = if realm.contains('?') { '&' } else { '?' };
+        Some(format!("{realm}{separator}{}", query.join("&")))
+    }
 }
 
 /// `realm="...",service="...",scope="..."` into a map (values may be quoted; keys lowercased).
@@ -88,6 +105,28 @@ mod tests {
         assert_eq!(challenge.param("service"), Some("wharf"));
         assert_eq!(challenge.param("scope"), Some("repository:a/b:pull,push"));
         assert_eq!(challenge.param("error"), None);
+    }
+
+    #[test]
+    fn a_token_url_carries_the_service_and_scope() {
+        let challenge = Challenge::parse(
+            r#"Bearer realm="https://auth.example/token",service="registry.example""#,
+        )
+        .expect("a challenge");
+        assert_eq!(
+            challenge.token_url(Some("repository:a/b:pull")).as_deref(),
+            Some("https://auth.example/token?service=registry.example&scope=repository%3Aa%2Fb%3Apull")
+        );
+        let bare = Challenge::parse(r#"Bearer realm="http://h/token?x=1""#).expect("a challenge");
+        assert_eq!(bare.token_url(None).as_deref(), Some("http://h/token?x=1"));
+        assert_eq!(
+            bare.token_url(Some("s")).as_deref(),
+            Some("http://h/token?x=1&scope=s")
+        );
+        for no_realm in [r#"Bearer service="x""#, r#"Bearer realm="ftp://h/token""#] {
+            let challenge = Challenge::parse(no_realm).expect("a challenge");
+            assert_eq!(challenge.token_url(None), None, "{no_realm}");
+        }
     }
 
     #[test]

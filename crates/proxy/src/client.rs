@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
-use oci_model::challenge::{percent_encode, Challenge};
+use oci_model::challenge::Challenge;
 use oci_model::{media_type, Digest, Digester, Reference, RepositoryName, MAX_MANIFEST_BYTES};
 use parking_lot::Mutex;
 use reqwest::header::{
@@ -218,11 +218,6 @@ impl Upstream {
         })
     }
 
-    /// The registry's root URL.
-    pub fn url(&self) -> &str {
-        &self.base
-    }
-
     /// The manifest `reference` of `repo` in one of the `accept`ed media types; `None` when the
     /// upstream does not have it.
     pub async fn manifest(
@@ -232,13 +227,12 @@ impl Upstream {
         accept: &[&str],
     ) -> Result<Option<UpstreamManifest>, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{reference}");
-        let response = self
-            .send(Method::GET, &path, accept, &pull_scope(repo))
-            .await?;
-        if response.status() == StatusCode::NOT_FOUND {
+        let Some(response) = self
+            .fetch(Method::GET, &path, accept, &pull_scope(repo))
+            .await?
+        else {
             return Ok(None);
-        }
-        let response = success(response).await?;
+        };
         let media_type = content_type(response.headers())?;
         let announced = announced_digest(response.headers())?;
         let bytes = read_limited(response, MAX_MANIFEST_BYTES).await?;
@@ -263,13 +257,12 @@ impl Upstream {
         accept: &[&str],
     ) -> Result<Option<ManifestHead>, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{reference}");
-        let response = self
-            .send(Method::HEAD, &path, accept, &pull_scope(repo))
-            .await?;
-        if response.status() == StatusCode::NOT_FOUND {
+        let Some(response) = self
+            .fetch(Method::HEAD, &path, accept, &pull_scope(repo))
+            .await?
+        else {
             return Ok(None);
-        }
-        let response = success(response).await?;
+        };
         let headers = response.headers();
         match (announced_digest(headers)?, content_length(headers)) {
             (Some(digest), Some(size)) => Ok(Some(ManifestHead {
@@ -298,13 +291,12 @@ impl Upstream {
         digest: &Digest,
     ) -> Result<Option<UpstreamBlob>, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        let response = self
-            .send(Method::GET, &path, &[], &pull_scope(repo))
-            .await?;
-        if response.status() == StatusCode::NOT_FOUND {
+        let Some(response) = self
+            .fetch(Method::GET, &path, &[], &pull_scope(repo))
+            .await?
+        else {
             return Ok(None);
-        }
-        let response = success(response).await?;
+        };
         let size = content_length(response.headers());
         let body = response
             .bytes_stream()
@@ -347,11 +339,9 @@ impl Upstream {
         let mut names = Vec::new();
         let mut next = Some(first);
         while let Some(path) = next.take() {
-            let response = self.send(Method::GET, &path, &[], scope).await?;
-            if response.status() == StatusCode::NOT_FOUND {
+            let Some(response) = self.fetch(Method::GET, &path, &[], scope).await? else {
                 return Ok(None);
-            }
-            let response = success(response).await?;
+            };
             next = next_page(response.headers());
             let body = read_limited(response, 16 << 20).await?;
             let body: serde_json::Value = serde_json::from_slice(&body)
@@ -373,17 +363,32 @@ impl Upstream {
                 })?;
                 names.push(name.to_owned());
             }
+            if names.len() > MAX_LISTED {
+                return Err(UpstreamError::Invalid(format!(
+                    "a {field} list of more than {MAX_LISTED} names"
+                )));
+            }
             // A page that adds nothing ends it, whatever its Link says (no endless loop).
-            if names.len() == before || names.len() > MAX_LISTED {
+            if names.len() == before {
                 break;
             }
         }
-        if names.len() > MAX_LISTED {
-            return Err(UpstreamError::Invalid(format!(
-                "a {field} list of more than {MAX_LISTED} names"
-            )));
-        }
         Ok(Some(names))
+    }
+
+    /// [`send`](Self::send), with a 404 as `None` and any other failure as its error.
+    async fn fetch(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &[&str],
+        scope: &str,
+    ) -> Result<Option<Response>, UpstreamError> {
+        let response = self.send(method, path, accept, scope).await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        success(response).await.map(Some)
     }
 
     /// Sends a request, answering one 401 with what its challenge asks for.
@@ -462,19 +467,9 @@ impl Upstream {
         challenge: &Challenge,
         scope: &str,
     ) -> Result<HeaderValue, UpstreamError> {
-        let realm = challenge
-            .param("realm")
-            .filter(|realm| realm.starts_with("https://") || realm.starts_with("http://"))
-            .ok_or_else(|| {
-                UpstreamError::Invalid("a Bearer challenge without an http(s) realm".into())
-            })?;
-        let mut query = Vec::new();
-        if let Some(service) = challenge.param("service") {
-            query.push(format!("service={}", percent_encode(service)));
-        }
-        query.push(format!("scope={}", percent_encode(scope)));
-        let separator = if realm.contains('?') { '&' } else { '?' };
-        let url = format!("{realm}{separator}{}", query.join("&"));
+        let url = challenge.token_url(Some(scope)).ok_or_else(|| {
+            UpstreamError::Invalid("a Bearer challenge without an http(s) realm".into())
+        })?;
         let response = self
             .request(Method::GET, &url, &[], self.basic.as_ref())
             .await?;
