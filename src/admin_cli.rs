@@ -49,6 +49,9 @@ pub enum AdminCommand {
     /// Placement rules (data residency): the zones a repository's blobs may be stored in.
     #[command(subcommand)]
     Placement(crate::placement_cli::PlacementCommand),
+    /// Pull-through cache upstreams: repositories under a prefix pulled from another registry.
+    #[command(subcommand)]
+    Proxy(crate::proxy_cli::ProxyCommand),
     /// Retention rules: keep the newest N tags, keep tags by pattern, delete old untagged
     /// manifests; with a dry run.
     #[command(subcommand)]
@@ -208,6 +211,7 @@ pub async fn run(args: AdminArgs) -> Result<(), Box<dyn std::error::Error>> {
         AdminCommand::Placement(command) => {
             return crate::placement_cli::placement(meta, command).await
         }
+        AdminCommand::Proxy(command) => return crate::proxy_cli::proxy(meta, command).await,
         AdminCommand::Gc => return lifecycle::gc(meta).await,
         AdminCommand::Fsck { repair } => return lifecycle::fsck(meta, repair).await,
         other => return run_access(meta, other).await,
@@ -315,6 +319,7 @@ async fn run_access(meta: &[String], command: AdminCommand) -> CliResult {
         | AdminCommand::Quota(_)
         | AdminCommand::Retention(_)
         | AdminCommand::Placement(_)
+        | AdminCommand::Proxy(_)
         | AdminCommand::Gc
         | AdminCommand::Fsck { .. } => unreachable!("handled by run"),
         AdminCommand::User(UserCommand::Add {

@@ -9,6 +9,7 @@ pub mod heap;
 pub mod lifecycle_cli;
 pub mod local;
 pub mod placement_cli;
+pub mod proxy_cli;
 pub mod roles;
 pub mod telemetry;
 pub mod trace;

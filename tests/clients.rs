@@ -467,3 +467,98 @@ fn tar_contains(blob: &[u8], needle: &[u8]) -> bool {
         .any(|w| w == &needle[..needle.len().min(4096)])
         && plain.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A multi-arch image pulled through the pull-through cache: `wharf serve` caching another
+/// `wharf serve` under `hub/`. docker pulls its platform cold, then skopeo copies every platform
+/// (the other one cold, this one from the cache), byte-identical to what was pushed upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_and_skopeo_pull_a_multi_arch_image_through_the_cache() {
+    let upstream = InProcessServe::start().await.expect("upstream serve");
+    let cache = common::serve::Serve::start("", &[]).await;
+    let cache_host = cache.base.trim_start_matches("http://").to_owned();
+    cache.admin(&[
+        "proxy",
+        "add",
+        "--id",
+        "up",
+        "--url",
+        &upstream.base_url(),
+        "--prefix",
+        "hub",
+    ]);
+    let storage = Storage::new();
+    let work = tempfile::tempdir().expect("temp dir");
+    let nonce = common::hex_of(&random_bytes(4));
+    let name = format!("cached-{nonce}");
+    for arch in ["amd64", "arm64"] {
+        storage.build_image(&name, arch, work.path()).await;
+    }
+    let list = format!("localhost/{name}:list");
+    storage
+        .tool("buildah", &["manifest", "create", &list])
+        .await;
+    for arch in ["amd64", "arm64"] {
+        let child = format!("containers-storage:localhost/{name}:{arch}");
+        storage
+            .tool("buildah", &["manifest", "add", &list, &child])
+            .await;
+    }
+    let source = work.path().join("index-src");
+    let source_ref = format!("oci:{}:list", source.display());
+    storage
+        .tool(
+            "buildah",
+            &["manifest", "push", "--all", &list, &source_ref],
+        )
+        .await;
+    let host = registry_host(&upstream);
+    storage
+        .skopeo(&[
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            &source_ref,
+            &format!("docker://{host}/library/{name}:v1"),
+        ])
+        .await;
+
+    let docker_config = work.path().join("docker-config");
+    std::fs::create_dir_all(&docker_config).expect("docker config dir");
+    let env = [("DOCKER_CONFIG", docker_config.as_path())];
+    let image = format!("{cache_host}/hub/library/{name}:v1");
+    run("docker", &["pull", &image], &env).await;
+    run("docker", &["rmi", &image], &env).await;
+    // docker's pull went through the cache, which now holds the repository.
+    let catalog: serde_json::Value = reqwest::get(format!("{}/v2/_catalog", cache.base))
+        .await
+        .expect("catalog")
+        .json()
+        .await
+        .expect("catalog JSON");
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!([format!("hub/library/{name}")])
+    );
+
+    let pulled = work.path().join("index-pulled");
+    let pulled_ref = format!("oci:{}:list", pulled.display());
+    storage
+        .skopeo(&[
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            &format!("docker://{image}"),
+            &pulled_ref,
+        ])
+        .await;
+    assert_eq!(
+        layout_blobs(&pulled),
+        layout_blobs(&source),
+        "every child and layer came through the cache byte-identical"
+    );
+    assert_eq!(
+        layout_manifest_digest(&pulled),
+        layout_manifest_digest(&source),
+        "the index is the one pushed upstream"
+    );
+}

@@ -14,6 +14,7 @@ mod mac;
 mod meta;
 mod placement;
 mod placement_status;
+mod proxy;
 mod ring;
 mod types;
 mod upload_token;
@@ -34,6 +35,10 @@ pub use placement::{
     MAX_RULE_REPLICAS,
 };
 pub use placement_status::{PlacementStatus, RulePlacementStatus};
+pub use proxy::{
+    delete_proxy, mirror, proxy_for, put_proxy, under_proxy, FetchLease, ProxyUpstream, ProxyView,
+    DEFAULT_TAG_TTL_SECS, MAX_TAG_TTL_SECS,
+};
 pub use ring::{Placement, RecordOwners};
 pub use types::*;
 pub use upload_token::{UploadToken, TOKEN_BYTES, UPLOAD_KEY_BYTES};

@@ -5,7 +5,9 @@ use oci_model::{Digest, Reference, RepositoryName, Tag};
 
 use crate::error::MetaError;
 use crate::types::*;
-use crate::{AuthChange, AuthState, PlacementRule, RetentionAction, RetentionRule};
+use crate::{
+    AuthChange, AuthState, FetchLease, PlacementRule, ProxyUpstream, RetentionAction, RetentionRule,
+};
 
 /// The Raft-replicated metadata service. Every mutating call returns only once its Raft entry is
 /// committed (durable on a quorum) and applied; every read is linearizable.
@@ -238,6 +240,41 @@ pub trait MetaApi: Send + Sync + 'static {
         &self,
         include_dry_run: bool,
     ) -> Result<Vec<RetentionAction>, MetaError>;
+
+    // ---- pull-through cache ----
+
+    /// Stores a pull-through cache's copy of an upstream manifest in a repository under a proxy
+    /// prefix, like [`put_manifest`](MetaApi::put_manifest) except that its blobs and children
+    /// need not be linked yet: the cache fetches them when they are pulled, and each counts
+    /// the manifests using it from the moment it is linked. `Invalid` outside a proxy prefix.
+    async fn put_cached_manifest(&self, manifest: PutManifest) -> Result<(), MetaError>;
+
+    /// The proxy upstreams, by id, credentials included (gateways present them upstream; the
+    /// operator views hide them).
+    async fn proxies(&self) -> Result<Vec<ProxyUpstream>, MetaError>;
+
+    /// Adds or replaces upstream `proxy`; `Invalid` when it does not validate or its prefix
+    /// overlaps another's.
+    async fn put_proxy(&self, proxy: ProxyUpstream) -> Result<(), MetaError>;
+
+    /// Removes upstream `id` (what it cached stays, as ordinary repositories); `Invalid` if
+    /// unknown.
+    async fn delete_proxy(&self, id: &str) -> Result<(), MetaError>;
+
+    /// Asks for the lease on fetching `key` from an upstream for `ttl_ms`, so that one gateway
+    /// of the cluster fetches what many clients miss at once. Granted when no other holder has
+    /// an unexpired lease; a holder asking again renews its own. The leases are the leader's,
+    /// in memory, like blob-node liveness: a new leader starts with none, which at worst lets
+    /// a second fetch of the same content run. A follower answers `Unavailable { leader }`.
+    async fn acquire_fetch(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> Result<FetchLease, MetaError>;
+
+    /// Gives up `holder`'s lease on `key` (done or failed); nothing when another holds it.
+    async fn release_fetch(&self, key: &str, holder: &str) -> Result<(), MetaError>;
 
     // ---- access control ----
 

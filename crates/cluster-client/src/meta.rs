@@ -16,7 +16,7 @@ use tonic::{Response, Status};
 use wharf_proto::convert::{self, DecodeError};
 use wharf_proto::pb;
 use wharf_proto::status::status_to_meta_error;
-use wharf_proto::{convert_auth, convert_lifecycle};
+use wharf_proto::{convert_auth, convert_lifecycle, convert_proxy};
 
 type PbMetaClient = pb::meta_client::MetaClient<crate::TracedChannel>;
 
@@ -823,6 +823,71 @@ impl MetaApi for MetaClient {
             .into_iter()
             .map(|action| decode(convert_lifecycle::action_from_pb(action)))
             .collect()
+    }
+
+    async fn put_cached_manifest(&self, manifest: PutManifest) -> Result<(), MetaError> {
+        let request = convert::put_manifest_to_pb(&manifest);
+        self.call(
+            request,
+            |mut c, r| async move { c.put_cached_manifest(r).await },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn proxies(&self) -> Result<Vec<ProxyUpstream>, MetaError> {
+        let response = self
+            .read(
+                pb::Empty {},
+                |mut c, r| async move { c.list_proxies(r).await },
+            )
+            .await?;
+        Ok(response
+            .proxies
+            .into_iter()
+            .map(convert_proxy::proxy_from_pb)
+            .collect())
+    }
+
+    async fn put_proxy(&self, proxy: ProxyUpstream) -> Result<(), MetaError> {
+        let request = convert_proxy::proxy_to_pb(&proxy);
+        self.call(request, |mut c, r| async move { c.put_proxy(r).await })
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_proxy(&self, id: &str) -> Result<(), MetaError> {
+        let request = pb::DeleteProxyRequest { id: id.to_owned() };
+        self.call(request, |mut c, r| async move { c.delete_proxy(r).await })
+            .await?;
+        Ok(())
+    }
+
+    async fn acquire_fetch(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> Result<FetchLease, MetaError> {
+        let request = pb::AcquireFetchRequest {
+            key: key.to_owned(),
+            holder: holder.to_owned(),
+            ttl_ms,
+        };
+        let response = self
+            .call(request, |mut c, r| async move { c.acquire_fetch(r).await })
+            .await?;
+        Ok(convert_proxy::lease_from_pb(response))
+    }
+
+    async fn release_fetch(&self, key: &str, holder: &str) -> Result<(), MetaError> {
+        let request = pb::ReleaseFetchRequest {
+            key: key.to_owned(),
+            holder: holder.to_owned(),
+        };
+        self.call(request, |mut c, r| async move { c.release_fetch(r).await })
+            .await?;
+        Ok(())
     }
 
     async fn auth_state(&self, known_version: Option<u64>) -> Result<Option<AuthState>, MetaError> {

@@ -17,6 +17,12 @@
 //! PUT    /admin/v1/placement/<id>              {"repositories", "zones", "replicas"?}
 //! DELETE /admin/v1/placement/<id>
 //! GET    /admin/v1/placement/status            blobs compliant / pending / impossible
+//! GET    /admin/v1/proxies                     {"proxies"}: pull-through cache upstreams
+//!                                              (never their passwords)
+//! PUT    /admin/v1/proxies/<id>                {"url", "prefix", "tag_ttl_secs"?,
+//!                                              "username"?, "password"?, "mirror"?}
+//! DELETE /admin/v1/proxies/<id>
+//! GET    /admin/v1/proxies/status              each upstream probed (GET /v2/), its usage
 //! ```
 
 use std::net::IpAddr;
@@ -26,7 +32,10 @@ use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cluster_api::{AuthChange, MetaError, PlacementRule, PlacementStatus, Policy};
+use cluster_api::{
+    AuthChange, MetaError, PlacementRule, PlacementStatus, Policy, ProxyUpstream,
+    DEFAULT_TAG_TTL_SECS,
+};
 use oci_model::ErrorCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -75,6 +84,18 @@ struct NewPlacementRule {
     repositories: String,
     zones: Vec<String>,
     replicas: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewProxy {
+    url: String,
+    prefix: String,
+    tag_ttl_secs: Option<u64>,
+    username: Option<String>,
+    password: Option<String>,
+    #[serde(default)]
+    mirror: bool,
 }
 
 #[derive(Deserialize)]
@@ -320,6 +341,54 @@ pub(crate) async fn handle(
             (
                 StatusCode::NO_CONTENT.into_response(),
                 Some(format!("placement rule {id} removed")),
+            )
+        }
+        (Method::GET, ["proxies"]) => {
+            let proxies = gateway.meta.proxies().await?;
+            let views: Vec<_> = proxies.iter().map(ProxyUpstream::view).collect();
+            (Json(json!({ "proxies": views })).into_response(), None)
+        }
+        (Method::GET, ["proxies", "status"]) => {
+            let status = proxy::status(gateway.meta.as_ref()).await?;
+            (Json(json!({ "proxies": status })).into_response(), None)
+        }
+        (Method::PUT, ["proxies", id]) => {
+            let new: NewProxy = parse(&body().await?)?;
+            let upstream = ProxyUpstream {
+                id: (*id).to_owned(),
+                url: new.url,
+                prefix: new.prefix,
+                tag_ttl_secs: new.tag_ttl_secs.unwrap_or(DEFAULT_TAG_TTL_SECS),
+                username: new.username,
+                password: new.password,
+                mirror: new.mirror,
+            };
+            let view = upstream.view();
+            gateway
+                .meta
+                .put_proxy(upstream)
+                .await
+                .map_err(invalid_is_bad_request)?;
+            gateway.pull_through.forget();
+            (
+                (StatusCode::OK, Json(view)).into_response(),
+                Some(format!("proxy upstream {id} set")),
+            )
+        }
+        (Method::DELETE, ["proxies", id]) => {
+            let proxies = gateway.meta.proxies().await?;
+            if !proxies.iter().any(|proxy| proxy.id == *id) {
+                return Err(not_found(format!("proxy upstream {id} does not exist")));
+            }
+            gateway
+                .meta
+                .delete_proxy(id)
+                .await
+                .map_err(invalid_is_bad_request)?;
+            gateway.pull_through.forget();
+            (
+                StatusCode::NO_CONTENT.into_response(),
+                Some(format!("proxy upstream {id} removed")),
             )
         }
         (Method::GET, ["retention"]) => {

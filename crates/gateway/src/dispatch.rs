@@ -21,7 +21,9 @@ use crate::listing::PageRequest;
 use crate::observe::RouteKind;
 use crate::route::Route;
 use crate::uploads::StartRequest;
-use crate::{admin_api, blobs, listing, manifests, referrers, token_endpoint, uploads, Gateway};
+use crate::{
+    admin_api, blobs, listing, manifests, pull_through, referrers, token_endpoint, uploads, Gateway,
+};
 
 pub(crate) async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
     let client = client_ip(&request);
@@ -93,6 +95,14 @@ async fn outside_v2(gateway: Gateway, request: Request, token: bool) -> Response
         admin_api::handle(&gateway, &gate, &parts, body, client).await
     };
     answered.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// 405 for a write into a repository under a proxy prefix.
+async fn refuse_if_proxied(gateway: &Gateway, repo: &RepositoryName) -> Result<(), ApiError> {
+    if gateway.pull_through.is_proxied(repo).await? {
+        return Err(pull_through::refuse_write(repo));
+    }
+    Ok(())
 }
 
 /// The client's address, when the server recorded it.
@@ -277,8 +287,26 @@ async fn call(
         Route::Blob { name, digest } => {
             let (repo, digest) = (repository(&name)?, digest_param(&digest)?);
             match *method {
-                Method::DELETE => blobs::delete(gateway, repo, digest).await,
-                _ => blobs::get(gateway, repo, digest, headers, head).await,
+                Method::DELETE => {
+                    refuse_if_proxied(gateway, &repo).await?;
+                    blobs::delete(gateway, repo, digest).await
+                }
+                _ => match gateway.pull_through.route(&repo).await? {
+                    Some(upstream) => {
+                        pull_through::blob(gateway, &upstream, digest, headers, head).await
+                    }
+                    None => match blobs::get(gateway, repo.clone(), digest.clone(), headers, head)
+                        .await
+                    {
+                        Err(local) if pull_through::unknown(&local) => {
+                            let pull = move |route| async move {
+                                pull_through::blob(gateway, &route, digest, headers, head).await
+                            };
+                            pull_through::through_mirror(gateway, &repo, local, pull).await
+                        }
+                        answered => answered,
+                    },
+                },
             }
         }
         Route::UploadStart { name } => {
@@ -291,10 +319,13 @@ async fn call(
                     start.from = None;
                 }
             }
-            uploads::start(gateway, repository(&name)?, start, headers, body).await
+            let repo = repository(&name)?;
+            refuse_if_proxied(gateway, &repo).await?;
+            uploads::start(gateway, repo, start, headers, body).await
         }
         Route::Upload { name, id } => {
             let (repo, id) = (repository(&name)?, upload_id(&id)?);
+            refuse_if_proxied(gateway, &repo).await?;
             match *method {
                 Method::PATCH => uploads::patch(gateway, repo, id, headers, body).await,
                 Method::PUT => {
@@ -323,9 +354,37 @@ async fn call(
                 Err(error) => return Err(error),
             };
             match *method {
-                Method::PUT => manifests::put(gateway, repo, reference, headers, body).await,
-                Method::DELETE => manifests::delete(gateway, repo, reference).await,
-                _ => manifests::get(gateway, repo, reference, headers, head).await,
+                Method::PUT => {
+                    refuse_if_proxied(gateway, &repo).await?;
+                    manifests::put(gateway, repo, reference, headers, body).await
+                }
+                Method::DELETE => {
+                    refuse_if_proxied(gateway, &repo).await?;
+                    manifests::delete(gateway, repo, reference).await
+                }
+                _ => match gateway.pull_through.route(&repo).await? {
+                    Some(upstream) => {
+                        pull_through::manifest(gateway, &upstream, reference, headers, head).await
+                    }
+                    None => match manifests::get(
+                        gateway,
+                        repo.clone(),
+                        reference.clone(),
+                        headers,
+                        head,
+                    )
+                    .await
+                    {
+                        Err(local) if pull_through::unknown(&local) => {
+                            let pull = move |route| async move {
+                                pull_through::manifest(gateway, &route, reference, headers, head)
+                                    .await
+                            };
+                            pull_through::through_mirror(gateway, &repo, local, pull).await
+                        }
+                        answered => answered,
+                    },
+                },
             }
         }
     }

@@ -20,6 +20,7 @@
 //!   repo_cache   the TTL cache both are: by (repository, digest), invalidation generations
 //!   listing    tags/list and _catalog paging
 //!   referrers  the referrers index
+//!   pull_through  pulls under a proxy prefix through proxy::PullThrough; writes there refused
 //! body       request-body streaming and the manifest cap
 //! error      ApiError and the MetaError/BlobError maps
 //! headers    header names and parsers
@@ -47,6 +48,7 @@ mod listing;
 mod manifest_cache;
 mod manifests;
 mod observe;
+mod pull_through;
 mod referrers;
 mod repo_cache;
 mod route;
@@ -84,6 +86,8 @@ pub struct Gateway {
     /// Request rates and uploads at once; `None` when no limit is set.
     limiter: Option<Arc<limits::Limiter>>,
     audit: Audit,
+    /// The pull-through cache of repositories under a proxy prefix.
+    pull_through: Arc<proxy::PullThrough>,
 }
 
 impl Gateway {
@@ -119,6 +123,11 @@ impl Gateway {
             )),
             config: Arc::new(config),
             blob_url_keys: Arc::new(cluster_api::BlobUrlKeys::new(meta.clone())),
+            pull_through: Arc::new(proxy::PullThrough::new(
+                meta.clone(),
+                blobs.clone(),
+                proxy::CacheSettings::default(),
+            )),
             meta,
             blobs,
         }

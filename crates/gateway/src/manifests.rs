@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::headers::{
     content_length, header_text, header_values, set_header, CONTENT_DIGEST, OCI_SUBJECT,
 };
-use crate::manifest_cache::CachedManifest;
+use crate::manifest_cache::{CachedManifest, Manifest};
 use crate::Gateway;
 
 /// `GET` (or `HEAD`, without a body) of a manifest by tag or digest.
@@ -74,7 +74,7 @@ pub(crate) fn negotiable(reference: &Reference, stored_type: &str, headers: &Hea
     (is_docker_type && by_digest) || accepts(&header_values(headers, &ACCEPT), stored_type)
 }
 
-fn manifest_response(manifest: &CachedManifest, head: bool) -> Response {
+pub(crate) fn manifest_response(manifest: &Manifest, head: bool) -> Response {
     let mut headers = HeaderMap::new();
     set_header(&mut headers, CONTENT_TYPE, &manifest.media_type);
     set_header(

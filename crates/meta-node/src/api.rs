@@ -18,9 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use cluster_api::{
     AuthChange, AuthState, BlobInfo, BlobNodeHealth, BlobNodeId, BlobNodeInfo, ClusterMap,
-    DoomedBlob, MetaApi, MetaError, NamespaceUsage, NodeState, Page, PlacementRule, PutManifest,
-    ReplicationPolicy, RetentionAction, RetentionRule, StoredManifest, SweepReport, UploadId,
-    UploadSession, UploadToken, BLOB_URL_KEY_BYTES, UPLOAD_KEY_BYTES,
+    DoomedBlob, FetchLease, MetaApi, MetaError, NamespaceUsage, NodeState, Page, PlacementRule,
+    ProxyUpstream, PutManifest, ReplicationPolicy, RetentionAction, RetentionRule, StoredManifest,
+    SweepReport, UploadId, UploadSession, UploadToken, BLOB_URL_KEY_BYTES, UPLOAD_KEY_BYTES,
 };
 use meta_store::{Command, CommandOutput, StateReader, TypeConfig};
 use oci_model::{Descriptor, Digest, Reference, RepositoryName, Tag};
@@ -30,6 +30,7 @@ use openraft::error::{
 use openraft::metrics::WaitError;
 use openraft::{BasicNode, Raft, ServerState};
 
+use crate::fetch_leases::FetchLeases;
 use crate::liveness::Liveness;
 use crate::network::Peers;
 use crate::read_barrier::ReadBarrier;
@@ -48,6 +49,8 @@ pub struct RaftMeta {
     raft: Raft<TypeConfig>,
     reader: StateReader,
     liveness: Arc<Liveness>,
+    /// The pull-through cache's fetch leases, while this node leads.
+    fetch_leases: FetchLeases,
     /// Leadership checks on this node (while it leads), shared by its own reads and the
     /// `ReadIndex` calls of the other members.
     leader_checks: ReadBarrier<Option<u64>, MetaError>,
@@ -163,6 +166,7 @@ impl RaftMeta {
             raft,
             reader,
             liveness,
+            fetch_leases: FetchLeases::default(),
             leader_checks: ReadBarrier::new(),
             follower_checks: ReadBarrier::paced(FOLLOWER_CHECK_SPACING),
             peers,
@@ -177,6 +181,26 @@ impl RaftMeta {
             read_index_checked: metrics::counter!("wharf_meta_read_index_total", "by" => "heartbeat"),
             read_index_leased: metrics::counter!("wharf_meta_read_index_total", "by" => "lease"),
         }
+    }
+
+    /// The current term when this node leads and a quorum still follows it (what the leader's
+    /// in-memory records, heartbeats and fetch leases, are valid for); otherwise
+    /// `Unavailable` naming the leader it knows.
+    async fn leading_term(&self) -> Result<u64, MetaError> {
+        let (state, term, leader) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let leader = metrics.current_leader.and_then(|leader| {
+                let membership = metrics.membership_config.membership();
+                membership.get_node(&leader).map(|node| node.addr.clone())
+            });
+            (metrics.state, metrics.current_term, leader)
+        };
+        if state != ServerState::Leader {
+            return Err(MetaError::Unavailable { leader });
+        }
+        self.linearize_on_leader().await?;
+        Ok(term)
     }
 
     pub(crate) fn reader(&self) -> &StateReader {
@@ -625,21 +649,9 @@ impl MetaApi for RaftMeta {
         id: BlobNodeId,
         health: BlobNodeHealth,
     ) -> Result<u64, MetaError> {
-        let (state, term, leader) = {
-            let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
-            let leader = metrics.current_leader.and_then(|leader| {
-                let membership = metrics.membership_config.membership();
-                membership.get_node(&leader).map(|node| node.addr.clone())
-            });
-            (metrics.state, metrics.current_term, leader)
-        };
-        if state != ServerState::Leader {
-            return Err(MetaError::Unavailable { leader });
-        }
         // A leader cut off from its quorum must not take beats: the blob node would never move
         // on to the real leader, whose failure detector would then mark it down.
-        self.linearize_on_leader().await?;
+        let term = self.leading_term().await?;
         self.liveness.beat(term, id, health, Instant::now());
         self.reader.epoch()
     }
@@ -806,6 +818,47 @@ impl MetaApi for RaftMeta {
         self.linearize().await?;
         let state = self.reader.auth_state()?;
         Ok((known_version != Some(state.version)).then_some(state))
+    }
+
+    async fn put_cached_manifest(&self, manifest: PutManifest) -> Result<(), MetaError> {
+        self.propose_done(Command::PutCachedManifest {
+            put: Box::new(manifest),
+            now_ms: unix_ms(),
+        })
+        .await
+    }
+
+    async fn proxies(&self) -> Result<Vec<ProxyUpstream>, MetaError> {
+        self.linearize().await?;
+        self.reader.proxies()
+    }
+
+    async fn put_proxy(&self, proxy: ProxyUpstream) -> Result<(), MetaError> {
+        self.propose_done(Command::PutProxy(proxy)).await
+    }
+
+    async fn delete_proxy(&self, id: &str) -> Result<(), MetaError> {
+        self.propose_done(Command::DeleteProxy { id: id.to_owned() })
+            .await
+    }
+
+    async fn acquire_fetch(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> Result<FetchLease, MetaError> {
+        let term = self.leading_term().await?;
+        let ttl = Duration::from_millis(ttl_ms);
+        Ok(self
+            .fetch_leases
+            .acquire(term, key, holder, ttl, Instant::now()))
+    }
+
+    async fn release_fetch(&self, key: &str, holder: &str) -> Result<(), MetaError> {
+        self.leading_term().await?;
+        self.fetch_leases.release(key, holder);
+        Ok(())
     }
 
     async fn change_auth(&self, change: AuthChange) -> Result<u64, MetaError> {

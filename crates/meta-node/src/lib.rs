@@ -26,6 +26,7 @@ mod api;
 mod config;
 mod error;
 mod faults;
+mod fetch_leases;
 mod gc;
 mod idle;
 mod liveness;

@@ -49,7 +49,8 @@ pub(crate) fn apply_command(
             digest,
             now_ms,
         } => unlink_blob(txn, &repo, &digest, now_ms),
-        Command::PutManifest { put, now_ms } => put_manifest(txn, *put, now_ms),
+        Command::PutManifest { put, now_ms } => put_manifest(txn, *put, now_ms, false),
+        Command::PutCachedManifest { put, now_ms } => put_manifest(txn, *put, now_ms, true),
         Command::DeleteManifest {
             repo,
             digest,
@@ -72,6 +73,22 @@ pub(crate) fn apply_command(
         Command::DeleteRetentionRule { id } => delete_retention_rule(txn, &id),
         Command::PutPlacementRule(rule) => put_placement_rule(txn, rule),
         Command::DeletePlacementRule { id } => delete_placement_rule(txn, &id),
+        Command::PutProxy(proxy) => {
+            let mut proxies = state::proxies(txn)?;
+            if let Err(error) = cluster_api::put_proxy(&mut proxies, proxy) {
+                return Ok(CommandResponse(Err(error)));
+            }
+            state::put_proxies(txn, &proxies)?;
+            Ok(DONE)
+        }
+        Command::DeleteProxy { id } => {
+            let mut proxies = state::proxies(txn)?;
+            if let Err(error) = cluster_api::delete_proxy(&mut proxies, &id) {
+                return Ok(CommandResponse(Err(error)));
+            }
+            state::put_proxies(txn, &proxies)?;
+            Ok(DONE)
+        }
         Command::BlobsPurged { node, blobs } => {
             for (digest, generation) in &blobs {
                 refs::purged(txn, node, digest, *generation)?;
@@ -371,16 +388,27 @@ fn unlink_blob(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest, now_ms
     Ok(DONE)
 }
 
-fn put_manifest(txn: &mut Txn<'_>, put: PutManifest, now_ms: u64) -> Outcome {
+/// A manifest PUT, or with `cached` the pull-through cache's copy of an upstream manifest, whose
+/// references need not be linked yet (see `refs::link_manifest`).
+fn put_manifest(txn: &mut Txn<'_>, put: PutManifest, now_ms: u64, cached: bool) -> Outcome {
     let repo = &put.repo;
-    for blob in &put.blobs {
-        if !state::blob_linked(txn, repo, blob)? {
-            return Ok(Err(MetaError::ManifestBlobUnknown(blob.clone())));
+    if cached {
+        if cluster_api::proxy_for(&state::proxies(txn)?, repo.as_str()).is_none() {
+            return Ok(Err(MetaError::Invalid(format!(
+                "{repo} is not under a proxy upstream's prefix: only a pull-through cache \
+                 stores manifests whose blobs it has not fetched"
+            ))));
         }
-    }
-    for child in &put.manifests {
-        if !state::manifest_linked(txn, repo, child)? {
-            return Ok(Err(MetaError::ManifestBlobUnknown(child.clone())));
+    } else {
+        for blob in &put.blobs {
+            if !state::blob_linked(txn, repo, blob)? {
+                return Ok(Err(MetaError::ManifestBlobUnknown(blob.clone())));
+            }
+        }
+        for child in &put.manifests {
+            if !state::manifest_linked(txn, repo, child)? {
+                return Ok(Err(MetaError::ManifestBlobUnknown(child.clone())));
+            }
         }
     }
     let referrer = match (&put.subject, &put.referrer) {
@@ -426,7 +454,7 @@ fn put_manifest(txn: &mut Txn<'_>, put: PutManifest, now_ms: u64) -> Outcome {
         };
         state::put_tag(txn, repo, tag, &record, current_tag.as_ref())?;
     }
-    refs::link_manifest(txn, &put, now_ms)?;
+    refs::link_manifest(txn, &put, now_ms, cached)?;
     state::put_repository(txn, repo);
     Ok(DONE)
 }

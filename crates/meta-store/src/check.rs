@@ -118,11 +118,12 @@ pub(crate) fn check(kv: &impl KvRead) -> Result<Vec<String>, StoreError> {
             ));
         }
     }
-    for (repo, digest) in child_refs.keys() {
+    // A reference to something not linked is only allowed as a pending one (a cached manifest
+    // whose blob or child the pull-through cache has not fetched), counted exactly.
+    let mut expected_pending: BTreeMap<(RepositoryName, bool, Digest), u32> = BTreeMap::new();
+    for ((repo, digest), count) in &child_refs {
         if !manifest_links.contains_key(&(repo.clone(), digest.clone())) {
-            problems.push(format!(
-                "an index in {repo} lists {digest}, which is not linked"
-            ));
+            expected_pending.insert((repo.clone(), false, digest.clone()), *count);
         }
     }
     let unreferenced: BTreeSet<Vec<u8>> = {
@@ -149,12 +150,32 @@ pub(crate) fn check(kv: &impl KvRead) -> Result<Vec<String>, StoreError> {
             expected_unreferenced.insert(state::unreferenced_key(link.pushed_ms, repo, digest));
         }
     }
-    for (repo, digest) in blob_refs.keys() {
+    for ((repo, digest), count) in &blob_refs {
         if !blob_links.contains_key(&(repo.clone(), digest.clone())) {
+            expected_pending.insert((repo.clone(), true, digest.clone()), *count);
+        }
+    }
+    let mut pending: BTreeMap<Vec<u8>, u32> = rows(kv, Table::PendingRefs, "pending references")?
+        .into_iter()
+        .collect();
+    for ((repo, blob, digest), expected) in &expected_pending {
+        let kept = pending
+            .remove(&state::pending_key(repo, *blob, digest))
+            .unwrap_or(0);
+        if kept != *expected {
+            let lister = if *blob { "a manifest" } else { "an index" };
+            let what = if *blob { "blob " } else { "" };
             problems.push(format!(
-                "a manifest in {repo} lists blob {digest}, which is not linked"
+                "{lister} in {repo} lists {what}{digest}, which is not linked ({kept} pending \
+                 references kept, {expected} in the graph)"
             ));
         }
+    }
+    for (row, kept) in pending {
+        problems.push(format!(
+            "{kept} pending references kept for {}, which nothing lists",
+            String::from_utf8_lossy(&row).replace('\0', " ")
+        ));
     }
     if unreferenced != expected_unreferenced {
         problems.push(format!(

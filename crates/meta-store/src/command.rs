@@ -5,8 +5,8 @@
 
 use cluster_api::{
     AuthChange, BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PlacementRule,
-    PutManifest, ReplicationPolicy, RetentionAction, RetentionRule, SweepReport, UploadId,
-    UploadSession,
+    ProxyUpstream, PutManifest, ReplicationPolicy, RetentionAction, RetentionRule, SweepReport,
+    UploadId, UploadSession,
 };
 use oci_model::{Digest, RepositoryName, Tag};
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,15 @@ pub enum Command {
         #[serde(with = "put_manifest_wire")]
         put: Box<PutManifest>,
         #[serde(default)]
+        now_ms: u64,
+    },
+    /// A pull-through cache's copy of an upstream manifest, in a repository under a proxy
+    /// prefix (else `Invalid`): like [`Command::PutManifest`], except that references not
+    /// linked yet are counted as pending and taken up by their link when it comes (see
+    /// `refs::link_manifest`).
+    PutCachedManifest {
+        #[serde(with = "put_manifest_wire")]
+        put: Box<PutManifest>,
         now_ms: u64,
     },
     /// Removes manifest `digest` from `repo` with its tags and referrer entry, and whatever lived
@@ -158,6 +167,11 @@ pub enum Command {
     PutPlacementRule(PlacementRule),
     /// Removes a placement rule, bumping the epoch; `Invalid` if unknown.
     DeletePlacementRule { id: String },
+    /// Adds or replaces a proxy upstream (by id); `Invalid` when it does not validate or its
+    /// prefix overlaps another's.
+    PutProxy(ProxyUpstream),
+    /// Removes a proxy upstream; `Invalid` if unknown. What it cached stays.
+    DeleteProxy { id: String },
 }
 
 /// What a successful command produced.

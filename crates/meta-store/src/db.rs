@@ -46,10 +46,13 @@ pub(crate) enum Table {
     /// The repositories linking each blob, `(digest, repository)` with no value: derived from
     /// [`Table::BlobLinks`] like [`Table::TagsByDigest`] from the tags (see `derived`).
     LinksByDigest,
+    /// References of cached manifests (pull-through cache) to blobs and children not linked
+    /// yet, counted per `(repository, kind, digest)` until the link comes and takes them up.
+    PendingRefs,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 22] = [
+    pub(crate) const ALL: [Table; 23] = [
         Table::Log,
         Table::Raft,
         Table::SmMeta,
@@ -72,10 +75,11 @@ impl Table {
         Table::Usage,
         Table::TagsByDigest,
         Table::LinksByDigest,
+        Table::PendingRefs,
     ];
 
     /// The tables that make up the registry state (what a snapshot carries).
-    pub(crate) const STATE: [Table; 16] = [
+    pub(crate) const STATE: [Table; 17] = [
         Table::Repositories,
         Table::Tags,
         Table::Manifests,
@@ -92,6 +96,7 @@ impl Table {
         Table::Fences,
         Table::NamespaceRefs,
         Table::Usage,
+        Table::PendingRefs,
     ];
 
     /// Whether the table is read by key (and so keeps Bloom filters); the others are only
@@ -132,6 +137,7 @@ impl Table {
             Table::Usage => "usage",
             Table::TagsByDigest => "tags_by_digest",
             Table::LinksByDigest => "links_by_digest",
+            Table::PendingRefs => "pending_refs",
         }
     }
 }

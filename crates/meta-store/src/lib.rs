@@ -39,9 +39,11 @@
 //! blob_nodes      node id: u64 BE                       BlobNodeInfo (json)
 //! node_states     node id: u64 BE                       NodeState (json); no row means Up
 //! cluster         "epoch" | "policy" | "auth" |         u64 / ReplicationPolicy / AuthState /
-//!                 "immutable_tags" | "quotas" |         rules / {namespace: bytes} / rules /
-//!                 "retention" | "gc_generation" |       u64 / the upload-token key /
-//!                 "upload_key" | "fence_horizon"        ms before which tokens never commit
+//!                 "immutable_tags" | "quotas" |         rules / {namespace: bytes} /
+//!                 "retention" | "placement" |           rules / rules /
+//!                 "proxies" | "gc_generation" |         proxy upstreams / u64 /
+//!                 "upload_key" | "fence_horizon"        the upload-token key / ms before which
+//!                                                       tokens never commit
 //! unreferenced    pushed_ms: u64 BE, repo \0 digest     "" (a blob link no manifest uses)
 //! doomed          digest                                DoomedRecord: size, nodes still holding
 //!                                                       a copy, generation
@@ -52,6 +54,9 @@
 //!                                                       snapshots, see derived.rs)
 //! links_by_digest digest \0 repo                        "" (derived from blob_links; not in
 //!                                                       snapshots, see derived.rs)
+//! pending_refs    repo \0 "b"|"m" \0 digest             u32: cached manifests of the repo
+//!                                                       listing a blob or child not linked
+//!                                                       yet (pull-through cache, refs.rs)
 //! ```
 //!
 //! `blob_nodes`, `node_states` and `cluster` together are the cluster map; every command that

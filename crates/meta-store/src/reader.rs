@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use cluster_api::{
     AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, DoomedBlob, MetaError,
-    NamespaceUsage, Page, RetentionAction, RetentionRule, StoredManifest, UploadId, UploadToken,
+    NamespaceUsage, Page, ProxyUpstream, RetentionAction, RetentionRule, StoredManifest, UploadId,
+    UploadToken,
 };
 use oci_model::{Descriptor, Digest, Reference, RepositoryName};
 use openraft::LogId;
@@ -87,6 +88,10 @@ impl StateReader {
     /// The retention rules, by id.
     pub fn retention_rules(&self) -> Result<Vec<RetentionRule>, MetaError> {
         Ok(state::retention_rules(&self.view()?)?)
+    }
+
+    pub fn proxies(&self) -> Result<Vec<ProxyUpstream>, MetaError> {
+        Ok(state::proxies(&self.view()?)?)
     }
 
     /// What the retention rules would remove at `now_ms` (with `dry_run` rules when

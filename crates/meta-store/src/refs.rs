@@ -209,12 +209,17 @@ pub(crate) fn link_blob(
         }
         None => {
             let mut record = state::blob(txn, digest)?.ok_or_else(|| missing("blob", digest))?;
+            // Cached manifests that listed the blob before it was here use it from now on.
+            let refs = state::pending_refs(txn, repo, true, digest)?;
+            state::put_pending_refs(txn, repo, true, digest, 0)?;
             let link = BlobLinkRecord {
-                refs: 0,
+                refs,
                 pushed_ms: now_ms,
             };
             state::put_blob_link(txn, repo, digest, &link)?;
-            mark_unreferenced(txn, repo, digest, now_ms);
+            if refs == 0 {
+                mark_unreferenced(txn, repo, digest, now_ms);
+            }
             record.links += 1;
             count_link(txn, repo, (Kind::Blob, digest, record.size), true)?;
             state::put_blob(txn, digest, &record)
@@ -391,6 +396,32 @@ fn add_blob_ref(
     state::put_blob_link(txn, repo, digest, &link)
 }
 
+fn add_pending_ref(
+    txn: &mut Txn<'_>,
+    repo: &RepositoryName,
+    blob: bool,
+    digest: &Digest,
+) -> Result<(), StoreError> {
+    let count = state::pending_refs(txn, repo, blob, digest)?;
+    state::put_pending_refs(txn, repo, blob, digest, count + 1)
+}
+
+/// One cached manifest fewer lists `digest`, which is not linked in `repo`; `false` when no
+/// pending reference was counted either.
+fn drop_pending_ref(
+    txn: &mut Txn<'_>,
+    repo: &RepositoryName,
+    blob: bool,
+    digest: &Digest,
+) -> Result<bool, StoreError> {
+    let count = state::pending_refs(txn, repo, blob, digest)?;
+    if count == 0 {
+        return Ok(false);
+    }
+    state::put_pending_refs(txn, repo, blob, digest, count - 1)?;
+    Ok(true)
+}
+
 /// One manifest fewer uses blob `digest` in `repo`. When it was the last, the link's grace starts
 /// again from `now_ms`: a client that has just seen the blob (a `HEAD` before pushing a manifest
 /// that uses it) still finds it for the whole grace.
@@ -401,6 +432,10 @@ fn drop_blob_ref(
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let Some(mut link) = state::blob_link(txn, repo, digest)? else {
+        // A cached manifest's blob that was never fetched.
+        if drop_pending_ref(txn, repo, true, digest)? {
+            return Ok(());
+        }
         return Err(missing("blob link", digest));
     };
     link.refs = link.refs.saturating_sub(1);
@@ -413,11 +448,14 @@ fn drop_blob_ref(
 
 /// Links the manifest of `put` into its repository (pushed at `now_ms`), counting its references
 /// to blobs and children the first time. Every reference must already be linked (checked by
-/// the caller).
+/// the caller), except for a `cached` manifest (the pull-through cache's copy of an upstream
+/// one): its references to what is not linked yet are counted in `pending_refs`, and the link,
+/// when it comes ([`link_blob`], or this function for a child), takes them up as its `refs`.
 pub(crate) fn link_manifest(
     txn: &mut Txn<'_>,
     put: &PutManifest,
     now_ms: u64,
+    cached: bool,
 ) -> Result<(), StoreError> {
     let repo = &put.repo;
     if let Some(mut link) = state::manifest_link(txn, repo, &put.digest)? {
@@ -438,19 +476,30 @@ pub(crate) fn link_manifest(
             links: 1,
         },
     };
+    // Cached indexes that listed this manifest before it was here.
+    let refs = state::pending_refs(txn, repo, false, &put.digest)?;
+    state::put_pending_refs(txn, repo, false, &put.digest, 0)?;
     let link = ManifestLinkRecord {
-        refs: 0,
+        refs,
         pushed_ms: now_ms,
     };
     state::put_manifest_link(txn, repo, &put.digest, &link)?;
     for blob in record.distinct_blobs() {
-        add_blob_ref(txn, repo, &blob)?;
+        if cached && state::blob_link(txn, repo, &blob)?.is_none() {
+            add_pending_ref(txn, repo, true, &blob)?;
+        } else {
+            add_blob_ref(txn, repo, &blob)?;
+        }
     }
     for child in record.distinct_children() {
-        let mut child_link = state::manifest_link(txn, repo, &child)?
-            .ok_or_else(|| missing("manifest link", &child))?;
-        child_link.refs += 1;
-        state::put_manifest_link(txn, repo, &child, &child_link)?;
+        match state::manifest_link(txn, repo, &child)? {
+            Some(mut child_link) => {
+                child_link.refs += 1;
+                state::put_manifest_link(txn, repo, &child, &child_link)?;
+            }
+            None if cached => add_pending_ref(txn, repo, false, &child)?,
+            None => return Err(missing("manifest link", &child)),
+        }
     }
     let size = record.bytes.len() as u64;
     count_link(txn, repo, (Kind::Manifest, &put.digest, size), true)?;
@@ -485,6 +534,8 @@ pub(crate) fn unlink_manifest(
         }
         for child in record.distinct_children() {
             let Some(mut link) = state::manifest_link(txn, repo, &child)? else {
+                // A cached index's child that was never fetched.
+                drop_pending_ref(txn, repo, false, &child)?;
                 continue;
             };
             link.refs = link.refs.saturating_sub(1);

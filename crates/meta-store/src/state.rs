@@ -3,7 +3,7 @@
 
 use cluster_api::{
     AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, ClusterMember, ImmutableTagRule,
-    NodeState, PlacementRule, ReplicationPolicy, RetentionRule,
+    NodeState, PlacementRule, ProxyUpstream, ReplicationPolicy, RetentionRule,
 };
 use std::collections::BTreeMap;
 
@@ -25,6 +25,7 @@ const AUTH: &[u8] = b"auth";
 const QUOTAS: &[u8] = b"quotas";
 const RETENTION: &[u8] = b"retention";
 const PLACEMENT: &[u8] = b"placement";
+const PROXIES: &[u8] = b"proxies";
 const UPLOAD_KEY: &[u8] = b"upload_key";
 const FENCE_HORIZON: &[u8] = b"fence_horizon";
 /// The immutable-tag rules alone (also in the auth state), so a tagged manifest PUT reads a few
@@ -438,6 +439,59 @@ pub(crate) fn put_retention_rules(
     rules: &[RetentionRule],
 ) -> Result<(), StoreError> {
     put_cluster_value(txn, RETENTION, "retention rules", &rules)
+}
+
+/// The pull-through cache's upstreams, by id.
+pub(crate) fn proxies(kv: &impl KvRead) -> Result<Vec<ProxyUpstream>, StoreError> {
+    cluster_value(kv, PROXIES, "proxy upstreams")
+}
+
+pub(crate) fn put_proxies(txn: &mut Txn<'_>, proxies: &[ProxyUpstream]) -> Result<(), StoreError> {
+    put_cluster_value(txn, PROXIES, "proxy upstreams", &proxies)
+}
+
+/// The `pending_refs` row of `digest` in `repo`; `blob` tells a blob from a child manifest.
+pub(crate) fn pending_key(repo: &RepositoryName, blob: bool, digest: &Digest) -> Vec<u8> {
+    key(&[
+        repo.as_str(),
+        if blob { "b" } else { "m" },
+        &digest.to_string(),
+    ])
+}
+
+/// How many cached manifests of `repo` list `digest` while it is not linked there.
+pub(crate) fn pending_refs(
+    kv: &impl KvRead,
+    repo: &RepositoryName,
+    blob: bool,
+    digest: &Digest,
+) -> Result<u32, StoreError> {
+    Ok(kv
+        .get(Table::PendingRefs, &pending_key(repo, blob, digest))?
+        .map(|bytes| decode("pending references", &bytes))
+        .transpose()?
+        .unwrap_or(0))
+}
+
+/// Sets the pending count (a count of 0 removes the row).
+pub(crate) fn put_pending_refs(
+    txn: &mut Txn<'_>,
+    repo: &RepositoryName,
+    blob: bool,
+    digest: &Digest,
+    count: u32,
+) -> Result<(), StoreError> {
+    let row = pending_key(repo, blob, digest);
+    if count == 0 {
+        txn.delete(Table::PendingRefs, row);
+    } else {
+        txn.put(
+            Table::PendingRefs,
+            row,
+            encode("pending references", &count)?,
+        );
+    }
+    Ok(())
 }
 
 /// Every tag of `repo` with its record, in tag order.

@@ -308,6 +308,31 @@ impl Upstream {
         }))
     }
 
+    /// Checks that the upstream answers the API root (`GET /v2/`) and takes this registry's
+    /// credentials: what `wharf admin proxy status` reports.
+    pub async fn ping(&self) -> Result<(), UpstreamError> {
+        let response = self.send(Method::GET, "/v2/", &[], "").await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            let message = error_message(response).await;
+            return Err(UpstreamError::Unauthorized(message));
+        }
+        success(response).await.map(drop)
+    }
+
+    /// The size of blob `digest` of `repo` if the upstream has it (`Some(None)` when it does
+    /// not say), without its body; `None` when it does not.
+    pub async fn head_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<Option<u64>>, UpstreamError> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let response = self
+            .fetch(Method::HEAD, &path, &[], &pull_scope(repo))
+            .await?;
+        Ok(response.map(|response| content_length(response.headers())))
+    }
+
     /// Every repository the upstream's catalog lists (`GET /v2/_catalog`, `page` names a
     /// request, following its `Link` headers), in its order.
     pub async fn catalog(&self, page: usize) -> Result<Vec<String>, UpstreamError> {
@@ -467,7 +492,8 @@ impl Upstream {
         challenge: &Challenge,
         scope: &str,
     ) -> Result<HeaderValue, UpstreamError> {
-        let url = challenge.token_url(Some(scope)).ok_or_else(|| {
+        let scope_asked = (!scope.is_empty()).then_some(scope);
+        let url = challenge.token_url(scope_asked).ok_or_else(|| {
             UpstreamError::Invalid("a Bearer challenge without an http(s) realm".into())
         })?;
         let response = self

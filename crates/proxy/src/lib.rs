@@ -1,4 +1,9 @@
-//! The pull-through cache's view of an upstream registry (issue 16).
+//! The pull-through cache (issue 16).
+//!
+//! [`PullThrough`] is the cache as a gateway runs it, over the same service traits as the rest
+//! of the gateway (`MetaApi`, `BlobNodes`): routing by proxy prefix (and the mirror), tag TTLs
+//! with stale-if-error, cluster-wide single flight through meta's fetch leases, and the tee of an
+//! upstream body into its client and a blob upload. [`status`] is what operators see.
 //!
 //! [`Upstream`] speaks the OCI Distribution API to any registry as its client: it answers the
 //! registry's 401 with Basic credentials or the Docker token flow (a token per scope, kept until
@@ -6,8 +11,14 @@
 //! against the digest as they pass ([`UpstreamBlob`]), so an upstream that lies is an error and
 //! never content.
 
+mod cache;
 mod client;
+mod status;
 
+pub use cache::{
+    count_hit, BlobAnswer, CacheError, CacheSettings, ManifestAnswer, PullThrough, Route,
+};
 pub use client::{
     ManifestHead, Upstream, UpstreamBlob, UpstreamConfig, UpstreamError, UpstreamManifest,
 };
+pub use status::{status, upstream_config, ProxyStatus};

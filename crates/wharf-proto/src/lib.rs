@@ -8,6 +8,7 @@
 pub mod convert;
 pub mod convert_auth;
 pub mod convert_lifecycle;
+pub mod convert_proxy;
 pub mod status;
 
 mod blob_service;

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use crate::convert::{self, DecodeError};
 use crate::pb::{self, meta_server::Meta};
 use crate::status::{invalid, meta_error_to_status};
-use crate::{convert_auth, convert_lifecycle};
+use crate::{convert_auth, convert_lifecycle, convert_proxy};
 
 /// Serves a `MetaApi` implementation over gRPC.
 #[derive(Clone)]
@@ -394,6 +394,52 @@ impl Meta for MetaGrpc {
         let request = request.into_inner();
         let result = self.api.set_quota(&request.namespace, request.bytes).await;
         reply(result, |_| pb::Empty {})
+    }
+
+    async fn put_cached_manifest(
+        &self,
+        request: Request<pb::PutManifestRequest>,
+    ) -> Reply<pb::Empty> {
+        let manifest = decoded(convert::put_manifest_from_pb(request.into_inner()))?;
+        reply(self.api.put_cached_manifest(manifest).await, |_| {
+            pb::Empty {}
+        })
+    }
+
+    async fn list_proxies(&self, _request: Request<pb::Empty>) -> Reply<pb::ListProxiesResponse> {
+        reply(self.api.proxies().await, |proxies| {
+            pb::ListProxiesResponse {
+                proxies: proxies.iter().map(convert_proxy::proxy_to_pb).collect(),
+            }
+        })
+    }
+
+    async fn put_proxy(&self, request: Request<pb::ProxyUpstream>) -> Reply<pb::Empty> {
+        let proxy = convert_proxy::proxy_from_pb(request.into_inner());
+        reply(self.api.put_proxy(proxy).await, |_| pb::Empty {})
+    }
+
+    async fn delete_proxy(&self, request: Request<pb::DeleteProxyRequest>) -> Reply<pb::Empty> {
+        let id = request.into_inner().id;
+        reply(self.api.delete_proxy(&id).await, |_| pb::Empty {})
+    }
+
+    async fn acquire_fetch(
+        &self,
+        request: Request<pb::AcquireFetchRequest>,
+    ) -> Reply<pb::FetchLease> {
+        let request = request.into_inner();
+        let lease = self
+            .api
+            .acquire_fetch(&request.key, &request.holder, request.ttl_ms)
+            .await;
+        reply(lease, |lease| convert_proxy::lease_to_pb(&lease))
+    }
+
+    async fn release_fetch(&self, request: Request<pb::ReleaseFetchRequest>) -> Reply<pb::Empty> {
+        let request = request.into_inner();
+        let released = self.api.release_fetch(&request.key, &request.holder).await;
+        reply(released, |_| pb::Empty {})
     }
 
     async fn list_retention_rules(

@@ -324,6 +324,38 @@ impl MetaApi for GcMeta {
         self.inner.set_quota(namespace, bytes).await
     }
 
+    async fn put_cached_manifest(
+        &self,
+        manifest: cluster_api::PutManifest,
+    ) -> Result<(), MetaError> {
+        self.inner.put_cached_manifest(manifest).await
+    }
+
+    async fn proxies(&self) -> Result<Vec<cluster_api::ProxyUpstream>, MetaError> {
+        self.inner.proxies().await
+    }
+
+    async fn put_proxy(&self, proxy: cluster_api::ProxyUpstream) -> Result<(), MetaError> {
+        self.inner.put_proxy(proxy).await
+    }
+
+    async fn delete_proxy(&self, id: &str) -> Result<(), MetaError> {
+        self.inner.delete_proxy(id).await
+    }
+
+    async fn acquire_fetch(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> Result<cluster_api::FetchLease, MetaError> {
+        self.inner.acquire_fetch(key, holder, ttl_ms).await
+    }
+
+    async fn release_fetch(&self, key: &str, holder: &str) -> Result<(), MetaError> {
+        self.inner.release_fetch(key, holder).await
+    }
+
     async fn retention_rules(&self) -> Result<Vec<cluster_api::RetentionRule>, MetaError> {
         self.inner.retention_rules().await
     }

@@ -12,8 +12,8 @@ use crate::error::MetaError;
 use crate::meta::MetaApi;
 use crate::types::*;
 use crate::{
-    placement_sets, AuthChange, AuthState, PlacementRule, RetentionAction, RetentionRule,
-    UploadToken, UPLOAD_KEY_BYTES,
+    placement_sets, AuthChange, AuthState, FetchLease, PlacementRule, ProxyUpstream,
+    RetentionAction, RetentionRule, UploadToken, UPLOAD_KEY_BYTES,
 };
 
 /// The metadata service, in memory.
@@ -35,6 +35,9 @@ struct MetaState {
     uploads_opened: u128,
     auth: AuthState,
     outage: Option<MetaError>,
+    proxies: Vec<ProxyUpstream>,
+    /// Fetch leases: key -> (holder, expiry in unix ms).
+    fetch_leases: HashMap<String, (String, u64)>,
 }
 
 #[derive(Default)]
@@ -87,6 +90,60 @@ impl MemMeta {
     }
 
     /// Locks the state, failing with the injected outage if one is set.
+    /// A manifest PUT, or the cache's copy of an upstream manifest (`cached`: its references
+    /// need not be here yet).
+    fn store_manifest(&self, manifest: PutManifest, cached: bool) -> Result<(), MetaError> {
+        let mut state = self.state()?;
+        if cached && crate::proxy_for(&state.proxies, manifest.repo.as_str()).is_none() {
+            return Err(MetaError::Invalid(format!(
+                "{} is not under a proxy upstream's prefix",
+                manifest.repo
+            )));
+        }
+        let missing = match state.repos.get(&manifest.repo) {
+            _ if cached => None,
+            Some(repo_state) => repo_state.missing_reference(&manifest),
+            None => manifest
+                .blobs
+                .iter()
+                .chain(&manifest.manifests)
+                .next()
+                .cloned(),
+        };
+        if let Some(digest) = missing {
+            return Err(MetaError::ManifestBlobUnknown(digest));
+        }
+        if let Some(tag) = &manifest.tag {
+            let current = state
+                .repos
+                .get(&manifest.repo)
+                .and_then(|repo_state| repo_state.tags.get(tag.as_str()));
+            if current.is_some_and(|digest| *digest != manifest.digest) {
+                state.refuse_if_immutable(&manifest.repo, tag.as_str())?;
+            }
+        }
+        let repo_state = state.repos.entry(manifest.repo.clone()).or_default();
+        if let Some(tag) = &manifest.tag {
+            repo_state
+                .tags
+                .insert(tag.as_str().to_owned(), manifest.digest.clone());
+        }
+        if let (Some(subject), Some(referrer)) = (&manifest.subject, &manifest.referrer) {
+            repo_state
+                .referrers
+                .entry(subject.clone())
+                .or_default()
+                .insert(manifest.digest.clone(), referrer.clone());
+        }
+        let stored = StoredManifest {
+            digest: manifest.digest.clone(),
+            media_type: manifest.media_type,
+            bytes: manifest.bytes,
+        };
+        repo_state.manifests.insert(manifest.digest, stored);
+        Ok(())
+    }
+
     fn state(&self) -> Result<MutexGuard<'_, MetaState>, MetaError> {
         let state = lock(&self.state);
         match &state.outage {
@@ -121,6 +178,13 @@ pub const FAKE_BLOB_URL_KEY: [u8; crate::BLOB_URL_KEY_BYTES] = [0x6b; crate::BLO
 /// True when `id` is a token this fake signed for `repo`.
 fn signed_here(id: &UploadId, repo: &RepositoryName) -> bool {
     UploadToken::decode(id).is_some_and(|token| token.verify(&FAKE_UPLOAD_KEY, repo))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 fn unix_now() -> u64 {
@@ -311,47 +375,61 @@ impl MetaApi for MemMeta {
     }
 
     async fn put_manifest(&self, manifest: PutManifest) -> Result<(), MetaError> {
+        self.store_manifest(manifest, false)
+    }
+
+    async fn put_cached_manifest(&self, manifest: PutManifest) -> Result<(), MetaError> {
+        self.store_manifest(manifest, true)
+    }
+
+    async fn proxies(&self) -> Result<Vec<ProxyUpstream>, MetaError> {
+        Ok(self.state()?.proxies.clone())
+    }
+
+    async fn put_proxy(&self, proxy: ProxyUpstream) -> Result<(), MetaError> {
+        crate::put_proxy(&mut self.state()?.proxies, proxy)
+    }
+
+    async fn delete_proxy(&self, id: &str) -> Result<(), MetaError> {
+        crate::delete_proxy(&mut self.state()?.proxies, id)
+    }
+
+    async fn acquire_fetch(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> Result<FetchLease, MetaError> {
         let mut state = self.state()?;
-        let missing = match state.repos.get(&manifest.repo) {
-            Some(repo_state) => repo_state.missing_reference(&manifest),
-            None => manifest
-                .blobs
-                .iter()
-                .chain(&manifest.manifests)
-                .next()
-                .cloned(),
-        };
-        if let Some(digest) = missing {
-            return Err(MetaError::ManifestBlobUnknown(digest));
-        }
-        if let Some(tag) = &manifest.tag {
-            let current = state
-                .repos
-                .get(&manifest.repo)
-                .and_then(|repo_state| repo_state.tags.get(tag.as_str()));
-            if current.is_some_and(|digest| *digest != manifest.digest) {
-                state.refuse_if_immutable(&manifest.repo, tag.as_str())?;
+        let now = unix_ms();
+        if let Some((current, until)) = state.fetch_leases.get(key) {
+            if current != holder && *until > now {
+                return Ok(FetchLease {
+                    granted: false,
+                    holder: current.clone(),
+                    expires_in_ms: until - now,
+                });
             }
         }
-        let repo_state = state.repos.entry(manifest.repo.clone()).or_default();
-        if let Some(tag) = &manifest.tag {
-            repo_state
-                .tags
-                .insert(tag.as_str().to_owned(), manifest.digest.clone());
+        state
+            .fetch_leases
+            .insert(key.to_owned(), (holder.to_owned(), now + ttl_ms));
+        Ok(FetchLease {
+            granted: true,
+            holder: holder.to_owned(),
+            expires_in_ms: ttl_ms,
+        })
+    }
+
+    async fn release_fetch(&self, key: &str, holder: &str) -> Result<(), MetaError> {
+        let mut state = self.state()?;
+        if state
+            .fetch_leases
+            .get(key)
+            .is_some_and(|(current, _)| current == holder)
+        {
+            state.fetch_leases.remove(key);
         }
-        if let (Some(subject), Some(referrer)) = (&manifest.subject, &manifest.referrer) {
-            repo_state
-                .referrers
-                .entry(subject.clone())
-                .or_default()
-                .insert(manifest.digest.clone(), referrer.clone());
-        }
-        let stored = StoredManifest {
-            digest: manifest.digest.clone(),
-            media_type: manifest.media_type,
-            bytes: manifest.bytes,
-        };
-        repo_state.manifests.insert(manifest.digest, stored);
         Ok(())
     }
 

@@ -1,0 +1,255 @@
+//! The pull-through cache's manifests (`PutCachedManifest`): stored before their blobs and
+//! children, with the references to what is missing counted as pending and taken up by the
+//! links when they come, so the reference graph stays exact at every step.
+
+mod common;
+
+use cluster_api::{MetaError, ProxyUpstream};
+use common::*;
+use meta_store::{Command, CommandOutput};
+use oci_model::{media_type, Digest, Reference};
+use tempfile::TempDir;
+
+const DONE: Result<CommandOutput, MetaError> = Ok(CommandOutput::Done);
+
+fn upstream(id: &str, prefix: &str) -> ProxyUpstream {
+    ProxyUpstream {
+        id: id.to_owned(),
+        url: "https://registry.example".to_owned(),
+        prefix: prefix.to_owned(),
+        tag_ttl_secs: 60,
+        username: Some("robot".to_owned()),
+        password: Some("secret".to_owned()),
+        mirror: false,
+    }
+}
+
+fn cached(manifest: &cluster_api::PutManifest, now_ms: u64) -> Command {
+    Command::PutCachedManifest {
+        put: Box::new(manifest.clone()),
+        now_ms,
+    }
+}
+
+/// An index over `children` in `repo_name`, tagged `tag_name`.
+fn index(repo_name: &str, tag_name: &str, children: &[&Digest]) -> cluster_api::PutManifest {
+    let bytes = format!(r#"{{"schemaVersion":2,"index":"{tag_name}"}}"#).into_bytes();
+    cluster_api::PutManifest {
+        repo: repo(repo_name),
+        digest: Digest::sha256_of(&bytes),
+        media_type: media_type::OCI_INDEX.to_owned(),
+        bytes,
+        tag: Some(tag(tag_name)),
+        blobs: Vec::new(),
+        manifests: children.iter().map(|digest| (*digest).clone()).collect(),
+        subject: None,
+        referrer: None,
+    }
+}
+
+async fn store_with_proxy(dir: &TempDir) -> Applier {
+    let mut store = Applier::new(open(dir));
+    assert_eq!(store.apply(set_upload_key()).await, DONE);
+    assert_eq!(
+        store.apply(Command::PutProxy(upstream("hub", "hub"))).await,
+        DONE
+    );
+    store
+}
+
+#[tokio::test]
+async fn proxies_are_kept_replaced_and_removed_by_id() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = store_with_proxy(&dir).await;
+    let overlapping = store
+        .apply(Command::PutProxy(upstream("other", "hub/library")))
+        .await;
+    assert!(matches!(overlapping, Err(MetaError::Invalid(ref m)) if m.contains("overlaps")));
+    let moved = ProxyUpstream {
+        tag_ttl_secs: 5,
+        ..upstream("hub", "hub")
+    };
+    assert_eq!(store.apply(Command::PutProxy(moved.clone())).await, DONE);
+    assert_eq!(store.store.reader.proxies().expect("read"), vec![moved]);
+    let unknown = store
+        .apply(Command::DeleteProxy { id: "nope".into() })
+        .await;
+    assert!(matches!(unknown, Err(MetaError::Invalid(_))));
+    assert_eq!(
+        store.apply(Command::DeleteProxy { id: "hub".into() }).await,
+        DONE
+    );
+    assert_eq!(store.store.reader.proxies().expect("read"), vec![]);
+}
+
+#[tokio::test]
+async fn a_cached_manifest_is_stored_before_its_blobs_and_counts_them_when_they_come() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = store_with_proxy(&dir).await;
+    let (config, layer) = (digest("config"), digest("layer"));
+    let image = manifest(
+        "hub/library/app",
+        "image",
+        Some("v1"),
+        &[&config, &layer],
+        None,
+    );
+
+    // Outside a proxy prefix, only an ordinary PUT (whose blobs must be there) is taken.
+    let outside = manifest("team/app", "image", Some("v1"), &[&config], None);
+    let refused = store.apply(cached(&outside, T0_MS)).await;
+    assert!(matches!(refused, Err(MetaError::Invalid(ref m)) if m.contains("proxy")));
+    assert!(matches!(
+        store.apply(put(&image, T0_MS)).await,
+        Err(MetaError::ManifestBlobUnknown(_))
+    ));
+
+    assert_eq!(store.apply(cached(&image, T0_MS)).await, DONE);
+    let reader = &store.store.reader;
+    consistent(reader);
+    let by_tag = reader
+        .get_manifest(&repo("hub/library/app"), &Reference::Tag(tag("v1")))
+        .expect("the tag reads");
+    assert_eq!(by_tag.digest, image.digest);
+    assert!(reader.stat_blob(&repo("hub/library/app"), &config).is_err());
+
+    // The cache brings the config: its link is used by the manifest from the start, so a sweep
+    // long after the upload grace keeps it.
+    assert_eq!(
+        store
+            .apply(commit("hub/library/app", "config", None, T0_MS + 1))
+            .await,
+        DONE
+    );
+    consistent(&store.store.reader);
+    let report = swept(
+        store
+            .apply(Command::Sweep {
+                now_ms: T0_MS + 10_000_000,
+                links_pushed_before_ms: T0_MS + 9_000_000,
+                fences_before_ms: T0_MS,
+                limit: 100,
+            })
+            .await,
+    );
+    assert_eq!(report.links_removed, 0, "{report:?}");
+    assert!(store
+        .store
+        .reader
+        .stat_blob(&repo("hub/library/app"), &config)
+        .is_ok());
+    // A link the manifest uses cannot be unlinked on its own.
+    let unlink = store
+        .apply(Command::UnlinkBlob {
+            repo: repo("hub/library/app"),
+            digest: config.clone(),
+            now_ms: T0_MS + 2,
+        })
+        .await;
+    assert!(matches!(unlink, Err(MetaError::Denied(_))));
+
+    // The manifest goes (its cache entry expired): the config loses its reference, the layer
+    // that never came leaves no pending count behind.
+    assert_eq!(
+        store
+            .apply(Command::DeleteManifest {
+                repo: repo("hub/library/app"),
+                digest: image.digest.clone(),
+                now_ms: T0_MS + 3,
+            })
+            .await,
+        DONE
+    );
+    consistent(&store.store.reader);
+    let report = swept(
+        store
+            .apply(Command::Sweep {
+                now_ms: T0_MS + 10_000_000,
+                links_pushed_before_ms: T0_MS + 9_000_000,
+                fences_before_ms: T0_MS,
+                limit: 100,
+            })
+            .await,
+    );
+    assert_eq!(report.links_removed, 1, "{report:?}");
+    consistent(&store.store.reader);
+}
+
+#[tokio::test]
+async fn a_cached_index_takes_its_children_as_they_are_pulled() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = store_with_proxy(&dir).await;
+    let amd = manifest("hub/app", "amd64", None, &[&digest("amd-layer")], None);
+    let arm = manifest("hub/app", "arm64", None, &[&digest("arm-layer")], None);
+    let all = index("hub/app", "v1", &[&amd.digest, &arm.digest]);
+    assert_eq!(store.apply(cached(&all, T0_MS)).await, DONE);
+    consistent(&store.store.reader);
+
+    // A client pulls the amd64 child by digest, then its layer.
+    assert_eq!(store.apply(cached(&amd, T0_MS + 1)).await, DONE);
+    consistent(&store.store.reader);
+    assert_eq!(
+        store
+            .apply(commit("hub/app", "amd-layer", None, T0_MS + 2))
+            .await,
+        DONE
+    );
+    consistent(&store.store.reader);
+    // The child is listed by the index: it cannot go on its own.
+    let alone = store
+        .apply(Command::DeleteManifest {
+            repo: repo("hub/app"),
+            digest: amd.digest.clone(),
+            now_ms: T0_MS + 3,
+        })
+        .await;
+    assert!(matches!(alone, Err(MetaError::Denied(_))));
+    // The index goes: the untagged child it held goes with it, and the arm64 child that was
+    // never pulled leaves nothing pending.
+    assert_eq!(
+        store
+            .apply(Command::DeleteManifest {
+                repo: repo("hub/app"),
+                digest: all.digest.clone(),
+                now_ms: T0_MS + 4,
+            })
+            .await,
+        DONE
+    );
+    consistent(&store.store.reader);
+    let gone = store
+        .store
+        .reader
+        .get_manifest(&repo("hub/app"), &Reference::Digest(amd.digest.clone()));
+    assert!(matches!(gone, Err(MetaError::ManifestUnknown(_))));
+}
+
+#[tokio::test]
+async fn the_same_manifest_in_an_ordinary_repository_keeps_its_own_counts() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = store_with_proxy(&dir).await;
+    let layer = digest("shared-layer");
+    let cached_image = manifest("hub/app", "same", Some("v1"), &[&layer], None);
+    assert_eq!(store.apply(cached(&cached_image, T0_MS)).await, DONE);
+    // The same bytes pushed to an ordinary repository, blob first, as a client does.
+    assert_eq!(
+        store
+            .apply(commit("team/app", "shared-layer", None, T0_MS + 1))
+            .await,
+        DONE
+    );
+    let pushed = manifest("team/app", "same", Some("v1"), &[&layer], None);
+    assert_eq!(store.apply(put(&pushed, T0_MS + 2)).await, DONE);
+    consistent(&store.store.reader);
+    // A mount from the cache's repository brings the blob there (it now holds a copy).
+    let mounted = store
+        .apply(Command::MountBlob {
+            repo: repo("hub/app"),
+            digest: layer.clone(),
+            from: repo("team/app"),
+            now_ms: T0_MS + 3,
+        })
+        .await;
+    assert!(matches!(mounted, Ok(CommandOutput::Mounted(Some(_)))));
+    consistent(&store.store.reader);
+}

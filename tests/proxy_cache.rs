@@ -1,0 +1,484 @@
+//! The pull-through cache end to end: `wharf serve` with a proxy upstream (added through
+//! `wharf admin proxy add`, as an operator would), in front of CNCF Distribution 2.8 behind the
+//! fault-injecting proxy, which counts what reaches the upstream.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::distribution::Distribution;
+use common::fault_proxy::{Fault, FaultProxy};
+use common::serve::Serve;
+use common::{until, PushedImage, Registry};
+use oci_model::Digest;
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Distribution holding `library/app:v1`, the fault proxy in front of it, and `wharf serve`
+/// caching it under `hub/` with a one-second tag TTL.
+struct Setup {
+    upstream: Registry,
+    _distribution: Distribution,
+    fault: FaultProxy,
+    serve: Serve,
+    cache: Registry,
+    image: PushedImage,
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        let distribution = Distribution::start().await;
+        let upstream = Registry::new(distribution.url.clone());
+        let image = upstream
+            .push_image_with("library/app", "v1", 300_000, false)
+            .await
+            .expect("push to Distribution");
+        let fault = FaultProxy::start(&distribution.url).await;
+        let serve = Serve::start("", &[]).await;
+        serve.admin(&[
+            "proxy",
+            "add",
+            "--id",
+            "up",
+            "--url",
+            &fault.url,
+            "--prefix",
+            "hub",
+            "--tag-ttl",
+            "1",
+        ]);
+        let cache = Registry::new(serve.base.clone());
+        Setup {
+            upstream,
+            _distribution: distribution,
+            fault,
+            serve,
+            cache,
+            image,
+        }
+    }
+
+    /// `image` as the cache serves it.
+    fn cached(&self, image: &PushedImage) -> PushedImage {
+        PushedImage {
+            repo: format!("hub/{}", image.repo),
+            tag: image.tag.clone(),
+            manifest: image.manifest.clone(),
+            manifest_digest: image.manifest_digest.clone(),
+            blobs: image.blobs.clone(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.cache
+            .http
+            .get(format!("{}{path}", self.cache.base))
+            .header("Accept", OCI_MANIFEST)
+            .send()
+            .await
+            .expect("GET through the cache")
+    }
+}
+
+async fn error_code(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.expect("an OCI error body");
+    body["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upstream_image_is_pulled_once_and_served_from_the_cache_after() {
+    let setup = Setup::start().await;
+    let cached = setup.cached(&setup.image);
+    setup
+        .cache
+        .verify_image(&cached)
+        .await
+        .expect("the image pulls through the cache, every byte as pushed");
+    let blob_gets = setup.fault.count("GET", "/blobs/");
+    assert_eq!(blob_gets, 2, "{:#?}", setup.fault.forwarded());
+    // Again: manifests by digest and blobs come from the cluster now.
+    setup
+        .cache
+        .verify_image(&cached)
+        .await
+        .expect("second pull");
+    assert_eq!(setup.fault.count("GET", "/blobs/"), 2);
+    assert_eq!(
+        setup.fault.count(
+            "GET",
+            &format!("/manifests/{}", setup.image.manifest_digest)
+        ),
+        1,
+        "a manifest by digest is fetched once: {:#?}",
+        setup.fault.forwarded()
+    );
+    // Cached content is ordinary content: in the catalog and in the namespace's usage.
+    let catalog: Value = setup
+        .get("/v2/_catalog")
+        .await
+        .json()
+        .await
+        .expect("catalog");
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["hub/library/app"])
+    );
+    let usage: Value =
+        serde_json::from_str(&setup.serve.admin(&["usage", "hub"])).expect("usage JSON");
+    let blobs: u64 = setup
+        .image
+        .blobs
+        .iter()
+        .map(|(_, data)| data.len() as u64)
+        .sum();
+    assert_eq!(
+        usage[0]["physical_bytes"].as_u64(),
+        Some(blobs + setup.image.manifest.len() as u64),
+        "{usage}"
+    );
+    // Pushes and deletes under the prefix are refused, and say why.
+    let pushed = setup
+        .cache
+        .post_monolithic("hub/library/app", b"data")
+        .await
+        .expect("POST answered");
+    assert_eq!(pushed.status(), 405);
+    assert_eq!(error_code(pushed).await, "UNSUPPORTED");
+    let deleted = setup
+        .cache
+        .http
+        .delete(format!(
+            "{}/v2/hub/library/app/manifests/{}",
+            setup.cache.base, setup.image.manifest_digest
+        ))
+        .send()
+        .await
+        .expect("DELETE answered");
+    assert_eq!(deleted.status(), 405);
+    // Something the upstream does not have is the upstream's 404, in the OCI shape.
+    let missing = setup.get("/v2/hub/library/none/manifests/v1").await;
+    assert_eq!(missing.status(), 404);
+    assert_eq!(error_code(missing).await, "MANIFEST_UNKNOWN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cached_tag_is_served_while_the_upstream_fails_and_follows_it_after() {
+    let setup = Setup::start().await;
+    let cached = setup.cached(&setup.image);
+    setup.cache.verify_image(&cached).await.expect("first pull");
+    let path = format!("/v2/{}/manifests/v1", cached.repo);
+
+    for fault in [Fault::Status(429), Fault::Status(503)] {
+        setup.fault.set(fault);
+        // Once the one-second TTL has passed, the cache asks the upstream again, which fails:
+        // the cached tag is served, marked stale.
+        let warning = until("a stale answer", Instant::now() + DEADLINE, || async {
+            let response = setup.get(&path).await;
+            let status = response.status();
+            let warning = response
+                .headers()
+                .get("warning")
+                .map(|value| value.to_str().unwrap_or_default().to_owned());
+            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            if status != 200 || body.as_ref() != cached.manifest.as_slice() {
+                return Err(format!("{status}: the cached manifest is not served"));
+            }
+            warning.ok_or_else(|| "not stale yet".to_owned())
+        })
+        .await
+        .expect("the cached tag is served through the fault");
+        assert!(warning.starts_with("110 wharf "), "{warning}");
+        // A tag never cached has nothing to fall back on.
+        let unknown = setup.get("/v2/hub/library/app/manifests/never").await;
+        let expected = if fault == Fault::Status(429) {
+            429
+        } else {
+            503
+        };
+        assert_eq!(unknown.status(), expected, "{fault:?}");
+    }
+
+    // The upstream moves the tag: after the TTL the cache serves the new manifest.
+    setup.fault.set(Fault::None);
+    let moved = setup
+        .upstream
+        .push_image_with("library/app", "v1", 1000, false)
+        .await
+        .expect("move the tag upstream");
+    until("the moved tag", Instant::now() + DEADLINE, || async {
+        let response = setup.get(&path).await;
+        let digest = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (digest == moved.manifest_digest.to_string())
+            .then_some(())
+            .ok_or(digest)
+    })
+    .await
+    .expect("the cache follows the upstream's tag");
+    setup
+        .cache
+        .verify_image(&setup.cached(&moved))
+        .await
+        .expect("the moved image pulls");
+
+    // Down altogether (the upstream moved to an address nothing listens on): the cached tag
+    // still pulls, marked stale.
+    setup.serve.admin(&[
+        "proxy",
+        "add",
+        "--id",
+        "up",
+        "--url",
+        "http://127.0.0.1:9",
+        "--prefix",
+        "hub",
+        "--tag-ttl",
+        "1",
+    ]);
+    let moved = setup.cached(&moved);
+    until(
+        "a stale answer from an unreachable upstream",
+        Instant::now() + DEADLINE,
+        || async {
+            let response = setup.get(&path).await;
+            let warning = response
+                .headers()
+                .get("warning")
+                .map(|value| value.to_str().unwrap_or_default().to_owned())
+                .unwrap_or_default();
+            (response.status() == 200 && warning.contains("not reachable"))
+                .then_some(())
+                .ok_or(warning)
+        },
+    )
+    .await
+    .expect("the cached tag is served with the upstream unreachable");
+    setup
+        .cache
+        .verify_image(&moved)
+        .await
+        .expect("the cached image pulls with the upstream unreachable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_or_altered_blob_is_never_stored_and_the_next_pull_fetches_again() {
+    let setup = Setup::start().await;
+    // The layer is cut mid-way; the config has a byte flipped.
+    let faults = [Fault::CutAfter(100_000), Fault::FlipByte(10)];
+    for ((digest, content), fault) in setup.image.blobs.iter().rev().zip(faults) {
+        let path = format!("/v2/hub/library/app/blobs/{digest}");
+        let fetches = || setup.fault.count("GET", &digest.to_string());
+        setup.fault.set(fault);
+        let body = setup.get(&path).await.bytes().await;
+        assert!(
+            body.as_ref().map_or(true, |body| !digest.verifies(body)),
+            "{fault:?}: a client never gets a body that passes for the blob"
+        );
+        assert_eq!(fetches(), 1);
+        setup.fault.set(Fault::None);
+        // Nothing was committed, so the next pull goes upstream again and gets the bytes.
+        let body = setup.get(&path).await.bytes().await.expect("a whole body");
+        assert_eq!(body.as_ref(), content.as_slice(), "{fault:?}");
+        assert_eq!(fetches(), 2);
+        // That one was stored.
+        let body = setup.get(&path).await.bytes().await.expect("a cached body");
+        assert_eq!(body.as_ref(), content.as_slice());
+        assert_eq!(fetches(), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pulls_of_a_missing_blob_cause_one_upstream_fetch() {
+    let setup = Setup::start().await;
+    let content = common::random_bytes(8 << 20);
+    let digest = setup
+        .upstream
+        .push_blob_chunked("library/app", &content, 1 << 20)
+        .await
+        .expect("push an 8 MiB blob upstream");
+    let path = format!("/v2/hub/library/app/blobs/{digest}");
+    let pulls = (0..32).map(|_| async {
+        let body = setup.get(&path).await.bytes().await.expect("body");
+        Digest::sha256_of(&body)
+    });
+    let digests = futures::future::join_all(pulls).await;
+    assert!(digests.iter().all(|pulled| *pulled == digest));
+    assert_eq!(
+        setup.fault.count("GET", &digest.to_string()),
+        1,
+        "{:#?}",
+        setup.fault.forwarded()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_upstreams_are_managed_through_wharf_admin() {
+    let serve = Serve::start("", &[]).await;
+    serve.admin(&[
+        "proxy",
+        "add",
+        "--id",
+        "hub",
+        "--url",
+        "http://127.0.0.1:9",
+        "--prefix",
+        "dockerhub",
+    ]);
+    let listed: Value = serde_json::from_str(&serve.admin(&["proxy", "list"])).expect("list JSON");
+    assert_eq!(listed["proxies"][0]["id"], "hub");
+    assert_eq!(listed["proxies"][0]["tag_ttl_secs"], 300);
+    // An overlapping prefix, a bad URL: refused with the reason.
+    for (args, reason) in [
+        (
+            [
+                "--id",
+                "b",
+                "--url",
+                "http://127.0.0.1:9",
+                "--prefix",
+                "dockerhub/x",
+            ],
+            "overlaps",
+        ),
+        (
+            ["--id", "c", "--url", "ftp://host", "--prefix", "other"],
+            "http",
+        ),
+    ] {
+        let output = serve.admin_output(&[&["proxy", "add"][..], &args[..]].concat());
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(reason), "{stderr}");
+    }
+    // The status probes the upstream from here: nothing listens on port 9.
+    let status: Value =
+        serde_json::from_str(&serve.admin(&["proxy", "status"])).expect("status JSON");
+    assert_eq!(status["proxies"][0]["reachable"], false, "{status}");
+    assert!(status["proxies"][0]["error"]
+        .as_str()
+        .is_some_and(|error| error.contains("not reachable")));
+    serve.admin(&["proxy", "rm", "hub"]);
+    let listed: Value = serde_json::from_str(&serve.admin(&["proxy", "list"])).expect("list JSON");
+    assert_eq!(listed["proxies"], serde_json::json!([]));
+    assert!(!serve.admin_output(&["proxy", "rm", "hub"]).status.success());
+}
+
+/// Issue 16's acceptance: 32 concurrent pulls of one uncached 64 MiB blob through the 2
+/// gateways of a 3/3/2 cluster cause exactly 1 upstream GET of it; every client gets the bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_fetches_a_blob_missed_through_two_gateways_once() {
+    use cluster_api::{MetaApi, ProxyUpstream, ReplicationPolicy};
+    let distribution = Distribution::start().await;
+    let upstream = Registry::new(distribution.url.clone());
+    let content = common::random_bytes(64 << 20);
+    let digest = upstream
+        .push_blob_chunked("library/big", &content, 8 << 20)
+        .await
+        .expect("push 64 MiB upstream");
+    drop(content);
+    let fault = FaultProxy::start(&distribution.url).await;
+    let policy = ReplicationPolicy {
+        replicas: 2,
+        write_quorum: 0,
+    };
+    let cluster = test_cluster::InProcessCluster::start(3, 3, 2, policy)
+        .await
+        .expect("cluster starts");
+    let meta = cluster_client::MetaClient::new(
+        &cluster.meta_addrs(),
+        cluster_client::RetryPolicy::default(),
+    )
+    .expect("meta client");
+    meta.put_proxy(ProxyUpstream {
+        id: "up".into(),
+        url: fault.url.clone(),
+        prefix: "hub".into(),
+        tag_ttl_secs: 60,
+        username: None,
+        password: None,
+        mirror: false,
+    })
+    .await
+    .expect("add the upstream");
+    let gateways = [cluster.gateway_url(1), cluster.gateway_url(2)];
+    let http = reqwest::Client::new();
+    let pulls = (0..32).map(|n| {
+        let url = format!("{}/v2/hub/library/big/blobs/{digest}", gateways[n % 2]);
+        let http = http.clone();
+        async move {
+            let response = http.get(url).send().await.expect("GET answered");
+            assert_eq!(response.status(), 200);
+            let mut digester = oci_model::Digester::new(oci_model::Algorithm::Sha256);
+            let mut stream = response.bytes_stream();
+            use futures::StreamExt;
+            while let Some(piece) = stream.next().await {
+                digester.update(&piece.expect("body piece"));
+            }
+            digester.finish()
+        }
+    });
+    let pulled = futures::future::join_all(pulls).await;
+    assert!(pulled.iter().all(|pulled| *pulled == digest));
+    assert_eq!(
+        fault.count("GET", &digest.to_string()),
+        1,
+        "{:#?}",
+        fault.forwarded()
+    );
+    cluster.shutdown().await;
+}
+
+/// docker's `registry-mirrors`: with the upstream as the mirror, `library/app` (a repository this
+/// registry does not have) pulls from the upstream and is kept under the prefix, while pushes of
+/// this registry's own repositories are untouched, and what neither has is a plain 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_mirror_answers_pulls_of_repositories_this_registry_does_not_have() {
+    let setup = Setup::start().await;
+    setup.serve.admin(&[
+        "proxy",
+        "add",
+        "--id",
+        "up",
+        "--url",
+        &setup.fault.url,
+        "--prefix",
+        "hub",
+        "--mirror",
+    ]);
+    let listed: Value =
+        serde_json::from_str(&setup.serve.admin(&["proxy", "list"])).expect("list JSON");
+    assert_eq!(listed["proxies"][0]["mirror"], true);
+    until("the mirror", Instant::now() + DEADLINE, || async {
+        setup.cache.verify_image(&setup.image).await
+    })
+    .await
+    .expect("library/app pulls through the mirror under its own name");
+    assert_eq!(setup.fault.count("GET", "/blobs/"), 2);
+    // Kept under the prefix, where a second pull (by the prefixed name) finds it.
+    setup
+        .cache
+        .verify_image(&setup.cached(&setup.image))
+        .await
+        .expect("the cached copy under hub/");
+    assert_eq!(setup.fault.count("GET", "/blobs/"), 2);
+    // This registry's own repositories push and pull as ever.
+    let own = setup
+        .cache
+        .push_image("team/app", "v1", 1000)
+        .await
+        .expect("push an own repository");
+    setup.cache.verify_image(&own).await.expect("pull it");
+    // Neither has it: 404, as if there were no mirror.
+    let missing = setup.get("/v2/nobody/here/manifests/v1").await;
+    assert_eq!(missing.status(), 404);
+    assert_eq!(error_code(missing).await, "MANIFEST_UNKNOWN");
+}
