@@ -2,7 +2,7 @@
 //! Raft state. Pulls of `<prefix>/<name>` are answered from the upstream's `<name>` and cached.
 
 use clap::Subcommand;
-use cluster_api::{MetaApi, ProxyUpstream, DEFAULT_TAG_TTL_SECS};
+use cluster_api::{MetaApi, ProxyUpstream, DEFAULT_CACHE_TTL_SECS, DEFAULT_TAG_TTL_SECS};
 use cluster_client::{MetaClient, RetryPolicy};
 use serde_json::json;
 
@@ -26,6 +26,10 @@ pub enum ProxyCommand {
         /// (90d, 12h, 30m, 300s or plain seconds) [default: 5m].
         #[arg(long, value_parser = crate::admin_cli::parse_duration)]
         tag_ttl: Option<u64>,
+        /// How long cached content stays without a pull before garbage collection removes it
+        /// (90d, 12h, ...; 0 keeps it for good) [default: 7d].
+        #[arg(long, value_parser = parse_ttl)]
+        cache_ttl: Option<u64>,
         /// User name at the upstream (Basic or the Docker token flow).
         #[arg(long, requires = "password_stdin")]
         user: Option<String>,
@@ -47,6 +51,14 @@ pub enum ProxyCommand {
     Status,
 }
 
+/// A duration, or `0` for none.
+fn parse_ttl(text: &str) -> Result<u64, String> {
+    if text == "0" {
+        return Ok(0);
+    }
+    crate::admin_cli::parse_duration(text)
+}
+
 pub async fn proxy(meta: &[String], command: ProxyCommand) -> CliResult {
     let client = MetaClient::new(meta, RetryPolicy::default())?;
     match command {
@@ -55,6 +67,7 @@ pub async fn proxy(meta: &[String], command: ProxyCommand) -> CliResult {
             url,
             prefix,
             tag_ttl,
+            cache_ttl,
             user,
             password_stdin,
             mirror,
@@ -71,6 +84,7 @@ pub async fn proxy(meta: &[String], command: ProxyCommand) -> CliResult {
                 url: url.clone(),
                 prefix: prefix.clone(),
                 tag_ttl_secs: tag_ttl.unwrap_or(DEFAULT_TAG_TTL_SECS),
+                cache_ttl_secs: cache_ttl.unwrap_or(DEFAULT_CACHE_TTL_SECS),
                 username: user,
                 password,
                 mirror,

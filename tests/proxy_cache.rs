@@ -403,6 +403,7 @@ async fn a_cluster_fetches_a_blob_missed_through_two_gateways_once() {
         url: fault.url.clone(),
         prefix: "hub".into(),
         tag_ttl_secs: 60,
+        cache_ttl_secs: 0,
         username: None,
         password: None,
         mirror: false,
@@ -481,4 +482,94 @@ async fn the_mirror_answers_pulls_of_repositories_this_registry_does_not_have() 
     let missing = setup.get("/v2/nobody/here/manifests/v1").await;
     assert_eq!(missing.status(), 404);
     assert_eq!(error_code(missing).await, "MANIFEST_UNKNOWN");
+}
+
+/// Cached content nobody pulls for the upstream's cache TTL is collected: the manifests by the
+/// leader's eviction pass, then their blobs by the sweep; the next pull fetches again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_cached_content_is_collected_and_fetched_again_when_pulled() {
+    let distribution = Distribution::start().await;
+    let upstream = Registry::new(distribution.url.clone());
+    let image = upstream
+        .push_image_with("library/app", "v1", 100_000, false)
+        .await
+        .expect("push to Distribution");
+    let fault = FaultProxy::start(&distribution.url).await;
+    let serve = Serve::start("[gc]\ninterval_ms = 100\nupload_grace_ms = 100\n", &[]).await;
+    serve.admin(&[
+        "proxy",
+        "add",
+        "--id",
+        "up",
+        "--url",
+        &fault.url,
+        "--prefix",
+        "hub",
+        "--cache-ttl",
+        "1",
+    ]);
+    let cache = Registry::new(serve.base.clone());
+    let cached = PushedImage {
+        repo: format!("hub/{}", image.repo),
+        ..image
+    };
+    cache.verify_image(&cached).await.expect("first pull");
+    assert_eq!(fault.count("GET", "/blobs/"), 2);
+    let physical = || {
+        let usage: Value =
+            serde_json::from_str(&serve.admin(&["usage", "hub"])).expect("usage JSON");
+        usage[0]["physical_bytes"].as_u64().unwrap_or(0)
+    };
+    until(
+        "the idle cache collected",
+        Instant::now() + DEADLINE,
+        || async {
+            match physical() {
+                0 => Ok(()),
+                left => Err(format!("{left} bytes left")),
+            }
+        },
+    )
+    .await
+    .expect("idle content goes");
+    cache.verify_image(&cached).await.expect("pull again");
+    assert_eq!(fault.count("GET", "/blobs/"), 4, "{:#?}", fault.forwarded());
+}
+
+/// A miss streams: with the upstream holding its body after its first MiB, the client already
+/// has bytes of the blob; the rest follows when the upstream goes on, and it is all right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_miss_reaches_the_client_before_the_upstream_transfer_ends() {
+    use futures::StreamExt;
+    let setup = Setup::start().await;
+    let content = common::random_bytes(16 << 20);
+    let digest = setup
+        .upstream
+        .push_blob_chunked("library/app", &content, 4 << 20)
+        .await
+        .expect("push 16 MiB upstream");
+    setup.fault.set(Fault::PauseAfter(1 << 20));
+    let response = setup
+        .get(&format!("/v2/hub/library/app/blobs/{digest}"))
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let mut received = Vec::new();
+    let first = tokio::time::timeout(DEADLINE, async {
+        while received.len() < 256 << 10 {
+            let piece = body.next().await.expect("more body").expect("a piece");
+            received.extend_from_slice(&piece);
+        }
+    })
+    .await;
+    assert!(
+        first.is_ok(),
+        "no byte reached the client while the upstream held the rest of the body"
+    );
+    assert!(received.len() < content.len());
+    setup.fault.set(Fault::None);
+    while let Some(piece) = body.next().await {
+        received.extend_from_slice(&piece.expect("a piece"));
+    }
+    assert!(received == content, "the whole blob, in order");
 }

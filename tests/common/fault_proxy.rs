@@ -25,6 +25,9 @@ pub enum Fault {
     CutAfter(usize),
     /// Forwards everything, with the body's byte at this offset inverted.
     FlipByte(usize),
+    /// Forwards the head and about the first `n` bytes of the body (whole pieces), then holds
+    /// the rest until the fault changes or the proxy goes.
+    PauseAfter(usize),
 }
 
 #[derive(Clone)]
@@ -182,6 +185,27 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
                 Ok(Bytes::from(bytes))
             }
             _ => Ok(piece),
+        }
+    });
+    let (released, current) = (shared.released.clone(), shared.fault.clone());
+    let mut forwarded = 0usize;
+    let body = body.then(move |piece| {
+        let (released, current) = (released.clone(), current.clone());
+        let paused = matches!(fault, Fault::PauseAfter(n) if forwarded >= n);
+        if let Ok(piece) = &piece {
+            forwarded += piece.len();
+        }
+        async move {
+            if paused {
+                loop {
+                    let wake = released.notified();
+                    if *current.lock().expect("lock") != fault {
+                        break;
+                    }
+                    wake.await;
+                }
+            }
+            piece
         }
     });
     let body = Body::from_stream(body);

@@ -249,6 +249,11 @@ pub trait MetaApi: Send + Sync + 'static {
     /// the manifests using it from the moment it is linked. `Invalid` outside a proxy prefix.
     async fn put_cached_manifest(&self, manifest: PutManifest) -> Result<(), MetaError>;
 
+    /// Records that the cached manifests `entries` (repository, digest) were pulled now: the
+    /// cache's idle TTL counts from the last pull. Entries that are not cached manifests are
+    /// ignored.
+    async fn touch_cached(&self, entries: &[(RepositoryName, Digest)]) -> Result<(), MetaError>;
+
     /// The proxy upstreams, by id, credentials included (gateways present them upstream; the
     /// operator views hide them).
     async fn proxies(&self) -> Result<Vec<ProxyUpstream>, MetaError>;

@@ -11,6 +11,12 @@ use crate::error::MetaError;
 pub const DEFAULT_TAG_TTL_SECS: u64 = 300;
 /// The longest tag TTL accepted: a month.
 pub const MAX_TAG_TTL_SECS: u64 = 30 * 24 * 3600;
+/// How long cached content is kept without a pull, by default: a week.
+pub const DEFAULT_CACHE_TTL_SECS: u64 = 7 * 24 * 3600;
+
+fn default_cache_ttl() -> u64 {
+    DEFAULT_CACHE_TTL_SECS
+}
 
 /// One upstream registry. Pulls of `<prefix>/<name>` are answered from `<url>` as `<name>`:
 /// manifests by digest and blobs are cached for good (until the cache's idle TTL collects
@@ -27,6 +33,10 @@ pub struct ProxyUpstream {
     /// The repository-name prefix it answers under: one or more path components.
     pub prefix: String,
     pub tag_ttl_secs: u64,
+    /// How long a cached manifest stays without a pull before garbage collection removes it
+    /// (and then the blobs only it used); 0 keeps everything for good.
+    #[serde(default = "default_cache_ttl")]
+    pub cache_ttl_secs: u64,
     pub username: Option<String>,
     pub password: Option<String>,
     /// Also answers pulls of repositories this registry does not have, by their own name
@@ -43,6 +53,7 @@ pub struct ProxyView {
     pub url: String,
     pub prefix: String,
     pub tag_ttl_secs: u64,
+    pub cache_ttl_secs: u64,
     pub username: Option<String>,
     pub has_password: bool,
     pub mirror: bool,
@@ -99,6 +110,7 @@ impl ProxyUpstream {
             url: self.url.clone(),
             prefix: self.prefix.clone(),
             tag_ttl_secs: self.tag_ttl_secs,
+            cache_ttl_secs: self.cache_ttl_secs,
             username: self.username.clone(),
             has_password: self.password.is_some(),
             mirror: self.mirror,
@@ -232,6 +244,7 @@ mod tests {
             url: "https://registry-1.docker.io".to_owned(),
             prefix: prefix.to_owned(),
             tag_ttl_secs: DEFAULT_TAG_TTL_SECS,
+            cache_ttl_secs: DEFAULT_CACHE_TTL_SECS,
             username: None,
             password: None,
             mirror: false,

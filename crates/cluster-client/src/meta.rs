@@ -835,6 +835,21 @@ impl MetaApi for MetaClient {
         Ok(())
     }
 
+    async fn touch_cached(&self, entries: &[(RepositoryName, Digest)]) -> Result<(), MetaError> {
+        let request = pb::TouchCachedRequest {
+            entries: entries
+                .iter()
+                .map(|(repo, digest)| pb::CachedRef {
+                    repo: repo.to_string(),
+                    digest: digest.to_string(),
+                })
+                .collect(),
+        };
+        self.call(request, |mut c, r| async move { c.touch_cached(r).await })
+            .await?;
+        Ok(())
+    }
+
     async fn proxies(&self) -> Result<Vec<ProxyUpstream>, MetaError> {
         let response = self
             .read(

@@ -19,7 +19,7 @@
 //! GET    /admin/v1/placement/status            blobs compliant / pending / impossible
 //! GET    /admin/v1/proxies                     {"proxies"}: pull-through cache upstreams
 //!                                              (never their passwords)
-//! PUT    /admin/v1/proxies/<id>                {"url", "prefix", "tag_ttl_secs"?,
+//! PUT    /admin/v1/proxies/<id>                {"url", "prefix", "tag_ttl_secs"?, "cache_ttl_secs"?,
 //!                                              "username"?, "password"?, "mirror"?}
 //! DELETE /admin/v1/proxies/<id>
 //! GET    /admin/v1/proxies/status              each upstream probed (GET /v2/), its usage
@@ -34,7 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cluster_api::{
     AuthChange, MetaError, PlacementRule, PlacementStatus, Policy, ProxyUpstream,
-    DEFAULT_TAG_TTL_SECS,
+    DEFAULT_CACHE_TTL_SECS, DEFAULT_TAG_TTL_SECS,
 };
 use oci_model::ErrorCode;
 use serde::Deserialize;
@@ -92,6 +92,7 @@ struct NewProxy {
     url: String,
     prefix: String,
     tag_ttl_secs: Option<u64>,
+    cache_ttl_secs: Option<u64>,
     username: Option<String>,
     password: Option<String>,
     #[serde(default)]
@@ -359,6 +360,7 @@ pub(crate) async fn handle(
                 url: new.url,
                 prefix: new.prefix,
                 tag_ttl_secs: new.tag_ttl_secs.unwrap_or(DEFAULT_TAG_TTL_SECS),
+                cache_ttl_secs: new.cache_ttl_secs.unwrap_or(DEFAULT_CACHE_TTL_SECS),
                 username: new.username,
                 password: new.password,
                 mirror: new.mirror,

@@ -123,11 +123,15 @@ impl Gateway {
             )),
             config: Arc::new(config),
             blob_url_keys: Arc::new(cluster_api::BlobUrlKeys::new(meta.clone())),
-            pull_through: Arc::new(proxy::PullThrough::new(
-                meta.clone(),
-                blobs.clone(),
-                proxy::CacheSettings::default(),
-            )),
+            pull_through: {
+                let cache = Arc::new(proxy::PullThrough::new(
+                    meta.clone(),
+                    blobs.clone(),
+                    proxy::CacheSettings::default(),
+                ));
+                cache.spawn_reporter();
+                cache
+            },
             meta,
             blobs,
         }

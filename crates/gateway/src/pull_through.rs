@@ -35,11 +35,16 @@ pub(crate) async fn manifest(
     head: bool,
 ) -> Result<Response, ApiError> {
     let repo = route.cache_repo.clone();
-    if matches!(reference, Reference::Digest(_)) {
+    if let Reference::Digest(digest) = &reference {
         // Immutable: the cluster's copy, when it has one, is the answer.
-        match manifests::get(gateway, repo, reference.clone(), headers, head).await {
+        match manifests::get(gateway, repo.clone(), reference.clone(), headers, head).await {
             Err(error) if unknown(&error) => {}
-            answered => return answered,
+            answered => {
+                if answered.is_ok() {
+                    gateway.pull_through.touch(&repo, digest);
+                }
+                return answered;
+            }
         }
     }
     let answer = gateway

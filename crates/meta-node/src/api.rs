@@ -828,6 +828,17 @@ impl MetaApi for RaftMeta {
         .await
     }
 
+    async fn touch_cached(&self, entries: &[(RepositoryName, Digest)]) -> Result<(), MetaError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.propose_done(Command::TouchCached {
+            entries: entries.to_vec(),
+            now_ms: unix_ms(),
+        })
+        .await
+    }
+
     async fn proxies(&self) -> Result<Vec<ProxyUpstream>, MetaError> {
         self.linearize().await?;
         self.reader.proxies()

@@ -95,8 +95,41 @@ pub(crate) async fn enforce_retention(
     Ok(applied)
 }
 
-/// The loop of one meta node: while it leads, enforces retention, then sweeps (so what
-/// retention released is collected in the same round once its grace has passed).
+/// Cached manifests one eviction entry carries at most, and one round evicts at most.
+const EVICT_CHUNK: usize = 500;
+const EVICT_PER_ROUND: usize = 20 * EVICT_CHUNK;
+
+/// Removes the pull-through cache's manifests not pulled for their upstream's cache TTL: plans
+/// from this node's state, then proposes them in chunks; the state machine keeps any pulled
+/// since. Their blobs go with the next sweeps, once unreferenced for the upload grace.
+pub(crate) async fn evict_cached(
+    raft: &Raft<TypeConfig>,
+    reader: &StateReader,
+) -> Result<u64, MetaError> {
+    let planner = reader.clone();
+    let idle = tokio::task::spawn_blocking(move || planner.idle_cached(unix_ms(), EVICT_PER_ROUND))
+        .await
+        .map_err(|error| MetaError::Internal(error.to_string()))??;
+    let mut evicted = 0;
+    for chunk in idle.chunks(EVICT_CHUNK) {
+        let command = Command::EvictCached {
+            entries: chunk.to_vec(),
+            now_ms: unix_ms(),
+        };
+        match raft.client_write(command).await {
+            Ok(response) => match response.data.into_result()? {
+                CommandOutput::Retained(count) => evicted += count,
+                other => return Err(MetaError::Internal(format!("eviction answered {other:?}"))),
+            },
+            Err(error) => return Err(write_error(error)),
+        }
+    }
+    Ok(evicted)
+}
+
+/// The loop of one meta node: while it leads, enforces retention and evicts idle cached
+/// content, then sweeps (so what they released is collected in the same round once its grace
+/// has passed).
 pub(crate) async fn run_collector(
     raft: Raft<TypeConfig>,
     reader: StateReader,
@@ -116,6 +149,14 @@ pub(crate) async fn run_collector(
                 tracing::info!(applied, "retention rules enforced");
             }
             Err(error) => tracing::debug!(%error, "retention pass did not run"),
+        }
+        match evict_cached(&raft, &reader).await {
+            Ok(0) => {}
+            Ok(evicted) => {
+                metrics::counter!("wharf_proxy_evicted_total").increment(evicted);
+                tracing::info!(evicted, "idle cached manifests evicted");
+            }
+            Err(error) => tracing::debug!(%error, "cache eviction did not run"),
         }
         match sweep(&raft, settings).await {
             Ok(report) if report != SweepReport::default() => {

@@ -73,6 +73,15 @@ pub(crate) fn apply_command(
         Command::DeleteRetentionRule { id } => delete_retention_rule(txn, &id),
         Command::PutPlacementRule(rule) => put_placement_rule(txn, rule),
         Command::DeletePlacementRule { id } => delete_placement_rule(txn, &id),
+        Command::TouchCached { entries, now_ms } => {
+            for (repo, digest) in &entries {
+                if let Some(seen) = state::cache_access(txn, repo, digest)? {
+                    state::put_cache_access(txn, repo, digest, seen.max(now_ms))?;
+                }
+            }
+            Ok(DONE)
+        }
+        Command::EvictCached { entries, now_ms } => evict_cached(txn, &entries, now_ms),
         Command::PutProxy(proxy) => {
             let mut proxies = state::proxies(txn)?;
             if let Err(error) = cluster_api::put_proxy(&mut proxies, proxy) {
@@ -455,8 +464,43 @@ fn put_manifest(txn: &mut Txn<'_>, put: PutManifest, now_ms: u64, cached: bool) 
         state::put_tag(txn, repo, tag, &record, current_tag.as_ref())?;
     }
     refs::link_manifest(txn, &put, now_ms, cached)?;
+    if cached {
+        state::put_cache_access(txn, repo, &put.digest, now_ms)?;
+    }
     state::put_repository(txn, repo);
     Ok(DONE)
+}
+
+/// See [`Command::EvictCached`]: each entry goes only if what the plan saw still holds, so a
+/// pull racing the eviction keeps the manifest.
+fn evict_cached(
+    txn: &mut Txn<'_>,
+    entries: &[(RepositoryName, Digest, u64)],
+    now_ms: u64,
+) -> Outcome {
+    let mut evicted = 0;
+    for (repo, digest, seen) in entries {
+        if state::cache_access(txn, repo, digest)? != Some(*seen) {
+            continue;
+        }
+        let Some(link) = state::manifest_link(txn, repo, digest)? else {
+            continue;
+        };
+        if link.refs > 0 {
+            // An index still lists it: it goes with the index.
+            continue;
+        }
+        let mut protected = false;
+        for tag in state::tags_pointing_at(txn, repo, digest)? {
+            protected |= protecting_rule(txn, repo, &tag)?.is_some();
+        }
+        if protected {
+            continue;
+        }
+        refs::unlink_manifest(txn, repo, digest, now_ms)?;
+        evicted += 1;
+    }
+    Ok(Ok(CommandOutput::Retained(evicted)))
 }
 
 fn delete_manifest(

@@ -231,6 +231,13 @@ pub(crate) fn check(kv: &impl KvRead) -> Result<Vec<String>, StoreError> {
             distinct.len()
         ));
     }
+    for (repo, digest, _) in state::cache_accesses(kv)? {
+        if !manifest_links.contains_key(&(repo.clone(), digest.clone())) {
+            problems.push(format!(
+                "cached manifest {digest} of {repo} has an access time but is not linked"
+            ));
+        }
+    }
     for (key, tag) in rows::<TagRecord>(kv, Table::Tags, "tag")? {
         let [repo, name] = split_key::<2>("tag key", &key)?;
         let repo = parse_repo("tag key", repo)?;

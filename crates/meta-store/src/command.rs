@@ -167,6 +167,20 @@ pub enum Command {
     PutPlacementRule(PlacementRule),
     /// Removes a placement rule, bumping the epoch; `Invalid` if unknown.
     DeletePlacementRule { id: String },
+    /// The cached manifests `entries` were pulled at `now_ms` (their idle TTL restarts); an
+    /// entry that is not a cached manifest is ignored.
+    TouchCached {
+        entries: Vec<(RepositoryName, Digest)>,
+        now_ms: u64,
+    },
+    /// Removes the cached manifests `entries` (repository, digest, last pull the plan saw) that
+    /// were not pulled since, are listed by no index of their repository and carry no immutable
+    /// tag, with their tags and what lived only through them; their blobs are then collected
+    /// like any unreferenced link. Answers [`CommandOutput::Retained`] with how many went.
+    EvictCached {
+        entries: Vec<(RepositoryName, Digest, u64)>,
+        now_ms: u64,
+    },
     /// Adds or replaces a proxy upstream (by id); `Invalid` when it does not validate or its
     /// prefix overlaps another's.
     PutProxy(ProxyUpstream),

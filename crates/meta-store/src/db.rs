@@ -49,10 +49,13 @@ pub(crate) enum Table {
     /// References of cached manifests (pull-through cache) to blobs and children not linked
     /// yet, counted per `(repository, kind, digest)` until the link comes and takes them up.
     PendingRefs,
+    /// When each cached manifest (pull-through cache) was last pulled: its idle TTL counts from
+    /// there.
+    CacheAccess,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 23] = [
+    pub(crate) const ALL: [Table; 24] = [
         Table::Log,
         Table::Raft,
         Table::SmMeta,
@@ -76,10 +79,11 @@ impl Table {
         Table::TagsByDigest,
         Table::LinksByDigest,
         Table::PendingRefs,
+        Table::CacheAccess,
     ];
 
     /// The tables that make up the registry state (what a snapshot carries).
-    pub(crate) const STATE: [Table; 17] = [
+    pub(crate) const STATE: [Table; 18] = [
         Table::Repositories,
         Table::Tags,
         Table::Manifests,
@@ -97,6 +101,7 @@ impl Table {
         Table::NamespaceRefs,
         Table::Usage,
         Table::PendingRefs,
+        Table::CacheAccess,
     ];
 
     /// Whether the table is read by key (and so keeps Bloom filters); the others are only
@@ -138,6 +143,7 @@ impl Table {
             Table::TagsByDigest => "tags_by_digest",
             Table::LinksByDigest => "links_by_digest",
             Table::PendingRefs => "pending_refs",
+            Table::CacheAccess => "cache_access",
         }
     }
 }

@@ -57,6 +57,8 @@
 //! pending_refs    repo \0 "b"|"m" \0 digest             u32: cached manifests of the repo
 //!                                                       listing a blob or child not linked
 //!                                                       yet (pull-through cache, refs.rs)
+//! cache_access    repo \0 digest                        u64: when a cached manifest was last
+//!                                                       pulled (its idle TTL counts from it)
 //! ```
 //!
 //! `blob_nodes`, `node_states` and `cluster` together are the cluster map; every command that

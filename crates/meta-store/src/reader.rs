@@ -94,6 +94,36 @@ impl StateReader {
         Ok(state::proxies(&self.view()?)?)
     }
 
+    /// Cached manifests not pulled for their upstream's cache TTL at `now_ms`, with the last
+    /// pull seen (what [`Command::EvictCached`] takes), at most `limit`. Content an upstream no
+    /// longer covers (removed, or its TTL 0) stays.
+    pub fn idle_cached(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(RepositoryName, Digest, u64)>, MetaError> {
+        self.view()?;
+        let view = DbView::frozen(&self.db);
+        let proxies = state::proxies(&view)?;
+        if proxies.iter().all(|proxy| proxy.cache_ttl_secs == 0) {
+            return Ok(Vec::new());
+        }
+        let mut idle = Vec::new();
+        for (repo, digest, seen) in state::cache_accesses(&view)? {
+            let Some((proxy, _)) = cluster_api::proxy_for(&proxies, repo.as_str()) else {
+                continue;
+            };
+            let ttl_ms = proxy.cache_ttl_secs.saturating_mul(1000);
+            if ttl_ms > 0 && seen.saturating_add(ttl_ms) < now_ms {
+                idle.push((repo, digest, seen));
+                if idle.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(idle)
+    }
+
     /// What the retention rules would remove at `now_ms` (with `dry_run` rules when
     /// `include_dry_run`), read from one point-in-time view.
     pub fn retention_plan(

@@ -552,6 +552,7 @@ pub(crate) fn unlink_manifest(
             }
         }
         state::delete_manifest_link(txn, repo, &current);
+        state::delete_cache_access(txn, repo, &current);
         let size = record.bytes.len() as u64;
         count_link(txn, repo, (Kind::Manifest, &current, size), false)?;
         record.links = record.links.saturating_sub(1);

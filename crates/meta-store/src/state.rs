@@ -494,6 +494,55 @@ pub(crate) fn put_pending_refs(
     Ok(())
 }
 
+/// When cached manifest `digest` of `repo` was last pulled, if it is a cached one.
+pub(crate) fn cache_access(
+    kv: &impl KvRead,
+    repo: &RepositoryName,
+    digest: &Digest,
+) -> Result<Option<u64>, StoreError> {
+    kv.get(
+        Table::CacheAccess,
+        &key(&[repo.as_str(), &digest.to_string()]),
+    )?
+    .map(|bytes| decode("cache access time", &bytes))
+    .transpose()
+}
+
+pub(crate) fn put_cache_access(
+    txn: &mut Txn<'_>,
+    repo: &RepositoryName,
+    digest: &Digest,
+    ms: u64,
+) -> Result<(), StoreError> {
+    let row = key(&[repo.as_str(), &digest.to_string()]);
+    txn.put(Table::CacheAccess, row, encode("cache access time", &ms)?);
+    Ok(())
+}
+
+pub(crate) fn delete_cache_access(txn: &mut Txn<'_>, repo: &RepositoryName, digest: &Digest) {
+    txn.delete(
+        Table::CacheAccess,
+        key(&[repo.as_str(), &digest.to_string()]),
+    );
+}
+
+/// Every cached manifest with its last pull, in key order.
+pub(crate) fn cache_accesses(
+    kv: &impl KvRead,
+) -> Result<Vec<(RepositoryName, Digest, u64)>, StoreError> {
+    let mut rows = Vec::new();
+    kv.scan(Table::CacheAccess, b"", None, &mut |row, value| {
+        let [repo, digest] = split_key::<2>("cache access key", row)?;
+        rows.push((
+            parse_repo("cache access key", repo)?,
+            parse_digest("cache access key", digest.as_bytes())?,
+            decode("cache access time", value)?,
+        ));
+        Ok(true)
+    })?;
+    Ok(rows)
+}
+
 /// Every tag of `repo` with its record, in tag order.
 pub(crate) fn tag_records(
     kv: &impl KvRead,

@@ -18,6 +18,7 @@ fn upstream(id: &str, prefix: &str) -> ProxyUpstream {
         url: "https://registry.example".to_owned(),
         prefix: prefix.to_owned(),
         tag_ttl_secs: 60,
+        cache_ttl_secs: 3600,
         username: Some("robot".to_owned()),
         password: Some("secret".to_owned()),
         mirror: false,
@@ -252,4 +253,85 @@ async fn the_same_manifest_in_an_ordinary_repository_keeps_its_own_counts() {
         .await;
     assert!(matches!(mounted, Ok(CommandOutput::Mounted(Some(_)))));
     consistent(&store.store.reader);
+}
+
+#[tokio::test]
+async fn idle_cached_manifests_are_evicted_unless_pulled_since_the_plan() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = store_with_proxy(&dir).await;
+    let layer = digest("layer");
+    let image = manifest("hub/app", "image", Some("v1"), &[&layer], None);
+    let other = manifest("hub/app", "other", Some("v2"), &[], None);
+    assert_eq!(store.apply(cached(&image, T0_MS)).await, DONE);
+    assert_eq!(store.apply(cached(&other, T0_MS)).await, DONE);
+    assert_eq!(
+        store.apply(commit("hub/app", "layer", None, T0_MS)).await,
+        DONE
+    );
+    // An ordinary repository's manifest is never the cache's to evict.
+    assert_eq!(
+        store.apply(commit("team/app", "layer", None, T0_MS)).await,
+        DONE
+    );
+    let own = manifest("team/app", "image", Some("v1"), &[&layer], None);
+    assert_eq!(store.apply(put(&own, T0_MS)).await, DONE);
+
+    // The upstream's cache TTL is an hour: nothing is idle before it has passed.
+    let reader = &store.store.reader;
+    assert!(reader
+        .idle_cached(T0_MS + 3_600_000, 100)
+        .expect("plan")
+        .is_empty());
+    let idle = reader.idle_cached(T0_MS + 3_600_001, 100).expect("plan");
+    assert_eq!(idle.len(), 2, "{idle:?}");
+    assert!(idle
+        .iter()
+        .all(|(repo, _, seen)| repo.as_str() == "hub/app" && *seen == T0_MS));
+
+    // `image` is pulled after the plan was made: it stays; `other` goes.
+    let touch = Command::TouchCached {
+        entries: vec![
+            (repo("hub/app"), image.digest.clone()),
+            (repo("team/app"), own.digest.clone()),
+        ],
+        now_ms: T0_MS + 3_600_500,
+    };
+    assert_eq!(store.apply(touch).await, DONE);
+    let evict = Command::EvictCached {
+        entries: idle,
+        now_ms: T0_MS + 3_600_600,
+    };
+    assert_eq!(store.apply(evict).await, Ok(CommandOutput::Retained(1)));
+    consistent(&store.store.reader);
+    let reader = &store.store.reader;
+    assert!(reader
+        .get_manifest(&repo("hub/app"), &Reference::Tag(tag("v1")))
+        .is_ok());
+    assert!(matches!(
+        reader.get_manifest(&repo("hub/app"), &Reference::Tag(tag("v2"))),
+        Err(MetaError::ManifestUnknown(_))
+    ));
+    // The touch moved `image`'s clock, not the ordinary repository's (it has none).
+    let idle = reader
+        .idle_cached(T0_MS + 3_600_001 + 500, 100)
+        .expect("plan");
+    assert!(idle.is_empty(), "{idle:?}");
+    let idle = reader.idle_cached(T0_MS + 7_300_000, 100).expect("plan");
+    assert_eq!(
+        idle,
+        vec![(repo("hub/app"), image.digest.clone(), T0_MS + 3_600_500)]
+    );
+
+    // A TTL of 0 keeps cached content for good.
+    let keep = ProxyUpstream {
+        cache_ttl_secs: 0,
+        ..upstream("hub", "hub")
+    };
+    assert_eq!(store.apply(Command::PutProxy(keep)).await, DONE);
+    assert!(store
+        .store
+        .reader
+        .idle_cached(T0_MS + 100_000_000, 100)
+        .expect("plan")
+        .is_empty());
 }

@@ -17,7 +17,7 @@
 //!   the digest before it commits, so a fetch cut short or altered stores nothing and the next
 //!   pull fetches again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,9 @@ const ACCEPT_ALL: [&str; 4] = [
 const QUEUE: usize = 16;
 /// Tags whose last check with the upstream this gateway remembers.
 const MAX_VALIDATED: usize = 100_000;
+/// Cached manifests pulled since the last report to meta that a gateway remembers; past it, a
+/// pull is reported with the next one (the idle TTL is days, the report interval seconds).
+const MAX_TOUCHED: usize = 50_000;
 
 /// How the cache behaves; the defaults suit a gateway.
 #[derive(Clone, Debug)]
@@ -61,6 +64,9 @@ pub struct CacheSettings {
     pub lease_ttl: Duration,
     /// How long a pull waits for another gateway's fetch of the same blob before it fails.
     pub wait_timeout: Duration,
+    /// How often the manifests pulled from the cache are reported to meta (their idle TTL
+    /// restarts), in one Raft entry.
+    pub touch_interval: Duration,
 }
 
 impl Default for CacheSettings {
@@ -71,6 +77,7 @@ impl Default for CacheSettings {
             read_timeout: Duration::from_secs(60),
             lease_ttl: Duration::from_secs(15),
             wait_timeout: Duration::from_secs(30 * 60),
+            touch_interval: Duration::from_secs(30),
         }
     }
 }
@@ -145,6 +152,8 @@ pub struct PullThrough {
     clients: Mutex<HashMap<String, (ProxyUpstream, Arc<Upstream>)>>,
     /// (repository, tag) -> the digest the upstream confirmed, and when.
     validated: Mutex<HashMap<(RepositoryName, Tag), (Digest, Instant)>>,
+    /// Cached manifests pulled since the last report to meta.
+    touched: Mutex<HashSet<(RepositoryName, Digest)>>,
 }
 
 impl PullThrough {
@@ -162,6 +171,53 @@ impl PullThrough {
             table: Mutex::new(None),
             clients: Mutex::new(HashMap::new()),
             validated: Mutex::new(HashMap::new()),
+            touched: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Starts reporting pulls of cached manifests to meta every `touch_interval`, until the
+    /// cache is dropped.
+    pub fn spawn_reporter(self: &Arc<Self>) {
+        let cache = Arc::downgrade(self);
+        let interval = self.settings.touch_interval;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(cache) = cache.upgrade() else {
+                    return;
+                };
+                cache.report_pulls().await;
+            }
+        });
+    }
+
+    /// Records a pull of cached manifest `digest` of `repo` (reported with the next batch).
+    pub fn touch(&self, repo: &RepositoryName, digest: &Digest) {
+        let mut touched = self.touched.lock();
+        if touched.len() < MAX_TOUCHED {
+            touched.insert((repo.clone(), digest.clone()));
+        }
+    }
+
+    /// Reports the pulls recorded since the last report; kept for the next one when meta fails.
+    pub async fn report_pulls(&self) {
+        let batch: Vec<_> = std::mem::take(&mut *self.touched.lock())
+            .into_iter()
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(error) = self.meta.touch_cached(&batch).await {
+            tracing::warn!(%error, pulls = batch.len(), "cannot report cached pulls; keeping them");
+            let mut touched = self.touched.lock();
+            for entry in batch {
+                if touched.len() >= MAX_TOUCHED {
+                    break;
+                }
+                touched.insert(entry);
+            }
         }
     }
 
@@ -266,6 +322,16 @@ impl PullThrough {
 
     /// The manifest `reference` of `route`'s repository, from the cache or the upstream.
     pub async fn manifest(
+        &self,
+        route: &Route,
+        reference: &Reference,
+    ) -> Result<ManifestAnswer, CacheError> {
+        let answer = self.resolve_manifest(route, reference).await?;
+        self.touch(&route.cache_repo, &answer.manifest.digest);
+        Ok(answer)
+    }
+
+    async fn resolve_manifest(
         &self,
         route: &Route,
         reference: &Reference,

@@ -406,6 +406,22 @@ impl Meta for MetaGrpc {
         })
     }
 
+    async fn touch_cached(&self, request: Request<pb::TouchCachedRequest>) -> Reply<pb::Empty> {
+        let entries = request
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|entry| {
+                Ok((
+                    convert::repo("repo", &entry.repo)?,
+                    convert::digest("digest", &entry.digest)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, DecodeError>>();
+        let entries = decoded(entries)?;
+        reply(self.api.touch_cached(&entries).await, |_| pb::Empty {})
+    }
+
     async fn list_proxies(&self, _request: Request<pb::Empty>) -> Reply<pb::ListProxiesResponse> {
         reply(self.api.proxies().await, |proxies| {
             pb::ListProxiesResponse {

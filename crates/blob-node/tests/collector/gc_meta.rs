@@ -331,6 +331,13 @@ impl MetaApi for GcMeta {
         self.inner.put_cached_manifest(manifest).await
     }
 
+    async fn touch_cached(
+        &self,
+        entries: &[(oci_model::RepositoryName, Digest)],
+    ) -> Result<(), MetaError> {
+        self.inner.touch_cached(entries).await
+    }
+
     async fn proxies(&self) -> Result<Vec<cluster_api::ProxyUpstream>, MetaError> {
         self.inner.proxies().await
     }
