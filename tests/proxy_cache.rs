@@ -573,3 +573,54 @@ async fn a_miss_reaches_the_client_before_the_upstream_transfer_ends() {
     }
     assert!(received == content, "the whole blob, in order");
 }
+
+/// `wharf bench pull --pull-url --pull-prefix --passes` (what benches/proxy_cache.sh runs): the
+/// blobs are pushed upstream and pulled through the cache twice, cold then warm; the warm pass
+/// reaches the upstream not once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_load_tool_pulls_through_a_cache_cold_then_warm() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: load::BenchArgs,
+    }
+    let setup = Setup::start().await;
+    let argv = [
+        "bench",
+        "--url",
+        &setup.fault.url,
+        "--quiet",
+        "pull",
+        "--count",
+        "12",
+        "--size",
+        "100000",
+        "-c",
+        "4",
+        "--verify",
+        "--pull-url",
+        &setup.serve.base,
+        "--pull-prefix",
+        "hub",
+        "--passes",
+        "2",
+    ];
+    let cli = Cli::try_parse_from(argv).expect("valid bench arguments");
+    let report = load::run(&cli.bench).await.expect("the workload runs");
+    assert_eq!(
+        (report.ok, report.errors),
+        (12, 0),
+        "{:?}",
+        report.error_samples
+    );
+    assert_eq!(report.passes.len(), 1);
+    let warm = &report.passes[0];
+    assert_eq!((warm.ok, warm.errors), (12, 0), "{:?}", warm.error_samples);
+    assert_eq!(
+        setup.fault.count("GET", "/blobs/sha256:"),
+        12,
+        "each blob fetched once, in the cold pass: {:#?}",
+        setup.fault.forwarded()
+    );
+}

@@ -35,15 +35,32 @@ pub(crate) async fn pull(context: &Context, options: &BlobOptions) -> Result<Rep
             setup.error_samples.join("; ")
         )));
     }
+    // The pull may go to a pull-through cache of the registry pushed to.
+    let mut pulling = context.clone();
+    if let Some(url) = &options.pull_url {
+        pulling.target = crate::client::Target::parse(url, None)?;
+    }
+    if let Some(prefix) = &options.pull_prefix {
+        pulling.repo = format!("{}/{}", prefix.trim_end_matches('/'), context.repo);
+    }
     let pull = Pull {
-        repo: context.repo.clone(),
+        repo: pulling.repo.clone(),
         digests,
         size: options.size,
         verify: options.verify,
     };
     let mut plan = plan("pull", options, None);
     plan.settings.insert("verify".into(), options.verify.into());
-    measure(context, plan, pull).await
+    if let Some(url) = &options.pull_url {
+        plan.settings.insert("pull_url".into(), url.clone().into());
+    }
+    let mut report = measure(&pulling, plan.clone(), pull.clone()).await?;
+    for _ in 1..options.passes.max(1) {
+        report
+            .passes
+            .push(measure(&pulling, plan.clone(), pull.clone()).await?);
+    }
+    Ok(report)
 }
 
 fn plan(workload: &str, options: &BlobOptions, chunk: Option<u64>) -> Plan {
@@ -151,6 +168,7 @@ fn expect_location(
 }
 
 /// One blob GET, checked for length and digest.
+#[derive(Clone)]
 struct Pull {
     repo: String,
     digests: Arc<Vec<String>>,

@@ -152,6 +152,17 @@ pub struct BlobOptions {
     /// Pull: hash every byte received and compare it with the digest (costs client CPU).
     #[arg(long)]
     pub verify: bool,
+    /// Pull from this registry (a pull-through cache of `--url`) instead of `--url`, where the
+    /// blobs are still pushed.
+    #[arg(long, value_name = "URL")]
+    pub pull_url: Option<String>,
+    /// The repository pulled is PREFIX/<repository pushed> (a pull-through cache's prefix).
+    #[arg(long, value_name = "PREFIX")]
+    pub pull_prefix: Option<String>,
+    /// Pull the same blobs this many times, one timed pass after the other (a cache cold, then
+    /// warm); the passes after the first are reported under `passes`.
+    #[arg(long, default_value_t = 1)]
+    pub passes: u32,
 }
 
 /// Options of the manifest and tag workloads.

@@ -29,6 +29,7 @@ pub(crate) trait Operation: Send + Sync + 'static {
 }
 
 /// What is being timed, for the report.
+#[derive(Clone)]
 pub(crate) struct Plan {
     pub workload: String,
     pub operations: u64,
@@ -60,6 +61,9 @@ pub struct Report {
     /// The soak workload's memory and disk figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soak: Option<crate::SoakSummary>,
+    /// Pull `--passes`: the passes after the first, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub passes: Vec<Report>,
 }
 
 /// Latency percentiles of the successful operations, in milliseconds.
@@ -234,6 +238,7 @@ pub(crate) async fn measure<O: Operation>(
         rss_peak_mib,
         error_samples: tally.samples.clone(),
         soak: None,
+        passes: Vec::new(),
     })
 }
 
@@ -274,6 +279,22 @@ impl Report {
         );
         if let Some(rss) = self.rss_peak_mib {
             let _ = writeln!(out, "server RSS   peak {rss:.1} MiB");
+        }
+        for (index, pass) in self.passes.iter().enumerate() {
+            let l = &pass.latency_ms;
+            let _ = writeln!(
+                out,
+                "pass {}       {} ok, {} failed, {:.1} MB/s, p50 {:.2} p99 {:.2} ms{}",
+                index + 2,
+                pass.ok,
+                pass.errors,
+                pass.mb_per_second,
+                l.p50,
+                l.p99,
+                pass.rss_peak_mib.map_or(String::new(), |rss| format!(
+                    ", server RSS peak {rss:.1} MiB"
+                ))
+            );
         }
         if let Some(soak) = &self.soak {
             for process in &soak.processes {

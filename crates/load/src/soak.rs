@@ -205,6 +205,7 @@ pub(crate) async fn soak(context: &Context, options: &SoakOptions) -> Result<Rep
     settings.insert("blob_size".into(), options.blob_size.into());
     settings.insert("seed".into(), options.seed.into());
     Ok(Report {
+        passes: Vec::new(),
         workload: "soak".into(),
         url: String::new(),
         repo: String::new(),
