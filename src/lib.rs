@@ -8,6 +8,7 @@ pub mod dev_cluster;
 pub mod heap;
 pub mod lifecycle_cli;
 pub mod local;
+pub mod mirror_cli;
 pub mod placement_cli;
 pub mod proxy_cli;
 pub mod roles;

@@ -34,6 +34,9 @@ enum Command {
     Dev(wharf::dev_cluster::DevCommand),
     /// Load-test any OCI registry: blob push/pull, manifest PUT/GET/HEAD, tag listing.
     Bench(load::BenchArgs),
+    /// Copy repositories (or a whole catalog) from any registry into another, verified and
+    /// resumable: the migration from Distribution.
+    Mirror(wharf::mirror_cli::MirrorArgs),
 }
 
 /// Settings come from the config file, then `WHARF_*` environment variables, then these flags;
@@ -334,7 +337,7 @@ impl Options {
 fn main() -> ExitCode {
     wharf::heap::limit_malloc_arenas();
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Admin(_)) {
+    if matches!(cli.command, Command::Admin(_) | Command::Mirror(_)) {
         // A command-line tool whose output is piped into `head` should end quietly when the
         // reader goes, as other Unix tools do, instead of panicking in `println!` on EPIPE.
         // Only for `admin`: a server must survive a peer closing its socket (sockets are
@@ -377,6 +380,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Dev(command) => return Ok(wharf::dev_cluster::run(command).await?),
         Command::Bench(args) => return bench(args).await,
+        Command::Mirror(args) => return wharf::mirror_cli::run(args).await,
     };
     let (config, addr_file) = options.into_config()?;
     wharf::heap::spawn_trimmer();

@@ -8,7 +8,7 @@ use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
 use oci_model::challenge::Challenge;
-use oci_model::{media_type, Digest, Digester, Reference, RepositoryName, MAX_MANIFEST_BYTES};
+use oci_model::{media_type, Digest, Digester, Reference, RepositoryName, Tag, MAX_MANIFEST_BYTES};
 use parking_lot::Mutex;
 use reqwest::header::{
     HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LINK, RETRY_AFTER,
@@ -52,6 +52,15 @@ impl UpstreamConfig {
             ca_pem: None,
         }
     }
+}
+
+/// Why a blob push failed: the source's body (cut, or not the digest) or the registry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("the source: {0}")]
+    Source(UpstreamError),
+    #[error("{0}")]
+    Destination(UpstreamError),
 }
 
 /// Why an upstream gave no content.
@@ -333,6 +342,210 @@ impl Upstream {
         Ok(response.map(|response| content_length(response.headers())))
     }
 
+    // ---- writing (wharf mirror, replication) ----
+
+    /// Whether the registry has manifest `digest` in `repo` (asked with push rights, the scope
+    /// the writes that follow need).
+    pub async fn has_manifest(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<bool, UpstreamError> {
+        let path = format!("/v2/{repo}/manifests/{digest}");
+        let accept = media_type::MANIFEST_TYPES;
+        Ok(self
+            .fetch(Method::HEAD, &path, &accept, &push_scope(repo))
+            .await?
+            .is_some())
+    }
+
+    /// The digest tag `tag` of `repo` points at, if it exists (asked with push rights).
+    pub async fn tag_digest(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        accept: &[&str],
+    ) -> Result<Option<Digest>, UpstreamError> {
+        let path = format!("/v2/{repo}/manifests/{tag}");
+        let Some(response) = self
+            .fetch(Method::HEAD, &path, accept, &push_scope(repo))
+            .await?
+        else {
+            return Ok(None);
+        };
+        match announced_digest(response.headers())? {
+            Some(digest) => Ok(Some(digest)),
+            None => Ok(self
+                .manifest(repo, &Reference::Tag(tag.clone()), accept)
+                .await?
+                .map(|manifest| manifest.digest)),
+        }
+    }
+
+    /// Whether the registry has blob `digest` in `repo` (asked with push rights).
+    pub async fn has_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<bool, UpstreamError> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        Ok(self
+            .fetch(Method::HEAD, &path, &[], &push_scope(repo))
+            .await?
+            .is_some())
+    }
+
+    /// Uploads blob `digest` to `repo`: a session (`POST`), then the whole body in its closing
+    /// `PUT`, streamed once (`size` bytes when known, else chunked). The registry verifies the
+    /// digest; the body's own error (a cut or altered source) is told apart from the
+    /// registry's. Returns the bytes sent.
+    pub async fn push_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        size: Option<u64>,
+        body: BoxStream<'static, Result<Bytes, UpstreamError>>,
+    ) -> Result<u64, PushError> {
+        let scope = push_scope(repo);
+        let started = self
+            .send(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &[],
+                &scope,
+            )
+            .await
+            .map_err(PushError::Destination)?;
+        let started = success(started).await.map_err(PushError::Destination)?;
+        let location = started
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| {
+                PushError::Destination(UpstreamError::Invalid(
+                    "an upload session without a Location".into(),
+                ))
+            })?;
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let url = if location.starts_with("http://") || location.starts_with("https://") {
+            format!("{location}{separator}digest={digest}")
+        } else {
+            format!("{}{location}{separator}digest={digest}", self.base)
+        };
+        // The stream's first error is kept, so a failed PUT can say whose fault it was.
+        let source_error: std::sync::Arc<Mutex<Option<UpstreamError>>> = Default::default();
+        let seen = source_error.clone();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = sent.clone();
+        let body = body.map(move |piece| {
+            match &piece {
+                Ok(bytes) => {
+                    counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    seen.lock().get_or_insert_with(|| error.clone());
+                }
+            }
+            piece
+        });
+        let mut request = self
+            .http
+            .put(url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(body));
+        if let Some(size) = size {
+            request = request.header(CONTENT_LENGTH, size);
+        }
+        if let Some(authorization) = self.known_authorization(&scope) {
+            request = request.header(AUTHORIZATION, authorization);
+        }
+        let outcome = match request.send().await {
+            Ok(response) => success(response).await.map(drop),
+            Err(error) => Err(UpstreamError::of_transport(error)),
+        };
+        if let Some(error) = source_error.lock().take() {
+            return Err(PushError::Source(error));
+        }
+        outcome.map_err(PushError::Destination)?;
+        Ok(sent.load(Ordering::Relaxed))
+    }
+
+    /// Stores manifest `bytes` (of `media_type`) as `reference` of `repo`.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<(), UpstreamError> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let response = self
+            .send_with(
+                Method::PUT,
+                &path,
+                &[],
+                &push_scope(repo),
+                Some((media_type, &bytes)),
+            )
+            .await?;
+        success(response).await.map(drop)
+    }
+
+    /// Deletes `reference` of `repo` (a manifest by digest, or a tag where the registry allows
+    /// it); `false` when it was not there.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<bool, UpstreamError> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let scope = format!("repository:{repo}:delete,pull,push");
+        Ok(self
+            .fetch(Method::DELETE, &path, &[], &scope)
+            .await?
+            .is_some())
+    }
+
+    /// The digests of the manifests that refer to `digest` in `repo` (the referrers API);
+    /// `None` when the registry has no such API or no such subject.
+    pub async fn referrers(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<Vec<Digest>>, UpstreamError> {
+        let path = format!("/v2/{repo}/referrers/{digest}");
+        let Some(response) = self
+            .fetch(
+                Method::GET,
+                &path,
+                &[media_type::OCI_INDEX],
+                &pull_scope(repo),
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let body = read_limited(response, MAX_MANIFEST_BYTES).await?;
+        let index: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|error| UpstreamError::Invalid(format!("a referrers index: {error}")))?;
+        let Some(manifests) = index.get("manifests").and_then(|list| list.as_array()) else {
+            return Ok(Some(Vec::new()));
+        };
+        manifests
+            .iter()
+            .map(|descriptor| {
+                descriptor
+                    .get("digest")
+                    .and_then(|digest| digest.as_str())
+                    .and_then(|digest| digest.parse().ok())
+                    .ok_or_else(|| {
+                        UpstreamError::Invalid("a referrer without a valid digest".into())
+                    })
+            })
+            .collect::<Result<Vec<Digest>, _>>()
+            .map(Some)
+    }
+
     /// Every repository the upstream's catalog lists (`GET /v2/_catalog`, `page` names a
     /// request, following its `Link` headers), in its order.
     pub async fn catalog(&self, page: usize) -> Result<Vec<String>, UpstreamError> {
@@ -424,7 +637,23 @@ impl Upstream {
         accept: &[&str],
         scope: &str,
     ) -> Result<Response, UpstreamError> {
-        let url = format!("{}{path}", self.base);
+        self.send_with(method, path, accept, scope, None).await
+    }
+
+    /// [`send`](Self::send) with a body (its media type and bytes), sent again after a 401.
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &[&str],
+        scope: &str,
+        body: Option<(&str, &Bytes)>,
+    ) -> Result<Response, UpstreamError> {
+        let url = if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
         // A token this scope already has, or Basic credentials the upstream asked for before;
         // otherwise nothing, and its challenge says what it wants.
         let first = self.token(scope).or_else(|| {
@@ -433,7 +662,7 @@ impl Upstream {
                 .filter(|_| self.basic_challenged.load(Ordering::Relaxed))
         });
         let response = self
-            .request(method.clone(), &url, accept, first.as_ref())
+            .request(method.clone(), &url, accept, first.as_ref(), body)
             .await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
@@ -455,7 +684,7 @@ impl Upstream {
         };
         match retry {
             Some(authorization) => {
-                self.request(method, &url, accept, Some(&authorization))
+                self.request(method, &url, accept, Some(&authorization), body)
                     .await
             }
             None => Ok(response),
@@ -468,6 +697,7 @@ impl Upstream {
         url: &str,
         accept: &[&str],
         authorization: Option<&HeaderValue>,
+        body: Option<(&str, &Bytes)>,
     ) -> Result<Response, UpstreamError> {
         let mut request = self.http.request(method, url);
         if !accept.is_empty() {
@@ -476,7 +706,23 @@ impl Upstream {
         if let Some(value) = authorization {
             request = request.header(AUTHORIZATION, value.clone());
         }
+        if let Some((media_type, bytes)) = body {
+            request = request
+                .header(CONTENT_TYPE, media_type)
+                .header(CONTENT_LENGTH, bytes.len())
+                .body(bytes.clone());
+        }
         request.send().await.map_err(UpstreamError::of_transport)
+    }
+
+    /// The credentials for `scope` an earlier request obtained (a token, or Basic once asked
+    /// for): what a request whose body cannot be sent twice goes with.
+    fn known_authorization(&self, scope: &str) -> Option<HeaderValue> {
+        self.token(scope).or_else(|| {
+            self.basic
+                .clone()
+                .filter(|_| self.basic_challenged.load(Ordering::Relaxed))
+        })
     }
 
     fn token(&self, scope: &str) -> Option<HeaderValue> {
@@ -497,7 +743,7 @@ impl Upstream {
             UpstreamError::Invalid("a Bearer challenge without an http(s) realm".into())
         })?;
         let response = self
-            .request(Method::GET, &url, &[], self.basic.as_ref())
+            .request(Method::GET, &url, &[], self.basic.as_ref(), None)
             .await?;
         if matches!(
             response.status(),
@@ -543,6 +789,11 @@ impl Upstream {
 /// The token scope of reading `repo`.
 fn pull_scope(repo: &RepositoryName) -> String {
     format!("repository:{repo}:pull")
+}
+
+/// The token scope of writing `repo` (and reading it, which a write needs too).
+fn push_scope(repo: &RepositoryName) -> String {
+    format!("repository:{repo}:pull,push")
 }
 
 /// The path of the next page a `Link: </v2/...?last=x&n=y>; rel="next"` header names (a path

@@ -19,6 +19,7 @@ pub use cache::{
     count_hit, BlobAnswer, CacheError, CacheSettings, ManifestAnswer, PullThrough, Route,
 };
 pub use client::{
-    ManifestHead, Upstream, UpstreamBlob, UpstreamConfig, UpstreamError, UpstreamManifest,
+    ManifestHead, PushError, Upstream, UpstreamBlob, UpstreamConfig, UpstreamError,
+    UpstreamManifest,
 };
 pub use status::{status, upstream_config, ProxyStatus};
