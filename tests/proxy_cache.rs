@@ -624,3 +624,87 @@ async fn the_load_tool_pulls_through_a_cache_cold_then_warm() {
         setup.fault.forwarded()
     );
 }
+
+/// An upstream that wants credentials: `wharf serve --auth`, which speaks the Docker token flow.
+/// The cache logs in as the robot the operator gave it (`--user --password-stdin`); with a
+/// wrong secret a pull of anything not cached is a clear 502 and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upstream_behind_the_token_flow_is_pulled_as_the_robot_the_operator_gave() {
+    use common::auth_serve::{basic, registry, AuthServe};
+    let upstream = AuthServe::start(&[]).await;
+    upstream.user("admin", "admin-password", true);
+    let secret = upstream.robot("mirror", "library/**", "pull");
+    let image = registry(&upstream.base, Some(&basic("admin", "admin-password")))
+        .push_image("library/app", "v1", 100_000)
+        .await
+        .expect("push to the upstream");
+    let serve = Serve::start("", &[]).await;
+    let add = |id: &str, prefix: &str, secret: &str| {
+        serve.admin_with_input(
+            &[
+                "proxy",
+                "add",
+                "--id",
+                id,
+                "--url",
+                &upstream.base,
+                "--prefix",
+                prefix,
+                "--user",
+                "mirror",
+                "--password-stdin",
+            ],
+            &format!("{secret}\n"),
+        )
+    };
+    add("up", "hub", &secret);
+    let listed: Value = serde_json::from_str(&serve.admin(&["proxy", "list"])).expect("list JSON");
+    assert_eq!(listed["proxies"][0]["username"], "mirror");
+    assert_eq!(listed["proxies"][0]["has_password"], true);
+    assert!(
+        !listed.to_string().contains(&secret),
+        "the secret is never shown"
+    );
+    let cache = Registry::new(serve.base.clone());
+    let cached = PushedImage {
+        repo: "hub/library/app".into(),
+        ..image.clone()
+    };
+    cache
+        .verify_image(&cached)
+        .await
+        .expect("pulled with the robot's token");
+
+    add("bad", "badhub", "wharf_not-the-secret");
+    // Gateways read the upstreams at most every 2 s: until then, badhub is no proxy prefix.
+    let body: Value = until("the 502", Instant::now() + DEADLINE, || async {
+        let response = cache
+            .http
+            .get(format!("{}/v2/badhub/library/app/manifests/v1", cache.base))
+            .header("Accept", OCI_MANIFEST)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        match response.status().as_u16() {
+            502 => response.json().await.map_err(|e| e.to_string()),
+            other => Err(format!("answered {other}")),
+        }
+    })
+    .await
+    .expect("a wrong secret is the upstream's refusal");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("credentials"), "{body}");
+    let catalog: Value = cache
+        .http
+        .get(format!("{}/v2/_catalog", cache.base))
+        .send()
+        .await
+        .expect("catalog")
+        .json()
+        .await
+        .expect("catalog JSON");
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["hub/library/app"])
+    );
+}

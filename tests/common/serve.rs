@@ -124,6 +124,30 @@ impl Serve {
             .expect("wharf admin runs")
     }
 
+    /// Runs `wharf admin --meta <grpc> ARGS` with `input` on its stdin; returns stdout, panics
+    /// when it fails.
+    pub fn admin_with_input(&self, args: &[&str], input: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new(WHARF)
+            .args(["admin", "--meta", &self.grpc])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wharf admin");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input.as_bytes()).expect("write stdin");
+        drop(stdin);
+        let output = child.wait_with_output().expect("wharf admin runs");
+        assert!(
+            output.status.success(),
+            "wharf admin {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Runs `wharf admin --meta <grpc> ARGS`; returns stdout, panics (with both streams) when it
     /// fails.
     pub fn admin(&self, args: &[&str]) -> String {
