@@ -52,6 +52,9 @@ pub enum AdminCommand {
     /// Pull-through cache upstreams: repositories under a prefix pulled from another registry.
     #[command(subcommand)]
     Proxy(crate::proxy_cli::ProxyCommand),
+    /// Replication rules: repositories copied to (`--to`) or from (`--from`) another registry.
+    #[command(subcommand)]
+    Replication(crate::replication_cli::ReplicationCommand),
     /// Retention rules: keep the newest N tags, keep tags by pattern, delete old untagged
     /// manifests; with a dry run.
     #[command(subcommand)]
@@ -212,6 +215,9 @@ pub async fn run(args: AdminArgs) -> Result<(), Box<dyn std::error::Error>> {
             return crate::placement_cli::placement(meta, command).await
         }
         AdminCommand::Proxy(command) => return crate::proxy_cli::proxy(meta, command).await,
+        AdminCommand::Replication(command) => {
+            return crate::replication_cli::replication(meta, command).await
+        }
         AdminCommand::Gc => return lifecycle::gc(meta).await,
         AdminCommand::Fsck { repair } => return lifecycle::fsck(meta, repair).await,
         other => return run_access(meta, other).await,
@@ -320,6 +326,7 @@ async fn run_access(meta: &[String], command: AdminCommand) -> CliResult {
         | AdminCommand::Retention(_)
         | AdminCommand::Placement(_)
         | AdminCommand::Proxy(_)
+        | AdminCommand::Replication(_)
         | AdminCommand::Gc
         | AdminCommand::Fsck { .. } => unreachable!("handled by run"),
         AdminCommand::User(UserCommand::Add {

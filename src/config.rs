@@ -68,6 +68,24 @@ pub struct WharfConfig {
     pub cluster_tls: wharf_tls::ClusterTlsConfig,
     /// `[gc]`: garbage collection (meta's sweep and each blob node's collector).
     pub gc: GcConfig,
+    /// `[replication]`: how often the meta leader reconciles every replication rule.
+    pub replication: ReplicationConfig,
+}
+
+/// `[replication]`: the meta leader's replicator.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// Time between two full passes over every replication rule.
+    pub interval_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            interval_ms: 60_000,
+        }
+    }
 }
 
 /// `meta`: either the list of meta node addresses (`meta = ["meta-1:7000"]`, what gateways and
@@ -219,6 +237,7 @@ impl Default for WharfConfig {
             tls: wharf_tls::HttpsConfig::default(),
             cluster_tls: wharf_tls::ClusterTlsConfig::default(),
             gc: GcConfig::default(),
+            replication: ReplicationConfig::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod local;
 pub mod mirror_cli;
 pub mod placement_cli;
 pub mod proxy_cli;
+pub mod replication_cli;
 pub mod roles;
 pub mod telemetry;
 pub mod trace;

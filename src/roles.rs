@@ -140,6 +140,13 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
         blob.node.clone(),
         Arc::new(GrpcBlobNodes::new(meta_api.clone())),
     ));
+    spawn_replicator(
+        &mut tasks,
+        config,
+        &meta,
+        (meta_api.clone(), blobs.clone()),
+        shutdown.clone(),
+    );
     spawn_gateway(
         &mut tasks,
         config,
@@ -180,6 +187,15 @@ pub async fn start_meta(config: &WharfConfig) -> Result<Running, StartError> {
         .add_service(meta.raft_service())
         .add_service(meta.admin_service());
     spawn_grpc(&mut tasks, grpc, listener, shutdown.clone());
+    let meta_api: Arc<dyn MetaApi> = meta.api();
+    let blobs: Arc<dyn BlobNodes> = Arc::new(GrpcBlobNodes::new(meta_api.clone()));
+    spawn_replicator(
+        &mut tasks,
+        config,
+        &meta,
+        (meta_api, blobs),
+        shutdown.clone(),
+    );
     let metrics_addr = spawn_metrics(&mut tasks, config, shutdown.clone()).await?;
     Ok(Running {
         metrics_addr,
@@ -425,6 +441,31 @@ async fn spawn_metrics(
         }
     });
     Ok(Some(bound))
+}
+
+/// The replication rules' executor (crate `replication`): a full pass every
+/// `[replication] interval_ms` while this meta node leads.
+fn spawn_replicator(
+    tasks: &mut JoinSet<()>,
+    config: &WharfConfig,
+    meta: &meta_node::MetaNode,
+    (meta_api, blobs): (Arc<dyn MetaApi>, Arc<dyn BlobNodes>),
+    shutdown: CancellationToken,
+) {
+    let settings = replication::ReplicatorSettings {
+        interval: Duration::from_millis(config.replication.interval_ms.max(1)),
+        ..replication::ReplicatorSettings::default()
+    };
+    let cluster = replication::ClusterEnd {
+        meta: meta_api,
+        blobs,
+    };
+    let replicator = Arc::new(replication::Replicator::new(
+        cluster,
+        settings,
+        Arc::new(meta.leadership()),
+    ));
+    tasks.spawn(replicator.run(shutdown.cancelled_owned()));
 }
 
 fn spawn_grpc(

@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "wharf/v1/auth.proto",
         "wharf/v1/lifecycle.proto",
         "wharf/v1/proxy.proto",
+        "wharf/v1/replication.proto",
         "wharf/v1/meta.proto",
         "wharf/v1/blob.proto",
         "wharf/v1/raft.proto",

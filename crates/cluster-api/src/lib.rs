@@ -15,6 +15,7 @@ mod meta;
 mod placement;
 mod placement_status;
 mod proxy;
+mod replication;
 mod ring;
 mod types;
 mod upload_token;
@@ -38,6 +39,10 @@ pub use placement_status::{PlacementStatus, RulePlacementStatus};
 pub use proxy::{
     delete_proxy, mirror, proxy_for, put_proxy, under_proxy, FetchLease, ProxyUpstream, ProxyView,
     DEFAULT_CACHE_TTL_SECS, DEFAULT_TAG_TTL_SECS, MAX_TAG_TTL_SECS,
+};
+pub use replication::{
+    delete_replication_rule, put_replication_rule, ReplicationMode, ReplicationRule,
+    ReplicationStatus, ReplicationView, MAX_STATUS_ERRORS,
 };
 pub use ring::{Placement, RecordOwners};
 pub use types::*;

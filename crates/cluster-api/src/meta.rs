@@ -6,7 +6,8 @@ use oci_model::{Digest, Reference, RepositoryName, Tag};
 use crate::error::MetaError;
 use crate::types::*;
 use crate::{
-    AuthChange, AuthState, FetchLease, PlacementRule, ProxyUpstream, RetentionAction, RetentionRule,
+    AuthChange, AuthState, FetchLease, PlacementRule, ProxyUpstream, ReplicationRule,
+    ReplicationStatus, RetentionAction, RetentionRule,
 };
 
 /// The Raft-replicated metadata service. Every mutating call returns only once its Raft entry is
@@ -280,6 +281,24 @@ pub trait MetaApi: Send + Sync + 'static {
 
     /// Gives up `holder`'s lease on `key` (done or failed); nothing when another holds it.
     async fn release_fetch(&self, key: &str, holder: &str) -> Result<(), MetaError>;
+
+    // ---- replication ----
+
+    /// The replication rules, by id, credentials included (the replicator presents them).
+    async fn replication_rules(&self) -> Result<Vec<ReplicationRule>, MetaError>;
+
+    /// Adds or replaces a replication rule; `Invalid` when it does not validate.
+    async fn put_replication_rule(&self, rule: ReplicationRule) -> Result<(), MetaError>;
+
+    /// Removes replication rule `id`; `Invalid` if unknown. What it copied stays.
+    async fn delete_replication_rule(&self, id: &str) -> Result<(), MetaError>;
+
+    /// The last recorded pass of each rule.
+    async fn replication_status(&self) -> Result<Vec<ReplicationStatus>, MetaError>;
+
+    /// Records a rule's pass (the replicator, after each); a status of a rule that no longer
+    /// exists is dropped.
+    async fn record_replication(&self, status: ReplicationStatus) -> Result<(), MetaError>;
 
     // ---- access control ----
 

@@ -131,7 +131,7 @@ fn has_control(text: &str) -> bool {
 
 /// `http(s)://host[:port]`: the registry's root, which the client appends `/v2/...` to; no
 /// path, query, fragment, credentials or whitespace.
-fn validate_url(url: &str) -> Result<(), String> {
+pub(crate) fn validate_url(url: &str) -> Result<(), String> {
     let Some(rest) = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))

@@ -850,6 +850,60 @@ impl MetaApi for MetaClient {
         Ok(())
     }
 
+    async fn replication_rules(&self) -> Result<Vec<ReplicationRule>, MetaError> {
+        let response = self
+            .read(pb::Empty {}, |mut c, r| async move {
+                c.list_replication_rules(r).await
+            })
+            .await?;
+        response
+            .rules
+            .into_iter()
+            .map(|rule| decode(convert_proxy::replication_rule_from_pb(rule)))
+            .collect()
+    }
+
+    async fn put_replication_rule(&self, rule: ReplicationRule) -> Result<(), MetaError> {
+        let request = convert_proxy::replication_rule_to_pb(&rule);
+        self.call(request, |mut c, r| async move {
+            c.put_replication_rule(r).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_replication_rule(&self, id: &str) -> Result<(), MetaError> {
+        let request = pb::DeleteReplicationRuleRequest { id: id.to_owned() };
+        self.call(request, |mut c, r| async move {
+            c.delete_replication_rule(r).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn replication_status(&self) -> Result<Vec<ReplicationStatus>, MetaError> {
+        let response = self
+            .read(pb::Empty {}, |mut c, r| async move {
+                c.get_replication_status(r).await
+            })
+            .await?;
+        Ok(response
+            .rules
+            .into_iter()
+            .map(convert_proxy::replication_status_from_pb)
+            .collect())
+    }
+
+    async fn record_replication(&self, status: ReplicationStatus) -> Result<(), MetaError> {
+        let request = convert_proxy::replication_status_to_pb(&status);
+        self.call(
+            request,
+            |mut c, r| async move { c.record_replication(r).await },
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn proxies(&self) -> Result<Vec<ProxyUpstream>, MetaError> {
         let response = self
             .read(

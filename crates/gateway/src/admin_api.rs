@@ -23,6 +23,11 @@
 //!                                              "username"?, "password"?, "mirror"?}
 //! DELETE /admin/v1/proxies/<id>
 //! GET    /admin/v1/proxies/status              each upstream probed (GET /v2/), its usage
+//! GET    /admin/v1/replication                 {"rules"} (never their passwords)
+//! PUT    /admin/v1/replication/<id>            {"mode": "push"|"pull", "url", "repositories",
+//!                                              "tags"?, "deletes"?, "username"?, "password"?}
+//! DELETE /admin/v1/replication/<id>
+//! GET    /admin/v1/replication/status          each rule's last pass
 //! ```
 
 use std::net::IpAddr;
@@ -33,8 +38,8 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cluster_api::{
-    AuthChange, MetaError, PlacementRule, PlacementStatus, Policy, ProxyUpstream,
-    DEFAULT_CACHE_TTL_SECS, DEFAULT_TAG_TTL_SECS,
+    AuthChange, MetaError, PlacementRule, PlacementStatus, Policy, ProxyUpstream, ReplicationMode,
+    ReplicationRule, DEFAULT_CACHE_TTL_SECS, DEFAULT_TAG_TTL_SECS,
 };
 use oci_model::ErrorCode;
 use serde::Deserialize;
@@ -97,6 +102,19 @@ struct NewProxy {
     password: Option<String>,
     #[serde(default)]
     mirror: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewReplicationRule {
+    mode: ReplicationMode,
+    url: String,
+    repositories: String,
+    tags: Option<String>,
+    #[serde(default)]
+    deletes: bool,
+    username: Option<String>,
+    password: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -391,6 +409,53 @@ pub(crate) async fn handle(
             (
                 StatusCode::NO_CONTENT.into_response(),
                 Some(format!("proxy upstream {id} removed")),
+            )
+        }
+        (Method::GET, ["replication"]) => {
+            let rules = gateway.meta.replication_rules().await?;
+            let views: Vec<_> = rules.iter().map(ReplicationRule::view).collect();
+            (Json(json!({ "rules": views })).into_response(), None)
+        }
+        (Method::GET, ["replication", "status"]) => {
+            let status = gateway.meta.replication_status().await?;
+            (Json(json!({ "rules": status })).into_response(), None)
+        }
+        (Method::PUT, ["replication", id]) => {
+            let new: NewReplicationRule = parse(&body().await?)?;
+            let rule = ReplicationRule {
+                id: (*id).to_owned(),
+                mode: new.mode,
+                url: new.url,
+                repositories: new.repositories,
+                tags: new.tags,
+                deletes: new.deletes,
+                username: new.username,
+                password: new.password,
+            };
+            let view = rule.view();
+            gateway
+                .meta
+                .put_replication_rule(rule)
+                .await
+                .map_err(invalid_is_bad_request)?;
+            (
+                (StatusCode::OK, Json(view)).into_response(),
+                Some(format!("replication rule {id} set")),
+            )
+        }
+        (Method::DELETE, ["replication", id]) => {
+            let rules = gateway.meta.replication_rules().await?;
+            if !rules.iter().any(|rule| rule.id == *id) {
+                return Err(not_found(format!("replication rule {id} does not exist")));
+            }
+            gateway
+                .meta
+                .delete_replication_rule(id)
+                .await
+                .map_err(invalid_is_bad_request)?;
+            (
+                StatusCode::NO_CONTENT.into_response(),
+                Some(format!("replication rule {id} removed")),
             )
         }
         (Method::GET, ["retention"]) => {

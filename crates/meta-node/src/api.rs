@@ -839,6 +839,35 @@ impl MetaApi for RaftMeta {
         .await
     }
 
+    async fn replication_rules(&self) -> Result<Vec<cluster_api::ReplicationRule>, MetaError> {
+        self.linearize().await?;
+        self.reader.replication_rules()
+    }
+
+    async fn put_replication_rule(
+        &self,
+        rule: cluster_api::ReplicationRule,
+    ) -> Result<(), MetaError> {
+        self.propose_done(Command::PutReplicationRule(rule)).await
+    }
+
+    async fn replication_status(&self) -> Result<Vec<cluster_api::ReplicationStatus>, MetaError> {
+        self.linearize().await?;
+        self.reader.replication_status()
+    }
+
+    async fn record_replication(
+        &self,
+        status: cluster_api::ReplicationStatus,
+    ) -> Result<(), MetaError> {
+        self.propose_done(Command::RecordReplication(status)).await
+    }
+
+    async fn delete_replication_rule(&self, id: &str) -> Result<(), MetaError> {
+        self.propose_done(Command::DeleteReplicationRule { id: id.to_owned() })
+            .await
+    }
+
     async fn proxies(&self) -> Result<Vec<ProxyUpstream>, MetaError> {
         self.linearize().await?;
         self.reader.proxies()

@@ -190,6 +190,13 @@ impl MetaNode {
     }
 
     /// The underlying openraft handle, for metrics and cluster administration.
+    /// Whether this node leads, by its own view of now, as a check to call again and again
+    /// (the leader's background work: gc, replication).
+    pub fn leadership(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let raft = self.raft.clone();
+        move || raft.metrics().borrow().state == openraft::ServerState::Leader
+    }
+
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.raft
     }

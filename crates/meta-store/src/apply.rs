@@ -82,6 +82,36 @@ pub(crate) fn apply_command(
             Ok(DONE)
         }
         Command::EvictCached { entries, now_ms } => evict_cached(txn, &entries, now_ms),
+        Command::PutReplicationRule(rule) => {
+            let mut rules = state::replication_rules(txn)?;
+            if let Err(error) = cluster_api::put_replication_rule(&mut rules, rule) {
+                return Ok(CommandResponse(Err(error)));
+            }
+            state::put_replication_rules(txn, &rules)?;
+            Ok(DONE)
+        }
+        Command::DeleteReplicationRule { id } => {
+            let mut rules = state::replication_rules(txn)?;
+            if let Err(error) = cluster_api::delete_replication_rule(&mut rules, &id) {
+                return Ok(CommandResponse(Err(error)));
+            }
+            state::put_replication_rules(txn, &rules)?;
+            let mut status = state::replication_status(txn)?;
+            if status.remove(&id).is_some() {
+                state::put_replication_status(txn, &status)?;
+            }
+            Ok(DONE)
+        }
+        Command::RecordReplication(mut recorded) => {
+            let rules = state::replication_rules(txn)?;
+            if rules.iter().any(|rule| rule.id == recorded.rule) {
+                recorded.errors.truncate(cluster_api::MAX_STATUS_ERRORS);
+                let mut status = state::replication_status(txn)?;
+                status.insert(recorded.rule.clone(), recorded);
+                state::put_replication_status(txn, &status)?;
+            }
+            Ok(DONE)
+        }
         Command::PutProxy(proxy) => {
             let mut proxies = state::proxies(txn)?;
             if let Err(error) = cluster_api::put_proxy(&mut proxies, proxy) {

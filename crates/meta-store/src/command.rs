@@ -5,8 +5,8 @@
 
 use cluster_api::{
     AuthChange, BlobInfo, BlobNodeId, BlobNodeInfo, MetaError, NodeState, PlacementRule,
-    ProxyUpstream, PutManifest, ReplicationPolicy, RetentionAction, RetentionRule, SweepReport,
-    UploadId, UploadSession,
+    ProxyUpstream, PutManifest, ReplicationPolicy, ReplicationRule, RetentionAction, RetentionRule,
+    SweepReport, UploadId, UploadSession,
 };
 use oci_model::{Digest, RepositoryName, Tag};
 use serde::{Deserialize, Serialize};
@@ -186,6 +186,12 @@ pub enum Command {
     PutProxy(ProxyUpstream),
     /// Removes a proxy upstream; `Invalid` if unknown. What it cached stays.
     DeleteProxy { id: String },
+    /// Adds or replaces a replication rule (by id); `Invalid` when it does not validate.
+    PutReplicationRule(ReplicationRule),
+    /// Removes a replication rule (and its status); `Invalid` if unknown.
+    DeleteReplicationRule { id: String },
+    /// Records a replication rule's pass; dropped when the rule no longer exists.
+    RecordReplication(cluster_api::ReplicationStatus),
 }
 
 /// What a successful command produced.

@@ -41,7 +41,9 @@
 //! cluster         "epoch" | "policy" | "auth" |         u64 / ReplicationPolicy / AuthState /
 //!                 "immutable_tags" | "quotas" |         rules / {namespace: bytes} /
 //!                 "retention" | "placement" |           rules / rules /
-//!                 "proxies" | "gc_generation" |         proxy upstreams / u64 /
+//!                 "proxies" | "replication" |           proxy upstreams / rules /
+//!                 "replication_status" |                {rule: last pass} /
+//!                 "gc_generation" |                     u64 /
 //!                 "upload_key" | "fence_horizon"        the upload-token key / ms before which
 //!                                                       tokens never commit
 //! unreferenced    pushed_ms: u64 BE, repo \0 digest     "" (a blob link no manifest uses)

@@ -94,6 +94,16 @@ impl StateReader {
         Ok(state::proxies(&self.view()?)?)
     }
 
+    pub fn replication_rules(&self) -> Result<Vec<cluster_api::ReplicationRule>, MetaError> {
+        Ok(state::replication_rules(&self.view()?)?)
+    }
+
+    pub fn replication_status(&self) -> Result<Vec<cluster_api::ReplicationStatus>, MetaError> {
+        Ok(state::replication_status(&self.view()?)?
+            .into_values()
+            .collect())
+    }
+
     /// Cached manifests not pulled for their upstream's cache TTL at `now_ms`, with the last
     /// pull seen (what [`Command::EvictCached`] takes), at most `limit`. Content an upstream no
     /// longer covers (removed, or its TTL 0) stays.

@@ -3,7 +3,7 @@
 
 use cluster_api::{
     AuthState, BlobInfo, BlobNodeId, BlobNodeInfo, ClusterMap, ClusterMember, ImmutableTagRule,
-    NodeState, PlacementRule, ProxyUpstream, ReplicationPolicy, RetentionRule,
+    NodeState, PlacementRule, ProxyUpstream, ReplicationPolicy, ReplicationRule, RetentionRule,
 };
 use std::collections::BTreeMap;
 
@@ -26,6 +26,8 @@ const QUOTAS: &[u8] = b"quotas";
 const RETENTION: &[u8] = b"retention";
 const PLACEMENT: &[u8] = b"placement";
 const PROXIES: &[u8] = b"proxies";
+const REPLICATION: &[u8] = b"replication";
+const REPLICATION_STATUS: &[u8] = b"replication_status";
 const UPLOAD_KEY: &[u8] = b"upload_key";
 const FENCE_HORIZON: &[u8] = b"fence_horizon";
 /// The immutable-tag rules alone (also in the auth state), so a tagged manifest PUT reads a few
@@ -448,6 +450,32 @@ pub(crate) fn proxies(kv: &impl KvRead) -> Result<Vec<ProxyUpstream>, StoreError
 
 pub(crate) fn put_proxies(txn: &mut Txn<'_>, proxies: &[ProxyUpstream]) -> Result<(), StoreError> {
     put_cluster_value(txn, PROXIES, "proxy upstreams", &proxies)
+}
+
+/// The replication rules, by id.
+pub(crate) fn replication_rules(kv: &impl KvRead) -> Result<Vec<ReplicationRule>, StoreError> {
+    cluster_value(kv, REPLICATION, "replication rules")
+}
+
+pub(crate) fn put_replication_rules(
+    txn: &mut Txn<'_>,
+    rules: &[ReplicationRule],
+) -> Result<(), StoreError> {
+    put_cluster_value(txn, REPLICATION, "replication rules", &rules)
+}
+
+/// The last recorded pass of each replication rule, by rule id.
+pub(crate) fn replication_status(
+    kv: &impl KvRead,
+) -> Result<BTreeMap<String, cluster_api::ReplicationStatus>, StoreError> {
+    cluster_value(kv, REPLICATION_STATUS, "replication status")
+}
+
+pub(crate) fn put_replication_status(
+    txn: &mut Txn<'_>,
+    status: &BTreeMap<String, cluster_api::ReplicationStatus>,
+) -> Result<(), StoreError> {
+    put_cluster_value(txn, REPLICATION_STATUS, "replication status", status)
 }
 
 /// The `pending_refs` row of `digest` in `repo`; `blob` tells a blob from a child manifest.

@@ -335,3 +335,64 @@ async fn idle_cached_manifests_are_evicted_unless_pulled_since_the_plan() {
         .expect("plan")
         .is_empty());
 }
+
+#[tokio::test]
+async fn replication_status_is_kept_per_existing_rule_and_goes_with_it() {
+    use cluster_api::{ReplicationMode, ReplicationRule, ReplicationStatus};
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Applier::new(open(&dir));
+    let rule = ReplicationRule {
+        id: "dr".into(),
+        mode: ReplicationMode::Push,
+        url: "https://dr.example".into(),
+        repositories: "prod/**".into(),
+        tags: None,
+        deletes: true,
+        username: None,
+        password: None,
+    };
+    let status = |rule: &str| ReplicationStatus {
+        rule: rule.into(),
+        last_run_ms: T0_MS,
+        last_success_ms: Some(T0_MS),
+        errors: (0..50).map(|n| format!("error {n}")).collect(),
+        ..ReplicationStatus::default()
+    };
+    // No rule yet: nothing is kept.
+    assert_eq!(
+        store.apply(Command::RecordReplication(status("dr"))).await,
+        DONE
+    );
+    assert!(store
+        .store
+        .reader
+        .replication_status()
+        .expect("read")
+        .is_empty());
+    assert_eq!(store.apply(Command::PutReplicationRule(rule)).await, DONE);
+    assert_eq!(
+        store.apply(Command::RecordReplication(status("dr"))).await,
+        DONE
+    );
+    assert_eq!(
+        store
+            .apply(Command::RecordReplication(status("other")))
+            .await,
+        DONE
+    );
+    let kept = store.store.reader.replication_status().expect("read");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].errors.len(), cluster_api::MAX_STATUS_ERRORS);
+    assert_eq!(
+        store
+            .apply(Command::DeleteReplicationRule { id: "dr".into() })
+            .await,
+        DONE
+    );
+    assert!(store
+        .store
+        .reader
+        .replication_status()
+        .expect("read")
+        .is_empty());
+}

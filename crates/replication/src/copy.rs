@@ -2,19 +2,12 @@
 
 use std::collections::BTreeSet;
 
-use oci_model::{media_type, Digest, ParsedManifest, Reference, RepositoryName, Tag};
-use proxy::{PushError, Upstream, UpstreamError, UpstreamManifest};
+use oci_model::{Digest, ParsedManifest, Reference, RepositoryName, Tag};
+use proxy::{PushError, UpstreamError, UpstreamManifest};
+
+use crate::ends::{Destination, Source};
 use serde::Serialize;
 
-/// Every manifest type, richest first: an index is copied as an index.
-const ACCEPT_ALL: [&str; 4] = [
-    media_type::OCI_INDEX,
-    media_type::DOCKER_MANIFEST_LIST,
-    media_type::OCI_MANIFEST,
-    media_type::DOCKER_MANIFEST,
-];
-/// Tags and catalog entries asked for per page.
-const PAGE: usize = 1000;
 /// How deep an index may nest (index of indexes ...) before the copy refuses it.
 const MAX_DEPTH: usize = 8;
 
@@ -62,6 +55,8 @@ pub enum CopyError {
     Source(UpstreamError),
     #[error("destination: {0}")]
     Destination(UpstreamError),
+    #[error("the source has no repository {0}")]
+    NoSuchRepository(RepositoryName),
     #[error("{0}")]
     Invalid(String),
 }
@@ -81,8 +76,8 @@ impl Progress for () {}
 
 /// Copies the tags of `from` (at `source`) that `options` keeps to `to` (at `destination`).
 pub async fn copy_repository(
-    source: &Upstream,
-    destination: &Upstream,
+    source: &dyn Source,
+    destination: &dyn Destination,
     from: &RepositoryName,
     to: &RepositoryName,
     options: &CopyOptions,
@@ -97,10 +92,10 @@ pub async fn copy_repository(
         None => None,
     };
     let tags = source
-        .tags(from, PAGE)
+        .tags(from)
         .await
         .map_err(CopyError::Source)?
-        .ok_or_else(|| CopyError::Invalid(format!("the source has no repository {from}")))?;
+        .ok_or_else(|| CopyError::NoSuchRepository(from.clone()))?;
     let mut copy = Copy {
         source,
         destination,
@@ -127,8 +122,8 @@ pub async fn copy_repository(
 }
 
 struct Copy<'a> {
-    source: &'a Upstream,
-    destination: &'a Upstream,
+    source: &'a dyn Source,
+    destination: &'a dyn Destination,
     from: &'a RepositoryName,
     to: &'a RepositoryName,
     dry_run: bool,
@@ -144,14 +139,14 @@ impl Copy<'_> {
         let reference = Reference::Tag(tag.clone());
         let manifest = self
             .source
-            .manifest(self.from, &reference, &ACCEPT_ALL)
+            .manifest(self.from, &reference)
             .await
             .map_err(CopyError::Source)?
             .ok_or_else(|| CopyError::Invalid(format!("tag {tag} of {} went away", self.from)))?;
         self.manifest(&manifest, 0).await?;
         let current = self
             .destination
-            .tag_digest(self.to, tag, &ACCEPT_ALL)
+            .tag_digest(self.to, tag)
             .await
             .map_err(CopyError::Destination)?;
         if current.as_ref() == Some(&manifest.digest) {
@@ -240,7 +235,7 @@ impl Copy<'_> {
 
     async fn fetch(&self, digest: &Digest) -> Result<UpstreamManifest, CopyError> {
         self.source
-            .manifest(self.from, &Reference::Digest(digest.clone()), &ACCEPT_ALL)
+            .manifest(self.from, &Reference::Digest(digest.clone()))
             .await
             .map_err(CopyError::Source)?
             .ok_or_else(|| {
@@ -263,7 +258,7 @@ impl Copy<'_> {
         if self.dry_run {
             return Ok(());
         }
-        let blob = self
+        let (size, body) = self
             .source
             .blob(self.from, digest)
             .await
@@ -273,11 +268,10 @@ impl Copy<'_> {
                     "the source lists blob {digest} but does not have it"
                 ))
             })?;
-        let size = blob.size;
         self.progress.blob_started(digest, size);
         let sent = self
             .destination
-            .push_blob(self.to, digest, size, blob.into_stream())
+            .push_blob(self.to, digest, (size, body))
             .await
             .map_err(|error| match error {
                 // The source's body failed (cut, or not the digest): its error, not the
@@ -289,4 +283,80 @@ impl Copy<'_> {
         self.report.bytes_copied += sent;
         Ok(())
     }
+}
+
+/// Deletes from `to` (at `destination`) the tags `keep` admits that `from` (at `source`) no
+/// longer has, and then the manifests those tags left behind (by digest: registries that do not
+/// delete tags, like Distribution, take that), so the destination's tags match the source's.
+/// Returns how many tags went.
+pub async fn prune_repository(
+    source: &dyn Source,
+    destination: &dyn Destination,
+    from: &RepositoryName,
+    to: &RepositoryName,
+    keep: &(dyn Fn(&str) -> bool + Send + Sync),
+    dry_run: bool,
+) -> Result<u64, CopyError> {
+    let wanted: BTreeSet<String> = source
+        .tags(from)
+        .await
+        .map_err(CopyError::Source)?
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|tag| keep(tag))
+        .collect();
+    let present = destination
+        .tags(to)
+        .await
+        .map_err(CopyError::Destination)?
+        .unwrap_or_default();
+    let mut kept_digests = BTreeSet::new();
+    for tag in &wanted {
+        let tag = Tag::parse(tag)
+            .map_err(|_| CopyError::Invalid(format!("the source lists tag {tag:?}")))?;
+        if let Some(digest) = destination
+            .tag_digest(to, &tag)
+            .await
+            .map_err(CopyError::Destination)?
+        {
+            kept_digests.insert(digest);
+        }
+    }
+    let mut pruned = 0;
+    for tag in present {
+        if !keep(&tag) || wanted.contains(&tag) {
+            continue;
+        }
+        let tag = Tag::parse(&tag)
+            .map_err(|_| CopyError::Invalid(format!("the destination lists tag {tag:?}")))?;
+        pruned += 1;
+        if dry_run {
+            continue;
+        }
+        let digest = destination
+            .tag_digest(to, &tag)
+            .await
+            .map_err(CopyError::Destination)?;
+        let untagged = destination
+            .delete(to, &Reference::Tag(tag.clone()))
+            .await
+            .is_ok_and(|deleted| deleted);
+        // A registry that cannot delete a tag (Distribution) deletes its manifest instead,
+        // unless a tag the source keeps still points there.
+        if let Some(digest) = digest.filter(|digest| !kept_digests.contains(digest)) {
+            if !untagged
+                || source
+                    .manifest(from, &Reference::Digest(digest.clone()))
+                    .await
+                    .map_err(CopyError::Source)?
+                    .is_none()
+            {
+                destination
+                    .delete(to, &Reference::Digest(digest))
+                    .await
+                    .map_err(CopyError::Destination)?;
+            }
+        }
+    }
+    Ok(pruned)
 }

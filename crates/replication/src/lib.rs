@@ -6,5 +6,9 @@
 //! (`proxy::Upstream`). `wharf mirror` runs it over a list of repositories or a whole catalog.
 
 mod copy;
+mod ends;
+mod replicator;
 
-pub use copy::{copy_repository, CopyError, CopyOptions, CopyReport, Progress};
+pub use copy::{copy_repository, prune_repository, CopyError, CopyOptions, CopyReport, Progress};
+pub use ends::{BlobBody, ClusterEnd, Destination, Source};
+pub use replicator::{Replicator, ReplicatorSettings};

@@ -1,8 +1,77 @@
 //! Conversions of the pull-through cache's types (`proxy.proto`).
 
-use cluster_api::{FetchLease, ProxyUpstream};
+use cluster_api::{FetchLease, ProxyUpstream, ReplicationMode, ReplicationRule, ReplicationStatus};
 
+use crate::convert::DecodeError;
 use crate::pb;
+
+pub fn replication_status_to_pb(status: &ReplicationStatus) -> pb::ReplicationStatus {
+    pb::ReplicationStatus {
+        rule: status.rule.clone(),
+        last_run_ms: status.last_run_ms,
+        last_success_ms: status.last_success_ms,
+        tags_set: status.tags_set,
+        manifests_copied: status.manifests_copied,
+        blobs_copied: status.blobs_copied,
+        bytes_copied: status.bytes_copied,
+        tags_deleted: status.tags_deleted,
+        errors: status.errors.clone(),
+    }
+}
+
+pub fn replication_status_from_pb(status: pb::ReplicationStatus) -> ReplicationStatus {
+    ReplicationStatus {
+        rule: status.rule,
+        last_run_ms: status.last_run_ms,
+        last_success_ms: status.last_success_ms,
+        tags_set: status.tags_set,
+        manifests_copied: status.manifests_copied,
+        blobs_copied: status.blobs_copied,
+        bytes_copied: status.bytes_copied,
+        tags_deleted: status.tags_deleted,
+        errors: status.errors,
+    }
+}
+
+pub fn replication_rule_to_pb(rule: &ReplicationRule) -> pb::ReplicationRule {
+    pb::ReplicationRule {
+        id: rule.id.clone(),
+        mode: match rule.mode {
+            ReplicationMode::Push => "push",
+            ReplicationMode::Pull => "pull",
+        }
+        .to_owned(),
+        url: rule.url.clone(),
+        repositories: rule.repositories.clone(),
+        tags: rule.tags.clone(),
+        deletes: rule.deletes,
+        username: rule.username.clone(),
+        password: rule.password.clone(),
+    }
+}
+
+pub fn replication_rule_from_pb(rule: pb::ReplicationRule) -> Result<ReplicationRule, DecodeError> {
+    let mode = match rule.mode.as_str() {
+        "push" => ReplicationMode::Push,
+        "pull" => ReplicationMode::Pull,
+        other => {
+            return Err(DecodeError {
+                field: "mode",
+                reason: format!("{other:?} is not push or pull"),
+            })
+        }
+    };
+    Ok(ReplicationRule {
+        id: rule.id,
+        mode,
+        url: rule.url,
+        repositories: rule.repositories,
+        tags: rule.tags,
+        deletes: rule.deletes,
+        username: rule.username,
+        password: rule.password,
+    })
+}
 
 pub fn proxy_to_pb(proxy: &ProxyUpstream) -> pb::ProxyUpstream {
     pb::ProxyUpstream {
@@ -69,5 +138,20 @@ mod tests {
             expires_in_ms: 9_000,
         };
         assert_eq!(lease_from_pb(lease_to_pb(&lease)), lease);
+        let rule = ReplicationRule {
+            id: "dr".into(),
+            mode: ReplicationMode::Pull,
+            url: "https://dr.example".into(),
+            repositories: "prod/**".into(),
+            tags: Some("v*".into()),
+            deletes: true,
+            username: None,
+            password: None,
+        };
+        let decoded = replication_rule_from_pb(replication_rule_to_pb(&rule)).expect("decodes");
+        assert_eq!(decoded, rule);
+        let mut bad = replication_rule_to_pb(&rule);
+        bad.mode = "sideways".into();
+        assert!(replication_rule_from_pb(bad).is_err());
     }
 }

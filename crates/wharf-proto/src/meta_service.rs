@@ -422,6 +422,63 @@ impl Meta for MetaGrpc {
         reply(self.api.touch_cached(&entries).await, |_| pb::Empty {})
     }
 
+    async fn list_replication_rules(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Reply<pb::ListReplicationRulesResponse> {
+        reply(self.api.replication_rules().await, |rules| {
+            pb::ListReplicationRulesResponse {
+                rules: rules
+                    .iter()
+                    .map(convert_proxy::replication_rule_to_pb)
+                    .collect(),
+            }
+        })
+    }
+
+    async fn put_replication_rule(
+        &self,
+        request: Request<pb::ReplicationRule>,
+    ) -> Reply<pb::Empty> {
+        let rule = decoded(convert_proxy::replication_rule_from_pb(
+            request.into_inner(),
+        ))?;
+        reply(self.api.put_replication_rule(rule).await, |_| pb::Empty {})
+    }
+
+    async fn delete_replication_rule(
+        &self,
+        request: Request<pb::DeleteReplicationRuleRequest>,
+    ) -> Reply<pb::Empty> {
+        let id = request.into_inner().id;
+        reply(
+            self.api.delete_replication_rule(&id).await,
+            |_| pb::Empty {},
+        )
+    }
+
+    async fn get_replication_status(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Reply<pb::ReplicationStatusResponse> {
+        reply(self.api.replication_status().await, |rules| {
+            pb::ReplicationStatusResponse {
+                rules: rules
+                    .iter()
+                    .map(convert_proxy::replication_status_to_pb)
+                    .collect(),
+            }
+        })
+    }
+
+    async fn record_replication(
+        &self,
+        request: Request<pb::ReplicationStatus>,
+    ) -> Reply<pb::Empty> {
+        let status = convert_proxy::replication_status_from_pb(request.into_inner());
+        reply(self.api.record_replication(status).await, |_| pb::Empty {})
+    }
+
     async fn list_proxies(&self, _request: Request<pb::Empty>) -> Reply<pb::ListProxiesResponse> {
         reply(self.api.proxies().await, |proxies| {
             pb::ListProxiesResponse {

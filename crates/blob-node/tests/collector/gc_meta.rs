@@ -338,6 +338,32 @@ impl MetaApi for GcMeta {
         self.inner.touch_cached(entries).await
     }
 
+    async fn replication_rules(&self) -> Result<Vec<cluster_api::ReplicationRule>, MetaError> {
+        self.inner.replication_rules().await
+    }
+
+    async fn put_replication_rule(
+        &self,
+        rule: cluster_api::ReplicationRule,
+    ) -> Result<(), MetaError> {
+        self.inner.put_replication_rule(rule).await
+    }
+
+    async fn delete_replication_rule(&self, id: &str) -> Result<(), MetaError> {
+        self.inner.delete_replication_rule(id).await
+    }
+
+    async fn replication_status(&self) -> Result<Vec<cluster_api::ReplicationStatus>, MetaError> {
+        self.inner.replication_status().await
+    }
+
+    async fn record_replication(
+        &self,
+        status: cluster_api::ReplicationStatus,
+    ) -> Result<(), MetaError> {
+        self.inner.record_replication(status).await
+    }
+
     async fn proxies(&self) -> Result<Vec<cluster_api::ProxyUpstream>, MetaError> {
         self.inner.proxies().await
     }

@@ -13,7 +13,8 @@ use crate::meta::MetaApi;
 use crate::types::*;
 use crate::{
     placement_sets, AuthChange, AuthState, FetchLease, PlacementRule, ProxyUpstream,
-    RetentionAction, RetentionRule, UploadToken, UPLOAD_KEY_BYTES,
+    ReplicationRule, ReplicationStatus, RetentionAction, RetentionRule, UploadToken,
+    UPLOAD_KEY_BYTES,
 };
 
 /// The metadata service, in memory.
@@ -36,6 +37,8 @@ struct MetaState {
     auth: AuthState,
     outage: Option<MetaError>,
     proxies: Vec<ProxyUpstream>,
+    replication: Vec<ReplicationRule>,
+    replication_status: BTreeMap<String, ReplicationStatus>,
     /// Fetch leases: key -> (holder, expiry in unix ms).
     fetch_leases: HashMap<String, (String, u64)>,
 }
@@ -385,6 +388,30 @@ impl MetaApi for MemMeta {
     async fn touch_cached(&self, _entries: &[(RepositoryName, Digest)]) -> Result<(), MetaError> {
         // The fake keeps no access times: it never collects.
         self.state().map(drop)
+    }
+
+    async fn replication_rules(&self) -> Result<Vec<ReplicationRule>, MetaError> {
+        Ok(self.state()?.replication.clone())
+    }
+
+    async fn put_replication_rule(&self, rule: ReplicationRule) -> Result<(), MetaError> {
+        crate::put_replication_rule(&mut self.state()?.replication, rule)
+    }
+
+    async fn delete_replication_rule(&self, id: &str) -> Result<(), MetaError> {
+        crate::delete_replication_rule(&mut self.state()?.replication, id)
+    }
+
+    async fn replication_status(&self) -> Result<Vec<ReplicationStatus>, MetaError> {
+        Ok(self.state()?.replication_status.values().cloned().collect())
+    }
+
+    async fn record_replication(&self, status: ReplicationStatus) -> Result<(), MetaError> {
+        let mut state = self.state()?;
+        if state.replication.iter().any(|rule| rule.id == status.rule) {
+            state.replication_status.insert(status.rule.clone(), status);
+        }
+        Ok(())
     }
 
     async fn proxies(&self) -> Result<Vec<ProxyUpstream>, MetaError> {
