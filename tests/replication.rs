@@ -86,7 +86,9 @@ async fn converges(source: &Registry, destination: &Registry, repos: &[String], 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn push_rules_copy_to_distribution_and_wharf_and_follow_moves_and_deletes() {
-    let source_serve = Serve::start("[replication]\ninterval_ms = 200\n", &[]).await;
+    // Full passes an hour apart: what reaches the destinations within the deadlines below is
+    // the new rule's first pass and then the backlog each change puts its repository on.
+    let source_serve = Serve::start("[replication]\ninterval_ms = 3600000\n", &[]).await;
     let source = Registry::new(source_serve.base.clone());
     let distribution = Distribution::start().await;
     let to_distribution = Registry::new(distribution.url.clone());
@@ -267,4 +269,69 @@ async fn a_pull_rule_copies_another_registry_in() {
         .admin_output(&["replication", "rm", "in"])
         .status
         .success());
+}
+
+/// Issue 16's acceptance: a push rule from a 3-voter cluster to Distribution, with the meta
+/// leader stopped while images are pushed and replicated: the backlog is in the Raft state, so
+/// the new leader copies what the old one had not, and nothing is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_lost_mid_replication_skips_nothing() {
+    use cluster_api::{MetaApi, ReplicationMode, ReplicationPolicy, ReplicationRule};
+    use test_cluster::{InProcessCluster, Role};
+    let distribution = Distribution::start().await;
+    let destination = Registry::new(distribution.url.clone());
+    let mut cluster = InProcessCluster::start(3, 1, 1, ReplicationPolicy::default())
+        .await
+        .expect("cluster starts");
+    let meta = cluster_client::MetaClient::new(
+        &cluster.meta_addrs(),
+        cluster_client::RetryPolicy::default(),
+    )
+    .expect("meta client");
+    meta.put_replication_rule(ReplicationRule {
+        id: "dr".into(),
+        mode: ReplicationMode::Push,
+        url: distribution.url.clone(),
+        repositories: "prod/**".into(),
+        tags: None,
+        deletes: true,
+        username: None,
+        password: None,
+    })
+    .await
+    .expect("add the rule");
+    let gateway = Registry::new(cluster.gateway_url(1));
+    let repos: Vec<String> = (0..4).map(|n| format!("prod/svc-{n}")).collect();
+    let mut images = Vec::new();
+    for (n, repo) in repos.iter().enumerate() {
+        images.push(gateway.push_image(repo, "v1", 50_000).await.expect("push"));
+        if n == 1 {
+            let leader = cluster
+                .wait_for_leader(Duration::from_secs(20))
+                .await
+                .expect("a leader");
+            cluster
+                .stop(Role::Meta, leader)
+                .await
+                .expect("stop the leader");
+        }
+    }
+    // Pushed after the failover, through the new leader.
+    for repo in &repos {
+        images.push(gateway.push_image(repo, "v2", 20_000).await.expect("push"));
+    }
+    converges(
+        &gateway,
+        &destination,
+        &repos,
+        "every image on Distribution",
+    )
+    .await;
+    for image in &images {
+        destination
+            .verify_image(image)
+            .await
+            .expect("verified on Distribution");
+    }
+    cluster.shutdown().await;
 }

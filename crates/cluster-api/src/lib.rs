@@ -41,8 +41,8 @@ pub use proxy::{
     DEFAULT_CACHE_TTL_SECS, DEFAULT_TAG_TTL_SECS, MAX_TAG_TTL_SECS,
 };
 pub use replication::{
-    delete_replication_rule, put_replication_rule, ReplicationMode, ReplicationRule,
-    ReplicationStatus, ReplicationView, MAX_STATUS_ERRORS,
+    delete_replication_rule, put_replication_rule, ReplicationBacklog, ReplicationMode,
+    ReplicationRule, ReplicationStatus, ReplicationView, MAX_STATUS_ERRORS,
 };
 pub use ring::{Placement, RecordOwners};
 pub use types::*;

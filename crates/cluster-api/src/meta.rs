@@ -6,8 +6,8 @@ use oci_model::{Digest, Reference, RepositoryName, Tag};
 use crate::error::MetaError;
 use crate::types::*;
 use crate::{
-    AuthChange, AuthState, FetchLease, PlacementRule, ProxyUpstream, ReplicationRule,
-    ReplicationStatus, RetentionAction, RetentionRule,
+    AuthChange, AuthState, FetchLease, PlacementRule, ProxyUpstream, ReplicationBacklog,
+    ReplicationRule, ReplicationStatus, RetentionAction, RetentionRule,
 };
 
 /// The Raft-replicated metadata service. Every mutating call returns only once its Raft entry is
@@ -292,6 +292,15 @@ pub trait MetaApi: Send + Sync + 'static {
 
     /// Removes replication rule `id`; `Invalid` if unknown. What it copied stays.
     async fn delete_replication_rule(&self, id: &str) -> Result<(), MetaError>;
+
+    /// Repositories changed since a push rule last copied them (a manifest pushed or deleted, a
+    /// tag moved or removed), at most `limit`: the replicator copies these within seconds.
+    async fn replication_backlog(&self, limit: usize)
+        -> Result<Vec<ReplicationBacklog>, MetaError>;
+
+    /// `entry`'s repository was copied as of its sequence: it leaves the backlog unless it
+    /// changed again since.
+    async fn replication_done(&self, entry: ReplicationBacklog) -> Result<(), MetaError>;
 
     /// The last recorded pass of each rule.
     async fn replication_status(&self) -> Result<Vec<ReplicationStatus>, MetaError>;

@@ -121,6 +121,16 @@ pub struct ReplicationStatus {
     pub errors: Vec<String>,
 }
 
+/// A repository changed since push rule `rule` last copied it: what the replicator copies next,
+/// before its next full pass.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationBacklog {
+    pub rule: String,
+    pub repo: oci_model::RepositoryName,
+    /// The sequence number of the last change; the entry goes only if no change came since.
+    pub seq: u64,
+}
+
 /// Errors a status keeps.
 pub const MAX_STATUS_ERRORS: usize = 20;
 

@@ -881,6 +881,35 @@ impl MetaApi for MetaClient {
         Ok(())
     }
 
+    async fn replication_backlog(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<ReplicationBacklog>, MetaError> {
+        let request = pb::ReplicationBacklogRequest {
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        };
+        let response = self
+            .read(request, |mut c, r| async move {
+                c.get_replication_backlog(r).await
+            })
+            .await?;
+        response
+            .entries
+            .into_iter()
+            .map(|entry| decode(convert_proxy::backlog_from_pb(entry)))
+            .collect()
+    }
+
+    async fn replication_done(&self, entry: ReplicationBacklog) -> Result<(), MetaError> {
+        let request = convert_proxy::backlog_to_pb(&entry);
+        self.call(
+            request,
+            |mut c, r| async move { c.replication_done(r).await },
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn replication_status(&self) -> Result<Vec<ReplicationStatus>, MetaError> {
         let response = self
             .read(pb::Empty {}, |mut c, r| async move {

@@ -851,6 +851,31 @@ impl MetaApi for RaftMeta {
         self.propose_done(Command::PutReplicationRule(rule)).await
     }
 
+    async fn replication_backlog(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<cluster_api::ReplicationBacklog>, MetaError> {
+        self.linearize().await?;
+        Ok(self
+            .reader
+            .replication_backlog(limit)?
+            .into_iter()
+            .map(|(rule, repo, seq)| cluster_api::ReplicationBacklog { rule, repo, seq })
+            .collect())
+    }
+
+    async fn replication_done(
+        &self,
+        entry: cluster_api::ReplicationBacklog,
+    ) -> Result<(), MetaError> {
+        self.propose_done(Command::ReplicationDone {
+            rule: entry.rule,
+            repo: entry.repo,
+            seq: entry.seq,
+        })
+        .await
+    }
+
     async fn replication_status(&self) -> Result<Vec<cluster_api::ReplicationStatus>, MetaError> {
         self.linearize().await?;
         self.reader.replication_status()

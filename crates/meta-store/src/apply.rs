@@ -96,10 +96,15 @@ pub(crate) fn apply_command(
                 return Ok(CommandResponse(Err(error)));
             }
             state::put_replication_rules(txn, &rules)?;
+            state::drop_replication_backlog(txn, &id)?;
             let mut status = state::replication_status(txn)?;
             if status.remove(&id).is_some() {
                 state::put_replication_status(txn, &status)?;
             }
+            Ok(DONE)
+        }
+        Command::ReplicationDone { rule, repo, seq } => {
+            state::replication_done(txn, &rule, &repo, seq)?;
             Ok(DONE)
         }
         Command::RecordReplication(mut recorded) => {
@@ -148,9 +153,20 @@ pub(crate) fn apply_command(
             }
             Ok(Ok(CommandOutput::Retained(doomed)))
         }
-        Command::ApplyRetention { actions, now_ms } => Ok(Ok(CommandOutput::Retained(
-            crate::retention::apply(txn, &actions, now_ms)?,
-        ))),
+        Command::ApplyRetention { actions, now_ms } => {
+            let applied = crate::retention::apply(txn, &actions, now_ms)?;
+            let repos: std::collections::BTreeSet<&RepositoryName> = actions
+                .iter()
+                .map(|action| match action {
+                    cluster_api::RetentionAction::Untag { repo, .. }
+                    | cluster_api::RetentionAction::DeleteUntagged { repo, .. } => repo,
+                })
+                .collect();
+            for repo in repos {
+                state::mark_replication(txn, repo)?;
+            }
+            Ok(Ok(CommandOutput::Retained(applied)))
+        }
         Command::Sweep {
             now_ms,
             links_pushed_before_ms,
@@ -498,6 +514,7 @@ fn put_manifest(txn: &mut Txn<'_>, put: PutManifest, now_ms: u64, cached: bool) 
         state::put_cache_access(txn, repo, &put.digest, now_ms)?;
     }
     state::put_repository(txn, repo);
+    state::mark_replication(txn, repo)?;
     Ok(DONE)
 }
 
@@ -556,6 +573,7 @@ fn delete_manifest(
         }
     }
     refs::unlink_manifest(txn, repo, digest, now_ms)?;
+    state::mark_replication(txn, repo)?;
     Ok(DONE)
 }
 
@@ -569,6 +587,7 @@ fn delete_tag(txn: &mut Txn<'_>, repo: &RepositoryName, tag: &Tag) -> Outcome {
         ))));
     }
     state::delete_tag(txn, repo, tag, &digest);
+    state::mark_replication(txn, repo)?;
     Ok(DONE)
 }
 

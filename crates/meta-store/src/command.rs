@@ -192,6 +192,12 @@ pub enum Command {
     DeleteReplicationRule { id: String },
     /// Records a replication rule's pass; dropped when the rule no longer exists.
     RecordReplication(cluster_api::ReplicationStatus),
+    /// `rule` copied `repo` as of backlog sequence `seq`: off the backlog unless changed since.
+    ReplicationDone {
+        rule: String,
+        repo: RepositoryName,
+        seq: u64,
+    },
 }
 
 /// What a successful command produced.

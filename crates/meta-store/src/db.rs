@@ -52,10 +52,13 @@ pub(crate) enum Table {
     /// When each cached manifest (pull-through cache) was last pulled: its idle TTL counts from
     /// there.
     CacheAccess,
+    /// Repositories with changes a push replication rule has not copied yet: `rule \0 repo`
+    /// -> the change's sequence number.
+    ReplicationBacklog,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 24] = [
+    pub(crate) const ALL: [Table; 25] = [
         Table::Log,
         Table::Raft,
         Table::SmMeta,
@@ -80,10 +83,11 @@ impl Table {
         Table::LinksByDigest,
         Table::PendingRefs,
         Table::CacheAccess,
+        Table::ReplicationBacklog,
     ];
 
     /// The tables that make up the registry state (what a snapshot carries).
-    pub(crate) const STATE: [Table; 18] = [
+    pub(crate) const STATE: [Table; 19] = [
         Table::Repositories,
         Table::Tags,
         Table::Manifests,
@@ -102,6 +106,7 @@ impl Table {
         Table::Usage,
         Table::PendingRefs,
         Table::CacheAccess,
+        Table::ReplicationBacklog,
     ];
 
     /// Whether the table is read by key (and so keeps Bloom filters); the others are only
@@ -144,6 +149,7 @@ impl Table {
             Table::LinksByDigest => "links_by_digest",
             Table::PendingRefs => "pending_refs",
             Table::CacheAccess => "cache_access",
+            Table::ReplicationBacklog => "replication_backlog",
         }
     }
 }

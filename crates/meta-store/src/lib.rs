@@ -43,6 +43,7 @@
 //!                 "retention" | "placement" |           rules / rules /
 //!                 "proxies" | "replication" |           proxy upstreams / rules /
 //!                 "replication_status" |                {rule: last pass} /
+//!                 "replication_seq" |                   u64 (the backlog's last sequence) /
 //!                 "gc_generation" |                     u64 /
 //!                 "upload_key" | "fence_horizon"        the upload-token key / ms before which
 //!                                                       tokens never commit
@@ -61,6 +62,8 @@
 //!                                                       yet (pull-through cache, refs.rs)
 //! cache_access    repo \0 digest                        u64: when a cached manifest was last
 //!                                                       pulled (its idle TTL counts from it)
+//! replication_    rule \0 repo                          u64: the sequence number of the last
+//!   backlog                                             change a push rule has yet to copy
 //! ```
 //!
 //! `blob_nodes`, `node_states` and `cluster` together are the cluster map; every command that

@@ -98,6 +98,15 @@ impl StateReader {
         Ok(state::replication_rules(&self.view()?)?)
     }
 
+    /// The push rules' backlog: (rule, repository, sequence of its last change), at most
+    /// `limit`.
+    pub fn replication_backlog(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, RepositoryName, u64)>, MetaError> {
+        Ok(state::replication_backlog(&self.view()?, limit)?)
+    }
+
     pub fn replication_status(&self) -> Result<Vec<cluster_api::ReplicationStatus>, MetaError> {
         Ok(state::replication_status(&self.view()?)?
             .into_values()

@@ -28,6 +28,7 @@ const PLACEMENT: &[u8] = b"placement";
 const PROXIES: &[u8] = b"proxies";
 const REPLICATION: &[u8] = b"replication";
 const REPLICATION_STATUS: &[u8] = b"replication_status";
+const REPLICATION_SEQ: &[u8] = b"replication_seq";
 const UPLOAD_KEY: &[u8] = b"upload_key";
 const FENCE_HORIZON: &[u8] = b"fence_horizon";
 /// The immutable-tag rules alone (also in the auth state), so a tagged manifest PUT reads a few
@@ -476,6 +477,85 @@ pub(crate) fn put_replication_status(
     status: &BTreeMap<String, cluster_api::ReplicationStatus>,
 ) -> Result<(), StoreError> {
     put_cluster_value(txn, REPLICATION_STATUS, "replication status", status)
+}
+
+/// Marks `repo` as changed for every push replication rule covering it: the replicator copies
+/// it soon after (its backlog), instead of waiting for its next full pass.
+pub(crate) fn mark_replication(txn: &mut Txn<'_>, repo: &RepositoryName) -> Result<(), StoreError> {
+    let rules = replication_rules(txn)?;
+    let covering: Vec<&ReplicationRule> = rules
+        .iter()
+        .filter(|rule| {
+            rule.mode == cluster_api::ReplicationMode::Push && rule.applies_to(repo.as_str())
+        })
+        .collect();
+    if covering.is_empty() {
+        return Ok(());
+    }
+    let seq: u64 = cluster_value::<u64>(txn, REPLICATION_SEQ, "replication sequence")? + 1;
+    put_cluster_value(txn, REPLICATION_SEQ, "replication sequence", &seq)?;
+    for rule in covering {
+        txn.put(
+            Table::ReplicationBacklog,
+            key(&[&rule.id, repo.as_str()]),
+            encode("replication backlog", &seq)?,
+        );
+    }
+    Ok(())
+}
+
+/// The backlog: (rule, repository, sequence of its last change), in key order, at most `limit`.
+pub(crate) fn replication_backlog(
+    kv: &impl KvRead,
+    limit: usize,
+) -> Result<Vec<(String, RepositoryName, u64)>, StoreError> {
+    let mut rows = Vec::new();
+    kv.scan(Table::ReplicationBacklog, b"", None, &mut |row, value| {
+        let [rule, repo] = split_key::<2>("replication backlog key", row)?;
+        rows.push((
+            rule.to_owned(),
+            parse_repo("replication backlog key", repo)?,
+            decode("replication backlog", value)?,
+        ));
+        Ok(rows.len() < limit)
+    })?;
+    Ok(rows)
+}
+
+/// Takes `repo` off `rule`'s backlog if it has not changed since `seq`.
+pub(crate) fn replication_done(
+    txn: &mut Txn<'_>,
+    rule: &str,
+    repo: &RepositoryName,
+    seq: u64,
+) -> Result<(), StoreError> {
+    let row = key(&[rule, repo.as_str()]);
+    let current: Option<u64> = txn
+        .get(Table::ReplicationBacklog, &row)?
+        .map(|bytes| decode("replication backlog", &bytes))
+        .transpose()?;
+    if current == Some(seq) {
+        txn.delete(Table::ReplicationBacklog, row);
+    }
+    Ok(())
+}
+
+/// Drops `rule`'s whole backlog (the rule is gone).
+pub(crate) fn drop_replication_backlog(txn: &mut Txn<'_>, rule: &str) -> Result<(), StoreError> {
+    let mut rows = Vec::new();
+    txn.scan(
+        Table::ReplicationBacklog,
+        &prefix(&[rule]),
+        None,
+        &mut |row, _| {
+            rows.push(row.to_vec());
+            Ok(true)
+        },
+    )?;
+    for row in rows {
+        txn.delete(Table::ReplicationBacklog, row);
+    }
+    Ok(())
 }
 
 /// The `pending_refs` row of `digest` in `repo`; `blob` tells a blob from a child manifest.

@@ -396,3 +396,103 @@ async fn replication_status_is_kept_per_existing_rule_and_goes_with_it() {
         .expect("read")
         .is_empty());
 }
+
+#[tokio::test]
+async fn changes_under_a_push_rule_join_its_backlog_until_copied() {
+    use cluster_api::{ReplicationMode, ReplicationRule};
+    let dir = TempDir::new().expect("tempdir");
+    let mut store = Applier::new(open(&dir));
+    assert_eq!(store.apply(set_upload_key()).await, DONE);
+    let rule = |id: &str, mode| ReplicationRule {
+        id: id.into(),
+        mode,
+        url: "https://dr.example".into(),
+        repositories: "prod/**".into(),
+        tags: None,
+        deletes: true,
+        username: None,
+        password: None,
+    };
+    assert_eq!(
+        store
+            .apply(Command::PutReplicationRule(rule(
+                "dr",
+                ReplicationMode::Push
+            )))
+            .await,
+        DONE
+    );
+    // A pull rule's destination is this registry: its changes are not copied anywhere.
+    assert_eq!(
+        store
+            .apply(Command::PutReplicationRule(rule(
+                "in",
+                ReplicationMode::Pull
+            )))
+            .await,
+        DONE
+    );
+    let layer = digest("layer");
+    for repo_name in ["prod/app", "dev/app"] {
+        assert_eq!(
+            store.apply(commit(repo_name, "layer", None, T0_MS)).await,
+            DONE
+        );
+        let image = manifest(repo_name, "image", Some("v1"), &[&layer], None);
+        assert_eq!(store.apply(put(&image, T0_MS)).await, DONE);
+    }
+    let backlog = store.store.reader.replication_backlog(100).expect("read");
+    assert_eq!(backlog.len(), 1, "{backlog:?}");
+    let (rule_id, repo_name, seq) = backlog[0].clone();
+    assert_eq!((rule_id.as_str(), repo_name.as_str()), ("dr", "prod/app"));
+    // A change after the copy started keeps it on the backlog.
+    assert_eq!(
+        store
+            .apply(Command::DeleteTag {
+                repo: repo("prod/app"),
+                tag: tag("v1"),
+            })
+            .await,
+        DONE
+    );
+    let done = |seq| Command::ReplicationDone {
+        rule: "dr".into(),
+        repo: repo("prod/app"),
+        seq,
+    };
+    assert_eq!(store.apply(done(seq)).await, DONE);
+    let backlog = store.store.reader.replication_backlog(100).expect("read");
+    assert_eq!(backlog.len(), 1);
+    assert!(backlog[0].2 > seq);
+    assert_eq!(store.apply(done(backlog[0].2)).await, DONE);
+    assert!(store
+        .store
+        .reader
+        .replication_backlog(100)
+        .expect("read")
+        .is_empty());
+    // A rule removed takes its backlog with it.
+    let image = manifest("prod/app", "again", Some("v2"), &[&layer], None);
+    assert_eq!(store.apply(put(&image, T0_MS)).await, DONE);
+    assert_eq!(
+        store
+            .store
+            .reader
+            .replication_backlog(100)
+            .expect("read")
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .apply(Command::DeleteReplicationRule { id: "dr".into() })
+            .await,
+        DONE
+    );
+    assert!(store
+        .store
+        .reader
+        .replication_backlog(100)
+        .expect("read")
+        .is_empty());
+}

@@ -1,5 +1,9 @@
-//! [`Replicator`]: carries out the replication rules on the meta leader. Every interval, while
-//! its node leads, it reconciles each rule in full: every repository the rule matches is copied
+//! [`Replicator`]: carries out the replication rules on the meta leader. Every second, while its
+//! node leads, it copies the repositories on the push rules' backlog (kept in the Raft state:
+//! every manifest pushed or deleted and every tag moved or removed under a push rule puts its
+//! repository there, in the same entry), so a push reaches the destination within seconds and a
+//! new leader finds what the old one had not done. Every interval it also reconciles each rule in
+//! full, which fixes any drift: every repository the rule matches is copied
 //! ([`copy_repository`]: what the destination has is skipped, so a pass after a quiet interval
 //! only reads), and with `deletes`, what the source no longer has goes at the destination
 //! ([`prune_repository`]). The rules are in the Raft state and a pass starts from them, so a
@@ -17,6 +21,9 @@ use crate::ends::{ClusterEnd, Destination, Source};
 
 /// Repositories asked for per catalog page.
 const PAGE: usize = 1000;
+/// How often the backlog is read, and how much of it at a time.
+const BACKLOG_EVERY: Duration = Duration::from_secs(1);
+const BACKLOG_BATCH: usize = 100;
 
 /// How the replicator runs.
 #[derive(Clone, Debug)]
@@ -42,7 +49,14 @@ pub struct Replicator {
     cluster: ClusterEnd,
     settings: ReplicatorSettings,
     leading: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The other registry's client per rule, kept while the rule stays the same (its tokens
+    /// with it).
+    remotes: parking_lot::Mutex<Remotes>,
+    /// The rules as of the last full pass: a rule added or changed since gets one at once.
+    passed: parking_lot::Mutex<Option<Vec<ReplicationRule>>>,
 }
+
+type Remotes = std::collections::HashMap<String, (ReplicationRule, Arc<Upstream>)>;
 
 impl Replicator {
     pub fn new(
@@ -54,24 +68,132 @@ impl Replicator {
             cluster,
             settings,
             leading,
+            remotes: parking_lot::Mutex::default(),
+            passed: parking_lot::Mutex::default(),
         }
     }
 
-    /// Runs a pass every interval while this node leads; returns when `stop` resolves.
+    /// Works the backlog every second and runs a full pass every interval while this node
+    /// leads; returns when `stop` resolves.
     pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
-        let mut ticks = tokio::time::interval(self.settings.interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut passes = tokio::time::interval(self.settings.interval);
+        passes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backlog = tokio::time::interval(BACKLOG_EVERY);
+        backlog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
         loop {
-            tokio::select! {
+            let full = tokio::select! {
                 _ = &mut stop => return,
-                _ = ticks.tick() => {}
-            }
+                _ = passes.tick() => true,
+                _ = backlog.tick() => false,
+            };
             if !(self.leading)() {
+                // Leading again later starts with a full pass.
+                *self.passed.lock() = None;
                 continue;
             }
-            if let Err(error) = self.pass().await {
-                tracing::debug!(%error, "replication pass did not run");
+            let done = if full {
+                self.pass().await
+            } else {
+                self.work_backlog().await
+            };
+            if let Err(error) = done {
+                tracing::debug!(%error, full, "replication did not run");
+            }
+        }
+    }
+
+    /// Copies the repositories on the backlog, each taken off once copied (unless it changed
+    /// again meanwhile); a failed one stays for the next round.
+    pub async fn work_backlog(&self) -> Result<(), MetaError> {
+        let rules = self.cluster.meta.replication_rules().await?;
+        if self.passed.lock().as_ref() != Some(&rules) {
+            // A rule was added or changed (or this node just took the lead): its first copy
+            // is a full pass, not a wait for the next interval.
+            return self.pass().await;
+        }
+        let entries = self.cluster.meta.replication_backlog(BACKLOG_BATCH).await?;
+        for entry in entries {
+            let Some(rule) = rules.iter().find(|rule| rule.id == entry.rule) else {
+                continue;
+            };
+            let mut status = ReplicationStatus::default();
+            match self.remote(rule) {
+                Ok(remote) => {
+                    self.reconcile_repo(rule, &remote, &entry.repo, &mut status)
+                        .await
+                }
+                Err(error) => status.errors.push(error),
+            }
+            metrics::counter!("wharf_replication_bytes_total", "rule" => rule.id.clone())
+                .increment(status.bytes_copied);
+            if status.errors.is_empty() {
+                self.cluster.meta.replication_done(entry).await?;
+            } else {
+                for error in &status.errors {
+                    tracing::warn!(rule = %rule.id, %error, "replication of a change");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The client of `rule`'s other registry.
+    fn remote(&self, rule: &ReplicationRule) -> Result<Arc<Upstream>, String> {
+        let mut remotes = self.remotes.lock();
+        if let Some((known, remote)) = remotes.get(&rule.id) {
+            if known == rule {
+                return Ok(remote.clone());
+            }
+        }
+        let remote = Upstream::new(&UpstreamConfig {
+            username: rule.username.clone(),
+            password: rule.password.clone(),
+            connect_timeout: self.settings.connect_timeout,
+            read_timeout: self.settings.read_timeout,
+            ..UpstreamConfig::new(rule.url.clone())
+        })
+        .map_err(|error| format!("{}: {error}", rule.url))?;
+        let remote = Arc::new(remote);
+        remotes.insert(rule.id.clone(), (rule.clone(), remote.clone()));
+        Ok(remote)
+    }
+
+    /// Copies (and with deletes, prunes) one repository for `rule`, adding to `status`.
+    async fn reconcile_repo(
+        &self,
+        rule: &ReplicationRule,
+        remote: &Upstream,
+        repo: &RepositoryName,
+        status: &mut ReplicationStatus,
+    ) {
+        let (source, destination): (&dyn Source, &dyn Destination) = match rule.mode {
+            ReplicationMode::Push => (&self.cluster, remote),
+            ReplicationMode::Pull => (remote, &self.cluster),
+        };
+        let options = CopyOptions {
+            tags: rule.tags.clone(),
+            dry_run: false,
+        };
+        match copy_repository(source, destination, repo, repo, &options, &()).await {
+            Ok(report) => {
+                status.tags_set += report.tags_set;
+                status.manifests_copied += report.manifests_copied;
+                status.blobs_copied += report.blobs_copied;
+                status.bytes_copied += report.bytes_copied;
+            }
+            // Only the destination still has it: with deletes, it is emptied below.
+            Err(CopyError::NoSuchRepository(_)) if rule.deletes => {}
+            Err(error) => {
+                status.errors.push(format!("{repo}: {error}"));
+                return;
+            }
+        }
+        if rule.deletes {
+            let keep = |tag: &str| rule.keeps_tag(tag);
+            match prune_repository(source, destination, repo, repo, &keep, false).await {
+                Ok(pruned) => status.tags_deleted += pruned,
+                Err(error) => status.errors.push(format!("{repo}: {error}")),
             }
         }
     }
@@ -79,6 +201,7 @@ impl Replicator {
     /// One pass over every rule, each recorded in the Raft state when done.
     pub async fn pass(&self) -> Result<(), MetaError> {
         let rules = self.cluster.meta.replication_rules().await?;
+        *self.passed.lock() = Some(rules.clone());
         let recorded = self.cluster.meta.replication_status().await?;
         for rule in &rules {
             let mut status = self.reconcile(rule).await;
@@ -116,22 +239,12 @@ impl Replicator {
             last_run_ms: unix_ms(),
             ..ReplicationStatus::default()
         };
-        let remote = match Upstream::new(&UpstreamConfig {
-            username: rule.username.clone(),
-            password: rule.password.clone(),
-            connect_timeout: self.settings.connect_timeout,
-            read_timeout: self.settings.read_timeout,
-            ..UpstreamConfig::new(rule.url.clone())
-        }) {
+        let remote = match self.remote(rule) {
             Ok(remote) => remote,
             Err(error) => {
-                status.errors.push(format!("{}: {error}", rule.url));
+                status.errors.push(error);
                 return status;
             }
-        };
-        let (source, destination): (&dyn Source, &dyn Destination) = match rule.mode {
-            ReplicationMode::Push => (&self.cluster, &remote),
-            ReplicationMode::Pull => (&remote, &self.cluster),
         };
         let repositories = match self.repositories(rule, &remote).await {
             Ok(repositories) => repositories,
@@ -140,32 +253,8 @@ impl Replicator {
                 return status;
             }
         };
-        let options = CopyOptions {
-            tags: rule.tags.clone(),
-            dry_run: false,
-        };
-        let keep = |tag: &str| rule.keeps_tag(tag);
         for repo in repositories {
-            match copy_repository(source, destination, &repo, &repo, &options, &()).await {
-                Ok(report) => {
-                    status.tags_set += report.tags_set;
-                    status.manifests_copied += report.manifests_copied;
-                    status.blobs_copied += report.blobs_copied;
-                    status.bytes_copied += report.bytes_copied;
-                }
-                // Only the destination still has it: with deletes, it is emptied below.
-                Err(CopyError::NoSuchRepository(_)) if rule.deletes => {}
-                Err(error) => {
-                    status.errors.push(format!("{repo}: {error}"));
-                    continue;
-                }
-            }
-            if rule.deletes {
-                match prune_repository(source, destination, &repo, &repo, &keep, false).await {
-                    Ok(pruned) => status.tags_deleted += pruned,
-                    Err(error) => status.errors.push(format!("{repo}: {error}")),
-                }
-            }
+            self.reconcile_repo(rule, &remote, &repo, &mut status).await;
         }
         if status.errors.is_empty() {
             status.last_success_ms = Some(status.last_run_ms);

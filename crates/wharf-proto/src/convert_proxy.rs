@@ -1,9 +1,30 @@
 //! Conversions of the pull-through cache's types (`proxy.proto`).
 
-use cluster_api::{FetchLease, ProxyUpstream, ReplicationMode, ReplicationRule, ReplicationStatus};
+use cluster_api::{
+    FetchLease, ProxyUpstream, ReplicationBacklog, ReplicationMode, ReplicationRule,
+    ReplicationStatus,
+};
 
 use crate::convert::DecodeError;
 use crate::pb;
+
+pub fn backlog_to_pb(entry: &ReplicationBacklog) -> pb::ReplicationBacklogEntry {
+    pb::ReplicationBacklogEntry {
+        rule: entry.rule.clone(),
+        repo: entry.repo.to_string(),
+        seq: entry.seq,
+    }
+}
+
+pub fn backlog_from_pb(
+    entry: pb::ReplicationBacklogEntry,
+) -> Result<ReplicationBacklog, DecodeError> {
+    Ok(ReplicationBacklog {
+        rule: entry.rule,
+        repo: crate::convert::repo("repo", &entry.repo)?,
+        seq: entry.seq,
+    })
+}
 
 pub fn replication_status_to_pb(status: &ReplicationStatus) -> pb::ReplicationStatus {
     pb::ReplicationStatus {

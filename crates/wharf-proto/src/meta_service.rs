@@ -457,6 +457,26 @@ impl Meta for MetaGrpc {
         )
     }
 
+    async fn get_replication_backlog(
+        &self,
+        request: Request<pb::ReplicationBacklogRequest>,
+    ) -> Reply<pb::ReplicationBacklogResponse> {
+        let limit = request.into_inner().limit.clamp(1, 10_000) as usize;
+        reply(self.api.replication_backlog(limit).await, |entries| {
+            pb::ReplicationBacklogResponse {
+                entries: entries.iter().map(convert_proxy::backlog_to_pb).collect(),
+            }
+        })
+    }
+
+    async fn replication_done(
+        &self,
+        request: Request<pb::ReplicationBacklogEntry>,
+    ) -> Reply<pb::Empty> {
+        let entry = decoded(convert_proxy::backlog_from_pb(request.into_inner()))?;
+        reply(self.api.replication_done(entry).await, |_| pb::Empty {})
+    }
+
     async fn get_replication_status(
         &self,
         _request: Request<pb::Empty>,

@@ -353,6 +353,20 @@ impl MetaApi for GcMeta {
         self.inner.delete_replication_rule(id).await
     }
 
+    async fn replication_backlog(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<cluster_api::ReplicationBacklog>, MetaError> {
+        self.inner.replication_backlog(limit).await
+    }
+
+    async fn replication_done(
+        &self,
+        entry: cluster_api::ReplicationBacklog,
+    ) -> Result<(), MetaError> {
+        self.inner.replication_done(entry).await
+    }
+
     async fn replication_status(&self) -> Result<Vec<cluster_api::ReplicationStatus>, MetaError> {
         self.inner.replication_status().await
     }

@@ -402,6 +402,18 @@ impl MetaApi for MemMeta {
         crate::delete_replication_rule(&mut self.state()?.replication, id)
     }
 
+    async fn replication_backlog(
+        &self,
+        _limit: usize,
+    ) -> Result<Vec<crate::ReplicationBacklog>, MetaError> {
+        // The fake keeps no backlog: its replication is the full passes.
+        self.state().map(|_| Vec::new())
+    }
+
+    async fn replication_done(&self, _entry: crate::ReplicationBacklog) -> Result<(), MetaError> {
+        self.state().map(drop)
+    }
+
     async fn replication_status(&self) -> Result<Vec<ReplicationStatus>, MetaError> {
         Ok(self.state()?.replication_status.values().cloned().collect())
     }
