@@ -292,12 +292,17 @@ pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is not a positive duration"))
 }
 
+/// Stdin's first line, without its line ending (a password given with `--password-stdin`).
+pub(crate) fn stdin_line() -> std::io::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
 /// The password from stdin's first line, or a generated one (printed).
 fn password(from_stdin: bool) -> Result<String, Box<dyn std::error::Error>> {
     if from_stdin {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+        return Ok(stdin_line()?);
     }
     let generated = auth::generate_robot_secret()
         .trim_start_matches("wharf_")

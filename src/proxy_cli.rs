@@ -72,13 +72,9 @@ pub async fn proxy(meta: &[String], command: ProxyCommand) -> CliResult {
             password_stdin,
             mirror,
         } => {
-            let password = if password_stdin {
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line)?;
-                Some(line.trim_end_matches(['\r', '\n']).to_owned())
-            } else {
-                None
-            };
+            let password = password_stdin
+                .then(crate::admin_cli::stdin_line)
+                .transpose()?;
             let upstream = ProxyUpstream {
                 id: id.clone(),
                 url: url.clone(),

@@ -65,13 +65,9 @@ pub async fn replication(meta: &[String], command: ReplicationCommand) -> CliRes
                 (None, Some(url)) => (ReplicationMode::Pull, url),
                 _ => return Err("give one of --to URL (push) and --from URL (pull)".into()),
             };
-            let password = if password_stdin {
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line)?;
-                Some(line.trim_end_matches(['\r', '\n']).to_owned())
-            } else {
-                None
-            };
+            let password = password_stdin
+                .then(crate::admin_cli::stdin_line)
+                .transpose()?;
             let rule = ReplicationRule {
                 id: id.clone(),
                 mode,

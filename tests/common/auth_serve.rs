@@ -81,21 +81,7 @@ impl AuthServe {
     }
 
     pub fn admin_output(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-        use std::io::Write;
-        let mut child = Command::new(WHARF)
-            .args(["admin", "--meta", &self.grpc])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wharf admin");
-        let mut input = child.stdin.take().expect("stdin");
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).expect("write stdin");
-        }
-        drop(input);
-        child.wait_with_output().expect("wharf admin runs")
+        super::admin_with_stdin(&self.grpc, args, stdin)
     }
 
     /// A robot that may do `actions` on `repos`; returns its secret.

@@ -12,6 +12,26 @@ use std::time::{Duration, Instant};
 use oci_model::Digest;
 use reqwest::StatusCode;
 
+/// Runs `wharf admin --meta GRPC ARGS` with `stdin` written to its standard input.
+pub fn admin_with_stdin(grpc: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["admin", "--meta", grpc])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wharf admin");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().expect("wharf admin runs")
+}
+
 /// Polls `attempt` until it succeeds or `deadline` passes; the last error says why not (for
 /// attempts that explain their failure, unlike `test_cluster::wait_until`'s boolean condition).
 pub async fn until<T, F, Fut>(what: &str, deadline: Instant, mut attempt: F) -> Result<T, String>

@@ -127,19 +127,7 @@ impl Serve {
     /// Runs `wharf admin --meta <grpc> ARGS` with `input` on its stdin; returns stdout, panics
     /// when it fails.
     pub fn admin_with_input(&self, args: &[&str], input: &str) -> String {
-        use std::io::Write;
-        let mut child = Command::new(WHARF)
-            .args(["admin", "--meta", &self.grpc])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wharf admin");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(input.as_bytes()).expect("write stdin");
-        drop(stdin);
-        let output = child.wait_with_output().expect("wharf admin runs");
+        let output = super::admin_with_stdin(&self.grpc, args, Some(input));
         assert!(
             output.status.success(),
             "wharf admin {args:?} failed: {}",

@@ -88,6 +88,37 @@ pub struct PutManifest {
     pub referrer: Option<Descriptor>,
 }
 
+impl PutManifest {
+    /// The request that stores manifest `bytes` (whose digest is `digest`, as validated into
+    /// `parsed`) in `repo`, under `tag` when given: its references and, for a referrer, how it
+    /// is listed under its subject.
+    pub fn from_parsed(
+        repo: RepositoryName,
+        digest: Digest,
+        tag: Option<Tag>,
+        parsed: &oci_model::ParsedManifest,
+        bytes: Vec<u8>,
+    ) -> PutManifest {
+        let subject = parsed
+            .subject
+            .as_ref()
+            .map(|subject| subject.digest.clone());
+        PutManifest {
+            referrer: subject
+                .as_ref()
+                .map(|_| parsed.referrer_descriptor(&digest, bytes.len() as u64)),
+            repo,
+            media_type: parsed.media_type.clone(),
+            tag,
+            blobs: parsed.blobs.clone(),
+            manifests: parsed.manifests.clone(),
+            subject,
+            digest,
+            bytes,
+        }
+    }
+}
+
 /// A blob garbage collection took out of the registry (no repository links it any more) whose
 /// copy on some node is still to be deleted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -122,24 +122,9 @@ pub(crate) async fn put(
         }
         Reference::Tag(tag) => (Digest::sha256_of(&bytes), Some(tag)),
     };
-    let subject = parsed
-        .subject
-        .as_ref()
-        .map(|subject| subject.digest.clone());
     let location = format!("/v2/{repo}/manifests/{digest}");
-    let request = PutManifest {
-        repo: repo.clone(),
-        digest: digest.clone(),
-        media_type: parsed.media_type.clone(),
-        tag,
-        blobs: parsed.blobs.clone(),
-        manifests: parsed.manifests.clone(),
-        subject: subject.clone(),
-        referrer: subject
-            .as_ref()
-            .map(|_| parsed.referrer_descriptor(&digest, bytes.len() as u64)),
-        bytes,
-    };
+    let request = PutManifest::from_parsed(repo.clone(), digest.clone(), tag, &parsed, bytes);
+    let subject = request.subject.clone();
     gateway
         .meta
         .put_manifest(request)

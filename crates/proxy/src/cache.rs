@@ -439,23 +439,13 @@ impl PullThrough {
             .map_err(|error| upstream_failed(UpstreamError::Invalid(error.to_string())))?;
         metrics::counter!("wharf_proxy_upstream_bytes_total", "upstream" => route.proxy.id.clone())
             .increment(fetched.bytes.len() as u64);
-        let subject = parsed
-            .subject
-            .as_ref()
-            .map(|subject| subject.digest.clone());
-        let put = PutManifest {
-            repo: repo.clone(),
-            digest: fetched.digest.clone(),
-            media_type: parsed.media_type.clone(),
-            bytes: fetched.bytes.to_vec(),
-            tag: tag.cloned(),
-            blobs: parsed.blobs.clone(),
-            manifests: parsed.manifests.clone(),
-            referrer: subject
-                .as_ref()
-                .map(|_| parsed.referrer_descriptor(&fetched.digest, fetched.bytes.len() as u64)),
-            subject,
-        };
+        let put = PutManifest::from_parsed(
+            repo.clone(),
+            fetched.digest.clone(),
+            tag.cloned(),
+            &parsed,
+            fetched.bytes.to_vec(),
+        );
         let stored = StoredManifest {
             digest: put.digest.clone(),
             media_type: put.media_type.clone(),

@@ -407,26 +407,11 @@ impl Destination for ClusterEnd {
             Reference::Digest(named) => named.clone(),
             Reference::Tag(_) => Digest::sha256_of(&bytes),
         };
-        let subject = parsed
-            .subject
-            .as_ref()
-            .map(|subject| subject.digest.clone());
-        let put = PutManifest {
-            repo: repo.clone(),
-            digest: digest.clone(),
-            media_type: parsed.media_type.clone(),
-            tag: match reference {
-                Reference::Tag(tag) => Some(tag.clone()),
-                Reference::Digest(_) => None,
-            },
-            blobs: parsed.blobs.clone(),
-            manifests: parsed.manifests.clone(),
-            referrer: subject
-                .as_ref()
-                .map(|_| parsed.referrer_descriptor(&digest, bytes.len() as u64)),
-            subject,
-            bytes: bytes.to_vec(),
+        let tag = match reference {
+            Reference::Tag(tag) => Some(tag.clone()),
+            Reference::Digest(_) => None,
         };
+        let put = PutManifest::from_parsed(repo.clone(), digest, tag, &parsed, bytes.to_vec());
         self.meta.put_manifest(put).await.map_err(meta_error)
     }
 
