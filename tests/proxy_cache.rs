@@ -478,6 +478,22 @@ async fn the_mirror_answers_pulls_of_repositories_this_registry_does_not_have() 
         .await
         .expect("push an own repository");
     setup.cache.verify_image(&own).await.expect("pull it");
+    // A pushing client's check of a blob it is about to upload (HEAD) never goes to the mirror.
+    let missing = Digest::sha256_of(b"a layer about to be pushed");
+    let head = setup
+        .cache
+        .http
+        .head(format!("{}/v2/team/app/blobs/{missing}", setup.cache.base))
+        .send()
+        .await
+        .expect("HEAD answered");
+    assert_eq!(head.status(), 404);
+    assert_eq!(
+        setup.fault.count("HEAD", "/v2/team/"),
+        0,
+        "{:#?}",
+        setup.fault.forwarded()
+    );
     // Neither has it: 404, as if there were no mirror.
     let missing = setup.get("/v2/nobody/here/manifests/v1").await;
     assert_eq!(missing.status(), 404);

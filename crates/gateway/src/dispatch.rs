@@ -298,7 +298,9 @@ async fn call(
                     None => match blobs::get(gateway, repo.clone(), digest.clone(), headers, head)
                         .await
                     {
-                        Err(local) if pull_through::unknown(&local) => {
+                        // A HEAD of a missing blob is how a pushing client decides to upload it:
+                        // it never goes to the mirror (pulls GET their blobs).
+                        Err(local) if !head && pull_through::unknown(&local) => {
                             let pull = move |route| async move {
                                 pull_through::blob(gateway, &route, digest, headers, head).await
                             };
