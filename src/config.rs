@@ -70,6 +70,78 @@ pub struct WharfConfig {
     pub gc: GcConfig,
     /// `[replication]`: how often the meta leader reconciles every replication rule.
     pub replication: ReplicationConfig,
+    /// `[[proxy]]`: pull-through cache upstreams declared in the file (or `--proxy`,
+    /// `WHARF_PROXY`), written to the Raft state when a gateway (or serve) starts; the admin
+    /// CLI and API manage the others.
+    #[serde(rename = "proxy")]
+    pub proxies: Vec<ProxyConfig>,
+}
+
+/// One `[[proxy]]` upstream. The password is never in the file: `password_env` names the
+/// environment variable that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub id: String,
+    pub url: String,
+    pub prefix: String,
+    pub tag_ttl_secs: Option<u64>,
+    pub cache_ttl_secs: Option<u64>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub mirror: bool,
+}
+
+impl ProxyConfig {
+    /// `ID=URL@PREFIX`, as `--proxy` and `WHARF_PROXY` take it.
+    pub fn parse_flag(text: &str) -> Result<ProxyConfig, String> {
+        let (id, rest) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?} is not ID=URL@PREFIX"))?;
+        let (url, prefix) = rest
+            .rsplit_once('@')
+            .ok_or_else(|| format!("{text:?} is not ID=URL@PREFIX"))?;
+        Ok(ProxyConfig {
+            id: id.to_owned(),
+            url: url.to_owned(),
+            prefix: prefix.to_owned(),
+            tag_ttl_secs: None,
+            cache_ttl_secs: None,
+            username: None,
+            password_env: None,
+            mirror: false,
+        })
+    }
+
+    /// The upstream as the Raft state keeps it, its password read from `password_env`.
+    pub fn upstream(&self) -> Result<cluster_api::ProxyUpstream, String> {
+        let password = match &self.password_env {
+            Some(name) => Some(std::env::var(name).map_err(|_| {
+                format!(
+                    "proxy {}: the environment variable {name} is not set",
+                    self.id
+                )
+            })?),
+            None => None,
+        };
+        let upstream = cluster_api::ProxyUpstream {
+            id: self.id.clone(),
+            url: self.url.clone(),
+            prefix: self.prefix.clone(),
+            tag_ttl_secs: self
+                .tag_ttl_secs
+                .unwrap_or(cluster_api::DEFAULT_TAG_TTL_SECS),
+            cache_ttl_secs: self
+                .cache_ttl_secs
+                .unwrap_or(cluster_api::DEFAULT_CACHE_TTL_SECS),
+            username: self.username.clone(),
+            password,
+            mirror: self.mirror,
+        };
+        upstream.validate().map_err(|error| error.to_string())?;
+        Ok(upstream)
+    }
 }
 
 /// `[replication]`: the meta leader's replicator.
@@ -238,6 +310,7 @@ impl Default for WharfConfig {
             cluster_tls: wharf_tls::ClusterTlsConfig::default(),
             gc: GcConfig::default(),
             replication: ReplicationConfig::default(),
+            proxies: Vec::new(),
         }
     }
 }
@@ -297,6 +370,12 @@ impl WharfConfig {
                 ));
             }
         }
+        let mut proxies = Vec::new();
+        for proxy in &self.proxies {
+            let upstream = proxy.upstream().map_err(ConfigError::Invalid)?;
+            cluster_api::put_proxy(&mut proxies, upstream)
+                .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        }
         if self.gc.interval_ms == 0 || self.gc.upload_expiry_ms == 0 {
             return Err(ConfigError::Invalid(
                 "gc.interval_ms and gc.upload_expiry_ms must be positive".into(),
@@ -309,6 +388,59 @@ impl WharfConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_upstreams_parse_from_the_file_and_the_flag_and_bad_ones_are_refused() {
+        let config: WharfConfig = toml::from_str(
+            r#"
+            [[proxy]]
+            id = "hub"
+            url = "https://registry-1.docker.io"
+            prefix = "dockerhub"
+            mirror = true
+            [[proxy]]
+            id = "ghcr"
+            url = "https://ghcr.io"
+            prefix = "ghcr"
+            cache_ttl_secs = 0
+            "#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.proxies.len(), 2);
+        let hub = config.proxies[0].upstream().unwrap();
+        assert!(hub.mirror && hub.tag_ttl_secs == cluster_api::DEFAULT_TAG_TTL_SECS);
+        assert_eq!(config.proxies[1].upstream().unwrap().cache_ttl_secs, 0);
+
+        let flag = ProxyConfig::parse_flag("quay=https://quay.io@quay").unwrap();
+        assert_eq!(
+            (flag.url.as_str(), flag.prefix.as_str()),
+            ("https://quay.io", "quay")
+        );
+        assert!(ProxyConfig::parse_flag("no-equals").is_err());
+
+        let overlapping = WharfConfig {
+            proxies: vec![
+                ProxyConfig::parse_flag("a=https://x.example@hub").unwrap(),
+                ProxyConfig::parse_flag("b=https://y.example@hub/sub").unwrap(),
+            ],
+            ..WharfConfig::default()
+        };
+        assert!(overlapping
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("overlaps"));
+        let unset = ProxyConfig {
+            username: Some("robot".into()),
+            password_env: Some("WHARF_TEST_SURELY_UNSET_PASSWORD".into()),
+            ..ProxyConfig::parse_flag("c=https://z.example@zed").unwrap()
+        };
+        assert!(unset
+            .upstream()
+            .unwrap_err()
+            .contains("WHARF_TEST_SURELY_UNSET_PASSWORD"));
+    }
 
     #[test]
     fn file_with_sections_parses() {

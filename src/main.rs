@@ -88,6 +88,10 @@ struct Options {
     /// Serve Prometheus `GET /metrics` on this address too (meta and blob roles have no other HTTP).
     #[arg(long, env = "WHARF_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// A pull-through cache upstream, `ID=URL@PREFIX` (repeat, or comma-separate in the
+    /// environment); added to the config file's `[[proxy]]` list, replacing the same id.
+    #[arg(long = "proxy", env = "WHARF_PROXY", value_delimiter = ',', value_parser = wharf::config::ProxyConfig::parse_flag)]
+    proxies: Vec<wharf::config::ProxyConfig>,
     /// Log filter, e.g. `info` or `debug` [default: info; RUST_LOG wins when set].
     #[arg(long, env = "WHARF_LOG")]
     log: Option<String>,
@@ -329,6 +333,10 @@ impl Options {
         }
         if let Some(expiry) = self.upload_expiry_ms {
             config.gc.upload_expiry_ms = expiry;
+        }
+        for proxy in self.proxies {
+            config.proxies.retain(|known| known.id != proxy.id);
+            config.proxies.push(proxy);
         }
         Ok((config, self.addr_file))
     }

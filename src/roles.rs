@@ -147,6 +147,7 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
         (meta_api.clone(), blobs.clone()),
         shutdown.clone(),
     );
+    spawn_configured_proxies(&mut tasks, config, meta_api.clone(), shutdown.clone());
     spawn_gateway(
         &mut tasks,
         config,
@@ -254,6 +255,7 @@ pub async fn start_gateway(config: &WharfConfig) -> Result<Running, StartError> 
     let blobs = Arc::new(GrpcBlobNodes::new(meta.clone()));
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    spawn_configured_proxies(&mut tasks, config, meta.clone(), shutdown.clone());
     spawn_gateway(
         &mut tasks,
         config,
@@ -441,6 +443,51 @@ async fn spawn_metrics(
         }
     });
     Ok(Some(bound))
+}
+
+/// Writes the config's `[[proxy]]` upstreams to the Raft state (those not there as configured),
+/// retrying until meta takes them: a gateway may start before its meta nodes.
+fn spawn_configured_proxies(
+    tasks: &mut JoinSet<()>,
+    config: &WharfConfig,
+    meta: Arc<dyn MetaApi>,
+    shutdown: CancellationToken,
+) {
+    // `validate` has read every password and checked every entry.
+    let wanted: Vec<cluster_api::ProxyUpstream> = config
+        .proxies
+        .iter()
+        .filter_map(|proxy| proxy.upstream().ok())
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    tasks.spawn(async move {
+        loop {
+            let applied = async {
+                let known = meta.proxies().await?;
+                for upstream in &wanted {
+                    if !known.contains(upstream) {
+                        meta.put_proxy(upstream.clone()).await?;
+                        tracing::info!(id = %upstream.id, "proxy upstream from the config set");
+                    }
+                }
+                Ok::<(), cluster_api::MetaError>(())
+            };
+            match applied.await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot set the configured proxy upstreams yet")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+        // Held until shutdown: a task of `Running` that ends is taken for a failure.
+        shutdown.cancelled().await;
+    });
 }
 
 /// The replication rules' executor (crate `replication`): a full pass every

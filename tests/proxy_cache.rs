@@ -724,3 +724,41 @@ async fn an_upstream_behind_the_token_flow_is_pulled_as_the_robot_the_operator_g
         serde_json::json!(["hub/library/app"])
     );
 }
+
+/// Upstreams declared in the config file (`[[proxy]]`, the password from the environment variable
+/// it names) and on the command line (`--proxy ID=URL@PREFIX`) are in the Raft state once
+/// `serve` is up: pulls go through them with no admin command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstreams_from_the_config_file_and_the_command_line_are_set_at_start() {
+    let distribution = Distribution::start().await;
+    let image = Registry::new(distribution.url.clone())
+        .push_image_with("library/app", "v1", 10_000, false)
+        .await
+        .expect("push to Distribution");
+    let config = format!(
+        "[[proxy]]\nid = \"up\"\nurl = \"{}\"\nprefix = \"hub\"\ntag_ttl_secs = 60\n",
+        distribution.url
+    );
+    let serve = Serve::start(&config, &["--proxy", "other=http://127.0.0.1:9@elsewhere"]).await;
+    let cache = Registry::new(serve.base.clone());
+    let cached = PushedImage {
+        repo: "hub/library/app".into(),
+        ..image
+    };
+    until(
+        "the configured upstream",
+        Instant::now() + DEADLINE,
+        || async { cache.verify_image(&cached).await },
+    )
+    .await
+    .expect("pulled through the upstream the file declares");
+    let listed: Value = serde_json::from_str(&serve.admin(&["proxy", "list"])).expect("list JSON");
+    let ids: Vec<&str> = listed["proxies"]
+        .as_array()
+        .expect("proxies")
+        .iter()
+        .filter_map(|proxy| proxy["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["other", "up"]);
+    assert_eq!(listed["proxies"][1]["tag_ttl_secs"], 60);
+}
