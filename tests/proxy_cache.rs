@@ -29,6 +29,11 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Setup {
+        Setup::start_with("", &["--tag-ttl", "1"]).await
+    }
+
+    /// With `serve`'s config file `config`, and `proxy_flags` added to `wharf admin proxy add`.
+    async fn start_with(config: &str, proxy_flags: &[&str]) -> Setup {
         let distribution = Distribution::start().await;
         let upstream = Registry::new(distribution.url.clone());
         let image = upstream
@@ -36,19 +41,11 @@ impl Setup {
             .await
             .expect("push to Distribution");
         let fault = FaultProxy::start(&distribution.url).await;
-        let serve = Serve::start("", &[]).await;
-        serve.admin(&[
-            "proxy",
-            "add",
-            "--id",
-            "up",
-            "--url",
-            &fault.url,
-            "--prefix",
-            "hub",
-            "--tag-ttl",
-            "1",
-        ]);
+        let serve = Serve::start(config, &[]).await;
+        let add = [
+            "proxy", "add", "--id", "up", "--url", &fault.url, "--prefix", "hub",
+        ];
+        serve.admin(&[&add[..], proxy_flags].concat());
         let cache = Registry::new(serve.base.clone());
         Setup {
             upstream,
@@ -504,31 +501,19 @@ async fn the_mirror_answers_pulls_of_repositories_this_registry_does_not_have() 
 /// leader's eviction pass, then their blobs by the sweep; the next pull fetches again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_cached_content_is_collected_and_fetched_again_when_pulled() {
-    let distribution = Distribution::start().await;
-    let upstream = Registry::new(distribution.url.clone());
-    let image = upstream
-        .push_image_with("library/app", "v1", 100_000, false)
-        .await
-        .expect("push to Distribution");
-    let fault = FaultProxy::start(&distribution.url).await;
-    let serve = Serve::start("[gc]\ninterval_ms = 100\nupload_grace_ms = 100\n", &[]).await;
-    serve.admin(&[
-        "proxy",
-        "add",
-        "--id",
-        "up",
-        "--url",
-        &fault.url,
-        "--prefix",
-        "hub",
-        "--cache-ttl",
-        "1",
-    ]);
-    let cache = Registry::new(serve.base.clone());
-    let cached = PushedImage {
-        repo: format!("hub/{}", image.repo),
-        ..image
-    };
+    let setup = Setup::start_with(
+        "[gc]\ninterval_ms = 100\nupload_grace_ms = 100\n",
+        &["--cache-ttl", "1"],
+    )
+    .await;
+    let Setup {
+        fault,
+        serve,
+        cache,
+        image,
+        ..
+    } = &setup;
+    let cached = setup.cached(image);
     cache.verify_image(&cached).await.expect("first pull");
     assert_eq!(fault.count("GET", "/blobs/"), 2);
     let physical = || {
