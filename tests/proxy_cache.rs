@@ -229,13 +229,14 @@ async fn a_cached_tag_is_served_while_the_upstream_fails_and_follows_it_after() 
 
     // Down altogether (the upstream moved to an address nothing listens on): the cached tag
     // still pulls, marked stale.
+    let nowhere = common::closed_port_url();
     setup.serve.admin(&[
         "proxy",
         "add",
         "--id",
         "up",
         "--url",
-        "http://127.0.0.1:9",
+        &nowhere,
         "--prefix",
         "hub",
         "--tag-ttl",
@@ -320,13 +321,14 @@ async fn concurrent_pulls_of_a_missing_blob_cause_one_upstream_fetch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_upstreams_are_managed_through_wharf_admin() {
     let serve = Serve::start("", &[]).await;
+    let nowhere = common::closed_port_url();
     serve.admin(&[
         "proxy",
         "add",
         "--id",
         "hub",
         "--url",
-        "http://127.0.0.1:9",
+        &nowhere,
         "--prefix",
         "dockerhub",
     ]);
@@ -336,14 +338,7 @@ async fn proxy_upstreams_are_managed_through_wharf_admin() {
     // An overlapping prefix, a bad URL: refused with the reason.
     for (args, reason) in [
         (
-            [
-                "--id",
-                "b",
-                "--url",
-                "http://127.0.0.1:9",
-                "--prefix",
-                "dockerhub/x",
-            ],
+            ["--id", "b", "--url", &nowhere, "--prefix", "dockerhub/x"],
             "overlaps",
         ),
         (
@@ -356,7 +351,7 @@ async fn proxy_upstreams_are_managed_through_wharf_admin() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(reason), "{stderr}");
     }
-    // The status probes the upstream from here: nothing listens on port 9.
+    // The status probes the upstream from here: nothing listens there.
     let status: Value =
         serde_json::from_str(&serve.admin(&["proxy", "status"])).expect("status JSON");
     assert_eq!(status["proxies"][0]["reachable"], false, "{status}");
@@ -724,7 +719,8 @@ async fn upstreams_from_the_config_file_and_the_command_line_are_set_at_start() 
         "[[proxy]]\nid = \"up\"\nurl = \"{}\"\nprefix = \"hub\"\ntag_ttl_secs = 60\n",
         distribution.url
     );
-    let serve = Serve::start(&config, &["--proxy", "other=http://127.0.0.1:9@elsewhere"]).await;
+    let other = format!("other={}@elsewhere", common::closed_port_url());
+    let serve = Serve::start(&config, &["--proxy", &other]).await;
     let cache = Registry::new(serve.base.clone());
     let cached = PushedImage {
         repo: "hub/library/app".into(),

@@ -111,14 +111,8 @@ async fn reads_from_wharf_following_blob_redirects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_is_a_transient_error() {
-    // A port nothing listens on: bound, then closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
     let upstream =
-        Upstream::new(&UpstreamConfig::new(format!("http://127.0.0.1:{port}"))).expect("upstream");
+        Upstream::new(&UpstreamConfig::new(common::closed_port_url())).expect("upstream");
     let error = upstream
         .manifest(&name("library/alpine"), &tag("latest"), &ACCEPT)
         .await

@@ -32,6 +32,17 @@ pub fn admin_with_stdin(grpc: &str, args: &[&str], stdin: Option<&str>) -> std::
     child.wait_with_output().expect("wharf admin runs")
 }
 
+/// `http://127.0.0.1:PORT` with a port nothing listens on (bound, then closed): an address
+/// that refuses connections, with no fixed port assumed free.
+pub fn closed_port_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    format!("http://127.0.0.1:{port}")
+}
+
 /// Polls `attempt` until it succeeds or `deadline` passes; the last error says why not (for
 /// attempts that explain their failure, unlike `test_cluster::wait_until`'s boolean condition).
 pub async fn until<T, F, Fut>(what: &str, deadline: Instant, mut attempt: F) -> Result<T, String>

@@ -236,6 +236,10 @@ impl PullThrough {
         }
         match self.meta.proxies().await {
             Ok(list) => {
+                // Clients of upstreams removed since go (a few, but never to be used again).
+                self.clients
+                    .lock()
+                    .retain(|id, _| list.iter().any(|proxy| proxy.id == *id));
                 let list = Arc::new(list);
                 *self.table.lock() = Some((Instant::now(), list.clone()));
                 Ok(list)

@@ -63,6 +63,38 @@ pub enum PushError {
     Destination(UpstreamError),
 }
 
+/// The first error of a source's body, kept aside while the body is written somewhere, so that
+/// a failed write can tell the source's failure (a cut, a wrong digest) from the destination's.
+#[derive(Clone, Default)]
+pub struct SourceFailure(std::sync::Arc<Mutex<Option<UpstreamError>>>);
+
+impl SourceFailure {
+    /// `body`, watched: its first error is kept in the returned `SourceFailure`.
+    pub fn watch(
+        body: BoxStream<'static, Result<Bytes, UpstreamError>>,
+    ) -> (
+        BoxStream<'static, Result<Bytes, UpstreamError>>,
+        SourceFailure,
+    ) {
+        let failure = SourceFailure::default();
+        let seen = failure.clone();
+        let body = body
+            .map(move |piece| {
+                if let Err(error) = &piece {
+                    seen.0.lock().get_or_insert_with(|| error.clone());
+                }
+                piece
+            })
+            .boxed();
+        (body, failure)
+    }
+
+    /// The source's error, if its body failed.
+    pub fn take(&self) -> Option<UpstreamError> {
+        self.0.lock().take()
+    }
+}
+
 /// Why an upstream gave no content.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
@@ -432,21 +464,13 @@ impl Upstream {
         } else {
             format!("{}{location}{separator}digest={digest}", self.base)
         };
-        // The stream's first error is kept, so a failed PUT can say whose fault it was.
-        let source_error: std::sync::Arc<Mutex<Option<UpstreamError>>> = Default::default();
-        let seen = source_error.clone();
+        let (body, source_failure) = SourceFailure::watch(body);
         let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = sent.clone();
-        let body = body.map(move |piece| {
-            match &piece {
-                Ok(bytes) => {
-                    counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                }
-                Err(error) => {
-                    seen.lock().get_or_insert_with(|| error.clone());
-                }
+        let body = body.inspect(move |piece| {
+            if let Ok(bytes) = piece {
+                counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             }
-            piece
         });
         let mut request = self
             .http
@@ -463,7 +487,7 @@ impl Upstream {
             Ok(response) => success(response).await.map(drop),
             Err(error) => Err(UpstreamError::of_transport(error)),
         };
-        if let Some(error) = source_error.lock().take() {
+        if let Some(error) = source_failure.take() {
             return Err(PushError::Source(error));
         }
         outcome.map_err(PushError::Destination)?;

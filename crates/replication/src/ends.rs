@@ -10,7 +10,7 @@ use cluster_api::{BlobError, BlobInfo, BlobNodes, ByteStream, MetaApi, MetaError
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use oci_model::{Digest, ParsedManifest, Reference, RepositoryName, Tag};
-use proxy::{PushError, Upstream, UpstreamError, UpstreamManifest};
+use proxy::{PushError, SourceFailure, Upstream, UpstreamError, UpstreamManifest};
 
 /// A blob's body: its length when known, and its bytes (checked against its digest).
 pub type BlobBody = (
@@ -357,15 +357,9 @@ impl Destination for ClusterEnd {
         node.start_upload(&session.id)
             .await
             .map_err(|e| destination(blob_error(e)))?;
-        // The source's failure is kept apart from the node's.
-        let source_error: Arc<parking_lot::Mutex<Option<UpstreamError>>> = Arc::default();
-        let seen = source_error.clone();
-        let stream: ByteStream = Box::pin(body.map(move |piece| {
-            piece.map_err(|error| {
-                let text = error.to_string();
-                seen.lock().get_or_insert(error);
-                BlobError::Invalid(format!("the source failed: {text}"))
-            })
+        let (body, source_failure) = SourceFailure::watch(body);
+        let stream: ByteStream = Box::pin(body.map(|piece| {
+            piece.map_err(|error| BlobError::Invalid(format!("the source failed: {error}")))
         }));
         let committed = node
             .append_and_commit(repo, &session.id, stream, digest)
@@ -374,7 +368,7 @@ impl Destination for ClusterEnd {
             Ok(committed) => committed,
             Err(error) => {
                 let _ = node.cancel_upload(&session.id).await;
-                if let Some(source) = source_error.lock().take() {
+                if let Some(source) = source_failure.take() {
                     return Err(PushError::Source(source));
                 }
                 return Err(destination(blob_error(error)));

@@ -202,6 +202,10 @@ impl Replicator {
     pub async fn pass(&self) -> Result<(), MetaError> {
         let rules = self.cluster.meta.replication_rules().await?;
         *self.passed.lock() = Some(rules.clone());
+        // Clients of rules removed since go.
+        self.remotes
+            .lock()
+            .retain(|id, _| rules.iter().any(|rule| rule.id == *id));
         let recorded = self.cluster.meta.replication_status().await?;
         for rule in &rules {
             let mut status = self.reconcile(rule).await;
