@@ -198,6 +198,24 @@ async fn three_voters_replicate_redirect_and_fail_over() {
         .position(|voter| voter.node.raft().metrics().borrow().id == new_leader_id)
         .expect("the new leader is a survivor");
     let new_leader = survivors.swap_remove(position);
+    // A follower can hear of the new leader before the leader's own metrics say it leads, and
+    // a read there would be refused (no leader known yet): wait until it leads and has applied
+    // an entry of its term.
+    new_leader
+        .node
+        .raft()
+        .wait(Some(DEADLINE))
+        .metrics(
+            |metrics| {
+                metrics.state == openraft::ServerState::Leader
+                    && metrics
+                        .last_applied
+                        .is_some_and(|applied| applied.leader_id.term == metrics.current_term)
+            },
+            "the new leader leads and has applied an entry of its term",
+        )
+        .await
+        .expect("the new leader settles");
     let api = new_leader.node.api();
     let tags = api
         .list_tags(&app, None, 10)
