@@ -299,6 +299,13 @@ pub(crate) fn stdin_line() -> std::io::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
+/// A CA bundle (PEM) read from `path` and checked the way the upstream client loads it.
+pub(crate) fn read_ca_file(path: &std::path::Path) -> Result<String, String> {
+    let pem = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    proxy::check_ca_bundle(pem.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(pem)
+}
+
 /// The password from stdin's first line, or a generated one (printed).
 fn password(from_stdin: bool) -> Result<String, Box<dyn std::error::Error>> {
     if from_stdin {

@@ -91,6 +91,9 @@ pub struct ProxyConfig {
     pub password_env: Option<String>,
     #[serde(default)]
     pub mirror: bool,
+    /// PEM file of the CA(s) the upstream's TLS certificate may chain to, besides the
+    /// system's; read at start and kept with the upstream.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl ProxyConfig {
@@ -111,6 +114,7 @@ impl ProxyConfig {
             username: None,
             password_env: None,
             mirror: false,
+            ca_file: None,
         })
     }
 
@@ -125,6 +129,12 @@ impl ProxyConfig {
             })?),
             None => None,
         };
+        let ca_pem = self
+            .ca_file
+            .as_deref()
+            .map(crate::admin_cli::read_ca_file)
+            .transpose()
+            .map_err(|error| format!("proxy {}: {error}", self.id))?;
         let upstream = cluster_api::ProxyUpstream {
             id: self.id.clone(),
             url: self.url.clone(),
@@ -138,6 +148,7 @@ impl ProxyConfig {
             username: self.username.clone(),
             password,
             mirror: self.mirror,
+            ca_pem,
         };
         upstream.validate().map_err(|error| error.to_string())?;
         Ok(upstream)

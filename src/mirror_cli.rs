@@ -9,7 +9,7 @@ use std::io::IsTerminal;
 use clap::Args;
 use oci_model::{Digest, RepositoryName};
 use proxy::{Upstream, UpstreamConfig};
-use replication::{copy_repository, CopyOptions, CopyReport, Progress};
+use replication::{copy_repository, CopyOptions, CopyReport, MountHints, Progress};
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -90,6 +90,8 @@ pub async fn run(args: MirrorArgs) -> CliResult {
     let options = CopyOptions {
         tags: args.tags.clone(),
         dry_run: args.dry_run,
+        // A layer several repositories share is sent once and mounted into the others.
+        mounts: Some(std::sync::Arc::new(MountHints::default())),
     };
     let progress = Bar::new();
     let mut total = CopyReport::default();
@@ -106,15 +108,19 @@ pub async fn run(args: MirrorArgs) -> CliResult {
         match copy_repository(&source, &destination, &from, &to, &options, &progress).await {
             Ok(report) => {
                 eprintln!(
-                    "{name}: {} tags, {} manifests and {} blobs ({} bytes) {}, {} manifests and {} blobs already there",
+                    "{name}: {} tags, {} manifests and {} blobs ({} bytes) {}, {} blobs mounted, {} manifests and {} blobs already there",
                     report.tags,
                     report.manifests_copied,
                     report.blobs_copied,
                     report.bytes_copied,
                     if args.dry_run { "to copy" } else { "copied" },
+                    report.blobs_mounted,
                     report.manifests_present,
                     report.blobs_present
                 );
+                for refused in &report.tags_refused {
+                    eprintln!("{name}: {refused}");
+                }
                 total.add(&report);
             }
             Err(error) => {

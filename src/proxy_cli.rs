@@ -41,6 +41,10 @@ pub enum ProxyCommand {
         /// the prefix. One upstream at most.
         #[arg(long)]
         mirror: bool,
+        /// PEM file of the CA(s) the upstream's TLS certificate may chain to, besides the
+        /// system's (a private CA); kept with the upstream.
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<std::path::PathBuf>,
     },
     /// Remove an upstream. What it cached stays, as ordinary repositories.
     Rm { id: String },
@@ -71,7 +75,12 @@ pub async fn proxy(meta: &[String], command: ProxyCommand) -> CliResult {
             user,
             password_stdin,
             mirror,
+            ca_file,
         } => {
+            let ca_pem = ca_file
+                .as_deref()
+                .map(crate::admin_cli::read_ca_file)
+                .transpose()?;
             let password = password_stdin
                 .then(crate::admin_cli::stdin_line)
                 .transpose()?;
@@ -84,6 +93,7 @@ pub async fn proxy(meta: &[String], command: ProxyCommand) -> CliResult {
                 username: user,
                 password,
                 mirror,
+                ca_pem,
             };
             client.put_proxy(upstream).await?;
             println!("proxy upstream {id} set: {prefix}/<name> pulls {url} <name>");

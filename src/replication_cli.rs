@@ -37,6 +37,10 @@ pub enum ReplicationCommand {
         /// Read the other registry's password (or token) from stdin's first line.
         #[arg(long, requires = "user")]
         password_stdin: bool,
+        /// PEM file of the CA(s) the other registry's TLS certificate may chain to, besides
+        /// the system's (a private CA); kept with the rule.
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<std::path::PathBuf>,
     },
     /// Remove a rule. What it copied stays.
     Rm { id: String },
@@ -59,7 +63,12 @@ pub async fn replication(meta: &[String], command: ReplicationCommand) -> CliRes
             deletes,
             user,
             password_stdin,
+            ca_file,
         } => {
+            let ca_pem = ca_file
+                .as_deref()
+                .map(crate::admin_cli::read_ca_file)
+                .transpose()?;
             let (mode, url) = match (to, from) {
                 (Some(url), None) => (ReplicationMode::Push, url),
                 (None, Some(url)) => (ReplicationMode::Pull, url),
@@ -77,6 +86,7 @@ pub async fn replication(meta: &[String], command: ReplicationCommand) -> CliRes
                 deletes,
                 username: user,
                 password,
+                ca_pem,
             };
             client.put_replication_rule(rule).await?;
             let direction = match mode {

@@ -226,3 +226,89 @@ async fn a_tag_filter_and_a_prefix_choose_what_goes_where() {
         "{summary}"
     );
 }
+
+/// An image on `base` (a layer shared with other images) and a small layer of its own, in
+/// `repo`, tagged `v1`.
+async fn push_on_base(registry: &Registry, repo: &str, base: &[u8]) -> PushedImage {
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"repo":"{repo}"}}"#
+    );
+    let own = common::random_bytes(3_000);
+    let config_digest = registry
+        .push_blob_chunked(repo, config.as_bytes(), 64 * 1024)
+        .await
+        .expect("config");
+    let base_digest = registry
+        .push_blob_chunked(repo, base, 64 * 1024)
+        .await
+        .expect("base layer");
+    let own_digest = registry
+        .push_blob_chunked(repo, &own, 64 * 1024)
+        .await
+        .expect("own layer");
+    let layer = |digest: &Digest, size: usize| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest.to_string(), "size": size});
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
+        "layers": [layer(&base_digest, base.len()), layer(&own_digest, own.len())],
+    })
+    .to_string()
+    .into_bytes();
+    let manifest_digest = registry
+        .put_manifest(
+            repo,
+            "v1",
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest,
+        )
+        .await
+        .expect("manifest");
+    PushedImage {
+        repo: repo.to_owned(),
+        tag: "v1".to_owned(),
+        manifest,
+        manifest_digest,
+        blobs: vec![
+            (config_digest, config.into_bytes()),
+            (base_digest, base.to_vec()),
+            (own_digest, own),
+        ],
+    }
+}
+
+/// A layer three repositories share is sent to the destination once and mounted into the two
+/// others (`POST ?mount=&from=`, which Distribution answers 201 only when it links the blob);
+/// every image then reads back whole from the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_layer_crosses_once_and_is_mounted_into_the_other_repositories() {
+    let serve = Serve::start("", &[]).await;
+    let source = Registry::new(serve.base.clone());
+    let distribution = Distribution::start().await;
+    let destination = Registry::new(distribution.url.clone());
+    let base = common::random_bytes(400_000);
+    let mut images = Vec::new();
+    for n in 0..3 {
+        images.push(push_on_base(&source, &format!("team/app-{n}"), &base).await);
+    }
+    let (summary, ok, stderr) =
+        mirror(&["--from", &serve.base, "--to", &distribution.url, "--all"]);
+    assert!(ok, "{stderr}");
+    let copied = &summary["copied"];
+    assert_eq!(copied["repositories"], 3, "{summary}");
+    assert_eq!(copied["blobs_mounted"], 2, "{summary}");
+    // Three configs, three own layers, the base once.
+    assert_eq!(copied["blobs_copied"], 7, "{summary}");
+    let own: u64 = images
+        .iter()
+        .flat_map(|image| [&image.blobs[0].1, &image.blobs[2].1])
+        .map(|bytes| bytes.len() as u64)
+        .sum();
+    assert_eq!(copied["bytes_copied"], own + base.len() as u64, "{summary}");
+    for image in &images {
+        destination
+            .verify_image(image)
+            .await
+            .expect("every image whole on Distribution");
+    }
+}

@@ -295,8 +295,27 @@ async fn a_cut_or_altered_blob_is_never_stored_and_the_next_pull_fetches_again()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_pulls_of_a_missing_blob_cause_one_upstream_fetch() {
-    let setup = Setup::start().await;
+async fn concurrent_pulls_of_a_missing_manifest_or_blob_cause_one_upstream_fetch() {
+    // A tag trusted for minutes: the 32 pulls below all fall within it.
+    let setup = Setup::start_with("", &["--tag-ttl", "300"]).await;
+    let tag_path = format!("/v2/hub/{}/manifests/v1", setup.image.repo);
+    let pulls = (0..32).map(|_| async {
+        let response = setup.get(&tag_path).await;
+        assert_eq!(response.status(), 200);
+        response.bytes().await.expect("body")
+    });
+    let manifests = futures::future::join_all(pulls).await;
+    assert!(manifests
+        .iter()
+        .all(|manifest| manifest.as_ref() == setup.image.manifest.as_slice()));
+    for method in ["HEAD", "GET"] {
+        assert_eq!(
+            setup.fault.count(method, "/manifests/"),
+            1,
+            "one {method} of the manifest upstream: {:#?}",
+            setup.fault.forwarded()
+        );
+    }
     let content = common::random_bytes(8 << 20);
     let digest = setup
         .upstream
@@ -399,6 +418,7 @@ async fn a_cluster_fetches_a_blob_missed_through_two_gateways_once() {
         username: None,
         password: None,
         mirror: false,
+        ca_pem: None,
     })
     .await
     .expect("add the upstream");
@@ -742,4 +762,104 @@ async fn upstreams_from_the_config_file_and_the_command_line_are_set_at_start() 
         .collect();
     assert_eq!(ids, ["other", "up"]);
     assert_eq!(listed["proxies"][1]["tag_ttl_secs"], 60);
+}
+
+/// The admin HTTP API (on `wharf serve --auth`, with an administrator's credentials) manages
+/// upstreams and replication rules as `wharf admin` does: set and listed without their
+/// passwords, bad input refused with 400 and the reason, removed, and a second removal 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_manages_upstreams_and_replication_rules() {
+    use common::auth_serve::{basic, registry, AuthServe};
+    let serve = AuthServe::start(&[]).await;
+    serve.user("root", "root-password-1", true);
+    let admin = registry(&serve.base, Some(&basic("root", "root-password-1")));
+    let url = |path: &str| format!("{}/admin/v1/{path}", serve.base);
+    let send = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.expect("admin API");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, text)
+    };
+    let upstream = common::closed_port_url();
+
+    let (status, body) = send(admin.http.put(url("proxies/hub")).json(&serde_json::json!({
+        "url": upstream, "prefix": "hub", "tag_ttl_secs": 60,
+        "username": "robot", "password": "s3cret-value",
+    })))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"has_password\":true") && !body.contains("s3cret-value"),
+        "{body}"
+    );
+    for (bad, needle) in [
+        (
+            serde_json::json!({"url": upstream, "prefix": "bad", "ca_pem": "hello"}),
+            "ca_pem",
+        ),
+        (
+            serde_json::json!({"url": "ftp://example", "prefix": "bad"}),
+            "URL",
+        ),
+        (
+            serde_json::json!({"url": upstream, "prefix": "hub/deeper"}),
+            "prefix",
+        ),
+        (serde_json::json!({"url": upstream}), "prefix"),
+    ] {
+        let (status, body) = send(admin.http.put(url("proxies/bad")).json(&bad)).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains(needle), "{bad}: {body}");
+    }
+    let (status, body) = send(admin.http.get(url("proxies"))).await;
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        listed["proxies"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    assert_eq!(listed["proxies"][0]["tag_ttl_secs"], 60);
+    assert!(!body.contains("s3cret-value"));
+
+    let (status, body) = send(
+        admin
+            .http
+            .put(url("replication/dr"))
+            .json(&serde_json::json!({
+                "mode": "push", "url": upstream, "repositories": "prod/**", "deletes": true,
+            })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(
+        admin
+            .http
+            .put(url("replication/bad"))
+            .json(&serde_json::json!({
+                "mode": "sideways", "url": upstream, "repositories": "prod/**",
+            })),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = send(admin.http.put(url("replication/bad")).json(&serde_json::json!({
+        "mode": "pull", "url": upstream, "repositories": "prod/**", "ca_pem": "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    })))
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = send(admin.http.get(url("replication"))).await;
+    assert_eq!(status, 200);
+    let rules: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(rules["rules"].as_array().map(Vec::len), Some(1), "{rules}");
+    assert_eq!(rules["rules"][0]["id"], "dr");
+    assert_eq!(rules["rules"][0]["deletes"], true);
+    let (status, body) = send(admin.http.get(url("replication/status"))).await;
+    assert_eq!(status, 200, "{body}");
+
+    for path in ["replication/dr", "proxies/hub"] {
+        let (status, body) = send(admin.http.delete(url(path))).await;
+        assert_eq!(status, 204, "{path}: {body}");
+        let (status, body) = send(admin.http.delete(url(path))).await;
+        assert_eq!(status, 404, "{path} again: {body}");
+    }
 }

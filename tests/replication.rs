@@ -1,19 +1,31 @@
 //! Replication rules end to end: `wharf serve` pushes `prod/**` to CNCF Distribution 2.8 and to a
-//! second `wharf serve`; tags moved and images deleted at the source follow (`--deletes`); a pull
-//! rule copies the other way. Each destination is checked by listing it against the source.
+//! second `wharf serve`; tags moved and images deleted at the source follow (`--deletes`), and
+//! referrers arrive (through the referrers API, or on Distribution, which has none, as the
+//! referrers tag schema's indexes); a pull rule copies the other way; a tag immutable at the
+//! destination is reported, not forced. Each destination is checked by listing it against the
+//! source.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::distribution::Distribution;
 use common::serve::Serve;
 use common::{until, PushedImage, Registry};
+use oci_model::Digest;
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Whether `tag` is a referrers tag schema tag (`sha256-<hex>`): kept by replication for a
+/// destination without the referrers API, listed on its own by [`referrers_of`].
+fn is_referrers_tag(tag: &str) -> bool {
+    tag.strip_prefix("sha256-")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
 
 /// Every (repository, tag) of `repos` at `registry` with the digest it points at.
 async fn listing(
@@ -40,7 +52,7 @@ async fn listing(
                     .collect()
             })
             .unwrap_or_default();
-        for tag in tags {
+        for tag in tags.into_iter().filter(|tag| !is_referrers_tag(tag)) {
             let head = registry
                 .http
                 .head(format!("{}/v2/{repo}/manifests/{tag}", registry.base))
@@ -58,6 +70,73 @@ async fn listing(
         }
     }
     Ok(all)
+}
+
+/// The digests of the manifests referring to `subject` at `registry`: by its referrers API, or
+/// where it has none (404), by the referrers tag schema's index.
+async fn referrers_of(
+    registry: &Registry,
+    repo: &str,
+    subject: &Digest,
+) -> Result<BTreeSet<String>, String> {
+    let get = |url: String| async move {
+        let response = registry
+            .http
+            .get(url)
+            .header("Accept", OCI_INDEX)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status() == 404 {
+            return Ok::<_, String>(None);
+        }
+        let index: Value = response.json().await.map_err(|e| e.to_string())?;
+        let digests = index["manifests"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|d| d["digest"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(digests))
+    };
+    if let Some(listed) = get(format!("{}/v2/{repo}/referrers/{subject}", registry.base)).await? {
+        return Ok(listed);
+    }
+    let tag = format!("sha256-{}", subject.hex());
+    Ok(get(format!("{}/v2/{repo}/manifests/{tag}", registry.base))
+        .await?
+        .unwrap_or_default())
+}
+
+/// Pushes an artifact (`artifact_type`, one small layer) whose subject is `subject`; its digest.
+async fn push_referrer(registry: &Registry, subject: &PushedImage, artifact_type: &str) -> Digest {
+    let empty = registry
+        .push_blob_monolithic(&subject.repo, b"{}")
+        .await
+        .expect("the empty config");
+    let payload = common::random_bytes(2_000);
+    let layer = registry
+        .push_blob_chunked(&subject.repo, &payload, 64 * 1024)
+        .await
+        .expect("the payload");
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty.to_string(), "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": layer.to_string(), "size": payload.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject.manifest_digest.to_string(), "size": subject.manifest.len()},
+        "annotations": {"org.example.note": "replicated"},
+    })
+    .to_string()
+    .into_bytes();
+    let digest = Digest::sha256_of(&manifest);
+    registry
+        .put_manifest(&subject.repo, &digest.to_string(), OCI_MANIFEST, &manifest)
+        .await
+        .expect("push the referrer")
 }
 
 async fn manifest_status(registry: &Registry, repo: &str, digest: &str) -> u16 {
@@ -107,6 +186,30 @@ async fn push_rules_copy_to_distribution_and_wharf_and_follow_moves_and_deletes(
         .push_image("dev/app", "v1", 1000)
         .await
         .expect("push");
+    // Referrers: two on one image, one on another (neither image is deleted below).
+    let subjects: Vec<PushedImage> = images
+        .iter()
+        .filter(|i| (i.repo == repos[2] && i.tag == "v2") || (i.repo == repos[3] && i.tag == "v3"))
+        .cloned()
+        .collect();
+    assert_eq!(subjects.len(), 2);
+    let mut referrers = BTreeMap::new();
+    for (subject, kinds) in subjects.iter().zip([
+        &[
+            "application/vnd.example.sig",
+            "application/vnd.example.sbom",
+        ][..],
+        &["application/vnd.example.sig"][..],
+    ]) {
+        let mut pushed = BTreeSet::new();
+        for kind in kinds {
+            pushed.insert(push_referrer(&source, subject, kind).await.to_string());
+        }
+        referrers.insert(
+            subject.manifest_digest.clone(),
+            (subject.repo.clone(), pushed),
+        );
+    }
     source_serve.admin(&[
         "replication",
         "add",
@@ -156,6 +259,23 @@ async fn push_rules_copy_to_distribution_and_wharf_and_follow_moves_and_deletes(
             .await
             .expect("on the second Wharf");
     }
+    // Referrers, listed at both ends as at the source: by the second Wharf's referrers API, and
+    // on Distribution through the referrers tag schema's indexes the copy keeps there.
+    for (subject, (repo, pushed)) in &referrers {
+        let at_source = referrers_of(&source, repo, subject).await.expect("source");
+        assert_eq!(&at_source, pushed, "the source lists what was pushed");
+        for (registry, name) in [(&to_wharf, "Wharf"), (&to_distribution, "Distribution")] {
+            let listed = referrers_of(registry, repo, subject).await.expect(name);
+            assert_eq!(listed, at_source, "referrers of {subject} on {name}");
+            for digest in &listed {
+                assert_eq!(
+                    manifest_status(registry, repo, digest).await,
+                    200,
+                    "{digest} on {name}"
+                );
+            }
+        }
+    }
     let uncovered = listing(&to_wharf, &["dev/app".to_owned()])
         .await
         .expect("listing");
@@ -204,6 +324,15 @@ async fn push_rules_copy_to_distribution_and_wharf_and_follow_moves_and_deletes(
             .verify_image(image)
             .await
             .expect("moved tag on Wharf");
+    }
+    for (subject, (repo, pushed)) in &referrers {
+        let listed = referrers_of(&to_distribution, repo, subject)
+            .await
+            .expect("Distribution");
+        assert_eq!(
+            &listed, pushed,
+            "a prune keeps the referrers index of {subject}"
+        );
     }
     for image in &deleted {
         let digest = image.manifest_digest.to_string();
@@ -271,6 +400,82 @@ async fn a_pull_rule_copies_another_registry_in() {
         .success());
 }
 
+/// A tag that is immutable at the destination (a second Wharf's immutable rule) and moves at the
+/// source is left as it is there and reported in the rule's status (`refused`), not as an
+/// error; the rest of the repository still follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tag_immutable_at_the_destination_is_reported_not_forced() {
+    let source_serve = Serve::start("[replication]\ninterval_ms = 500\n", &[]).await;
+    let source = Registry::new(source_serve.base.clone());
+    let other = Serve::start("", &[]).await;
+    let destination = Registry::new(other.base.clone());
+    other.admin(&["immutable", "add", "--repos", "prod/**", "--tags", "v*"]);
+    let repos = ["prod/app".to_owned()];
+    let first = source
+        .push_image("prod/app", "v1", 5_000)
+        .await
+        .expect("push");
+    source_serve.admin(&[
+        "replication",
+        "add",
+        "--id",
+        "w",
+        "--to",
+        &other.base,
+        "--repos",
+        "prod/**",
+        "--deletes",
+    ]);
+    converges(&source, &destination, &repos, "the first copy").await;
+    // v1 moves at the source, and a new tag arrives beside it.
+    let moved = source
+        .push_image("prod/app", "v1", 5_000)
+        .await
+        .expect("move");
+    let latest = source
+        .push_image("prod/app", "latest", 5_000)
+        .await
+        .expect("push");
+    until("the new tag", Instant::now() + DEADLINE, || async {
+        destination.verify_image(&latest).await
+    })
+    .await
+    .expect("latest is copied");
+    let status = until(
+        "the refusal reported",
+        Instant::now() + DEADLINE,
+        || async {
+            let status: Value =
+                serde_json::from_str(&source_serve.admin(&["replication", "status"]))
+                    .map_err(|e| e.to_string())?;
+            let rule = &status["rules"][0];
+            let refused = rule["last_pass"]["refused"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let reported = refused
+                .iter()
+                .any(|r| r.as_str().is_some_and(|r| r.contains("prod/app:v1")));
+            (reported && rule["last_pass"]["errors"] == serde_json::json!([]))
+                .then_some(status.clone())
+                .ok_or_else(|| status.to_string())
+        },
+    )
+    .await
+    .expect("the refused move is in the status, and no error");
+    assert!(
+        status
+            .to_string()
+            .contains(&moved.manifest_digest.to_string()),
+        "the refusal names the digest it would have moved to: {status}"
+    );
+    // The destination's v1 is what it was.
+    destination
+        .verify_image(&first)
+        .await
+        .expect("v1 unchanged");
+}
+
 /// Issue 16's acceptance: a push rule from a 3-voter cluster to Distribution, with the meta
 /// leader stopped while images are pushed and replicated: the backlog is in the Raft state, so
 /// the new leader copies what the old one had not, and nothing is skipped.
@@ -297,6 +502,7 @@ async fn a_leader_lost_mid_replication_skips_nothing() {
         deletes: true,
         username: None,
         password: None,
+        ca_pem: None,
     })
     .await
     .expect("add the rule");

@@ -337,6 +337,127 @@ async fn serve_speaks_https_and_skopeo_pushes_and_pulls() {
     }
 }
 
+/// A pull-through cache upstream and a replication rule that reach an HTTPS registry whose
+/// certificate chains to a private CA, given to each with `--ca-file` and kept in the Raft
+/// state: without it the cache answers 502 naming the certificate; with it
+/// the image pulls through, and a push rule copies another image there. A file that holds no
+/// certificate is refused by `wharf admin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cache_and_a_replication_rule_trust_the_private_ca_given_them() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let certs = temp.path().join("certs");
+    dev_certs(&certs, &[]);
+    let ca = certs.join("ca.pem");
+    let ca_arg = ca.to_str().expect("utf-8");
+    let mut upstream = https_serve(temp.path(), &certs, &[]);
+    let upstream_url = format!("https://{}", upstream.addr("http").await);
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&ca).expect("ca.pem")).expect("PEM"),
+        )
+        .build()
+        .expect("client");
+    let remote = Registry {
+        base: upstream_url.clone(),
+        http: trusting,
+    };
+    let image = remote
+        .push_image("lib/app", "v1", 40_000)
+        .await
+        .expect("push upstream");
+
+    let serve = common::serve::Serve::start("", &[]).await;
+    let local = Registry::new(serve.base.clone());
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "proxy",
+            "add",
+            "--id",
+            "private",
+            "--url",
+            &upstream_url,
+            "--prefix",
+            "private",
+        ];
+        args.extend_from_slice(extra);
+        serve.admin_output(&args)
+    };
+    let not_pem = temp.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello").expect("write");
+    let refused = add(&["--ca-file", not_pem.to_str().expect("utf-8")]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("CA bundle"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // Without the CA: the upstream's certificate is not trusted.
+    assert!(add(&[]).status.success());
+    // Gateways read the upstreams every few seconds: until this one knows it, the name is
+    // unknown (404).
+    let body = until(
+        "the untrusted upstream's 502",
+        Instant::now() + READY,
+        || async {
+            let answer = local
+                .http
+                .get(format!("{}/v2/private/lib/app/manifests/v1", serve.base))
+                .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = answer.status();
+            let body = answer.text().await.map_err(|e| e.to_string())?;
+            (status == 502)
+                .then_some(body.clone())
+                .ok_or(format!("{status}: {body}"))
+        },
+    )
+    .await
+    .expect("502 without the CA");
+    assert!(body.contains("certificate"), "{body}");
+
+    // With it.
+    assert!(add(&["--ca-file", ca_arg]).status.success());
+    let listed: Value = serde_json::from_str(&serve.admin(&["proxy", "list"])).expect("JSON");
+    assert_eq!(listed["proxies"][0]["has_ca"], true, "{listed}");
+    let cached = common::PushedImage {
+        repo: "private/lib/app".into(),
+        ..image.clone()
+    };
+    until(
+        "the pull through the cache",
+        Instant::now() + READY,
+        || async { local.verify_image(&cached).await },
+    )
+    .await
+    .expect("the image pulls through with the CA");
+
+    // A push rule to the same registry, trusting the same CA.
+    let pushed = local
+        .push_image("prod/svc", "v1", 30_000)
+        .await
+        .expect("push");
+    serve.admin(&[
+        "replication",
+        "add",
+        "--id",
+        "private",
+        "--to",
+        &upstream_url,
+        "--repos",
+        "prod/**",
+        "--ca-file",
+        ca_arg,
+    ]);
+    until("the replicated image", Instant::now() + READY, || async {
+        remote.verify_image(&pushed).await
+    })
+    .await
+    .expect("the push rule copies over HTTPS");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_certificate_is_served_without_a_restart() {
     let temp = tempfile::tempdir().expect("temp dir");

@@ -38,7 +38,7 @@ pub use placement::{
 pub use placement_status::{PlacementStatus, RulePlacementStatus};
 pub use proxy::{
     delete_proxy, mirror, proxy_for, put_proxy, under_proxy, FetchLease, ProxyUpstream, ProxyView,
-    DEFAULT_CACHE_TTL_SECS, DEFAULT_TAG_TTL_SECS, MAX_TAG_TTL_SECS,
+    DEFAULT_CACHE_TTL_SECS, DEFAULT_TAG_TTL_SECS, MAX_CA_PEM_BYTES, MAX_TAG_TTL_SECS,
 };
 pub use replication::{
     delete_replication_rule, put_replication_rule, ReplicationBacklog, ReplicationMode,

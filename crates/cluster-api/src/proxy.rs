@@ -44,6 +44,10 @@ pub struct ProxyUpstream {
     /// prefix. One upstream at most is the mirror.
     #[serde(default)]
     pub mirror: bool,
+    /// PEM certificates the upstream's TLS certificate may chain to, besides the system's (a
+    /// private CA).
+    #[serde(default)]
+    pub ca_pem: Option<String>,
 }
 
 /// What an operator sees of an upstream: everything but the password.
@@ -57,6 +61,9 @@ pub struct ProxyView {
     pub username: Option<String>,
     pub has_password: bool,
     pub mirror: bool,
+    /// Whether a CA bundle of its own is set.
+    #[serde(default)]
+    pub has_ca: bool,
 }
 
 impl ProxyUpstream {
@@ -79,6 +86,9 @@ impl ProxyUpstream {
                 "proxy upstream {}: the tag TTL is at most {MAX_TAG_TTL_SECS} s",
                 self.id
             ));
+        }
+        if let Err(reason) = validate_ca_pem(self.ca_pem.as_deref()) {
+            return invalid(format!("proxy upstream {}: {reason}", self.id));
         }
         match (&self.username, &self.password) {
             (None, Some(_)) => invalid(format!(
@@ -114,6 +124,7 @@ impl ProxyUpstream {
             username: self.username.clone(),
             has_password: self.password.is_some(),
             mirror: self.mirror,
+            has_ca: self.ca_pem.is_some(),
         }
     }
 }
@@ -123,6 +134,27 @@ impl std::fmt::Debug for ProxyUpstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(&self.view(), f)
     }
+}
+
+/// The largest CA bundle taken: a few dozen certificates.
+pub const MAX_CA_PEM_BYTES: usize = 256 * 1024;
+
+/// A CA bundle is PEM text holding at least one certificate, within [`MAX_CA_PEM_BYTES`]
+/// (whether each certificate parses is checked where it is used, by the HTTP client).
+pub(crate) fn validate_ca_pem(pem: Option<&str>) -> Result<(), String> {
+    let Some(pem) = pem else {
+        return Ok(());
+    };
+    if pem.len() > MAX_CA_PEM_BYTES {
+        return Err(format!(
+            "the CA bundle is {} bytes, more than {MAX_CA_PEM_BYTES}",
+            pem.len()
+        ));
+    }
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err("the CA bundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(())
 }
 
 fn has_control(text: &str) -> bool {
@@ -248,6 +280,7 @@ mod tests {
             username: None,
             password: None,
             mirror: false,
+            ca_pem: None,
         }
     }
 
@@ -306,6 +339,23 @@ mod tests {
                     ..upstream("a", "p")
                 },
                 "needs a username",
+            ),
+            (
+                ProxyUpstream {
+                    ca_pem: Some("not a certificate".into()),
+                    ..upstream("a", "p")
+                },
+                "no PEM certificate",
+            ),
+            (
+                ProxyUpstream {
+                    ca_pem: Some(format!(
+                        "-----BEGIN CERTIFICATE-----\n{}",
+                        "A".repeat(MAX_CA_PEM_BYTES)
+                    )),
+                    ..upstream("a", "p")
+                },
+                "CA bundle",
             ),
             (
                 ProxyUpstream {

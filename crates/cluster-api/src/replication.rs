@@ -32,6 +32,10 @@ pub struct ReplicationRule {
     pub deletes: bool,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// PEM certificates the remote registry's TLS certificate may chain to, besides the
+    /// system's (a private CA).
+    #[serde(default)]
+    pub ca_pem: Option<String>,
 }
 
 /// What an operator sees of a rule: everything but the password.
@@ -45,6 +49,9 @@ pub struct ReplicationView {
     pub deletes: bool,
     pub username: Option<String>,
     pub has_password: bool,
+    /// Whether a CA bundle of its own is set.
+    #[serde(default)]
+    pub has_ca: bool,
 }
 
 // By hand, so that a password never reaches a log line.
@@ -58,6 +65,9 @@ impl ReplicationRule {
     pub fn validate(&self) -> Result<(), MetaError> {
         validate_id("replication rule", &self.id)?;
         crate::proxy::validate_url(&self.url).map_err(|reason| {
+            MetaError::Invalid(format!("replication rule {}: {reason}", self.id))
+        })?;
+        crate::proxy::validate_ca_pem(self.ca_pem.as_deref()).map_err(|reason| {
             MetaError::Invalid(format!("replication rule {}: {reason}", self.id))
         })?;
         validate_glob(&self.repositories)?;
@@ -99,6 +109,7 @@ impl ReplicationRule {
             deletes: self.deletes,
             username: self.username.clone(),
             has_password: self.password.is_some(),
+            has_ca: self.ca_pem.is_some(),
         }
     }
 }
@@ -117,8 +128,15 @@ pub struct ReplicationStatus {
     pub blobs_copied: u64,
     pub bytes_copied: u64,
     pub tags_deleted: u64,
+    /// Blobs linked from another repository at the destination instead of copied.
+    #[serde(default)]
+    pub blobs_mounted: u64,
     /// The last pass's errors, at most [`MAX_STATUS_ERRORS`].
     pub errors: Vec<String>,
+    /// Changes the destination refused and the pass left as they are (a tag immutable there),
+    /// at most [`MAX_STATUS_ERRORS`]: reported, not forced, and not errors.
+    #[serde(default)]
+    pub refused: Vec<String>,
 }
 
 /// A repository changed since push rule `rule` last copied it: what the replicator copies next,
@@ -177,6 +195,7 @@ mod tests {
             deletes: true,
             username: Some("robot".to_owned()),
             password: Some("secret".to_owned()),
+            ca_pem: None,
         }
     }
 
@@ -189,6 +208,13 @@ mod tests {
         assert!(rule.keeps_tag("v1.2") && !rule.keeps_tag("latest"));
         assert!(!format!("{rule:?}").contains("secret"));
         for (bad, needle) in [
+            (
+                ReplicationRule {
+                    ca_pem: Some("-----BEGIN KEY-----".into()),
+                    ..rule.clone()
+                },
+                "no PEM certificate",
+            ),
             (
                 ReplicationRule {
                     url: "https://dr.example/".into(),

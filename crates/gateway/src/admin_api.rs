@@ -102,6 +102,8 @@ struct NewProxy {
     password: Option<String>,
     #[serde(default)]
     mirror: bool,
+    /// PEM certificates the upstream's TLS certificate may chain to.
+    ca_pem: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +117,8 @@ struct NewReplicationRule {
     deletes: bool,
     username: Option<String>,
     password: Option<String>,
+    /// PEM certificates the remote's TLS certificate may chain to.
+    ca_pem: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -373,6 +377,7 @@ pub(crate) async fn handle(
         }
         (Method::PUT, ["proxies", id]) => {
             let new: NewProxy = parse(&body().await?)?;
+            check_ca(new.ca_pem.as_deref())?;
             let upstream = ProxyUpstream {
                 id: (*id).to_owned(),
                 url: new.url,
@@ -382,6 +387,7 @@ pub(crate) async fn handle(
                 username: new.username,
                 password: new.password,
                 mirror: new.mirror,
+                ca_pem: new.ca_pem,
             };
             let view = upstream.view();
             gateway
@@ -422,6 +428,7 @@ pub(crate) async fn handle(
         }
         (Method::PUT, ["replication", id]) => {
             let new: NewReplicationRule = parse(&body().await?)?;
+            check_ca(new.ca_pem.as_deref())?;
             let rule = ReplicationRule {
                 id: (*id).to_owned(),
                 mode: new.mode,
@@ -431,6 +438,7 @@ pub(crate) async fn handle(
                 deletes: new.deletes,
                 username: new.username,
                 password: new.password,
+                ca_pem: new.ca_pem,
             };
             let view = rule.view();
             gateway
@@ -506,6 +514,16 @@ fn invalid_is_bad_request(error: MetaError) -> ApiError {
     match error {
         MetaError::Invalid(message) => bad_request(message),
         other => ApiError::from_meta(other),
+    }
+}
+
+/// A CA bundle the upstream client can load, or 400 with why not.
+fn check_ca(pem: Option<&str>) -> Result<(), ApiError> {
+    match pem {
+        Some(pem) => proxy::check_ca_bundle(pem.as_bytes())
+            .map(drop)
+            .map_err(|error| bad_request(format!("ca_pem: {error}"))),
+        None => Ok(()),
     }
 }
 

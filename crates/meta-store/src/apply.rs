@@ -111,6 +111,7 @@ pub(crate) fn apply_command(
             let rules = state::replication_rules(txn)?;
             if rules.iter().any(|rule| rule.id == recorded.rule) {
                 recorded.errors.truncate(cluster_api::MAX_STATUS_ERRORS);
+                recorded.refused.truncate(cluster_api::MAX_STATUS_ERRORS);
                 let mut status = state::replication_status(txn)?;
                 status.insert(recorded.rule.clone(), recorded);
                 state::put_replication_status(txn, &status)?;

@@ -22,6 +22,7 @@ fn upstream(id: &str, prefix: &str) -> ProxyUpstream {
         username: Some("robot".to_owned()),
         password: Some("secret".to_owned()),
         mirror: false,
+        ca_pem: None,
     }
 }
 
@@ -350,6 +351,7 @@ async fn replication_status_is_kept_per_existing_rule_and_goes_with_it() {
         deletes: true,
         username: None,
         password: None,
+        ca_pem: None,
     };
     let status = |rule: &str| ReplicationStatus {
         rule: rule.into(),
@@ -412,6 +414,7 @@ async fn changes_under_a_push_rule_join_its_backlog_until_copied() {
         deletes: true,
         username: None,
         password: None,
+        ca_pem: None,
     };
     assert_eq!(
         store

@@ -154,7 +154,15 @@ pub struct PullThrough {
     validated: Mutex<HashMap<(RepositoryName, Tag), (Digest, Instant)>>,
     /// Cached manifests pulled since the last report to meta.
     touched: Mutex<HashSet<(RepositoryName, Digest)>>,
+    /// Manifest lookups that must ask the upstream, one per (repository, reference) at a time
+    /// on this gateway: the others wait their turn and then find what the first stored (a
+    /// manifest `GET` is what Docker Hub counts as a pull). Entries live while someone holds
+    /// or waits for them.
+    flights: Mutex<HashMap<(RepositoryName, String), Flight>>,
 }
+
+/// One manifest lookup's turn: held by whoever asks the upstream.
+type Flight = Arc<tokio::sync::Mutex<()>>;
 
 impl PullThrough {
     pub fn new(
@@ -172,6 +180,7 @@ impl PullThrough {
             clients: Mutex::new(HashMap::new()),
             validated: Mutex::new(HashMap::new()),
             touched: Mutex::new(HashSet::new()),
+            flights: Mutex::new(HashMap::new()),
         }
     }
 
@@ -330,9 +339,50 @@ impl PullThrough {
         route: &Route,
         reference: &Reference,
     ) -> Result<ManifestAnswer, CacheError> {
-        let answer = self.resolve_manifest(route, reference).await?;
+        let answer = match self.cached_manifest(route, reference).await? {
+            Some(answer) => answer,
+            None => {
+                let key = (route.cache_repo.clone(), reference.to_string());
+                let flight = self.flights.lock().entry(key).or_default().clone();
+                let answer = {
+                    let _turn = flight.lock().await;
+                    self.resolve_manifest(route, reference).await
+                };
+                drop(flight);
+                self.flights
+                    .lock()
+                    .retain(|_, flight| Arc::strong_count(flight) > 1);
+                answer?
+            }
+        };
         self.touch(&route.cache_repo, &answer.manifest.digest);
         Ok(answer)
+    }
+
+    /// The cached manifest when it needs no word from the upstream: by digest, or a tag
+    /// confirmed within its TTL.
+    async fn cached_manifest(
+        &self,
+        route: &Route,
+        reference: &Reference,
+    ) -> Result<Option<ManifestAnswer>, CacheError> {
+        let repo = &route.cache_repo;
+        let manifest = match self.meta.get_manifest(repo, reference).await {
+            Ok(manifest) => manifest,
+            Err(MetaError::ManifestUnknown(_) | MetaError::NameUnknown(_)) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        let current = match reference {
+            Reference::Digest(_) => true,
+            Reference::Tag(tag) => {
+                self.recently_validated(repo, tag, &manifest.digest, route.proxy.tag_ttl_secs)
+            }
+        };
+        if !current {
+            return Ok(None);
+        }
+        hit("manifest");
+        Ok(Some(fresh(manifest)))
     }
 
     async fn resolve_manifest(
@@ -830,6 +880,7 @@ fn upstream_error(upstream: &str, error: &UpstreamError) {
         UpstreamError::Timeout(_) => "timeout".to_owned(),
         UpstreamError::DigestMismatch { .. } => "digest_mismatch".to_owned(),
         UpstreamError::Invalid(_) | UpstreamError::Config(_) => "invalid".to_owned(),
+        UpstreamError::Untrusted(_) => "untrusted".to_owned(),
     };
     metrics::counter!(
         "wharf_proxy_upstream_errors_total",

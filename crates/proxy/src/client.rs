@@ -114,6 +114,10 @@ pub enum UpstreamError {
     Invalid(String),
     #[error("the upstream configuration is not usable: {0}")]
     Config(String),
+    #[error(
+        "the upstream's TLS certificate is not trusted (a private CA is given with --ca-file): {0}"
+    )]
+    Untrusted(String),
 }
 
 impl UpstreamError {
@@ -134,6 +138,10 @@ impl UpstreamError {
         let text = error_chain(&error);
         if error.is_timeout() {
             UpstreamError::Timeout(text)
+        } else if text.contains("invalid peer certificate") {
+            // rustls refused the upstream's certificate: not a network failure but a trust
+            // setting (or an impostor), which retrying will not change.
+            UpstreamError::Untrusted(text)
         } else {
             UpstreamError::Unreachable(text)
         }
@@ -241,9 +249,7 @@ impl Upstream {
             .read_timeout(config.read_timeout)
             .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &config.ca_pem {
-            for certificate in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|error| UpstreamError::Config(format!("CA bundle: {error}")))?
-            {
+            for certificate in ca_certificates(pem)? {
                 builder = builder.add_root_certificate(certificate);
             }
         }
@@ -494,14 +500,45 @@ impl Upstream {
         Ok(sent.load(Ordering::Relaxed))
     }
 
-    /// Stores manifest `bytes` (of `media_type`) as `reference` of `repo`.
+    /// Links blob `digest` into `repo` from `from`, where the registry has it
+    /// (`POST /v2/<repo>/blobs/uploads/?mount=<digest>&from=<from>`): `true` when it did (201).
+    /// A registry that opens an upload instead (202: it does not have the blob there, or does
+    /// not mount) gets that session cancelled, and the answer is `false`.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        from: &RepositoryName,
+    ) -> Result<bool, UpstreamError> {
+        let path = format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}");
+        let scope = push_scope(repo);
+        let response = success(self.send(Method::POST, &path, &[], &scope).await?).await?;
+        if response.status() == StatusCode::CREATED {
+            return Ok(true);
+        }
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        if let Some(location) = location {
+            // Best effort: a session left open expires at the registry on its own.
+            let _ = self.send(Method::DELETE, &location, &[], &scope).await;
+        }
+        Ok(false)
+    }
+
+    /// Stores manifest `bytes` (of `media_type`) as `reference` of `repo`. Returns whether the
+    /// registry took up the manifest's `subject` in its referrers API (it answered with an
+    /// `OCI-Subject` header); a registry without that API needs the referrers tag schema kept
+    /// by the client.
     pub async fn put_manifest(
         &self,
         repo: &RepositoryName,
         reference: &Reference,
         media_type: &str,
         bytes: Bytes,
-    ) -> Result<(), UpstreamError> {
+    ) -> Result<bool, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{reference}");
         let response = self
             .send_with(
@@ -512,7 +549,8 @@ impl Upstream {
                 Some((media_type, &bytes)),
             )
             .await?;
-        success(response).await.map(drop)
+        let response = success(response).await?;
+        Ok(response.headers().contains_key("oci-subject"))
     }
 
     /// Deletes `reference` of `repo` (a manifest by digest, or a tag where the registry allows
@@ -842,6 +880,23 @@ fn next_page(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The response if it succeeded; otherwise the error it says.
+/// Checks that `pem` is a CA bundle the client can use (one or more PEM certificates): how
+/// many it holds, or `Config` with the reason.
+pub fn check_ca_bundle(pem: &[u8]) -> Result<usize, UpstreamError> {
+    ca_certificates(pem).map(|certificates| certificates.len())
+}
+
+fn ca_certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, UpstreamError> {
+    let certificates = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|error| UpstreamError::Config(format!("CA bundle: {}", error_chain(&error))))?;
+    if certificates.is_empty() {
+        return Err(UpstreamError::Config(
+            "CA bundle: no PEM certificate in it".into(),
+        ));
+    }
+    Ok(certificates)
+}
+
 async fn success(response: Response) -> Result<Response, UpstreamError> {
     let status = response.status();
     if status.is_success() {

@@ -19,7 +19,7 @@ pub use cache::{
     count_hit, BlobAnswer, CacheError, CacheSettings, ManifestAnswer, PullThrough, Route,
 };
 pub use client::{
-    ManifestHead, PushError, SourceFailure, Upstream, UpstreamBlob, UpstreamConfig, UpstreamError,
-    UpstreamManifest,
+    check_ca_bundle, ManifestHead, PushError, SourceFailure, Upstream, UpstreamBlob,
+    UpstreamConfig, UpstreamError, UpstreamManifest,
 };
 pub use status::{status, upstream_config, ProxyStatus};

@@ -36,6 +36,7 @@ pub fn upstream_config(
     UpstreamConfig {
         username: upstream.username.clone(),
         password: upstream.password.clone(),
+        ca_pem: upstream.ca_pem.clone().map(String::into_bytes),
         connect_timeout,
         read_timeout,
         ..UpstreamConfig::new(upstream.url.clone())

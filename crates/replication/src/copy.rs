@@ -1,8 +1,9 @@
 //! One repository, copied.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
-use oci_model::{Digest, ParsedManifest, Reference, RepositoryName, Tag};
+use oci_model::{Descriptor, Digest, ParsedManifest, Reference, RepositoryName, Tag};
 use proxy::{PushError, UpstreamError, UpstreamManifest};
 
 use crate::ends::{Destination, Source};
@@ -10,6 +11,9 @@ use serde::Serialize;
 
 /// How deep an index may nest (index of indexes ...) before the copy refuses it.
 const MAX_DEPTH: usize = 8;
+
+/// How many blob locations [`MountHints`] keeps before it starts over.
+const MOUNT_HINTS: usize = 50_000;
 
 /// What to copy and how.
 #[derive(Clone, Debug, Default)]
@@ -19,6 +23,37 @@ pub struct CopyOptions {
     pub tags: Option<String>,
     /// Look, count and report, but write nothing to the destination.
     pub dry_run: bool,
+    /// Where blobs already are at the destination, shared by the copies to one destination: a
+    /// blob there in another repository is mounted, not sent again.
+    pub mounts: Option<Arc<MountHints>>,
+}
+
+/// A repository at the destination that holds each blob copies have seen there, so a layer
+/// shared by many repositories crosses the network once and is mounted into the others.
+/// Bounded: past [`MOUNT_HINTS`] blobs it forgets them all and starts over (a hint gone stale
+/// only costs a mount the destination refuses, and the copy goes ahead).
+#[derive(Debug, Default)]
+pub struct MountHints {
+    known: parking_lot::Mutex<HashMap<Digest, RepositoryName>>,
+}
+
+impl MountHints {
+    /// A repository other than `repo` at the destination known to hold `digest`.
+    fn elsewhere(&self, digest: &Digest, repo: &RepositoryName) -> Option<RepositoryName> {
+        self.known
+            .lock()
+            .get(digest)
+            .filter(|holder| *holder != repo)
+            .cloned()
+    }
+
+    fn record(&self, digest: &Digest, repo: &RepositoryName) {
+        let mut known = self.known.lock();
+        if known.len() >= MOUNT_HINTS && !known.contains_key(digest) {
+            known.clear();
+        }
+        known.insert(digest.clone(), repo.clone());
+    }
 }
 
 /// What a copy did (or, in a dry run, would do).
@@ -32,7 +67,14 @@ pub struct CopyReport {
     pub manifests_present: u64,
     pub blobs_copied: u64,
     pub blobs_present: u64,
+    /// Blobs linked from another repository at the destination instead of copied.
+    pub blobs_mounted: u64,
     pub bytes_copied: u64,
+    /// Referrers indexes written under the referrers tag schema (`sha256-<hex>`), for a
+    /// destination without the referrers API.
+    pub referrers_tags_set: u64,
+    /// Tags the destination refused to move (immutable there): reported, not forced.
+    pub tags_refused: Vec<String>,
 }
 
 impl CopyReport {
@@ -44,7 +86,10 @@ impl CopyReport {
         self.manifests_present += other.manifests_present;
         self.blobs_copied += other.blobs_copied;
         self.blobs_present += other.blobs_present;
+        self.blobs_mounted += other.blobs_mounted;
         self.bytes_copied += other.bytes_copied;
+        self.referrers_tags_set += other.referrers_tags_set;
+        self.tags_refused.extend(other.tags_refused.iter().cloned());
     }
 }
 
@@ -102,6 +147,8 @@ pub async fn copy_repository(
         from,
         to,
         dry_run: options.dry_run,
+        mounts: options.mounts.clone(),
+        referrers_api: None,
         progress,
         report: CopyReport {
             repositories: 1,
@@ -127,6 +174,9 @@ struct Copy<'a> {
     from: &'a RepositoryName,
     to: &'a RepositoryName,
     dry_run: bool,
+    mounts: Option<Arc<MountHints>>,
+    /// Whether the destination has the referrers API, once known.
+    referrers_api: Option<bool>,
     progress: &'a dyn Progress,
     report: CopyReport,
     /// Manifests already on the destination in this copy (an index's children shared by tags).
@@ -152,17 +202,33 @@ impl Copy<'_> {
         if current.as_ref() == Some(&manifest.digest) {
             return Ok(());
         }
-        self.report.tags_set += 1;
-        if !self.dry_run {
-            self.destination
-                .put_manifest(
+        if self.dry_run {
+            self.report.tags_set += 1;
+            return Ok(());
+        }
+        let put = self
+            .destination
+            .put_manifest(
+                self.to,
+                &reference,
+                &manifest.media_type,
+                manifest.bytes.clone(),
+            )
+            .await;
+        match put {
+            Ok(_) => self.report.tags_set += 1,
+            // A tag the destination has and will not move (an immutable tag there): the rest
+            // of the repository goes on, and the refusal is reported.
+            Err(error) if current.is_some() && refuses(&error) => {
+                self.report.tags_refused.push(format!(
+                    "{}:{tag} stays at {} on the destination, which refused to move it to {}: \
+                     {error}",
                     self.to,
-                    &reference,
-                    &manifest.media_type,
-                    manifest.bytes.clone(),
-                )
-                .await
-                .map_err(CopyError::Destination)?;
+                    current.map(|d| d.to_string()).unwrap_or_default(),
+                    manifest.digest
+                ));
+            }
+            Err(error) => return Err(CopyError::Destination(error)),
         }
         Ok(())
     }
@@ -206,7 +272,8 @@ impl Copy<'_> {
             }
             self.report.manifests_copied += 1;
             if !self.dry_run {
-                self.destination
+                let indexed = self
+                    .destination
                     .put_manifest(
                         self.to,
                         &by_digest,
@@ -215,6 +282,9 @@ impl Copy<'_> {
                     )
                     .await
                     .map_err(CopyError::Destination)?;
+                if parsed.subject.is_some() {
+                    self.referrers_api = Some(indexed);
+                }
             }
             self.progress.manifest_done(&manifest.digest, true);
         }
@@ -226,10 +296,82 @@ impl Copy<'_> {
             .await
             .map_err(CopyError::Source)?
             .unwrap_or_default();
+        let mut copied = Vec::with_capacity(referrers.len());
         for referrer in referrers {
             let referrer = self.fetch(&referrer).await?;
             Box::pin(self.manifest(&referrer, depth + 1)).await?;
+            copied.push(referrer);
         }
+        if !copied.is_empty() && !self.dry_run {
+            self.referrers_tag(&manifest.digest, &copied).await?;
+        }
+        Ok(())
+    }
+
+    /// For a destination without the referrers API, the referrers tag schema's index of
+    /// `subject` (tag `<alg>-<hex>`) made to list exactly `referrers`, as the source does.
+    async fn referrers_tag(
+        &mut self,
+        subject: &Digest,
+        referrers: &[UpstreamManifest],
+    ) -> Result<(), CopyError> {
+        let has_api = match self.referrers_api {
+            Some(known) => known,
+            None => {
+                let known = Source::referrers(self.destination, self.to, subject)
+                    .await
+                    .map_err(CopyError::Destination)?
+                    .is_some();
+                self.referrers_api = Some(known);
+                known
+            }
+        };
+        if has_api {
+            return Ok(());
+        }
+        let tag = Tag::parse(&referrers_tag_name(subject))
+            .map_err(|_| CopyError::Invalid(format!("no referrers tag for {subject}")))?;
+        let reference = Reference::Tag(tag);
+        let wanted: Vec<Digest> = referrers.iter().map(|r| r.digest.clone()).collect();
+        let current = Source::manifest(self.destination, self.to, &reference)
+            .await
+            .map_err(CopyError::Destination)?;
+        if current.is_some_and(|index| listed_digests(&index.bytes) == wanted) {
+            return Ok(());
+        }
+        let mut manifests = Vec::with_capacity(referrers.len());
+        for referrer in referrers {
+            let parsed = ParsedManifest::parse(Some(&referrer.media_type), &referrer.bytes)
+                .map_err(|error| {
+                    CopyError::Invalid(format!("manifest {}: {error}", referrer.digest))
+                })?;
+            manifests.push(Descriptor {
+                media_type: referrer.media_type.clone(),
+                digest: referrer.digest.clone(),
+                size: referrer.bytes.len() as u64,
+                artifact_type: parsed.artifact_type,
+                annotations: parsed.annotations,
+                urls: None,
+                platform: None,
+            });
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": oci_model::media_type::OCI_INDEX,
+            "manifests": manifests,
+        });
+        let bytes = serde_json::to_vec(&index)
+            .map_err(|error| CopyError::Invalid(format!("a referrers index: {error}")))?;
+        self.destination
+            .put_manifest(
+                self.to,
+                &reference,
+                oci_model::media_type::OCI_INDEX,
+                bytes.into(),
+            )
+            .await
+            .map_err(CopyError::Destination)?;
+        self.report.referrers_tags_set += 1;
         Ok(())
     }
 
@@ -243,7 +385,8 @@ impl Copy<'_> {
             })
     }
 
-    /// A blob, unless the destination has it.
+    /// A blob, unless the destination has it: mounted from another repository there that has
+    /// it, else copied.
     async fn blob(&mut self, digest: &Digest) -> Result<(), CopyError> {
         let present = self
             .destination
@@ -252,12 +395,30 @@ impl Copy<'_> {
             .map_err(CopyError::Destination)?;
         if present {
             self.report.blobs_present += 1;
+            self.remember(digest);
             return Ok(());
+        }
+        if self.dry_run {
+            self.report.blobs_copied += 1;
+            return Ok(());
+        }
+        let holder = self
+            .mounts
+            .as_ref()
+            .and_then(|hints| hints.elsewhere(digest, self.to));
+        if let Some(holder) = holder {
+            let mounted = self
+                .destination
+                .mount_blob(self.to, digest, &holder)
+                .await
+                .map_err(CopyError::Destination)?;
+            if mounted {
+                self.report.blobs_mounted += 1;
+                self.remember(digest);
+                return Ok(());
+            }
         }
         self.report.blobs_copied += 1;
-        if self.dry_run {
-            return Ok(());
-        }
         let (size, body) = self
             .source
             .blob(self.from, digest)
@@ -281,14 +442,66 @@ impl Copy<'_> {
             })?;
         self.progress.bytes(sent);
         self.report.bytes_copied += sent;
+        self.remember(digest);
         Ok(())
     }
+
+    fn remember(&self, digest: &Digest) {
+        if let Some(hints) = &self.mounts {
+            hints.record(digest, self.to);
+        }
+    }
+}
+
+/// Whether `error` is a registry refusing a change (an immutable tag, a policy: 403, 405,
+/// 409, 412), as opposed to being down or failing.
+fn refuses(error: &UpstreamError) -> bool {
+    match error {
+        UpstreamError::Unauthorized(_) => true,
+        UpstreamError::Status { status, .. } => matches!(status, 403 | 405 | 409 | 412),
+        _ => false,
+    }
+}
+
+/// The referrers tag schema's tag for `subject`: `<alg>-<hex>` (distribution-spec 1.1).
+pub fn referrers_tag_name(subject: &Digest) -> String {
+    let hex = subject.hex();
+    format!(
+        "{}-{}",
+        subject.algorithm().as_str(),
+        &hex[..hex.len().min(64)]
+    )
+}
+
+/// The subject a referrers-tag-schema tag stands for, when `tag` is one.
+pub fn referrers_tag_subject(tag: &str) -> Option<Digest> {
+    let (algorithm, hex) = tag.split_once('-')?;
+    Digest::parse(&format!("{algorithm}:{hex}")).ok()
+}
+
+/// The digests an index's `manifests` list, in order (empty when it is not an index).
+fn listed_digests(bytes: &[u8]) -> Vec<Digest> {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|index| index.get("manifests").and_then(|m| m.as_array()).cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|descriptor| descriptor.get("digest")?.as_str()?.parse().ok())
+        .collect()
+}
+
+/// What a prune did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    /// Tags gone from the destination (or, in a dry run, that would go).
+    pub tags_deleted: u64,
+    /// Deletions the destination refused (an immutable tag there): reported, not forced.
+    pub refused: Vec<String>,
 }
 
 /// Deletes from `to` (at `destination`) the tags `keep` admits that `from` (at `source`) no
 /// longer has, and then the manifests those tags left behind (by digest: registries that do not
 /// delete tags, like Distribution, take that), so the destination's tags match the source's.
-/// Returns how many tags went.
 pub async fn prune_repository(
     source: &dyn Source,
     destination: &dyn Destination,
@@ -296,7 +509,7 @@ pub async fn prune_repository(
     to: &RepositoryName,
     keep: &(dyn Fn(&str) -> bool + Send + Sync),
     dry_run: bool,
-) -> Result<u64, CopyError> {
+) -> Result<PruneReport, CopyError> {
     let wanted: BTreeSet<String> = source
         .tags(from)
         .await
@@ -322,25 +535,49 @@ pub async fn prune_repository(
             kept_digests.insert(digest);
         }
     }
-    let mut pruned = 0;
+    let mut report = PruneReport::default();
     for tag in present {
         if !keep(&tag) || wanted.contains(&tag) {
             continue;
         }
+        // A referrers index this copy keeps for a destination without the referrers API: it
+        // stays while its subject does at the source.
+        if let Some(subject) = referrers_tag_subject(&tag) {
+            let subject_kept = source
+                .manifest(from, &Reference::Digest(subject))
+                .await
+                .map_err(CopyError::Source)?
+                .is_some();
+            if subject_kept {
+                continue;
+            }
+        }
         let tag = Tag::parse(&tag)
             .map_err(|_| CopyError::Invalid(format!("the destination lists tag {tag:?}")))?;
-        pruned += 1;
         if dry_run {
+            report.tags_deleted += 1;
             continue;
         }
         let digest = destination
             .tag_digest(to, &tag)
             .await
             .map_err(CopyError::Destination)?;
-        let untagged = destination
-            .delete(to, &Reference::Tag(tag.clone()))
-            .await
-            .is_ok_and(|deleted| deleted);
+        let untagged = destination.delete(to, &Reference::Tag(tag.clone())).await;
+        if let Err(error) = &untagged {
+            // 403, not the 405 or 400 of a registry that deletes no tags (Distribution).
+            if matches!(
+                error,
+                UpstreamError::Unauthorized(_) | UpstreamError::Status { status: 403, .. }
+            ) {
+                // Immutable at the destination: it stays, and so does its manifest.
+                report.refused.push(format!(
+                    "{to}:{tag} stays on the destination, which refused to delete it: {error}"
+                ));
+                continue;
+            }
+        }
+        let untagged = untagged.is_ok_and(|deleted| deleted);
+        report.tags_deleted += 1;
         // A registry that cannot delete a tag (Distribution) deletes its manifest instead,
         // unless a tag the source keeps still points there.
         if let Some(digest) = digest.filter(|digest| !kept_digests.contains(digest)) {
@@ -351,12 +588,64 @@ pub async fn prune_repository(
                     .map_err(CopyError::Source)?
                     .is_none()
             {
-                destination
-                    .delete(to, &Reference::Digest(digest))
+                match destination
+                    .delete(to, &Reference::Digest(digest.clone()))
                     .await
-                    .map_err(CopyError::Destination)?;
+                {
+                    Ok(_) => {}
+                    Err(error) if refuses(&error) && untagged => {
+                        // The tag went; its manifest is held by something the destination
+                        // protects.
+                        report.refused.push(format!(
+                            "{to}@{digest} stays on the destination, which refused to delete \
+                             it: {error}"
+                        ));
+                    }
+                    Err(error) => return Err(CopyError::Destination(error)),
+                }
             }
         }
     }
-    Ok(pruned)
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_referrers_tag_names_its_subject_and_nothing_else_is_one() {
+        let subject = Digest::sha256_of(b"subject");
+        let tag = referrers_tag_name(&subject);
+        assert_eq!(tag, format!("sha256-{}", subject.hex()));
+        assert!(Tag::parse(&tag).is_ok());
+        assert_eq!(referrers_tag_subject(&tag), Some(subject));
+        for other in ["latest", "v1-2", "sha256-abc", "sha256-", "-", "md5-00"] {
+            assert_eq!(referrers_tag_subject(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn mount_hints_point_to_another_repository_and_stay_bounded() {
+        let hints = MountHints::default();
+        let a = RepositoryName::parse("team/a").expect("name");
+        let b = RepositoryName::parse("team/b").expect("name");
+        let digest = Digest::sha256_of(b"layer");
+        assert_eq!(hints.elsewhere(&digest, &a), None);
+        hints.record(&digest, &a);
+        assert_eq!(hints.elsewhere(&digest, &a), None, "not from itself");
+        assert_eq!(hints.elsewhere(&digest, &b), Some(a.clone()));
+        for n in 0..MOUNT_HINTS + 10 {
+            hints.record(&Digest::sha256_of(&n.to_le_bytes()), &b);
+            assert!(hints.known.lock().len() <= MOUNT_HINTS);
+        }
+    }
+
+    #[test]
+    fn an_index_lists_its_digests_in_order() {
+        let (one, two) = (Digest::sha256_of(b"1"), Digest::sha256_of(b"2"));
+        let index = serde_json::json!({"manifests": [{"digest": one.to_string()}, {"digest": two.to_string()}]});
+        assert_eq!(listed_digests(index.to_string().as_bytes()), vec![one, two]);
+        assert!(listed_digests(b"not json").is_empty());
+    }
 }

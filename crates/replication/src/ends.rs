@@ -43,9 +43,9 @@ pub trait Source: Send + Sync {
     ) -> Result<Option<BlobBody>, UpstreamError>;
 }
 
-/// Where a copy writes.
+/// Where a copy writes (and reads back what it wrote, as a [`Source`]).
 #[async_trait]
-pub trait Destination: Send + Sync {
+pub trait Destination: Source {
     async fn has_manifest(
         &self,
         repo: &RepositoryName,
@@ -59,6 +59,14 @@ pub trait Destination: Send + Sync {
     ) -> Result<Option<Digest>, UpstreamError>;
     async fn has_blob(&self, repo: &RepositoryName, digest: &Digest)
         -> Result<bool, UpstreamError>;
+    /// Links blob `digest` into `repo` from `from`, where this end has it already (a
+    /// cross-repository mount): `false` when it could not, and the blob is to be copied.
+    async fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        from: &RepositoryName,
+    ) -> Result<bool, UpstreamError>;
     /// Stores blob `digest` from `body`, verified; returns the bytes stored.
     async fn push_blob(
         &self,
@@ -66,15 +74,15 @@ pub trait Destination: Send + Sync {
         digest: &Digest,
         body: BlobBody,
     ) -> Result<u64, PushError>;
+    /// Stores a manifest; `true` when this end lists it among its subject's referrers by
+    /// itself (the referrers API), `false` when the referrers tag schema is the client's job.
     async fn put_manifest(
         &self,
         repo: &RepositoryName,
         reference: &Reference,
         media_type: &str,
         bytes: Bytes,
-    ) -> Result<(), UpstreamError>;
-    /// Every tag of `repo`; `None` when there is no such repository.
-    async fn tags(&self, repo: &RepositoryName) -> Result<Option<Vec<String>>, UpstreamError>;
+    ) -> Result<bool, UpstreamError>;
     /// Deletes a tag or a manifest by digest; `false` when it was not there.
     async fn delete(
         &self,
@@ -162,18 +170,23 @@ impl Destination for Upstream {
         Upstream::push_blob(self, repo, digest, size, body).await
     }
 
+    async fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        from: &RepositoryName,
+    ) -> Result<bool, UpstreamError> {
+        Upstream::mount_blob(self, repo, digest, from).await
+    }
+
     async fn put_manifest(
         &self,
         repo: &RepositoryName,
         reference: &Reference,
         media_type: &str,
         bytes: Bytes,
-    ) -> Result<(), UpstreamError> {
+    ) -> Result<bool, UpstreamError> {
         Upstream::put_manifest(self, repo, reference, media_type, bytes).await
-    }
-
-    async fn tags(&self, repo: &RepositoryName) -> Result<Option<Vec<String>>, UpstreamError> {
-        Upstream::tags(self, repo, PAGE).await
     }
 
     async fn delete(
@@ -197,6 +210,15 @@ pub struct ClusterEnd {
 fn meta_error(error: MetaError) -> UpstreamError {
     match error {
         MetaError::Unavailable { .. } => UpstreamError::Unreachable(error.to_string()),
+        // An immutable tag, a policy: refused, as a registry over HTTP answers 403.
+        MetaError::Denied(_) => UpstreamError::Status {
+            status: 403,
+            message: error.to_string(),
+        },
+        MetaError::Invalid(_) => UpstreamError::Status {
+            status: 400,
+            message: error.to_string(),
+        },
         other => UpstreamError::Status {
             status: 500,
             message: other.to_string(),
@@ -388,13 +410,26 @@ impl Destination for ClusterEnd {
         Ok(size)
     }
 
+    async fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        from: &RepositoryName,
+    ) -> Result<bool, UpstreamError> {
+        match self.meta.mount_blob(repo, digest, from).await {
+            Ok(mounted) => Ok(mounted.is_some()),
+            Err(MetaError::BlobUnknown(_) | MetaError::NameUnknown(_)) => Ok(false),
+            Err(error) => Err(meta_error(error)),
+        }
+    }
+
     async fn put_manifest(
         &self,
         repo: &RepositoryName,
         reference: &Reference,
         media_type: &str,
         bytes: Bytes,
-    ) -> Result<(), UpstreamError> {
+    ) -> Result<bool, UpstreamError> {
         let parsed = ParsedManifest::parse(Some(media_type), &bytes)
             .map_err(|error| UpstreamError::Invalid(error.to_string()))?;
         let digest = match reference {
@@ -406,11 +441,9 @@ impl Destination for ClusterEnd {
             Reference::Digest(_) => None,
         };
         let put = PutManifest::from_parsed(repo.clone(), digest, tag, &parsed, bytes.to_vec());
-        self.meta.put_manifest(put).await.map_err(meta_error)
-    }
-
-    async fn tags(&self, repo: &RepositoryName) -> Result<Option<Vec<String>>, UpstreamError> {
-        self.all_tags(repo).await
+        // This cluster indexes referrers itself.
+        self.meta.put_manifest(put).await.map_err(meta_error)?;
+        Ok(true)
     }
 
     async fn delete(

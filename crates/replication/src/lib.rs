@@ -9,6 +9,9 @@ mod copy;
 mod ends;
 mod replicator;
 
-pub use copy::{copy_repository, prune_repository, CopyError, CopyOptions, CopyReport, Progress};
+pub use copy::{
+    copy_repository, prune_repository, referrers_tag_name, referrers_tag_subject, CopyError,
+    CopyOptions, CopyReport, MountHints, Progress, PruneReport,
+};
 pub use ends::{BlobBody, ClusterEnd, Destination, Source};
 pub use replicator::{Replicator, ReplicatorSettings};

@@ -16,7 +16,7 @@ use cluster_api::{MetaError, ReplicationMode, ReplicationRule, ReplicationStatus
 use oci_model::RepositoryName;
 use proxy::{Upstream, UpstreamConfig};
 
-use crate::copy::{copy_repository, prune_repository, CopyError, CopyOptions};
+use crate::copy::{copy_repository, prune_repository, CopyError, CopyOptions, MountHints};
 use crate::ends::{ClusterEnd, Destination, Source};
 
 /// Repositories asked for per catalog page.
@@ -50,13 +50,21 @@ pub struct Replicator {
     settings: ReplicatorSettings,
     leading: Arc<dyn Fn() -> bool + Send + Sync>,
     /// The other registry's client per rule, kept while the rule stays the same (its tokens
-    /// with it).
+    /// with it), and where blobs are at the rule's destination (for mounts).
     remotes: parking_lot::Mutex<Remotes>,
     /// The rules as of the last full pass: a rule added or changed since gets one at once.
     passed: parking_lot::Mutex<Option<Vec<ReplicationRule>>>,
 }
 
-type Remotes = std::collections::HashMap<String, (ReplicationRule, Arc<Upstream>)>;
+type Remotes = std::collections::HashMap<String, Remote>;
+
+/// A rule's other registry: its client, and the blob locations seen at the destination.
+#[derive(Clone)]
+struct Remote {
+    rule: ReplicationRule,
+    client: Arc<Upstream>,
+    mounts: Arc<MountHints>,
+}
 
 impl Replicator {
     pub fn new(
@@ -139,23 +147,28 @@ impl Replicator {
     }
 
     /// The client of `rule`'s other registry.
-    fn remote(&self, rule: &ReplicationRule) -> Result<Arc<Upstream>, String> {
+    fn remote(&self, rule: &ReplicationRule) -> Result<Remote, String> {
         let mut remotes = self.remotes.lock();
-        if let Some((known, remote)) = remotes.get(&rule.id) {
-            if known == rule {
-                return Ok(remote.clone());
+        if let Some(known) = remotes.get(&rule.id) {
+            if known.rule == *rule {
+                return Ok(known.clone());
             }
         }
-        let remote = Upstream::new(&UpstreamConfig {
+        let client = Upstream::new(&UpstreamConfig {
             username: rule.username.clone(),
             password: rule.password.clone(),
+            ca_pem: rule.ca_pem.clone().map(String::into_bytes),
             connect_timeout: self.settings.connect_timeout,
             read_timeout: self.settings.read_timeout,
             ..UpstreamConfig::new(rule.url.clone())
         })
         .map_err(|error| format!("{}: {error}", rule.url))?;
-        let remote = Arc::new(remote);
-        remotes.insert(rule.id.clone(), (rule.clone(), remote.clone()));
+        let remote = Remote {
+            rule: rule.clone(),
+            client: Arc::new(client),
+            mounts: Arc::default(),
+        };
+        remotes.insert(rule.id.clone(), remote.clone());
         Ok(remote)
     }
 
@@ -163,24 +176,32 @@ impl Replicator {
     async fn reconcile_repo(
         &self,
         rule: &ReplicationRule,
-        remote: &Upstream,
+        remote: &Remote,
         repo: &RepositoryName,
         status: &mut ReplicationStatus,
     ) {
         let (source, destination): (&dyn Source, &dyn Destination) = match rule.mode {
-            ReplicationMode::Push => (&self.cluster, remote),
-            ReplicationMode::Pull => (remote, &self.cluster),
+            ReplicationMode::Push => (&self.cluster, remote.client.as_ref()),
+            ReplicationMode::Pull => (remote.client.as_ref(), &self.cluster),
         };
         let options = CopyOptions {
             tags: rule.tags.clone(),
             dry_run: false,
+            mounts: Some(remote.mounts.clone()),
         };
         match copy_repository(source, destination, repo, repo, &options, &()).await {
             Ok(report) => {
                 status.tags_set += report.tags_set;
                 status.manifests_copied += report.manifests_copied;
                 status.blobs_copied += report.blobs_copied;
+                status.blobs_mounted += report.blobs_mounted;
                 status.bytes_copied += report.bytes_copied;
+                for refused in report.tags_refused {
+                    tracing::warn!(rule = %rule.id, %refused, "replication: a tag kept");
+                    if status.refused.len() < cluster_api::MAX_STATUS_ERRORS {
+                        status.refused.push(refused);
+                    }
+                }
             }
             // Only the destination still has it: with deletes, it is emptied below.
             Err(CopyError::NoSuchRepository(_)) if rule.deletes => {}
@@ -192,7 +213,15 @@ impl Replicator {
         if rule.deletes {
             let keep = |tag: &str| rule.keeps_tag(tag);
             match prune_repository(source, destination, repo, repo, &keep, false).await {
-                Ok(pruned) => status.tags_deleted += pruned,
+                Ok(pruned) => {
+                    status.tags_deleted += pruned.tags_deleted;
+                    for refused in pruned.refused {
+                        tracing::warn!(rule = %rule.id, %refused, "replication: a deletion refused");
+                        if status.refused.len() < cluster_api::MAX_STATUS_ERRORS {
+                            status.refused.push(refused);
+                        }
+                    }
+                }
                 Err(error) => status.errors.push(format!("{repo}: {error}")),
             }
         }
@@ -271,7 +300,7 @@ impl Replicator {
     async fn repositories(
         &self,
         rule: &ReplicationRule,
-        remote: &Upstream,
+        remote: &Remote,
     ) -> Result<Vec<RepositoryName>, String> {
         let mut names = std::collections::BTreeSet::new();
         let local = || async {
@@ -293,6 +322,7 @@ impl Replicator {
         };
         let remote_catalog = || async {
             remote
+                .client
                 .catalog(PAGE)
                 .await
                 .map_err(|error| format!("{}'s catalog: {error}", rule.url))

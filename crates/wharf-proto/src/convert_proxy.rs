@@ -37,6 +37,8 @@ pub fn replication_status_to_pb(status: &ReplicationStatus) -> pb::ReplicationSt
         bytes_copied: status.bytes_copied,
         tags_deleted: status.tags_deleted,
         errors: status.errors.clone(),
+        blobs_mounted: status.blobs_mounted,
+        refused: status.refused.clone(),
     }
 }
 
@@ -51,6 +53,8 @@ pub fn replication_status_from_pb(status: pb::ReplicationStatus) -> ReplicationS
         bytes_copied: status.bytes_copied,
         tags_deleted: status.tags_deleted,
         errors: status.errors,
+        blobs_mounted: status.blobs_mounted,
+        refused: status.refused,
     }
 }
 
@@ -68,6 +72,7 @@ pub fn replication_rule_to_pb(rule: &ReplicationRule) -> pb::ReplicationRule {
         deletes: rule.deletes,
         username: rule.username.clone(),
         password: rule.password.clone(),
+        ca_pem: rule.ca_pem.clone(),
     }
 }
 
@@ -91,6 +96,7 @@ pub fn replication_rule_from_pb(rule: pb::ReplicationRule) -> Result<Replication
         deletes: rule.deletes,
         username: rule.username,
         password: rule.password,
+        ca_pem: rule.ca_pem,
     })
 }
 
@@ -104,6 +110,7 @@ pub fn proxy_to_pb(proxy: &ProxyUpstream) -> pb::ProxyUpstream {
         username: proxy.username.clone(),
         password: proxy.password.clone(),
         mirror: proxy.mirror,
+        ca_pem: proxy.ca_pem.clone(),
     }
 }
 
@@ -117,6 +124,7 @@ pub fn proxy_from_pb(proxy: pb::ProxyUpstream) -> ProxyUpstream {
         username: proxy.username,
         password: proxy.password,
         mirror: proxy.mirror,
+        ca_pem: proxy.ca_pem,
     }
 }
 
@@ -151,6 +159,7 @@ mod tests {
             username: Some("robot".into()),
             password: Some("secret".into()),
             mirror: true,
+            ca_pem: Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into()),
         };
         assert_eq!(proxy_from_pb(proxy_to_pb(&proxy)), proxy);
         let lease = FetchLease {
@@ -168,6 +177,7 @@ mod tests {
             deletes: true,
             username: None,
             password: None,
+            ca_pem: Some("-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n".into()),
         };
         let decoded = replication_rule_from_pb(replication_rule_to_pb(&rule)).expect("decodes");
         assert_eq!(decoded, rule);
