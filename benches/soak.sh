@@ -69,13 +69,17 @@ start_cluster() {
 }
 
 rss_mib() { awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+# The anonymous part of RSS (heap, arenas, stacks): RSS less the binary's and libraries' pages.
+anon_mib() { awk '/^RssAnon:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 hwm_mib() { awk '/^VmHWM:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 disk_mib() { du -sk "$1" | awk '{printf "%.1f", $1 / 1024}'; }
 
-# A row of phase A's CSV: seconds, PUTs done, then RSS per process and size per directory.
+# A row of phase A's CSV: seconds, PUTs done, then RSS and its anonymous part per process and
+# size per directory.
 sample_row() {
   local row="$((SECONDS - START)),$1" entry
   for entry in "${WATCH[@]}"; do row+=",$(rss_mib "${entry#*=}")"; done
+  for entry in "${WATCH[@]}"; do row+=",$(anon_mib "${entry#*=}")"; done
   for entry in "${DIRS[@]}"; do row+=",$(disk_mib "${entry#*=}")"; done
   echo "$row"
 }
@@ -83,6 +87,7 @@ sample_row() {
 phase_a() {
   local target=$1 csv="$OUT/puts-$target.csv" header="seconds,operations" entry done=0
   for entry in "${WATCH[@]}"; do header+=",${entry%%=*}_rss_mib"; done
+  for entry in "${WATCH[@]}"; do header+=",${entry%%=*}_anon_mib"; done
   for entry in "${DIRS[@]}"; do header+=",${entry%%=*}_disk_mib"; done
   echo "$header" >"$csv"
   START=$SECONDS
@@ -107,7 +112,9 @@ for column in rows[0]:
     if not column.endswith("_rss_mib"):
         continue
     values = [float(r[column]) for r in rows]
+    anon = [float(r[column[:-len("_rss_mib")] + "_anon_mib"]) for r in rows]
     at50 = next((v for o, v in zip(ops, values) if o >= 50000), None)
+    anon50 = next((v for o, v in zip(ops, anon) if o >= 50000), None)
     settled = [(o, v) for o, v in zip(ops, values) if o >= 50000]
     slope = None
     if len(settled) >= 2:
@@ -121,6 +128,8 @@ for column in rows[0]:
         "end_over_50k": round(values[-1] / at50, 3) if at50 else None,
         "slope_mib_per_100k": round(slope, 2) if slope is not None else None,
         "sampled_max_mib": max(values),
+        "anon_at_50k_mib": anon50, "anon_end_mib": anon[-1],
+        "anon_end_over_50k": round(anon[-1] / anon50, 3) if anon50 else None,
         "peak_mib": float(hwm[column[:-len("_rss_mib")]]),
     }))
 PY
