@@ -38,6 +38,8 @@ struct Shared {
     /// Wakes the stalled requests.
     released: Arc<Notify>,
     forwarded: Arc<Mutex<Vec<String>>>,
+    /// The requests a `Status` or `Stall` fault kept from the upstream, as `METHOD /path`.
+    refused: Arc<Mutex<Vec<String>>>,
 }
 
 pub struct FaultProxy {
@@ -71,6 +73,7 @@ impl FaultProxy {
             fault: Arc::new(Mutex::new(Fault::None)),
             released: Arc::new(Notify::new()),
             forwarded: Arc::new(Mutex::new(Vec::new())),
+            refused: Arc::new(Mutex::new(Vec::new())),
         };
         let app = axum::Router::new()
             .fallback(forward)
@@ -108,6 +111,18 @@ impl FaultProxy {
             .count()
     }
 
+    /// How many requests a `Status` or `Stall` fault kept from the upstream were `method` on a
+    /// path containing `part`.
+    pub fn refused(&self, method: &str, part: &str) -> usize {
+        self.shared
+            .refused
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|line| line.starts_with(&format!("{method} ")) && line.contains(part))
+            .count()
+    }
+
     /// How many forwarded requests were `method` on a path containing `part`.
     pub fn count(&self, method: &str, part: &str) -> usize {
         self.forwarded()
@@ -126,6 +141,13 @@ impl Drop for FaultProxy {
 
 async fn forward(State(shared): State<Shared>, request: Request) -> Response {
     let fault = *shared.fault.lock().expect("lock");
+    if matches!(fault, Fault::Status(_) | Fault::Stall) {
+        shared.refused.lock().expect("lock").push(format!(
+            "{} {}",
+            request.method(),
+            request.uri().path()
+        ));
+    }
     match fault {
         Fault::Status(status) => return refusal(status),
         Fault::Stall => {

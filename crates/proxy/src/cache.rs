@@ -161,8 +161,14 @@ pub struct PullThrough {
     flights: Mutex<HashMap<(RepositoryName, String), Flight>>,
 }
 
-/// One manifest lookup's turn: held by whoever asks the upstream.
-type Flight = Arc<tokio::sync::Mutex<()>>;
+/// One manifest lookup's turn, held by whoever asks the upstream, and the upstream failure the
+/// last holder met (with when): the lookups that waited take it as their answer instead of each
+/// waiting out a slow or failing upstream again, one after another.
+type Flight = Arc<tokio::sync::Mutex<Option<(Instant, UpstreamError)>>>;
+
+/// How long a failed manifest lookup answers the lookups waiting for the same manifest: at most
+/// one upstream attempt per manifest a second while the upstream fails.
+const FAILURE_SHARED_FOR: Duration = Duration::from_secs(1);
 
 impl PullThrough {
     pub fn new(
@@ -345,13 +351,25 @@ impl PullThrough {
                 let key = (route.cache_repo.clone(), reference.to_string());
                 let flight = self.flights.lock().entry(key).or_default().clone();
                 let answer = {
-                    let _turn = flight.lock().await;
-                    self.resolve_manifest(route, reference).await
+                    let mut turn = flight.lock().await;
+                    // The holder before may have stored it.
+                    match self.cached_manifest(route, reference).await {
+                        Ok(Some(answer)) => Ok(answer),
+                        Ok(None) => self.resolve_manifest(route, reference, &mut turn).await,
+                        Err(error) => Err(error),
+                    }
                 };
                 drop(flight);
-                self.flights
-                    .lock()
-                    .retain(|_, flight| Arc::strong_count(flight) > 1);
+                // A turn stays while someone holds or awaits it, or while its failure is
+                // still the answer to give.
+                self.flights.lock().retain(|_, flight| {
+                    Arc::strong_count(flight) > 1
+                        || flight.try_lock().is_ok_and(|failure| {
+                            failure
+                                .as_ref()
+                                .is_some_and(|(at, _)| at.elapsed() < FAILURE_SHARED_FOR)
+                        })
+                });
                 answer?
             }
         };
@@ -385,10 +403,39 @@ impl PullThrough {
         Ok(Some(fresh(manifest)))
     }
 
+    /// The lookup that may ask the upstream. `failure` is the last upstream failure of this
+    /// manifest's lookups: one younger than [`FAILURE_SHARED_FOR`] is taken as the upstream's
+    /// answer without asking again; a new one is recorded there.
     async fn resolve_manifest(
         &self,
         route: &Route,
         reference: &Reference,
+        failure: &mut Option<(Instant, UpstreamError)>,
+    ) -> Result<ManifestAnswer, CacheError> {
+        let known = failure
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < FAILURE_SHARED_FOR)
+            .map(|(_, error)| error.clone());
+        let mut failed = None;
+        let answer = self
+            .ask_for_manifest(route, reference, known, &mut failed)
+            .await;
+        if let Some(error) = failed {
+            *failure = Some((Instant::now(), error));
+        } else if matches!(answer, Ok(ManifestAnswer { stale: None, .. })) {
+            *failure = None;
+        }
+        answer
+    }
+
+    /// [`resolve_manifest`](Self::resolve_manifest)'s work: `known` stands for the upstream's
+    /// answer when set; `failed` is set to the upstream's error when asking it failed.
+    async fn ask_for_manifest(
+        &self,
+        route: &Route,
+        reference: &Reference,
+        known: Option<UpstreamError>,
+        failed: &mut Option<UpstreamError>,
     ) -> Result<ManifestAnswer, CacheError> {
         let repo = &route.cache_repo;
         let cached = match self.meta.get_manifest(repo, reference).await {
@@ -403,8 +450,17 @@ impl PullThrough {
                     return Ok(fresh(manifest));
                 }
                 miss("manifest");
-                let manifest = self.fetch_manifest(route, repo, digest, None).await?;
-                return Ok(fresh(manifest));
+                if let Some(error) = known {
+                    return Err(CacheError::Upstream {
+                        upstream: route.proxy.id.clone(),
+                        error,
+                    });
+                }
+                let manifest = self.fetch_manifest(route, repo, digest, None).await;
+                if let Err(CacheError::Upstream { error, .. }) = &manifest {
+                    *failed = Some(error.clone());
+                }
+                return Ok(fresh(manifest?));
             }
             Reference::Tag(tag) => tag,
         };
@@ -414,10 +470,16 @@ impl PullThrough {
                 return Ok(fresh(manifest.clone()));
             }
         }
-        let head = route
-            .upstream
-            .head_manifest(&route.name, reference, &ACCEPT_ALL)
-            .await;
+        let shared = known.is_some();
+        let head = match known {
+            Some(error) => Err(error),
+            None => {
+                route
+                    .upstream
+                    .head_manifest(&route.name, reference, &ACCEPT_ALL)
+                    .await
+            }
+        };
         match (head, cached) {
             (Ok(Some(head)), Some(manifest)) if head.digest == manifest.digest => {
                 self.validated(repo, tag, &manifest.digest);
@@ -428,7 +490,11 @@ impl PullThrough {
                 miss("manifest");
                 let manifest = self
                     .fetch_manifest(route, repo, &head.digest, Some(tag))
-                    .await?;
+                    .await;
+                if let Err(CacheError::Upstream { error, .. }) = &manifest {
+                    *failed = Some(error.clone());
+                }
+                let manifest = manifest?;
                 self.validated(repo, tag, &manifest.digest);
                 Ok(fresh(manifest))
             }
@@ -437,7 +503,10 @@ impl PullThrough {
                 what: format!("{}:{tag}", route.name),
             }),
             (Err(error), Some(manifest)) => {
-                upstream_error(&route.proxy.id, &error);
+                if !shared {
+                    upstream_error(&route.proxy.id, &error);
+                    *failed = Some(error.clone());
+                }
                 metrics::counter!("wharf_proxy_stale_serves_total", "upstream" => route.proxy.id.clone())
                     .increment(1);
                 tracing::warn!(
@@ -456,7 +525,10 @@ impl PullThrough {
                 })
             }
             (Err(error), None) => {
-                upstream_error(&route.proxy.id, &error);
+                if !shared {
+                    upstream_error(&route.proxy.id, &error);
+                    *failed = Some(error.clone());
+                }
                 Err(CacheError::Upstream {
                     upstream: route.proxy.id.clone(),
                     error,
