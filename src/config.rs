@@ -161,13 +161,81 @@ impl ProxyConfig {
 pub struct ReplicationConfig {
     /// Time between two full passes over every replication rule.
     pub interval_ms: u64,
+    /// `[[replication.rule]]`: rules declared in the file, written to the Raft state when a meta
+    /// node, a gateway or serve starts; the admin CLI and API manage the others.
+    #[serde(rename = "rule")]
+    pub rules: Vec<ReplicationRuleConfig>,
 }
 
 impl Default for ReplicationConfig {
     fn default() -> Self {
         ReplicationConfig {
             interval_ms: 60_000,
+            rules: Vec::new(),
         }
+    }
+}
+
+/// One `[[replication.rule]]`: `to` (push) or `from` (pull) another registry. The password is
+/// never in the file: `password_env` names the environment variable that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationRuleConfig {
+    pub id: String,
+    pub to: Option<String>,
+    pub from: Option<String>,
+    pub repos: String,
+    pub tags: Option<String>,
+    #[serde(default)]
+    pub deletes: bool,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    /// PEM file of the CA(s) the other registry's TLS certificate may chain to.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl ReplicationRuleConfig {
+    /// The rule as the Raft state keeps it, its password read from `password_env` and its CA
+    /// bundle from `ca_file`.
+    pub fn rule(&self) -> Result<cluster_api::ReplicationRule, String> {
+        let (mode, url) = match (&self.to, &self.from) {
+            (Some(url), None) => (cluster_api::ReplicationMode::Push, url.clone()),
+            (None, Some(url)) => (cluster_api::ReplicationMode::Pull, url.clone()),
+            _ => {
+                return Err(format!(
+                    "replication rule {}: give one of to (push) and from (pull)",
+                    self.id
+                ))
+            }
+        };
+        let password = match &self.password_env {
+            Some(name) => Some(std::env::var(name).map_err(|_| {
+                format!(
+                    "replication rule {}: the environment variable {name} is not set",
+                    self.id
+                )
+            })?),
+            None => None,
+        };
+        let ca_pem = self
+            .ca_file
+            .as_deref()
+            .map(crate::admin_cli::read_ca_file)
+            .transpose()
+            .map_err(|error| format!("replication rule {}: {error}", self.id))?;
+        let rule = cluster_api::ReplicationRule {
+            id: self.id.clone(),
+            mode,
+            url,
+            repositories: self.repos.clone(),
+            tags: self.tags.clone(),
+            deletes: self.deletes,
+            username: self.username.clone(),
+            password,
+            ca_pem,
+        };
+        rule.validate().map_err(|error| error.to_string())?;
+        Ok(rule)
     }
 }
 
@@ -387,6 +455,16 @@ impl WharfConfig {
             cluster_api::put_proxy(&mut proxies, upstream)
                 .map_err(|error| ConfigError::Invalid(error.to_string()))?;
         }
+        let mut ids = std::collections::BTreeSet::new();
+        for rule in &self.replication.rules {
+            rule.rule().map_err(ConfigError::Invalid)?;
+            if !ids.insert(rule.id.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "replication rule {} is declared twice",
+                    rule.id
+                )));
+            }
+        }
         if self.gc.interval_ms == 0 || self.gc.upload_expiry_ms == 0 {
             return Err(ConfigError::Invalid(
                 "gc.interval_ms and gc.upload_expiry_ms must be positive".into(),
@@ -451,6 +529,68 @@ mod tests {
             .upstream()
             .unwrap_err()
             .contains("WHARF_TEST_SURELY_UNSET_PASSWORD"));
+    }
+
+    #[test]
+    fn replication_rules_come_from_the_file() {
+        let config: WharfConfig = toml::from_str(
+            r#"
+            [replication]
+            interval_ms = 30000
+            [[replication.rule]]
+            id = "dr"
+            to = "https://dr.example"
+            repos = "prod/**"
+            deletes = true
+            [[replication.rule]]
+            id = "vendor"
+            from = "https://partner.example"
+            repos = "vendor/**"
+            tags = "v*"
+            "#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let rules: Vec<_> = config
+            .replication
+            .rules
+            .iter()
+            .map(|rule| rule.rule().unwrap())
+            .collect();
+        assert_eq!(rules[0].mode, cluster_api::ReplicationMode::Push);
+        assert!(rules[0].deletes && rules[0].password.is_none());
+        assert_eq!(rules[1].mode, cluster_api::ReplicationMode::Pull);
+        assert_eq!(rules[1].tags.as_deref(), Some("v*"));
+
+        let both = ReplicationRuleConfig {
+            from: Some("https://other.example".into()),
+            ..config.replication.rules[0].clone()
+        };
+        assert!(both.rule().unwrap_err().contains("one of to"));
+        let unset = ReplicationRuleConfig {
+            username: Some("robot".into()),
+            password_env: Some("WHARF_TEST_SURELY_UNSET_PASSWORD".into()),
+            ..config.replication.rules[0].clone()
+        };
+        assert!(unset
+            .rule()
+            .unwrap_err()
+            .contains("WHARF_TEST_SURELY_UNSET_PASSWORD"));
+        let twice = WharfConfig {
+            replication: ReplicationConfig {
+                rules: vec![
+                    config.replication.rules[0].clone(),
+                    config.replication.rules[0].clone(),
+                ],
+                ..ReplicationConfig::default()
+            },
+            ..WharfConfig::default()
+        };
+        assert!(twice
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("declared twice"));
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub async fn start_serve(config: &WharfConfig) -> Result<Running, StartError> {
         (meta_api.clone(), blobs.clone()),
         shutdown.clone(),
     );
-    spawn_configured_proxies(&mut tasks, config, meta_api.clone(), shutdown.clone());
+    spawn_configured_state(&mut tasks, config, meta_api.clone(), shutdown.clone());
     spawn_gateway(
         &mut tasks,
         config,
@@ -190,6 +190,7 @@ pub async fn start_meta(config: &WharfConfig) -> Result<Running, StartError> {
     spawn_grpc(&mut tasks, grpc, listener, shutdown.clone());
     let meta_api: Arc<dyn MetaApi> = meta.api();
     let blobs: Arc<dyn BlobNodes> = Arc::new(GrpcBlobNodes::new(meta_api.clone()));
+    spawn_configured_state(&mut tasks, config, meta_api.clone(), shutdown.clone());
     spawn_replicator(
         &mut tasks,
         config,
@@ -255,7 +256,7 @@ pub async fn start_gateway(config: &WharfConfig) -> Result<Running, StartError> 
     let blobs = Arc::new(GrpcBlobNodes::new(meta.clone()));
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    spawn_configured_proxies(&mut tasks, config, meta.clone(), shutdown.clone());
+    spawn_configured_state(&mut tasks, config, meta.clone(), shutdown.clone());
     spawn_gateway(
         &mut tasks,
         config,
@@ -445,31 +446,49 @@ async fn spawn_metrics(
     Ok(Some(bound))
 }
 
-/// Writes the config's `[[proxy]]` upstreams to the Raft state (those not there as configured),
-/// retrying until meta takes them: a gateway may start before its meta nodes.
-fn spawn_configured_proxies(
+/// Writes the config's `[[proxy]]` upstreams and `[[replication.rule]]` rules to the Raft state
+/// (those not there as configured), retrying until meta takes them: a gateway may start before
+/// its meta nodes, and a meta node before its cluster has a leader.
+fn spawn_configured_state(
     tasks: &mut JoinSet<()>,
     config: &WharfConfig,
     meta: Arc<dyn MetaApi>,
     shutdown: CancellationToken,
 ) {
-    // `validate` has read every password and checked every entry.
+    // `validate` has read every password and CA file and checked every entry.
     let wanted: Vec<cluster_api::ProxyUpstream> = config
         .proxies
         .iter()
         .filter_map(|proxy| proxy.upstream().ok())
         .collect();
-    if wanted.is_empty() {
+    let rules: Vec<cluster_api::ReplicationRule> = config
+        .replication
+        .rules
+        .iter()
+        .filter_map(|rule| rule.rule().ok())
+        .collect();
+    if wanted.is_empty() && rules.is_empty() {
         return;
     }
     tasks.spawn(async move {
         loop {
             let applied = async {
-                let known = meta.proxies().await?;
-                for upstream in &wanted {
-                    if !known.contains(upstream) {
-                        meta.put_proxy(upstream.clone()).await?;
-                        tracing::info!(id = %upstream.id, "proxy upstream from the config set");
+                if !wanted.is_empty() {
+                    let known = meta.proxies().await?;
+                    for upstream in &wanted {
+                        if !known.contains(upstream) {
+                            meta.put_proxy(upstream.clone()).await?;
+                            tracing::info!(id = %upstream.id, "proxy upstream from the config set");
+                        }
+                    }
+                }
+                if !rules.is_empty() {
+                    let known = meta.replication_rules().await?;
+                    for rule in &rules {
+                        if !known.contains(rule) {
+                            meta.put_replication_rule(rule.clone()).await?;
+                            tracing::info!(id = %rule.id, "replication rule from the config set");
+                        }
                     }
                 }
                 Ok::<(), cluster_api::MetaError>(())
@@ -477,7 +496,7 @@ fn spawn_configured_proxies(
             match applied.await {
                 Ok(()) => break,
                 Err(error) => {
-                    tracing::warn!(%error, "cannot set the configured proxy upstreams yet")
+                    tracing::warn!(%error, "cannot set the configured proxy upstreams and replication rules yet")
                 }
             }
             tokio::select! {

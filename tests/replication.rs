@@ -400,6 +400,34 @@ async fn a_pull_rule_copies_another_registry_in() {
         .success());
 }
 
+/// A rule declared in the config file (`[[replication.rule]]`) is written to the Raft state when
+/// `serve` starts and carried out like one added with `wharf admin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rule_from_the_config_file_is_in_effect_at_start() {
+    let distribution = Distribution::start().await;
+    let remote = Registry::new(distribution.url.clone());
+    let image = remote
+        .push_image_with("vendor/lib", "v2", 20_000, false)
+        .await
+        .expect("push");
+    let config = format!(
+        "[replication]\ninterval_ms = 200\n[[replication.rule]]\nid = \"in\"\nfrom = \"{}\"\n\
+         repos = \"vendor/**\"\ntags = \"v*\"\n",
+        distribution.url
+    );
+    let serve = Serve::start(&config, &[]).await;
+    let local = Registry::new(serve.base.clone());
+    until("the pull", Instant::now() + DEADLINE, || async {
+        local.verify_image(&image).await
+    })
+    .await
+    .expect("the configured rule copies the image in");
+    let listed: Value = serde_json::from_str(&serve.admin(&["replication", "list"])).expect("JSON");
+    assert_eq!(listed["rules"][0]["id"], "in", "{listed}");
+    assert_eq!(listed["rules"][0]["mode"], "pull", "{listed}");
+    assert_eq!(listed["rules"][0]["tags"], "v*", "{listed}");
+}
+
 /// A tag that is immutable at the destination (a second Wharf's immutable rule) and moves at the
 /// source is left as it is there and reported in the rule's status (`refused`), not as an
 /// error; the rest of the repository still follows.
