@@ -120,21 +120,11 @@ impl ProxyConfig {
 
     /// The upstream as the Raft state keeps it, its password read from `password_env`.
     pub fn upstream(&self) -> Result<cluster_api::ProxyUpstream, String> {
-        let password = match &self.password_env {
-            Some(name) => Some(std::env::var(name).map_err(|_| {
-                format!(
-                    "proxy {}: the environment variable {name} is not set",
-                    self.id
-                )
-            })?),
-            None => None,
-        };
-        let ca_pem = self
-            .ca_file
-            .as_deref()
-            .map(crate::admin_cli::read_ca_file)
-            .transpose()
-            .map_err(|error| format!("proxy {}: {error}", self.id))?;
+        let (password, ca_pem) = secrets(
+            &format!("proxy {}", self.id),
+            self.password_env.as_deref(),
+            self.ca_file.as_deref(),
+        )?;
         let upstream = cluster_api::ProxyUpstream {
             id: self.id.clone(),
             url: self.url.clone(),
@@ -153,6 +143,30 @@ impl ProxyConfig {
         upstream.validate().map_err(|error| error.to_string())?;
         Ok(upstream)
     }
+}
+
+/// A password and a CA bundle (PEM), each when configured.
+type Secrets = (Option<String>, Option<String>);
+
+/// What a `[[proxy]]` or `[[replication.rule]]` (`what`) keeps outside the file: the password
+/// in the environment variable `password_env` names, and the CA bundle in `ca_file`.
+fn secrets(
+    what: &str,
+    password_env: Option<&str>,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Secrets, String> {
+    let password = match password_env {
+        Some(name) => Some(
+            std::env::var(name)
+                .map_err(|_| format!("{what}: the environment variable {name} is not set"))?,
+        ),
+        None => None,
+    };
+    let ca_pem = ca_file
+        .map(crate::admin_cli::read_ca_file)
+        .transpose()
+        .map_err(|error| format!("{what}: {error}"))?;
+    Ok((password, ca_pem))
 }
 
 /// `[replication]`: the meta leader's replicator.
@@ -208,21 +222,11 @@ impl ReplicationRuleConfig {
                 ))
             }
         };
-        let password = match &self.password_env {
-            Some(name) => Some(std::env::var(name).map_err(|_| {
-                format!(
-                    "replication rule {}: the environment variable {name} is not set",
-                    self.id
-                )
-            })?),
-            None => None,
-        };
-        let ca_pem = self
-            .ca_file
-            .as_deref()
-            .map(crate::admin_cli::read_ca_file)
-            .transpose()
-            .map_err(|error| format!("replication rule {}: {error}", self.id))?;
+        let (password, ca_pem) = secrets(
+            &format!("replication rule {}", self.id),
+            self.password_env.as_deref(),
+            self.ca_file.as_deref(),
+        )?;
         let rule = cluster_api::ReplicationRule {
             id: self.id.clone(),
             mode,
