@@ -100,21 +100,9 @@ pub async fn replication(meta: &[String], command: ReplicationCommand) -> CliRes
             println!("replication rule {id} removed");
         }
         ReplicationCommand::Status => {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_millis() as u64);
             let rules = client.replication_rules().await?;
             let recorded = client.replication_status().await?;
-            let report: Vec<_> = rules
-                .iter()
-                .map(|rule| {
-                    let status = recorded.iter().find(|status| status.rule == rule.id);
-                    let lag_secs = status
-                        .and_then(|status| status.last_success_ms)
-                        .map(|at| now_ms.saturating_sub(at) / 1000);
-                    json!({ "rule": rule.id, "lag_secs": lag_secs, "last_pass": status })
-                })
-                .collect();
+            let report = cluster_api::replication_report(&rules, &recorded, unix_ms());
             println!(
                 "{}",
                 serde_json::to_string_pretty(&json!({ "rules": report }))?
@@ -134,4 +122,10 @@ pub async fn replication(meta: &[String], command: ReplicationCommand) -> CliRes
         }
     }
     Ok(())
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

@@ -909,6 +909,9 @@ async fn the_admin_api_manages_upstreams_and_replication_rules() {
     assert_eq!(rules["rules"][0]["deletes"], true);
     let (status, body) = send(admin.http.get(url("replication/status"))).await;
     assert_eq!(status, 200, "{body}");
+    let report: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(report["rules"][0]["rule"], "dr", "{report}");
+    assert!(report["rules"][0].get("lag_secs").is_some(), "{report}");
 
     for path in ["replication/dr", "proxies/hub"] {
         let (status, body) = send(admin.http.delete(url(path))).await;

@@ -41,8 +41,9 @@ pub use proxy::{
     DEFAULT_CACHE_TTL_SECS, DEFAULT_TAG_TTL_SECS, MAX_CA_PEM_BYTES, MAX_TAG_TTL_SECS,
 };
 pub use replication::{
-    delete_replication_rule, put_replication_rule, ReplicationBacklog, ReplicationMode,
-    ReplicationRule, ReplicationStatus, ReplicationView, MAX_STATUS_ERRORS,
+    delete_replication_rule, put_replication_rule, replication_report, ReplicationBacklog,
+    ReplicationMode, ReplicationReport, ReplicationRule, ReplicationStatus, ReplicationView,
+    MAX_STATUS_ERRORS,
 };
 pub use ring::{Placement, RecordOwners};
 pub use types::*;

@@ -152,6 +152,42 @@ pub struct ReplicationBacklog {
 /// Errors a status keeps.
 pub const MAX_STATUS_ERRORS: usize = 20;
 
+/// A rule's status as operators read it (`wharf admin replication status` and
+/// `GET /admin/v1/replication/status` alike): its last pass, and the lag since its last pass
+/// without an error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReplicationReport {
+    pub rule: String,
+    pub lag_secs: Option<u64>,
+    pub last_pass: Option<ReplicationStatus>,
+}
+
+/// The report of every rule in `rules` from the passes `recorded`, at `now_ms` (unix ms).
+pub fn replication_report(
+    rules: &[ReplicationRule],
+    recorded: &[ReplicationStatus],
+    now_ms: u64,
+) -> Vec<ReplicationReport> {
+    rules
+        .iter()
+        .map(|rule| {
+            let last_pass = recorded
+                .iter()
+                .find(|status| status.rule == rule.id)
+                .cloned();
+            let lag_secs = last_pass
+                .as_ref()
+                .and_then(|status| status.last_success_ms)
+                .map(|at| now_ms.saturating_sub(at) / 1000);
+            ReplicationReport {
+                rule: rule.id.clone(),
+                lag_secs,
+                last_pass,
+            }
+        })
+        .collect()
+}
+
 /// Adds `rule` (kept in id order) or replaces the one with its id; `Invalid` when it does not
 /// validate.
 pub fn put_replication_rule(

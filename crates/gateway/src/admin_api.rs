@@ -423,8 +423,13 @@ pub(crate) async fn handle(
             (Json(json!({ "rules": views })).into_response(), None)
         }
         (Method::GET, ["replication", "status"]) => {
-            let status = gateway.meta.replication_status().await?;
-            (Json(json!({ "rules": status })).into_response(), None)
+            let rules = gateway.meta.replication_rules().await?;
+            let recorded = gateway.meta.replication_status().await?;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_millis() as u64);
+            let report = cluster_api::replication_report(&rules, &recorded, now_ms);
+            (Json(json!({ "rules": report })).into_response(), None)
         }
         (Method::PUT, ["replication", id]) => {
             let new: NewReplicationRule = parse(&body().await?)?;

@@ -120,11 +120,21 @@ impl Replicator {
             // is a full pass, not a wait for the next interval.
             return self.pass().await;
         }
+        if rules.is_empty() {
+            // No rule puts anything on the backlog.
+            return Ok(());
+        }
         let entries = self.cluster.meta.replication_backlog(BACKLOG_BATCH).await?;
         for entry in entries {
             let Some(rule) = rules.iter().find(|rule| rule.id == entry.rule) else {
                 continue;
             };
+            if rule.mode != ReplicationMode::Push || !rule.applies_to(entry.repo.as_str()) {
+                // Put there under the rule as it was: the full pass the change started covers
+                // the rule as it is.
+                self.cluster.meta.replication_done(entry).await?;
+                continue;
+            }
             let mut status = ReplicationStatus::default();
             match self.remote(rule) {
                 Ok(remote) => {
@@ -196,12 +206,7 @@ impl Replicator {
                 status.blobs_copied += report.blobs_copied;
                 status.blobs_mounted += report.blobs_mounted;
                 status.bytes_copied += report.bytes_copied;
-                for refused in report.tags_refused {
-                    tracing::warn!(rule = %rule.id, %refused, "replication: a tag kept");
-                    if status.refused.len() < cluster_api::MAX_STATUS_ERRORS {
-                        status.refused.push(refused);
-                    }
-                }
+                refusals(rule, status, report.tags_refused);
             }
             // Only the destination still has it: with deletes, it is emptied below.
             Err(CopyError::NoSuchRepository(_)) if rule.deletes => {}
@@ -215,12 +220,7 @@ impl Replicator {
             match prune_repository(source, destination, repo, repo, &keep, false).await {
                 Ok(pruned) => {
                     status.tags_deleted += pruned.tags_deleted;
-                    for refused in pruned.refused {
-                        tracing::warn!(rule = %rule.id, %refused, "replication: a deletion refused");
-                        if status.refused.len() < cluster_api::MAX_STATUS_ERRORS {
-                            status.refused.push(refused);
-                        }
-                    }
+                    refusals(rule, status, pruned.refused);
                 }
                 Err(error) => status.errors.push(format!("{repo}: {error}")),
             }
@@ -346,6 +346,17 @@ impl Replicator {
             .filter(|name| rule.applies_to(name))
             .filter_map(|name| RepositoryName::parse(&name).ok())
             .collect())
+    }
+}
+
+/// Adds what the destination refused to `status` (the first [`cluster_api::MAX_STATUS_ERRORS`]),
+/// logging each.
+fn refusals(rule: &ReplicationRule, status: &mut ReplicationStatus, refused: Vec<String>) {
+    for refused in refused {
+        tracing::warn!(rule = %rule.id, %refused, "replication: the destination refused a change");
+        if status.refused.len() < cluster_api::MAX_STATUS_ERRORS {
+            status.refused.push(refused);
+        }
     }
 }
 
