@@ -65,6 +65,17 @@ fn publish_store(reader: &StateReader, metrics: &Metrics) {
     metrics::gauge!("wharf_meta_rocksdb_block_cache_bytes").set(memory.block_cache as f64);
     metrics::gauge!("wharf_meta_rocksdb_pinned_bytes").set(memory.pinned as f64);
     metrics::gauge!("wharf_meta_rocksdb_table_readers_bytes").set(memory.table_readers as f64);
+    let roles = memory.cache_roles;
+    for (role, bytes) in [
+        ("data", roles.data),
+        ("index", roles.index),
+        ("filter", roles.filter),
+        ("write_buffer", roles.write_buffer),
+        ("other", roles.other),
+    ] {
+        metrics::gauge!("wharf_meta_rocksdb_block_cache_role_bytes", "role" => role)
+            .set(bytes as f64);
+    }
     metrics::gauge!("wharf_meta_snapshot_bytes").set(reader.stats().snapshot_bytes() as f64);
     let purged = metrics.purged.map_or(0, |log_id| log_id.index);
     let entries = metrics.last_log_index.unwrap_or(0).saturating_sub(purged);

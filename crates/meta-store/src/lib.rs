@@ -109,7 +109,7 @@ use std::sync::Arc;
 use snapshot_files::SnapshotFiles;
 
 pub use command::{Command, CommandOutput, CommandResponse};
-pub use db::{MemoryUsage, StoreClosed, StoreOptions, StoreStats, MIN_MEMORY_BUDGET};
+pub use db::{CacheRoles, MemoryUsage, StoreClosed, StoreOptions, StoreStats, MIN_MEMORY_BUDGET};
 pub use error::StoreError;
 pub use log_store::LogStore;
 pub use reader::StateReader;
