@@ -340,6 +340,13 @@ const MAX_MANIFEST_BYTES: usize = 8 << 20;
 /// 20 families, RocksDB's default (four times all memtables) kept hundreds of MiB of log alive
 /// for families written once in a while.
 const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
+/// How hard RocksDB tries to take the blocks of a deleted SST file out of the block cache (its
+/// default, 0, never does; its documentation expects the default to become about 300, "erase
+/// while at least 99 % of attempts find the block"). With 0, every compaction left the blocks read
+/// from its input files in the cache until the LRU pushed them out: under a steady stream of
+/// manifest PUTs `serve`'s cache held 5-8 MiB, mostly such dead data blocks, and filled for the
+/// first 75k PUTs; with 300 it holds 1.5-3.6 MiB (benches/README.md, "Dead blocks").
+const UNCACHE_AGGRESSIVENESS: &str = "300";
 /// The step in which the MANIFEST file is preallocated (RocksDB's default: 4 MiB).
 const MANIFEST_PREALLOCATION_BYTES: usize = 1 << 20;
 
@@ -395,6 +402,13 @@ pub(crate) fn open(
         .iter()
         .map(|table| ColumnFamilyDescriptor::new(table.name(), family_options(table)));
     let db = DB::open_cf_descriptors(&options, path, families)?;
+    // A mutable option that rust-rocksdb has no setter for; set before any write of ours.
+    for table in Table::ALL {
+        db.set_options_cf(
+            cf(&db, table)?,
+            &[("uncache_aggressiveness", UNCACHE_AGGRESSIVENESS)],
+        )?;
+    }
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
     let database = Database {
         db,
@@ -546,6 +560,46 @@ mod tests {
         // block was read, so the data blocks hold at least some tens of KiB.
         assert!(roles.data > 16 << 10, "{roles:?}");
         assert!(roles.index > 0 && roles.filter > 0, "{roles:?}");
+    }
+
+    #[test]
+    fn blocks_of_a_deleted_file_leave_the_cache() {
+        let dir = TempDir::new().expect("dir");
+        let (db, _closed) = open(dir.path(), &StoreOptions::default()).expect("open");
+        let family = cf(&db, Table::Manifests).expect("family");
+        // Values LZ4 cannot shrink, so the data blocks are what fills the cache.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut value = || -> Vec<u8> {
+            (0..512)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect()
+        };
+        for i in 0..2_000u32 {
+            db.put_cf(family, i.to_be_bytes(), value()).expect("put");
+        }
+        db.flush_memtables().expect("flush");
+        for i in 0..2_000u32 {
+            db.get_cf(family, i.to_be_bytes()).expect("get");
+        }
+        let read = db.memory_usage().block_cache;
+        assert!(read > 900 << 10, "1 MB of rows read: cache {read}");
+        // Rewrite every row and compact: the first file is deleted, and the compaction's own
+        // reads and output do not fill the cache.
+        for i in 0..2_000u32 {
+            db.put_cf(family, i.to_be_bytes(), value()).expect("put");
+        }
+        db.flush_memtables().expect("flush");
+        db.compact_range_cf(family, None::<&[u8]>, None::<&[u8]>);
+        let after = db.memory_usage().block_cache;
+        assert!(
+            after < read / 4,
+            "the deleted files' blocks stayed in the cache: {read} -> {after} bytes"
+        );
     }
 
     #[test]
