@@ -344,8 +344,8 @@ const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
 /// default, 0, never does; its documentation expects the default to become about 300, "erase
 /// while at least 99 % of attempts find the block"). With 0, every compaction left the blocks read
 /// from its input files in the cache until the LRU pushed them out: under a steady stream of
-/// manifest PUTs `serve`'s cache held 5-8 MiB, mostly such dead data blocks, and filled for the
-/// first 75k PUTs; with 300 it holds 1.5-3.6 MiB (benches/README.md, "Dead blocks").
+/// manifest PUTs `serve`'s cache held 5.4-7.7 MiB after the first 50k, much of it such dead data
+/// blocks; with 300 it holds 3.0-4.4 MiB (benches/README.md, "Dead blocks and a churning cache").
 const UNCACHE_AGGRESSIVENESS: &str = "300";
 /// The step in which the MANIFEST file is preallocated (RocksDB's default: 4 MiB).
 const MANIFEST_PREALLOCATION_BYTES: usize = 1 << 20;
