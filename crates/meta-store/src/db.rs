@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options,
-    WriteBatch, WriteBufferManager, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
+    LruCacheOptions, Options, WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -330,6 +330,21 @@ const WRITE_BUFFER_BYTES: usize = 8 << 20;
 /// 14.7 of the 16 MiB from the first second, so every write flushed a nearly empty memtable (27
 /// flushes a second in a soak, thousands of tiny SST files, and a 25 MB info log in 150 s).
 const ARENA_BLOCK_BYTES: usize = 64 << 10;
+/// The smallest shard of the block cache. RocksDB's default splits a 32 MiB cache into 64 shards
+/// of 512 KiB, and the write buffer manager charges memtables to the cache in 256 KiB entries
+/// placed by hash: a shard holding one or two of them evicted nearly every block put in it, so
+/// under a steady write load the index and filter blocks of live files were read again and again
+/// (about 330 MB of block reads for 75k manifest PUTs; benches/README.md, "Dead blocks and a
+/// churning cache").
+const MIN_CACHE_SHARD_BYTES: usize = 4 << 20;
+
+/// Shard bits giving shards of at least [`MIN_CACHE_SHARD_BYTES`] (8 shards for the default
+/// budget, 2 for the smallest), and at most RocksDB's own 64 shards.
+fn cache_shard_bits(budget: usize) -> i32 {
+    let shards = (budget / MIN_CACHE_SHARD_BYTES).max(1);
+    (shards.ilog2() as i32).min(6)
+}
+
 /// RocksDB's info log: rolled at this size, `INFO_LOGS_KEPT` files kept.
 const INFO_LOG_BYTES: usize = 4 << 20;
 const INFO_LOGS_KEPT: usize = 4;
@@ -347,6 +362,12 @@ const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
 /// manifest PUTs `serve`'s cache held 5.4-7.7 MiB after the first 50k, much of it such dead data
 /// blocks; with 300 it holds 3.0-4.4 MiB (benches/README.md, "Dead blocks and a churning cache").
 const UNCACHE_AGGRESSIVENESS: &str = "300";
+/// A flush puts the blocks it writes into the block cache. What was just written is what
+/// registries read next (a pushed image is pulled), and it makes the cache reach its share of the
+/// budget within the first minutes of writes instead of creeping up over hours as reads fill it:
+/// with it the voters sat at 54-56 MiB from 50k to 200k manifest PUTs (ratios 0.99-1.05), without
+/// it they went from 37-39 to 40-41 MiB (up to 1.11; benches/README.md).
+const PREPOPULATE: &str = "{prepopulate_block_cache=kFlushOnly}";
 /// The step in which the MANIFEST file is preallocated (RocksDB's default: 4 MiB).
 const MANIFEST_PREALLOCATION_BYTES: usize = 1 << 20;
 
@@ -362,7 +383,10 @@ pub(crate) fn open(
     store: &StoreOptions,
 ) -> Result<(Database, StoreClosed), StoreError> {
     let budget = store.memory_budget.max(MIN_MEMORY_BUDGET);
-    let cache = Cache::new_lru_cache(budget);
+    let mut cache_options = LruCacheOptions::default();
+    cache_options.set_capacity(budget);
+    cache_options.set_num_shard_bits(cache_shard_bits(budget));
+    let cache = Cache::new_lru_cache_opts(&cache_options);
     let memtables =
         WriteBufferManager::new_write_buffer_manager_with_cache(budget / 2, false, cache.clone());
     let mut options = Options::default();
@@ -407,6 +431,10 @@ pub(crate) fn open(
         db.set_options_cf(
             cf(&db, table)?,
             &[("uncache_aggressiveness", UNCACHE_AGGRESSIVENESS)],
+        )?;
+        db.set_options_cf(
+            cf(&db, table)?,
+            &[("block_based_table_factory", PREPOPULATE)],
         )?;
     }
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
@@ -600,6 +628,27 @@ mod tests {
             after < read / 4,
             "the deleted files' blocks stayed in the cache: {read} -> {after} bytes"
         );
+    }
+
+    #[test]
+    fn what_a_flush_writes_is_read_from_the_cache() {
+        let dir = TempDir::new().expect("dir");
+        let (db, _closed) = open(dir.path(), &StoreOptions::default()).expect("open");
+        let family = cf(&db, Table::Tags).expect("family");
+        for i in 0..2_000u32 {
+            db.put_cf(family, i.to_be_bytes(), [i as u8; 300])
+                .expect("put");
+        }
+        db.flush_memtables().expect("flush");
+        rocksdb::perf::set_perf_stats(rocksdb::perf::PerfStatsLevel::EnableCount);
+        let mut perf = rocksdb::perf::PerfContext::default();
+        perf.reset();
+        for i in 0..2_000u32 {
+            let row = db.get_cf(family, i.to_be_bytes()).expect("get");
+            assert_eq!(row.map(|value| value.len()), Some(300));
+        }
+        let reads = perf.metric(rocksdb::perf::PerfMetric::BlockReadCount);
+        assert_eq!(reads, 0, "blocks read from the file after its flush");
     }
 
     #[test]
