@@ -426,15 +426,14 @@ pub(crate) fn open(
         .iter()
         .map(|table| ColumnFamilyDescriptor::new(table.name(), family_options(table)));
     let db = DB::open_cf_descriptors(&options, path, families)?;
-    // A mutable option that rust-rocksdb has no setter for; set before any write of ours.
+    // Options rust-rocksdb has no setter for, set before any write of ours.
     for table in Table::ALL {
         db.set_options_cf(
             cf(&db, table)?,
-            &[("uncache_aggressiveness", UNCACHE_AGGRESSIVENESS)],
-        )?;
-        db.set_options_cf(
-            cf(&db, table)?,
-            &[("block_based_table_factory", PREPOPULATE)],
+            &[
+                ("uncache_aggressiveness", UNCACHE_AGGRESSIVENESS),
+                ("block_based_table_factory", PREPOPULATE),
+            ],
         )?;
     }
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
