@@ -40,6 +40,11 @@ pub enum StartError {
     GrpcTls(String),
 }
 
+/// How long a graceful stop waits for what is in flight: a request a slow client holds open,
+/// or a write on a member that lost its quorum (which would otherwise wait for a commit that
+/// cannot come) ends by then.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Running roles: their bound addresses and the means to stop them.
 pub struct Running {
     /// The OCI HTTP address, for roles that serve one.
@@ -70,13 +75,27 @@ impl Running {
         self.meta.as_ref().map(meta_node::MetaNode::faults)
     }
 
-    /// Stops every role gracefully and waits for them.
+    /// Stops every role gracefully and waits for them: in-flight requests and passes get
+    /// [`STOP_GRACE`] to finish, then the role tasks still running are aborted (a client that
+    /// got no answer was acknowledged nothing). A gRPC request still held then ends with the
+    /// meta node's shutdown below, which answers the writes it was waiting on.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(blob_tasks) = self.blob_tasks.take() {
             blob_tasks.stop().await;
         }
-        while self.tasks.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(STOP_GRACE, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                grace_ms = STOP_GRACE.as_millis() as u64,
+                "work still in flight after the stop grace is aborted"
+            );
+            self.tasks.shutdown().await;
+        }
         if let Some(meta) = self.meta.take() {
             if let Err(error) = meta.shutdown().await {
                 tracing::warn!(%error, "meta node did not shut down cleanly");

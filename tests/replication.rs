@@ -569,3 +569,76 @@ async fn a_leader_lost_mid_replication_skips_nothing() {
     }
     cluster.shutdown().await;
 }
+
+/// A member stops within its grace when its replicator is in the middle of a copy to a registry
+/// that never answers and the member is the last voter of its cluster (its quorum gone, so the
+/// status write at the end of the pass could never commit): the pass is cut short, not waited
+/// for (before, the stop waited out the 60 s read timeout and then that write, forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_voter_mid_copy_stops_within_its_grace() {
+    use cluster_api::{MetaApi, ReplicationMode, ReplicationPolicy, ReplicationRule};
+    use test_cluster::{InProcessCluster, Role};
+    // A "registry" that takes connections and reads requests but never answers one.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_url = format!("http://{}", silent.local_addr().expect("address"));
+    let (connected, mut connections) = tokio::sync::watch::channel(0usize);
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+            connected.send_replace(held.len());
+        }
+    });
+    let mut cluster = InProcessCluster::start(3, 1, 1, ReplicationPolicy::default())
+        .await
+        .expect("cluster starts");
+    let gateway = Registry::new(cluster.gateway_url(1));
+    gateway
+        .push_image("prod/app", "v1", 5_000)
+        .await
+        .expect("push");
+    let meta = cluster_client::MetaClient::new(
+        &cluster.meta_addrs(),
+        cluster_client::RetryPolicy::default(),
+    )
+    .expect("meta client");
+    meta.put_replication_rule(ReplicationRule {
+        id: "silent".into(),
+        mode: ReplicationMode::Push,
+        url: silent_url,
+        repositories: "prod/**".into(),
+        tags: None,
+        deletes: false,
+        username: None,
+        password: None,
+        ca_pem: None,
+    })
+    .await
+    .expect("add the rule");
+    // The leader's replicator starts its pass and waits on the silent registry.
+    tokio::time::timeout(DEADLINE, connections.wait_for(|n| *n > 0))
+        .await
+        .expect("the replicator reaches the silent registry in time")
+        .expect("the listener runs");
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .expect("a leader");
+    for id in cluster.meta_ids().into_iter().filter(|id| *id != leader) {
+        cluster.stop(Role::Meta, id).await.expect("stop a follower");
+    }
+    // The grace is 10 s; a stop that waits for the pass takes 60 s and more.
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), cluster.stop(Role::Meta, leader))
+        .await
+        .expect("the last voter stops within 30 s")
+        .expect("stop the leader");
+    eprintln!("the last voter stopped in {:?}", started.elapsed());
+    // With meta gone, the blob node's heartbeat retries for seconds: a stop cuts it short.
+    tokio::time::timeout(Duration::from_secs(30), cluster.shutdown())
+        .await
+        .expect("the blob node and the gateway stop within 30 s");
+    holder.abort();
+}

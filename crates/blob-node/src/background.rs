@@ -174,31 +174,45 @@ async fn heartbeat_loop(
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let health = capacity.health(local).await;
-        let epoch = match view.meta().blob_node_heartbeat(local, health).await {
-            Ok(epoch) => epoch,
-            Err(error) => {
-                tracing::debug!(node = local, %error, "heartbeat failed");
-                continue;
-            }
-        };
-        if view
-            .cached()
-            .is_some_and(|placement| placement.epoch() == epoch)
-        {
-            continue;
+        // Cut short by a stop: with meta unreachable a heartbeat retries for seconds.
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            () = heartbeat(local, &view, &capacity, &map_changed) => {}
         }
-        match view.refresh().await {
-            Ok(placement) => {
-                tracing::info!(
-                    node = local,
-                    epoch = placement.epoch(),
-                    "cluster map changed"
-                );
-                map_changed.notify_one();
-            }
-            Err(error) => tracing::warn!(node = local, %error, "cannot re-read the cluster map"),
+    }
+}
+
+/// One heartbeat, and a re-read of the cluster map when meta's epoch moved.
+async fn heartbeat(
+    local: BlobNodeId,
+    view: &ClusterView,
+    capacity: &Capacity,
+    map_changed: &Notify,
+) {
+    let health = capacity.health(local).await;
+    let epoch = match view.meta().blob_node_heartbeat(local, health).await {
+        Ok(epoch) => epoch,
+        Err(error) => {
+            tracing::debug!(node = local, %error, "heartbeat failed");
+            return;
         }
+    };
+    if view
+        .cached()
+        .is_some_and(|placement| placement.epoch() == epoch)
+    {
+        return;
+    }
+    match view.refresh().await {
+        Ok(placement) => {
+            tracing::info!(
+                node = local,
+                epoch = placement.epoch(),
+                "cluster map changed"
+            );
+            map_changed.notify_one();
+        }
+        Err(error) => tracing::warn!(node = local, %error, "cannot re-read the cluster map"),
     }
 }
 

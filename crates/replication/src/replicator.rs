@@ -82,7 +82,12 @@ impl Replicator {
     }
 
     /// Works the backlog every second and runs a full pass every interval while this node
-    /// leads; returns when `stop` resolves.
+    /// leads; returns when `stop` resolves, also in the middle of a pass. A pass cut short
+    /// leaves nothing that matters half done: a repository leaves the backlog only after its
+    /// copy, a destination keeps no partial upload as content, and the next leader's first
+    /// round is a full pass. (Waiting for the pass instead held a stopping member for as long
+    /// as an unanswering destination or a write without a quorum does: forever for the last
+    /// voter of a cluster being stopped.)
     pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         let mut passes = tokio::time::interval(self.settings.interval);
         passes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -100,10 +105,16 @@ impl Replicator {
                 *self.passed.lock() = None;
                 continue;
             }
-            let done = if full {
-                self.pass().await
-            } else {
-                self.work_backlog().await
+            let work = async {
+                if full {
+                    self.pass().await
+                } else {
+                    self.work_backlog().await
+                }
+            };
+            let done = tokio::select! {
+                _ = &mut stop => return,
+                done = work => done,
             };
             if let Err(error) = done {
                 tracing::debug!(%error, full, "replication did not run");
