@@ -504,12 +504,27 @@ async fn a_tag_immutable_at_the_destination_is_reported_not_forced() {
         .expect("v1 unchanged");
 }
 
+/// A push rule for `prod/**` to `url`, with no credentials.
+fn push_rule(id: &str, url: String, deletes: bool) -> cluster_api::ReplicationRule {
+    cluster_api::ReplicationRule {
+        id: id.into(),
+        mode: cluster_api::ReplicationMode::Push,
+        url,
+        repositories: "prod/**".into(),
+        tags: None,
+        deletes,
+        username: None,
+        password: None,
+        ca_pem: None,
+    }
+}
+
 /// Issue 16's acceptance: a push rule from a 3-voter cluster to Distribution, with the meta
 /// leader stopped while images are pushed and replicated: the backlog is in the Raft state, so
 /// the new leader copies what the old one had not, and nothing is skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_lost_mid_replication_skips_nothing() {
-    use cluster_api::{MetaApi, ReplicationMode, ReplicationPolicy, ReplicationRule};
+    use cluster_api::{MetaApi, ReplicationPolicy};
     use test_cluster::{InProcessCluster, Role};
     let distribution = Distribution::start().await;
     let destination = Registry::new(distribution.url.clone());
@@ -521,19 +536,9 @@ async fn a_leader_lost_mid_replication_skips_nothing() {
         cluster_client::RetryPolicy::default(),
     )
     .expect("meta client");
-    meta.put_replication_rule(ReplicationRule {
-        id: "dr".into(),
-        mode: ReplicationMode::Push,
-        url: distribution.url.clone(),
-        repositories: "prod/**".into(),
-        tags: None,
-        deletes: true,
-        username: None,
-        password: None,
-        ca_pem: None,
-    })
-    .await
-    .expect("add the rule");
+    meta.put_replication_rule(push_rule("dr", distribution.url.clone(), true))
+        .await
+        .expect("add the rule");
     let gateway = Registry::new(cluster.gateway_url(1));
     let repos: Vec<String> = (0..4).map(|n| format!("prod/svc-{n}")).collect();
     let mut images = Vec::new();
@@ -576,7 +581,7 @@ async fn a_leader_lost_mid_replication_skips_nothing() {
 /// for (before, the stop waited out the 60 s read timeout and then that write, forever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_last_voter_mid_copy_stops_within_its_grace() {
-    use cluster_api::{MetaApi, ReplicationMode, ReplicationPolicy, ReplicationRule};
+    use cluster_api::{MetaApi, ReplicationPolicy};
     use test_cluster::{InProcessCluster, Role};
     // A "registry" that takes connections and reads requests but never answers one.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -604,19 +609,9 @@ async fn the_last_voter_mid_copy_stops_within_its_grace() {
         cluster_client::RetryPolicy::default(),
     )
     .expect("meta client");
-    meta.put_replication_rule(ReplicationRule {
-        id: "silent".into(),
-        mode: ReplicationMode::Push,
-        url: silent_url,
-        repositories: "prod/**".into(),
-        tags: None,
-        deletes: false,
-        username: None,
-        password: None,
-        ca_pem: None,
-    })
-    .await
-    .expect("add the rule");
+    meta.put_replication_rule(push_rule("silent", silent_url, false))
+        .await
+        .expect("add the rule");
     // The leader's replicator starts its pass and waits on the silent registry.
     tokio::time::timeout(DEADLINE, connections.wait_for(|n| *n > 0))
         .await
