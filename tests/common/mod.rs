@@ -104,7 +104,12 @@ impl Registry {
     pub fn new(base: String) -> Registry {
         Registry {
             base,
-            http: reqwest::Client::new(),
+            // Far above any request a test makes, and under nextest's 600 s kill: a request
+            // that hangs fails naming its URL instead of leaving the test silent until killed.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(300))
+                .build()
+                .expect("an HTTP client"),
         }
     }
 
